@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` and `make test`. Both set everything up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+SANDBOX ?= $(CURDIR)/.sandbox
+PLAYBOOK := $(BIN)/ansible-playbook -i inventories/local -e zopeops_sandbox=$(SANDBOX)
+SYSTEM_PACKAGES := haproxy:haproxy rsync:rsync git:git
+
+.PHONY: help deps demo status test test-unit test-integration clean
+
+help:
+	@echo "make demo   bring up the local four-stage pipeline and show what each stage serves"
+	@echo "make test   run the whole test suite"
+	@echo "make clean  stop every process of the sandbox and remove it"
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+deps: $(VENV)/.installed
+	@scripts/ensure-system-packages $(SYSTEM_PACKAGES)
+
+demo: deps
+	$(PLAYBOOK) playbooks/site.yml
+	$(PLAYBOOK) playbooks/status.yml
+
+status: deps
+	$(PLAYBOOK) playbooks/status.yml
+
+test: deps
+	$(BIN)/pytest tests
+
+test-unit: deps
+	$(BIN)/pytest tests/unit
+
+clean:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/sandbox-stop $(SANDBOX); fi
+	rm -rf $(SANDBOX)

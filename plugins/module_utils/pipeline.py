@@ -1,0 +1,172 @@
+# -*- coding: utf-8 -*-
+# Copyright: zopeops.stages developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The pipeline model: the inventory's stages, their twins and their addresses, validated.
+
+Every role and playbook reads the topology from this one model instead of walking groups and
+hostvars itself, so that a bad inventory is refused once, early, with every mistake named.
+
+Inventory conventions (see docs/inventory.md):
+  groups   S_zeo (one host), S_clients, and for the twin S_upgrade_zeo, S_upgrade_clients
+  hostvars zopeops_zeo_port, zopeops_clients: [{name, port}], ansible_host
+  stage    zopeops_lb_port and zopeops_data_policy, read from the stage's ZEO host
+"""
+from __future__ import annotations
+
+DATA_POLICIES = ('upstream', 'self', 'none')
+TWIN_SUFFIX = '_upgrade'
+
+
+class PipelineError(ValueError):
+    """The inventory does not describe a usable pipeline; ``problems`` lists every mistake."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__(
+            'The inventory does not describe a usable pipeline:\n- ' + '\n- '.join(self.problems))
+
+
+def instance_name(stage, side):
+    """``test`` + ``upgrade`` -> ``test_upgrade``: the name of one side's groups and files."""
+    return stage + TWIN_SUFFIX if side == 'upgrade' else stage
+
+
+def _as_port(value, what, problems):
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        problems.append('%s is %r, not a port number.' % (what, value))
+        return None
+    if not 0 < port < 65536:
+        problems.append('%s is %d, outside 1-65535.' % (what, port))
+        return None
+    return port
+
+
+def _machine(hostvars, host):
+    return str(hostvars.get('ansible_host') or host)
+
+
+def _side(groups, hostvars, stage, side, problems):
+    """The ZEO server and Zope clients of one side of a stage, or None if it has no hosts."""
+    inst = instance_name(stage, side)
+    zeo_hosts = list(groups.get(inst + '_zeo') or [])
+    client_hosts = list(groups.get(inst + '_clients') or [])
+    if not zeo_hosts and not client_hosts and not groups.get(inst):
+        if side == 'live':
+            problems.append(
+                "Stage '%s' is in zopeops_pipeline but the inventory has no hosts for it: add "
+                "groups '%s_zeo' (one ZEO host) and '%s_clients' (its Zope client hosts)."
+                % (stage, inst, inst))
+        return None
+    if len(zeo_hosts) != 1:
+        problems.append(
+            "Group '%s_zeo' must hold exactly one host (the ZEO server of %s); it holds %s."
+            % (inst, inst, ', '.join(zeo_hosts) if zeo_hosts else 'none'))
+        return None
+    if not client_hosts:
+        problems.append("Group '%s_clients' has no hosts: %s needs at least one Zope client."
+                        % (inst, inst))
+        return None
+    zeo_host = zeo_hosts[0]
+    zeo_vars = hostvars[zeo_host]
+    zeo_port = _as_port(zeo_vars.get('zopeops_zeo_port'),
+                        'zopeops_zeo_port of %s' % zeo_host, problems)
+    clients = []
+    for host in client_hosts:
+        entries = hostvars[host].get('zopeops_clients') or []
+        if not entries:
+            problems.append("Host %s is in '%s_clients' but lists no zopeops_clients "
+                            "(a list of {name, port})." % (host, inst))
+        for entry in entries:
+            if not isinstance(entry, dict) or not entry.get('name'):
+                problems.append('Host %s: every zopeops_clients entry needs a name and a port; '
+                                'got %r.' % (host, entry))
+                continue
+            port = _as_port(entry.get('port'), 'port of client %s on %s' % (entry['name'], host),
+                            problems)
+            clients.append({'host': host, 'name': str(entry['name']),
+                            'address': _machine(hostvars[host], host), 'port': port,
+                            'id': '%s-%s' % (inst, entry['name'])})
+    return {
+        'instance': inst,
+        'side': side,
+        'zeo': {'host': zeo_host, 'address': _machine(zeo_vars, zeo_host), 'port': zeo_port},
+        'clients': clients,
+        'hosts': sorted(set([zeo_host] + client_hosts)),
+    }
+
+
+def build_model(groups, hostvars, pipeline):
+    """Return the validated pipeline model, or raise PipelineError naming every problem."""
+    problems = []
+    if not isinstance(pipeline, (list, tuple)) or not pipeline:
+        raise PipelineError(['zopeops_pipeline must be a non-empty list of stage names, '
+                             'e.g. [dev, beta, test, prod]; it is %r.' % (pipeline,)])
+    pipeline = [str(s) for s in pipeline]
+    seen = set()
+    for stage in pipeline:
+        if stage in seen:
+            problems.append("Stage '%s' appears twice in zopeops_pipeline." % stage)
+        if stage.endswith(TWIN_SUFFIX):
+            problems.append("Stage '%s' ends in '%s', which names twins; rename the stage."
+                            % (stage, TWIN_SUFFIX))
+        seen.add(stage)
+
+    stages = {}
+    for index, stage in enumerate(pipeline):
+        live = _side(groups, hostvars, stage, 'live', problems)
+        upgrade = _side(groups, hostvars, stage, 'upgrade', problems)
+        entry = {
+            'name': stage,
+            'index': index,
+            'predecessor': pipeline[index - 1] if index > 0 else None,
+            'successor': pipeline[index + 1] if index + 1 < len(pipeline) else None,
+            'live': live,
+            'upgrade': upgrade,
+            'lb_port': None,
+            'data_policy': 'upstream',
+        }
+        if live:
+            stage_vars = hostvars[live['zeo']['host']]
+            entry['lb_port'] = _as_port(stage_vars.get('zopeops_lb_port'),
+                                        'zopeops_lb_port of stage %s' % stage, problems)
+            policy = stage_vars.get('zopeops_data_policy') or 'upstream'
+            if policy not in DATA_POLICIES:
+                problems.append("zopeops_data_policy of stage %s is %r; choose one of %s."
+                                % (stage, policy, ', '.join(DATA_POLICIES)))
+            entry['data_policy'] = policy
+        stages[stage] = entry
+
+    lb_hosts = list(groups.get('lb') or [])
+    lb_address = _machine(hostvars[lb_hosts[0]], lb_hosts[0]) if lb_hosts else None
+    _check_ports(stages, lb_address, problems)
+    if problems:
+        raise PipelineError(problems)
+    return {'pipeline': pipeline, 'stages': stages, 'lb_hosts': lb_hosts}
+
+
+def _check_ports(stages, lb_address, problems):
+    """Two listeners on one machine and port would collide: name both."""
+    owners = {}
+
+    def claim(address, port, owner):
+        if port is None:
+            return
+        key = (address, port)
+        if key in owners:
+            problems.append('Port %d on %s is given twice: to %s and to %s.'
+                            % (port, address, owners[key], owner))
+        else:
+            owners[key] = owner
+
+    for stage in stages.values():
+        if lb_address is not None:
+            claim(lb_address, stage['lb_port'], 'the load-balancer frontend of %s' % stage['name'])
+        for side in (stage['live'], stage['upgrade']):
+            if not side:
+                continue
+            claim(side['zeo']['address'], side['zeo']['port'],
+                  'the ZEO server of %s' % side['instance'])
+            for client in side['clients']:
+                claim(client['address'], client['port'], 'Zope client %s' % client['id'])
