@@ -1,0 +1,322 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: zopeops.stages developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: app_release
+short_description: Build an immutable code release of a Zope application, once per revision
+version_added: 0.1.0
+description:
+  - Resolves O(revision) (a commit, tag or branch) in a git repository to its commit id and
+    makes sure C(<root>/releases/<commit>) holds that exact tree in C(src/) and a virtualenv
+    with its requirements in C(venv/).
+  - Releases are content-addressed and shared by every stage on the machine; a revision that
+    is already built is reused, not rebuilt. Concurrent builds on one machine (several stages
+    deployed in parallel) are serialised by a lock; the second finds the release ready.
+  - A release is only complete once its C(release.json) is written; a half-built one (an
+    interrupted run) is removed and built again.
+  - With O(installer=uv), a rebuild whose dependencies did not change takes seconds: uv's
+    cache under C(<root>/releases/.cache) holds every wheel already installed once.
+author: zopeops.stages developers
+options:
+  root:
+    description: The machine's zopeops folder; releases go to C(<root>/releases).
+    type: path
+    required: true
+  repo:
+    description:
+      - The application's git repository (a URL or a local path). It is mirrored under
+        C(<root>/releases/.mirror.git) and fetched from there.
+    type: str
+    required: true
+  revision:
+    description:
+      - What to build, a commit id, tag or branch. A branch is resolved at every run (after a
+        fetch), so a host that follows a branch gets its head.
+    type: str
+    required: true
+  requirements:
+    description: Requirements file inside the source tree, installed first; empty for none.
+    type: str
+    default: requirements.txt
+  install_source:
+    description: Install the source tree itself into the virtualenv (it must be a package).
+    type: bool
+    default: true
+  installer:
+    description: C(uv) (fast, cached) or C(pip) (the virtualenv's own pip).
+    type: str
+    choices: [uv, pip]
+    default: uv
+  uv:
+    description: Path of the uv executable; default is the one beside this module's Python.
+    type: path
+  python:
+    description: The Python the release's virtualenv is made from; default this module's.
+    type: path
+  fetch:
+    description: Fetch the repository before resolving a revision that is not a known commit.
+    type: bool
+    default: true
+  timeout:
+    description: Seconds one build step (fetch, install) may take before it is abandoned.
+    type: int
+    default: 900
+attributes:
+  check_mode:
+    support: full
+    details: Resolves the revision from the mirror as it is (no fetch) and says whether a build
+      would happen; writes nothing.
+  diff_mode:
+    support: none
+notes:
+  - Builds happen on the managed host, never on the controller.
+seealso:
+  - module: zopeops.stages.zeo_service
+"""
+
+EXAMPLES = r"""
+- name: Ensure the release of beta's revision exists.
+  zopeops.stages.app_release:
+    root: /srv/zopeops
+    repo: https://git.example.com/site.git
+    revision: 3f2c1a9e0b7d4c55a1e2f3b4c5d6e7f8a9b0c1d2
+  register: release
+
+- name: Point the stage at it.
+  ansible.builtin.file:
+    src: "{{ release.release_dir }}"
+    dest: /srv/zopeops/test/current
+    state: link
+"""
+
+RETURN = r"""
+revision:
+  description: The full commit id that was resolved and built.
+  returned: success
+  type: str
+  sample: 3f2c1a9e0b7d4c55a1e2f3b4c5d6e7f8a9b0c1d2
+release_dir:
+  description: The release's folder.
+  returned: success
+  type: str
+  sample: /srv/zopeops/releases/3f2c1a9e0b7d4c55a1e2f3b4c5d6e7f8a9b0c1d2
+built:
+  description: Whether this run built the release (false when it existed already).
+  returned: success
+  type: bool
+build_seconds:
+  description: How long the build took (0 when nothing was built).
+  returned: success
+  type: float
+steps:
+  description: The commands the build ran, as argv lists.
+  returned: success
+  type: list
+  elements: list
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+SHA_RE = re.compile(r'^[0-9a-f]{40}$')
+
+
+class BuildError(Exception):
+    pass
+
+
+def run(argv, steps, timeout, env=None, cwd=None, stdout=None):
+    steps.append(list(argv))
+    try:
+        proc = subprocess.run(argv, stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=env, cwd=cwd, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise BuildError('%s is not installed or not on PATH.' % argv[0]) from None
+    except subprocess.TimeoutExpired:
+        raise BuildError('%s took longer than %ds.' % (' '.join(argv[:3]), timeout)) from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or b'').decode('utf-8', 'replace').strip().splitlines()[-25:]
+        raise BuildError('%s failed (exit %d):\n%s'
+                         % (' '.join(argv[:4]), proc.returncode, '\n'.join(tail)))
+    return proc
+
+
+@contextlib.contextmanager
+def locked(path):
+    with open(path, 'a') as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def git(mirror, *args):
+    return ['git', '--git-dir', mirror] + list(args)
+
+
+def resolve(mirror, revision, steps, timeout):
+    """The commit id of ``revision`` in the mirror, or None if the mirror does not know it."""
+    try:
+        proc = run(git(mirror, 'rev-parse', '--verify', '--quiet', revision + '^{commit}'),
+                   steps, timeout)
+    except BuildError:
+        return None
+    return proc.stdout.decode().strip()
+
+
+def ensure_mirror(mirror, repo, steps, timeout):
+    if not os.path.isdir(mirror):
+        tmp = mirror + '.tmp-%d' % os.getpid()
+        shutil.rmtree(tmp, ignore_errors=True)
+        run(['git', 'clone', '--quiet', '--mirror', repo, tmp], steps, timeout)
+        os.rename(tmp, mirror)
+        return True
+    run(git(mirror, 'remote', 'set-url', 'origin', repo), steps, timeout)
+    return False
+
+
+def fetch(mirror, steps, timeout):
+    run(git(mirror, 'fetch', '--quiet', '--prune', '--tags', 'origin',
+            '+refs/heads/*:refs/heads/*'), steps, timeout)
+
+
+def export_tree(mirror, sha, dest, steps, timeout):
+    """Write the tree of ``sha`` into ``dest`` (git archive, read as a stream: no shell)."""
+    argv = git(mirror, 'archive', '--format=tar', sha)
+    steps.append(argv)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode='r|') as archive:
+            if hasattr(tarfile, 'data_filter'):
+                archive.extractall(dest, filter='data')
+            else:  # Python before 3.11.4: git archive of our own mirror only
+                archive.extractall(dest)
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode('utf-8', 'replace')
+        proc.stderr.close()
+        code = proc.wait(timeout)
+    if code != 0:
+        raise BuildError('git archive %s failed (exit %d): %s' % (sha, code, err.strip()))
+
+
+def build(params, sha, release_dir, steps):
+    timeout = params['timeout']
+    src = os.path.join(release_dir, 'src')
+    venv = os.path.join(release_dir, 'venv')
+    os.makedirs(src)
+    export_tree(params['_mirror'], sha, src, steps, timeout)
+    python = params['python'] or sys.executable
+    req = params['requirements']
+    req_path = os.path.join(src, req) if req else None
+    if req_path and not os.path.isfile(req_path):
+        raise BuildError('The source at %s has no %s; set requirements to the right file or '
+                         'to an empty string.' % (sha[:12], req))
+    installs = ([['-r', req_path]] if req_path else []) + (
+        [[src]] if params['install_source'] else [])
+    if params['installer'] == 'uv':
+        uv = params['uv'] or os.path.join(os.path.dirname(sys.executable), 'uv')
+        if not os.path.exists(uv):
+            uv = shutil.which('uv') or uv
+        env = dict(os.environ, UV_CACHE_DIR=os.path.join(params['root'], 'releases', '.cache', 'uv'),
+                   UV_LINK_MODE='hardlink', UV_PYTHON_DOWNLOADS='never')
+        run([uv, 'venv', '--quiet', '--python', python, venv], steps, timeout, env=env)
+        for extra in installs:
+            run([uv, 'pip', 'install', '--quiet', '--python', os.path.join(venv, 'bin', 'python')]
+                + extra, steps, timeout, env=env)
+    else:
+        env = dict(os.environ, PIP_CACHE_DIR=os.path.join(params['root'], 'releases', '.cache', 'pip'))
+        run([python, '-m', 'venv', venv], steps, timeout, env=env)
+        for extra in installs:
+            run([os.path.join(venv, 'bin', 'pip'), 'install', '--quiet'] + extra, steps, timeout,
+                env=env)
+    with open(os.path.join(release_dir, 'REVISION'), 'w') as handle:
+        handle.write(sha + '\n')
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            root=dict(type='path', required=True),
+            repo=dict(type='str', required=True),
+            revision=dict(type='str', required=True),
+            requirements=dict(type='str', default='requirements.txt'),
+            install_source=dict(type='bool', default=True),
+            installer=dict(type='str', choices=['uv', 'pip'], default='uv'),
+            uv=dict(type='path'),
+            python=dict(type='path'),
+            fetch=dict(type='bool', default=True),
+            timeout=dict(type='int', default=900),
+        ),
+        supports_check_mode=True,
+    )
+    params = dict(module.params)
+    releases = os.path.join(params['root'], 'releases')
+    mirror = params['_mirror'] = os.path.join(releases, '.mirror.git')
+    revision = params['revision'].strip()
+    steps = []
+    result = dict(changed=False, built=False, build_seconds=0.0, steps=steps)
+
+    if module.check_mode:
+        sha = resolve(mirror, revision, steps, params['timeout']) if os.path.isdir(mirror) else None
+        if sha is None:
+            sha = revision if SHA_RE.match(revision) else None
+        ready = sha and os.path.isfile(os.path.join(releases, sha, 'release.json'))
+        result.update(revision=sha or revision, release_dir=os.path.join(releases, sha or revision),
+                      changed=not ready, msg='would build' if not ready else 'release exists')
+        module.exit_json(**result)
+
+    try:
+        os.makedirs(releases, exist_ok=True)
+        with locked(os.path.join(releases, '.lock')):
+            ensure_mirror(mirror, params['repo'], steps, params['timeout'])
+            sha = resolve(mirror, revision, steps, params['timeout'])
+            if (sha is None or not SHA_RE.match(revision)) and params['fetch']:
+                fetch(mirror, steps, params['timeout'])
+                sha = resolve(mirror, revision, steps, params['timeout'])
+            if sha is None:
+                raise BuildError('Revision %r is not in %s: name a commit, tag or branch that '
+                                 'exists there.' % (revision, params['repo']))
+            release_dir = os.path.join(releases, sha)
+            marker = os.path.join(release_dir, 'release.json')
+            if not os.path.isfile(marker):
+                if os.path.exists(release_dir):
+                    shutil.rmtree(release_dir)  # an interrupted build: never half-use it
+                started = time.monotonic()
+                try:
+                    build(params, sha, release_dir, steps)
+                except BaseException:
+                    shutil.rmtree(release_dir, ignore_errors=True)
+                    raise
+                info = dict(revision=sha, requested=revision, repo=params['repo'],
+                            installer=params['installer'],
+                            built_at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+                tmp = marker + '.tmp'
+                with open(tmp, 'w') as handle:
+                    json.dump(info, handle, indent=2, sort_keys=True)
+                os.rename(tmp, marker)
+                result.update(built=True, changed=True,
+                              build_seconds=round(time.monotonic() - started, 3))
+    except BuildError as exc:
+        module.fail_json(msg='Building the release of %r under %s failed: %s'
+                         % (revision, releases, exc), **result)
+    result.update(revision=sha, release_dir=release_dir)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,113 @@
+"""The pipeline model: topology derived from groups and hostvars, and every mistake named."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from ansible_collections.zopeops.stages.plugins.module_utils.pipeline import (
+    PipelineError, build_model, instance_name)
+
+
+def inventory():
+    """dev -> test, test with a twin; two machines."""
+    groups = {
+        'lb': ['lb1'],
+        'dev_zeo': ['dev-a'], 'dev_clients': ['dev-a'],
+        'test_zeo': ['test-db'], 'test_clients': ['test-a', 'test-b'],
+        'test_upgrade_zeo': ['test_upgrade-db'], 'test_upgrade_clients': ['test_upgrade-a'],
+    }
+    hostvars = {
+        'lb1': {'ansible_host': 'lb'},
+        'dev-a': {'ansible_host': 'm1', 'zopeops_zeo_port': 8100, 'zopeops_lb_port': 81,
+                  'zopeops_clients': [{'name': 'client1', 'port': 8080}]},
+        'test-db': {'ansible_host': 'm2', 'zopeops_zeo_port': '8100', 'zopeops_lb_port': 82,
+                    'zopeops_data_policy': 'self'},
+        'test-a': {'ansible_host': 'm2', 'zopeops_clients': [{'name': 'client1', 'port': 8080}]},
+        'test-b': {'ansible_host': 'm3', 'zopeops_clients': [{'name': 'client2', 'port': 8080}]},
+        'test_upgrade-db': {'ansible_host': 'm2', 'zopeops_zeo_port': 8200},
+        'test_upgrade-a': {'ansible_host': 'm3',
+                           'zopeops_clients': [{'name': 'client1', 'port': 8090}]},
+    }
+    return groups, hostvars
+
+
+def problems_of(groups, hostvars, pipeline=('dev', 'test')):
+    with pytest.raises(PipelineError) as info:
+        build_model(groups, hostvars, list(pipeline))
+    return info.value.problems
+
+
+def test_model_derives_predecessors_addresses_and_twins():
+    model = build_model(*inventory(), ['dev', 'test'])
+    test = model['stages']['test']
+    assert test['predecessor'] == 'dev' and test['successor'] is None
+    assert model['stages']['dev']['predecessor'] is None
+    assert test['lb_port'] == 82 and test['data_policy'] == 'self'
+    assert test['live']['zeo'] == {'host': 'test-db', 'address': 'm2', 'port': 8100}
+    assert [(c['address'], c['port'], c['id']) for c in test['live']['clients']] == [
+        ('m2', 8080, 'test-client1'), ('m3', 8080, 'test-client2')]
+    assert test['upgrade']['instance'] == 'test_upgrade'
+    assert test['upgrade']['clients'][0]['id'] == 'test_upgrade-client1'
+    assert model['stages']['dev']['upgrade'] is None
+    assert model['stages']['dev']['data_policy'] == 'upstream'
+
+
+def test_instance_name():
+    assert instance_name('prod', 'live') == 'prod'
+    assert instance_name('prod', 'upgrade') == 'prod_upgrade'
+
+
+def test_stage_without_hosts_is_named():
+    groups, hostvars = inventory()
+    problems = problems_of(groups, hostvars, ['dev', 'beta', 'test'])
+    assert any("Stage 'beta'" in p and 'beta_zeo' in p for p in problems)
+
+
+def test_twin_without_zeo_host_is_named():
+    groups, hostvars = inventory()
+    del groups['test_upgrade_zeo']
+    problems = problems_of(groups, hostvars)
+    assert problems == ["Group 'test_upgrade_zeo' must hold exactly one host "
+                        "(the ZEO server of test_upgrade); it holds none."]
+
+
+def test_duplicate_port_on_one_machine_names_both_owners():
+    groups, hostvars = inventory()
+    hostvars['test_upgrade-db']['zopeops_zeo_port'] = 8100  # same machine m2 as test's ZEO
+    problems = problems_of(groups, hostvars)
+    assert problems == ['Port 8100 on m2 is given twice: to the ZEO server of test and to the '
+                        'ZEO server of test_upgrade.']
+
+
+def test_same_port_on_different_machines_is_fine():
+    groups, hostvars = inventory()
+    hostvars['test-b']['zopeops_clients'][0]['port'] = 8080  # m3 vs m2: no clash
+    build_model(groups, hostvars, ['dev', 'test'])
+
+
+def test_every_problem_is_reported_at_once():
+    groups, hostvars = inventory()
+    hostvars = copy.deepcopy(hostvars)
+    hostvars['dev-a']['zopeops_lb_port'] = 'eighty'
+    hostvars['test-db']['zopeops_data_policy'] = 'mirror'
+    hostvars['test-a']['zopeops_clients'] = [{'port': 8080}]
+    problems = problems_of(groups, hostvars)
+    assert len(problems) == 3
+    assert "zopeops_lb_port of stage dev is 'eighty', not a port number." in problems
+    assert any("'mirror'" in p and 'upstream, self, none' in p for p in problems)
+    assert any('needs a name and a port' in p for p in problems)
+
+
+@pytest.mark.parametrize('pipeline', [[], None, 'dev'])
+def test_pipeline_must_be_a_list(pipeline):
+    with pytest.raises(PipelineError, match='non-empty list'):
+        build_model({}, {}, pipeline)
+
+
+def test_twin_suffix_and_duplicates_in_pipeline_are_refused():
+    groups, hostvars = inventory()
+    problems = problems_of(groups, hostvars, ['dev', 'test', 'dev'])
+    assert "Stage 'dev' appears twice in zopeops_pipeline." in problems
+    problems = problems_of(groups, hostvars, ['dev', 'test', 'x_upgrade'])
+    assert any("ends in '_upgrade'" in p for p in problems)
