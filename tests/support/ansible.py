@@ -42,3 +42,11 @@ def recap(output):
             totals[host.strip()] = {k: int(v) for k, v in
                                     (item.split('=') for item in counts.split())}
     return totals
+
+
+def assert_no_changes(proc):
+    totals = recap(proc.stdout)
+    assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-3000:]
+    changed = {host: t['changed'] for host, t in totals.items() if t.get('changed')}
+    assert totals and not changed, 'expected changed=0, got %s\n%s' % (changed,
+                                                                       proc.stdout[-8000:])

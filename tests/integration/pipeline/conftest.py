@@ -1,0 +1,69 @@
+"""The whole local pipeline, brought up once for the session in a temporary sandbox."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from support.ansible import recap, run_playbook
+from support.paths import REPO
+from support.ports import free_port_block
+
+PORTS = 50  # inventories/local uses zopeops_port_base + 0 .. 49
+
+
+@dataclasses.dataclass
+class Pipeline:
+    sandbox: pathlib.Path
+    port_base: int
+    first_run: subprocess.CompletedProcess
+
+    @property
+    def inventory(self):
+        return REPO / 'inventories' / 'local'
+
+    @property
+    def extra_vars(self):
+        return {'zopeops_sandbox': str(self.sandbox), 'zopeops_port_base': self.port_base}
+
+    @property
+    def runtime_dir(self):
+        return pathlib.Path('/tmp/zopeops-' + hashlib.sha1(
+            str(self.sandbox).encode()).hexdigest()[:10])
+
+    def lb_port(self, stage):
+        return self.port_base + ['dev', 'beta', 'test', 'prod'].index(stage)
+
+    def playbook(self, name, extra=None, **kwargs):
+        return run_playbook(name, self.inventory, dict(self.extra_vars, **(extra or {})),
+                            **kwargs)
+
+    def supervisorctl(self, *args):
+        return subprocess.run(
+            [str(pathlib.Path(sys.executable).parent / 'supervisorctl'), '-c',
+             str(self.sandbox / 'supervisor' / 'supervisord.conf'), *args],
+            capture_output=True, text=True, timeout=60, check=False)
+
+
+def stop_sandbox(sandbox):
+    subprocess.run([sys.executable, str(REPO / 'scripts' / 'sandbox-stop'), str(sandbox)],
+                   timeout=180, check=False)
+
+
+@pytest.fixture(scope='session')
+def pipeline(tmp_path_factory):
+    sandbox = tmp_path_factory.mktemp('pipeline') / 'sandbox'
+    base = free_port_block(PORTS)
+    try:
+        first = run_playbook('site.yml', REPO / 'inventories' / 'local',
+                             {'zopeops_sandbox': str(sandbox), 'zopeops_port_base': base})
+        if first.returncode != 0:
+            pytest.fail('site.yml failed on a fresh sandbox:\n%s\n%s'
+                        % (first.stdout[-15000:], first.stderr[-5000:]), pytrace=False)
+        yield Pipeline(sandbox, base, first)
+    finally:
+        stop_sandbox(sandbox)

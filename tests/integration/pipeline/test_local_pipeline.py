@@ -1,0 +1,89 @@
+"""The embedded pipeline, for real: runzeo and runwsgi under supervisord, HAProxy in front."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import requests
+import testinfra
+
+from support.ansible import assert_no_changes
+
+pytestmark = [pytest.mark.integration, pytest.mark.pipeline]
+
+LIVE = {'dev': ['client1'], 'beta': ['client1', 'client2'], 'test': ['client1', 'client2'],
+        'prod': ['client1', 'client2']}
+ZEO_OFFSET = {'dev': 10, 'beta': 20, 'test': 30, 'prod': 40}
+
+
+@pytest.fixture(scope='module')
+def host():
+    return testinfra.get_host('local://')
+
+
+def demo_sha(pipeline, ref):
+    return subprocess.run(['git', '--git-dir', str(pipeline.sandbox / 'app.git'), 'rev-parse',
+                           ref + '^{commit}'], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_every_live_program_runs_and_twins_do_not(pipeline):
+    status = pipeline.supervisorctl('status').stdout
+    lines = {line.split()[0]: line.split()[1] for line in status.splitlines() if line.strip()}
+    for stage, clients in LIVE.items():
+        for program in ['%s-zeo' % stage] + ['%s-%s' % (stage, c) for c in clients]:
+            assert lines.get(program) == 'RUNNING', status
+    assert lines.get('haproxy') == 'RUNNING', status
+    assert not [name for name in lines if '_upgrade' in name and lines[name] == 'RUNNING']
+
+
+def test_every_port_listens(pipeline, host):
+    for stage, clients in LIVE.items():
+        ports = [pipeline.lb_port(stage), pipeline.port_base + ZEO_OFFSET[stage]]
+        ports += [pipeline.port_base + ZEO_OFFSET[stage] + i + 1 for i in range(len(clients))]
+        for port in ports:
+            assert host.socket('tcp://127.0.0.1:%d' % port).is_listening, (stage, port)
+
+
+def test_haproxy_admin_socket_is_private(pipeline, host):
+    sock = host.file(str(pipeline.runtime_dir / 'haproxy.sock'))
+    assert sock.is_socket
+    assert sock.mode & 0o007 == 0, oct(sock.mode)
+
+
+def test_every_stage_answers_through_haproxy_with_its_own_revision(pipeline):
+    expected = {'dev': demo_sha(pipeline, 'demo-v2')}
+    expected.update({s: demo_sha(pipeline, 'demo-v1') for s in ('beta', 'test', 'prod')})
+    for stage, revision in expected.items():
+        response = requests.get('http://127.0.0.1:%d/@@zopeops-info' % pipeline.lb_port(stage),
+                                timeout=10)
+        assert response.status_code == 200, (stage, response.text[:500])
+        info = response.json()
+        assert info['revision'] == revision and info['stage'] == stage, info
+        deployed = json.loads((pipeline.sandbox / stage / 'deployed.json').read_text())
+        assert deployed['revision'] == revision
+
+
+def test_dev_has_the_demo_partners(pipeline):
+    response = requests.get('http://127.0.0.1:%d/partners' % pipeline.lb_port('dev'),
+                            timeout=10)
+    assert response.status_code == 200
+
+
+def test_second_run_changes_nothing(pipeline):
+    assert_no_changes(pipeline.playbook('site.yml'))
+
+
+def test_check_mode_shows_drift_without_changing_it(pipeline):
+    conf = pipeline.sandbox / 'test' / 'etc' / 'zeo.conf'
+    original = conf.read_text()
+    conf.write_text(original + '\n# drift\n')
+    try:
+        proc = pipeline.playbook('site.yml', check=True, diff=True)
+        assert proc.returncode == 0, proc.stdout[-6000:]
+        assert '# drift' in proc.stdout and 'changed: [test-local]' in proc.stdout
+        assert conf.read_text().endswith('# drift\n')
+    finally:
+        conf.write_text(original)
+    assert_no_changes(pipeline.playbook('site.yml', check=True))
