@@ -17,7 +17,7 @@ description:
     deployed in parallel) are serialised by a lock; the second finds the release ready.
   - A release is only complete once its C(release.json) is written; a half-built one (an
     interrupted run) is removed and built again.
-  - With O(installer=uv), a rebuild whose dependencies did not change takes seconds: uv's
+  - With O(installer=uv), a rebuild whose dependencies did not change takes seconds, because uv's
     cache under C(<root>/releases/.cache) holds every wheel already installed once.
 author: zopeops.stages developers
 options:
