@@ -44,7 +44,7 @@ _value:
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.zopeops.stages.plugins.module_utils.pipeline import (
-    PipelineError, build_model)
+    PipelineError, build_model, check_urls)
 
 
 def pipeline_model(groups, hostvars, pipeline):
@@ -56,4 +56,4 @@ def pipeline_model(groups, hostvars, pipeline):
 
 class FilterModule:
     def filters(self):
-        return {'pipeline_model': pipeline_model}
+        return {'pipeline_model': pipeline_model, 'pipeline_check_urls': check_urls}

@@ -87,7 +87,8 @@ def _side(groups, hostvars, stage, side, problems):
                             problems)
             clients.append({'host': host, 'name': str(entry['name']),
                             'address': _machine(hostvars[host], host), 'port': port,
-                            'id': '%s-%s' % (inst, entry['name'])})
+                            'id': '%s-%s' % (inst, entry['name']),
+                            'url': 'http://%s:%s' % (_machine(hostvars[host], host), port)})
     return {
         'instance': inst,
         'side': side,
@@ -170,3 +171,17 @@ def _check_ports(stages, lb_address, problems):
                   'the ZEO server of %s' % side['instance'])
             for client in side['clients']:
                 claim(client['address'], client['port'], 'Zope client %s' % client['id'])
+
+
+def check_urls(model, lb_address, path='/'):
+    """What a health check of the whole pipeline asks: each stage through the load balancer
+    (named after the stage) and each live Zope client directly (named after the client)."""
+    urls = []
+    for name in model['pipeline']:
+        stage = model['stages'][name]
+        if lb_address and stage['lb_port']:
+            urls.append({'name': name, 'url': 'http://%s:%d%s' % (lb_address, stage['lb_port'], path)})
+    for name in model['pipeline']:
+        for client in model['stages'][name]['live']['clients']:
+            urls.append({'name': client['id'], 'url': client['url'] + path})
+    return urls

@@ -111,3 +111,14 @@ def test_twin_suffix_and_duplicates_in_pipeline_are_refused():
     assert "Stage 'dev' appears twice in zopeops_pipeline." in problems
     problems = problems_of(groups, hostvars, ['dev', 'test', 'x_upgrade'])
     assert any("ends in '_upgrade'" in p for p in problems)
+
+
+def test_check_urls_cover_every_frontend_and_live_client():
+    from ansible_collections.zopeops.stages.plugins.module_utils.pipeline import check_urls
+    model = build_model(*inventory(), ['dev', 'test'])
+    assert check_urls(model, '10.0.0.1', '/@@ok') == [
+        {'name': 'dev', 'url': 'http://10.0.0.1:81/@@ok'},
+        {'name': 'test', 'url': 'http://10.0.0.1:82/@@ok'},
+        {'name': 'dev-client1', 'url': 'http://m1:8080/@@ok'},
+        {'name': 'test-client1', 'url': 'http://m2:8080/@@ok'},
+        {'name': 'test-client2', 'url': 'http://m3:8080/@@ok'}]

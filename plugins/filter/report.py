@@ -1,0 +1,54 @@
+# -*- coding: utf-8 -*-
+# Copyright: zopeops.stages developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters that turn results into what a person reads: phase timings, tables, check rows."""
+from __future__ import annotations
+
+
+def phase_durations(timeline):
+    """[{phase, event: start|end, at}] -> [{phase, seconds}] in the order phases started.
+
+    A phase that started but did not end (the run stopped in it) has ``seconds: None``.
+    """
+    order, started, ended = [], {}, {}
+    for entry in timeline or []:
+        phase, event, at = entry['phase'], entry['event'], float(entry['at'])
+        if event == 'start':
+            if phase not in started:
+                order.append(phase)
+            started[phase] = at
+        elif event == 'end':
+            ended[phase] = at
+    return [{'phase': phase,
+             'seconds': round(ended[phase] - started[phase], 1) if phase in ended else None}
+            for phase in order]
+
+
+def summary_table(rows, columns):
+    """Rows of dicts -> aligned text lines with a header, for a readable play summary."""
+    cells = [[str(c) for c in columns]] + [
+        ['-' if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return ['  '.join(value.ljust(width) for value, width in zip(line, widths)).rstrip()
+            for line in cells]
+
+
+def status_rows(results):
+    """zope_healthcheck results -> rows with name, url, status, revision (short), health."""
+    rows = []
+    for result in results or []:
+        revision = result.get('revision')
+        rows.append({
+            'name': result.get('name') or result.get('url'),
+            'url': result.get('url'),
+            'status': result.get('status'),
+            'revision': revision[:12] if isinstance(revision, str) else revision,
+            'health': 'ok' if result.get('ok') else 'FAILED: %s' % (result.get('error') or '?'),
+        })
+    return rows
+
+
+class FilterModule:
+    def filters(self):
+        return {'phase_durations': phase_durations, 'summary_table': summary_table,
+                'status_rows': status_rows}
