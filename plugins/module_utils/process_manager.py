@@ -1,0 +1,369 @@
+# -*- coding: utf-8 -*-
+# Copyright: zopeops.stages developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Control one program through supervisord or systemd, in one vocabulary.
+
+Both backends speak through their command line tools with argv lists (never a shell string):
+``supervisorctl -c <config> ...`` and ``systemctl ...``. We chose ``supervisorctl`` over
+supervisord's XML-RPC API because the module runs under Ansible's Python, which need not have
+the ``supervisor`` package (it usually lives in another virtualenv), and because
+``supervisorctl`` reads the server URL and credentials from the same config file that the
+roles template, so the module needs no second copy of them.
+
+States are reported in supervisord's words for both backends (systemd's are mapped):
+
+  ABSENT    the process manager does not know the program / unit
+  STOPPED   not running (also systemd ``inactive``)
+  STARTING  started, not yet past supervisord's ``startsecs`` (systemd ``activating``)
+  RUNNING   running (systemd ``active``)
+  BACKOFF   exited while starting; supervisord will retry (systemd ``auto-restart``)
+  STOPPING  being stopped (systemd ``deactivating``)
+  EXITED    exited after it was running
+  FATAL     could not be started (systemd ``failed``)
+  UNKNOWN   supervisord's own UNKNOWN, or a state this code does not know
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+RUNNING_STATES = ('RUNNING', 'STARTING')
+ACTIVE_STATES = ('RUNNING', 'STARTING', 'BACKOFF', 'STOPPING')
+FAILED_STATES = ('FATAL', 'BACKOFF', 'EXITED')
+STOPPED_STATES = ('STOPPED', 'EXITED', 'FATAL', 'ABSENT')
+
+_STATUS_LINE = re.compile(r'^(?P<name>\S+)\s+(?P<state>[A-Z]+)\b\s*(?P<description>.*)$')
+_PID = re.compile(r'\bpid (\d+)')
+_SUPERVISORD_UNREACHABLE = (
+    'no such file', 'refused connection', 'connection refused', 'shut_down_state',
+    'shutdown_state', "can't find command", 'error: <class', 'permission denied')
+
+
+class ProcessManagerError(Exception):
+    """A process-manager command failed; the message says which, on what, why, what to do."""
+
+
+class ProcessStatus:
+    """What the process manager says about one program."""
+
+    def __init__(self, name, state, pid=None, description='', raw=''):
+        self.name = name
+        self.state = state
+        self.pid = pid
+        self.description = description
+        self.raw = raw
+
+    @property
+    def running(self):
+        return self.state in RUNNING_STATES
+
+    def __repr__(self):
+        return 'ProcessStatus(%r, %r, pid=%r, %r)' % (
+            self.name, self.state, self.pid, self.description)
+
+    def summary(self):
+        text = self.state
+        if self.pid:
+            text += ' (pid %d)' % self.pid
+        if self.description and not self.description.startswith('pid '):
+            text += ': ' + self.description
+        return text
+
+
+def run_argv(argv, timeout=None, env=None):
+    """Run ``argv`` (a list, no shell) with C locale; return ``(rc, stdout, stderr)``."""
+    run_env = dict(os.environ)
+    run_env.update({'LANG': 'C', 'LC_ALL': 'C'})
+    run_env.update(env or {})
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              env=run_env, check=False, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return 127, '', '%s: command not found' % argv[0]
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors='replace') if isinstance(exc.stdout, bytes) else (
+            exc.stdout or '')
+        return -1, out, 'timed out after %ss' % timeout
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def parse_supervisorctl_status(output, name):
+    """Parse ``supervisorctl status <name>`` output into a ProcessStatus.
+
+    A program inside a ``[group:g]`` is listed as ``g:name``; either spelling matches.
+    Raises ProcessManagerError when the output says supervisord cannot be reached.
+    """
+    for line in output.splitlines():
+        line = line.rstrip()
+        if not line:
+            continue
+        if 'ERROR (no such process)' in line or 'ERROR (no such group)' in line:
+            head = line.split(':', 1)[0].strip()
+            if head == name or line.startswith(name + ':'):
+                return ProcessStatus(name, 'ABSENT', raw=line)
+            continue
+        match = _STATUS_LINE.match(line)
+        if not match:
+            continue
+        listed = match.group('name')
+        if listed != name and listed.split(':', 1)[-1] != name:
+            continue
+        state = match.group('state')
+        description = match.group('description').strip()
+        pid = None
+        if state in ('RUNNING', 'STOPPING'):
+            pid_match = _PID.search(description)
+            if pid_match:
+                pid = int(pid_match.group(1))
+        known = ('STOPPED', 'STARTING', 'RUNNING', 'BACKOFF', 'STOPPING', 'EXITED', 'FATAL',
+                 'UNKNOWN')
+        return ProcessStatus(name, state if state in known else 'UNKNOWN', pid, description,
+                             line)
+    lowered = output.lower()
+    if any(marker in lowered for marker in _SUPERVISORD_UNREACHABLE):
+        raise ProcessManagerError(output.strip())
+    raise ProcessManagerError('unexpected output: %r' % output.strip()[:500])
+
+
+def parse_supervisorctl_reread(output):
+    """``supervisorctl reread`` -> {group: 'available' | 'changed' | 'disappeared'}."""
+    changes = {}
+    for line in output.splitlines():
+        match = re.match(r'^(\S+): (available|changed|disappeared)\s*$', line.strip())
+        if match:
+            changes[match.group(1)] = match.group(2)
+    return changes
+
+
+def parse_systemctl_show(output):
+    """``systemctl show --property=...`` output (KEY=value lines) -> dict."""
+    props = {}
+    for line in output.splitlines():
+        if '=' in line:
+            key, value = line.split('=', 1)
+            props[key.strip()] = value.strip()
+    return props
+
+
+def systemd_state(props):
+    """Map systemd's LoadState/ActiveState/SubState onto the supervisord vocabulary."""
+    load = props.get('LoadState', '')
+    active = props.get('ActiveState', '')
+    sub = props.get('SubState', '')
+    if load in ('not-found', 'masked') or (load == '' and active == ''):
+        return 'ABSENT'
+    if active == 'active':
+        return 'RUNNING'
+    if active == 'activating':
+        return 'BACKOFF' if sub == 'auto-restart' else 'STARTING'
+    if active == 'deactivating':
+        return 'STOPPING'
+    if active == 'failed':
+        return 'FATAL'
+    if active == 'inactive':
+        return 'STOPPED'
+    return 'UNKNOWN'
+
+
+class Supervisord:
+    """A program of the supervisord that ``supervisorctl -c <config>`` talks to."""
+
+    kind = 'supervisord'
+
+    def __init__(self, supervisorctl, config=None, run=run_argv, command_timeout=60):
+        self.supervisorctl = supervisorctl
+        self.config = config
+        self.run = run
+        self.command_timeout = command_timeout
+        self.commands = []
+
+    def describe(self):
+        if self.config:
+            return 'supervisord (%s -c %s)' % (self.supervisorctl, self.config)
+        return 'supervisord (%s)' % self.supervisorctl
+
+    def _argv(self, *args):
+        argv = [self.supervisorctl]
+        if self.config:
+            argv += ['-c', self.config]
+        return argv + list(args)
+
+    def _ctl(self, *args, timeout=None):
+        argv = self._argv(*args)
+        self.commands.append(argv)
+        rc, out, err = self.run(argv, timeout=timeout or self.command_timeout)
+        if rc == 127 or rc == -1:
+            raise ProcessManagerError(
+                'Running %s failed: %s. Check the supervisorctl option (the path to '
+                'supervisorctl) and that supervisord answers.' % (' '.join(argv),
+                                                                  (err or out).strip()))
+        return rc, out + err
+
+    def _unreachable(self, detail):
+        where = self.config or 'its default config'
+        return ProcessManagerError(
+            'supervisord could not be reached through %s: %s. Start supervisord with that '
+            'config (supervisord -c %s) or fix the supervisor_config option.'
+            % (where, detail.strip(), where))
+
+    def status(self, name):
+        _rc, out = self._ctl('status', name)
+        try:
+            return parse_supervisorctl_status(out, name)
+        except ProcessManagerError as exc:
+            raise self._unreachable(str(exc)) from None
+
+    def pending_change(self, name):
+        """Re-read the config files; say whether ``name`` is new or changed ('' if neither).
+
+        ``reread`` only re-parses the files (``supervisorctl avail`` does the same); no
+        process is started, stopped or added, so this is also safe in check mode.
+        """
+        rc, out = self._ctl('reread')
+        if rc != 0 and 'ERROR' in out:
+            raise ProcessManagerError(
+                'supervisorctl reread failed for %s: %s. Fix the program files that the '
+                'supervisord config includes.' % (self.describe(), out.strip()))
+        changes = parse_supervisorctl_reread(out)
+        group = name.split(':', 1)[0]
+        change = changes.get(group, '')
+        return {'available': 'new', 'changed': 'changed'}.get(change, '')
+
+    def apply_change(self, name):
+        group = name.split(':', 1)[0]
+        rc, out = self._ctl('update', group)
+        if rc != 0 or 'ERROR' in out:
+            raise ProcessManagerError(
+                'supervisorctl update %s failed: %s. Check the [program:%s] section and '
+                'supervisord\'s log.' % (group, out.strip(), name))
+        return out.strip()
+
+    def start(self, name):
+        rc, out = self._ctl('start', name)
+        if 'ERROR (already started)' in out:
+            return out.strip()
+        if rc != 0 or 'ERROR' in out:
+            raise ProcessManagerError(
+                'supervisorctl start %s failed: %s' % (name, out.strip()))
+        return out.strip()
+
+    def stop(self, name):
+        rc, out = self._ctl('stop', name)
+        if 'ERROR (not running)' in out:
+            return out.strip()
+        if rc != 0 or 'ERROR' in out:
+            raise ProcessManagerError(
+                'supervisorctl stop %s failed: %s' % (name, out.strip()))
+        return out.strip()
+
+    def log_tail(self, name, nbytes=6000):
+        """The tail of the program's stdout and stderr logs as supervisord kept them."""
+        parts = []
+        for stream in ('stdout', 'stderr'):
+            argv_stream = [] if stream == 'stdout' else ['stderr']
+            try:
+                rc, out = self._ctl('tail', '-%d' % nbytes, name, *argv_stream)
+            except ProcessManagerError as exc:
+                parts.append('[%s: %s]' % (stream, exc))
+                continue
+            text = out.strip('\n')
+            if rc == 0 and text and 'ERROR (no log file)' not in text:
+                parts.append(text)
+        return '\n'.join(parts)
+
+
+class Systemd:
+    """A systemd unit, through ``systemctl`` (and ``journalctl`` for its log)."""
+
+    kind = 'systemd'
+    PROPERTIES = 'LoadState,ActiveState,SubState,MainPID,NeedDaemonReload,Result'
+
+    def __init__(self, systemctl='systemctl', journalctl='journalctl', run=run_argv,
+                 command_timeout=120):
+        self.systemctl = systemctl
+        self.journalctl = journalctl
+        self.run = run
+        self.command_timeout = command_timeout
+        self.commands = []
+
+    def describe(self):
+        return 'systemd (%s)' % self.systemctl
+
+    def _ctl(self, *args, timeout=None):
+        argv = [self.systemctl] + list(args)
+        self.commands.append(argv)
+        rc, out, err = self.run(argv, timeout=timeout or self.command_timeout)
+        if rc == 127 or rc == -1:
+            raise ProcessManagerError('Running %s failed: %s. Is this host run by systemd?'
+                                      % (' '.join(argv), (err or out).strip()))
+        return rc, out, err
+
+    def _show(self, name):
+        rc, out, err = self._ctl('show', name, '--no-pager', '--property=' + self.PROPERTIES)
+        if rc != 0:
+            raise ProcessManagerError(
+                'systemctl show %s failed (rc %d): %s. Is systemd running on this host? '
+                'Use process_manager=supervisord where it is not.'
+                % (name, rc, (err or out).strip()))
+        return parse_systemctl_show(out)
+
+    def status(self, name):
+        props = self._show(name)
+        state = systemd_state(props)
+        pid = None
+        try:
+            pid = int(props.get('MainPID', '0')) or None
+        except ValueError:
+            pid = None
+        description = '%s/%s' % (props.get('ActiveState', '?'), props.get('SubState', '?'))
+        if props.get('Result') not in (None, '', 'success'):
+            description += ' result=%s' % props['Result']
+        return ProcessStatus(name, state, pid if state in ACTIVE_STATES else None,
+                             description, ' '.join('%s=%s' % kv for kv in sorted(props.items())))
+
+    def pending_change(self, name):
+        """'new' when the unit is not loaded, 'changed' when its files changed on disk."""
+        props = self._show(name)
+        if props.get('LoadState') == 'not-found':
+            return 'new'
+        if props.get('NeedDaemonReload') == 'yes':
+            return 'changed'
+        return ''
+
+    def apply_change(self, name):
+        rc, out, err = self._ctl('daemon-reload')
+        if rc != 0:
+            raise ProcessManagerError('systemctl daemon-reload failed (rc %d): %s'
+                                      % (rc, (err or out).strip()))
+        return 'daemon-reload'
+
+    def _unit_command(self, verb, name):
+        rc, out, err = self._ctl(verb, name)
+        if rc != 0:
+            raise ProcessManagerError('systemctl %s %s failed (rc %d): %s'
+                                      % (verb, name, rc, (err or out).strip()))
+        return (out + err).strip()
+
+    def start(self, name):
+        return self._unit_command('start', name)
+
+    def stop(self, name):
+        return self._unit_command('stop', name)
+
+    def log_tail(self, name, lines=40):
+        argv = [self.journalctl, '--unit', name, '--lines', str(lines), '--no-pager',
+                '--output', 'short-iso']
+        self.commands.append(argv)
+        rc, out, err = self.run(argv, timeout=30)
+        if rc != 0:
+            return '[journalctl failed (rc %d): %s]' % (rc, (err or out).strip())
+        return out.strip('\n')
+
+
+def default_supervisorctl(python_executable, which):
+    """The supervisorctl beside the running Python (same virtualenv), else ``which()``'s."""
+    beside = os.path.join(os.path.dirname(python_executable), 'supervisorctl')
+    if os.path.isfile(beside) and os.access(beside, os.X_OK):
+        return beside
+    return which('supervisorctl')
