@@ -1,0 +1,250 @@
+"""The example application for real: its demo repository, its release, and a ZEO server and
+a Zope client configured by the zeo_server and zope_client roles.
+
+The release is installed into a fresh virtualenv with uv (sharing uv's cache, so it takes a
+few seconds once the wheels are cached); the configuration is rendered by ansible-playbook
+running the two roles with their start switched off; runzeo and runwsgi are then started with
+the commands from the rendered supervisord program files, by this test, and stopped by PID.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from support.paths import ANSIBLE_PLAYBOOK, COLLECTIONS, REPO, VENV_BIN
+from support.ports import free_port
+from support.procs import wait_for
+
+pytestmark = pytest.mark.integration
+
+APP = REPO / 'examples' / 'zopeapp'
+BUILD_REPO = APP / 'build_demo_repo.py'
+UV = VENV_BIN / 'uv'
+ADMIN_PASSWORD = 'not-a-secret-test-password'
+
+PLAYBOOK = """\
+- name: Render the configuration of the ZEO server and the Zope clients.
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Ensure the ZEO server is configured.
+      ansible.builtin.include_role:
+        name: zopeops.stages.zeo_server
+    - name: Ensure the Zope clients are configured.
+      ansible.builtin.include_role:
+        name: zopeops.stages.zope_client
+"""
+
+
+def git(*args, git_dir):
+    return subprocess.run(['git', '--git-dir', str(git_dir), *args], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def build_demo_repo(dest):
+    proc = subprocess.run([sys.executable, str(BUILD_REPO), str(dest)], capture_output=True,
+                          text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def refs(git_dir):
+    return {name: git('rev-parse', name, git_dir=git_dir)
+            for name in ('refs/tags/demo-v1', 'refs/tags/demo-v2', 'refs/heads/main')}
+
+
+def http_get(url, auth=None, timeout=10):
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(('%s:%s' % auth).encode()).decode()
+        request.add_header('Authorization', 'Basic ' + token)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode('utf-8', 'replace')
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode('utf-8', 'replace')
+
+
+def answers(url):
+    try:
+        status, _body = http_get(url, timeout=2)
+    except OSError:
+        return False
+    return status < 500
+
+
+def program_command(supervisor_file, program):
+    """The argv of one [program:...] section of a rendered supervisord file."""
+    section = None
+    for line in supervisor_file.read_text().splitlines():
+        header = re.match(r'^\[program:(.+)\]$', line.strip())
+        if header:
+            section = header.group(1)
+        elif section == program and line.startswith('command ='):
+            return shlex.split(line.split('=', 1)[1])
+    raise AssertionError('no [program:%s] in %s' % (program, supervisor_file))
+
+
+def run_playbook(workdir, extra_vars):
+    vars_file = workdir / 'vars.json'
+    vars_file.write_text(json.dumps(extra_vars))
+    playbook = workdir / 'render.yml'
+    playbook.write_text(PLAYBOOK)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
+               ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='0')
+    proc = subprocess.run([str(ANSIBLE_PLAYBOOK), '-i', 'test-local,', '-e', '@%s' % vars_file,
+                           str(playbook)], cwd=REPO, env=env, capture_output=True, text=True,
+                          check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert ADMIN_PASSWORD not in proc.stdout + proc.stderr
+    recap = re.search(r'test-local\s*:\s*ok=\d+\s+changed=(\d+)', proc.stdout)
+    assert recap, proc.stdout[-2000:]
+    return int(recap.group(1))
+
+
+def test_demo_repository_is_deterministic_and_idempotent(tmp_path):
+    first, second = tmp_path / 'a' / 'app.git', tmp_path / 'b' / 'app.git'
+    assert build_demo_repo(first) == 'created'
+    assert build_demo_repo(second) == 'created'
+    assert refs(first) == refs(second)
+    shas = refs(first)
+    assert shas['refs/heads/main'] == shas['refs/tags/demo-v2']
+    assert shas['refs/tags/demo-v1'] != shas['refs/tags/demo-v2']
+    assert git('rev-parse', 'demo-v2^', git_dir=first) == shas['refs/tags/demo-v1']
+    assert git('symbolic-ref', 'HEAD', git_dir=first) == 'refs/heads/main'
+    v1_banner = git('show', 'demo-v1:Products/ZopeOpsDemo/banner.py', git_dir=first)
+    v2_banner = git('show', 'demo-v2:Products/ZopeOpsDemo/banner.py', git_dir=first)
+    assert 'demo v1' in v1_banner and 'demo v2' in v2_banner
+    # A second run changes nothing.
+    assert build_demo_repo(first) == 'exists'
+    assert refs(first) == shas
+
+
+@pytest.fixture(scope='module')
+def release(tmp_path_factory):
+    """<root>/releases/<sha>/{src,venv,REVISION} of demo-v2, as app_release lays it out."""
+    root = tmp_path_factory.mktemp('root')
+    repo = root / 'app.git'
+    build_demo_repo(repo)
+    sha = git('rev-parse', 'demo-v2^{commit}', git_dir=repo)
+    release_dir = root / 'releases' / sha
+    src = release_dir / 'src'
+    src.mkdir(parents=True)
+    archive = subprocess.run(['git', '--git-dir', str(repo), 'archive', sha],
+                             capture_output=True, check=True).stdout
+    subprocess.run(['tar', '-x', '-C', str(src)], input=archive, check=True)
+    subprocess.run([str(UV), 'venv', '-q', '--python', sys.executable, 'venv'],
+                   cwd=release_dir, check=True, timeout=120)
+    subprocess.run([str(UV), 'pip', 'install', '-q', '--python', 'venv/bin/python',
+                    '-r', 'src/requirements.txt', './src'],
+                   cwd=release_dir, check=True, timeout=600)
+    (release_dir / 'REVISION').write_text(sha + '\n')
+    return root, sha, release_dir
+
+
+def test_zope_client_serves_the_app_through_zeo(release, tmp_path, processes):
+    root, sha, release_dir = release
+    instance_dir = root / 'test'
+    instance_dir.mkdir()
+    (instance_dir / 'current').symlink_to(os.path.relpath(release_dir, instance_dir))
+    zeo_port, client_port = free_port(), free_port()
+    extra_vars = {
+        'ansible_connection': 'local',
+        'ansible_host': '127.0.0.1',
+        'ansible_python_interpreter': sys.executable,
+        # The facts the pipeline role sets (docs/architecture.md).
+        'zopeops_stage': 'test',
+        'zopeops_side': 'live',
+        'zopeops_instance': 'test',
+        'zopeops_instance_dir': str(instance_dir),
+        'zopeops_zeo_address': '127.0.0.1:%d' % zeo_port,
+        'zopeops_side_model': {
+            'instance': 'test', 'side': 'live',
+            'zeo': {'host': 'test-local', 'address': '127.0.0.1', 'port': zeo_port},
+            'clients': [{'host': 'test-local', 'name': 'client1', 'address': '127.0.0.1',
+                         'port': client_port, 'id': 'test-client1'}]},
+        'zopeops_clients': [{'name': 'client1', 'port': client_port}],
+        'zopeops_process_manager': 'supervisord',
+        'zopeops_service_user': '',
+        'zopeops_supervisor_conf': str(root / 'supervisor' / 'supervisord.conf'),
+        'zopeops_supervisorctl': str(VENV_BIN / 'supervisorctl'),
+        # Only folders and configuration: this test starts the processes itself.
+        'zeo_server_start': False,
+        'zope_client_start': False,
+        'zope_client_admin_password': ADMIN_PASSWORD,
+    }
+    assert run_playbook(tmp_path, extra_vars) > 0
+
+    etc, log = instance_dir / 'etc', instance_dir / 'log'
+    processes.start(program_command(etc / 'supervisor-zeo.conf', 'test-zeo'),
+                    log_path=log / 'zeo-stdout.log', cwd=instance_dir)
+    wait_for(lambda: (instance_dir / 'var' / 'zeo.pid').exists(), timeout=60,
+             what='the ZEO server to write its pid file')
+    client = processes.start(program_command(etc / 'supervisor-clients.conf', 'test-client1'),
+                             log_path=log / 'client1-stdout.log', cwd=instance_dir)
+    base = 'http://127.0.0.1:%d' % client_port
+    try:
+        wait_for(lambda: answers(base + '/@@zopeops-info'), timeout=120,
+                 what='Zope client1 to answer HTTP')
+    except TimeoutError:
+        raise AssertionError('client1 did not answer (exit %s):\n%s' % (
+            client.poll(), (log / 'client1.log').read_text()[-3000:])) from None
+
+    status, body = http_get(base + '/@@zopeops-info')
+    assert status == 200
+    info = json.loads(body)
+    assert info['revision'] == sha
+    assert (info['stage'], info['instance'], info['client']) == ('test', 'test', 'client1')
+    assert info['banner'].startswith('ZopeOps demo v2')
+    assert info['zope_version'] == '6.3'
+    assert re.fullmatch(r'[0-9a-f]{16}', info['last_tid'])
+    assert info['marker'] is None
+    assert (instance_dir / 'var' / 'client1' / 'test-client1-1.zec').exists()
+
+    # The admin account from inituser exists; Zope consumed the file.
+    assert http_get(base + '/manage_main')[0] == 401
+    assert http_get(base + '/manage_main', auth=('admin', ADMIN_PASSWORD))[0] == 200
+    assert not (instance_dir / 'inituser').exists()
+
+    # A second run, after the processes made their files (ZEO re-creates the blob folder
+    # with a new Data.fs; Zope consumed inituser), changes nothing.
+    assert run_playbook(tmp_path, extra_vars) == 0, 'the second run must change nothing'
+
+    # The seed script, through zconsole and the console configuration, while client1 runs.
+    seed = [str(release_dir / 'venv' / 'bin' / 'zconsole'), 'run',
+            str(etc / 'zope-console.conf'), str(release_dir / 'src' / 'seed_demo_content.py')]
+    outputs = []
+    for _ in range(2):
+        proc = subprocess.run(seed, cwd=instance_dir, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs.append(proc.stdout.strip().splitlines()[-1])
+    assert outputs == ['created', 'exists']
+
+    seeded = wait_for(lambda: json.loads(http_get(base + '/@@zopeops-info')[1])['marker'],
+                      timeout=20, what='client1 to see the seeded marker')
+    assert seeded == 'seeded'
+    info_after = json.loads(http_get(base + '/@@zopeops-info')[1])
+    assert info_after['last_tid'] > info['last_tid']
+    status, page = http_get(base + '/partners/globex/')
+    assert status == 200 and 'Globex Corporation' in page
+    assert http_get(base + '/partners/initech/logo.png')[0] == 200
+
+    # A write through the demo's marker view reaches the ZODB.
+    request = urllib.request.Request(base + '/@@zopeops-marker', data=b'value=written-in-test',
+                                     method='POST')
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())['written'] is True
+    assert http_get(base + '/marker') == (200, 'written-in-test')
+
+    access_log = (log / 'client1-access.log').read_text()
+    assert '/@@zopeops-info' in access_log or '%40%40zopeops-info' in access_log
