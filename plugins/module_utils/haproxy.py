@@ -1,0 +1,440 @@
+# -*- coding: utf-8 -*-
+# Copyright: zopeops.stages developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A small client for the HAProxy runtime API (the ``stats socket``), and map-file helpers.
+
+One command per connection, in HAProxy's non-interactive mode: HAProxy answers and closes,
+so a reply ends at EOF. Every socket operation has a timeout and the whole exchange has a
+deadline, so a wedged HAProxy makes a clear error instead of a hung playbook.
+
+HAProxy answers most write commands with an empty line on success and with a sentence on
+failure ("No such server.", "Permission denied"); the ones that fail silently (a ``set map``
+on a socket below the needed level) are caught by reading the value back. Callers verify.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import fcntl
+import io
+import os
+import re
+import socket
+import tempfile
+import time
+
+# A stage, backend, server or map value goes into a command line: HAProxy splits commands on
+# ';' and lines on newlines, so anything outside this set could smuggle a second command.
+_TOKEN = re.compile(r'^[A-Za-z0-9_.:@/+-]+$')
+
+# Replies HAProxy gives instead of doing the command; matched at the start of the reply.
+_ERROR_REPLIES = (
+    'Unknown command', 'Permission denied', 'No such server', 'No such backend',
+    'Unknown map identifier', 'entry not found', 'Require ', 'Missing ', "'set server",
+    'Unknown ', 'Invalid ', 'Failed ', 'Error',
+)
+
+SERVER_STATES = ('ready', 'drain', 'maint')
+
+
+class HAProxyError(Exception):
+    """Something about talking to HAProxy failed; the message names what, where and why."""
+
+
+def check_token(value, what):
+    """Refuse a value that could not be passed safely as one word of a runtime command."""
+    text = str(value)
+    if not _TOKEN.match(text):
+        raise HAProxyError(
+            '%s %r cannot be sent to HAProxy: only letters, digits and _ . : @ / + - are allowed '
+            '(no spaces, no ";").' % (what, text))
+    return text
+
+
+def parse_address(address):
+    """``/path/to.sock`` | ``unix@/path`` -> (AF_UNIX, path); ``ipv4@h:p`` | ``h:p`` -> AF_INET."""
+    text = str(address or '').strip()
+    if not text:
+        raise HAProxyError('No HAProxy runtime socket given: set socket to the path of the '
+                           "'stats socket' (e.g. /run/zopeops/haproxy.sock) or ipv4@host:port.")
+    if text.startswith('unix@'):
+        return socket.AF_UNIX, text[5:]
+    if text.startswith('ipv4@'):
+        text = text[5:]
+    elif text.startswith('/') or text.startswith('.'):
+        return socket.AF_UNIX, text
+    host, sep, port = text.rpartition(':')
+    if not sep or not host or not port.isdigit():
+        raise HAProxyError('HAProxy socket %r is neither a unix socket path nor '
+                           'ipv4@host:port.' % (address,))
+    return socket.AF_INET, (host, int(port))
+
+
+def parse_show_stat(text):
+    """``show stat`` CSV -> a list of dicts keyed by HAProxy's column names."""
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith('# '):
+        raise HAProxyError('HAProxy answered "show stat" with something that is not its CSV: %r'
+                           % text[:200])
+    header = lines[0][2:]
+    reader = csv.DictReader(io.StringIO('\n'.join([header] + [l for l in lines[1:] if l])))
+    return [dict(row) for row in reader]
+
+
+def parse_show_map_list(text):
+    """``show map`` -> [{'id': '2', 'file': '/etc/haproxy/active.map'}, ...]."""
+    maps = []
+    for line in text.splitlines():
+        match = re.match(r'^(\d+) \((.*?)\) ', line)
+        if match:
+            maps.append({'id': match.group(1), 'file': match.group(2)})
+    return maps
+
+
+def parse_show_map_entries(text):
+    """``show map <file>`` -> [(key, value), ...] in HAProxy's order."""
+    entries = []
+    for line in text.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) == 3 and parts[0].startswith('0x'):
+            entries.append((parts[1], parts[2]))
+    return entries
+
+
+def parse_get_map(text):
+    """``get map <file> <key>`` -> the value, or None when HAProxy says ``found=no``."""
+    if 'found=no' in text:
+        return None
+    match = re.search(r'value="((?:[^"\\]|\\.)*)"', text)
+    if 'found=yes' not in text or not match:
+        raise HAProxyError('Cannot read the answer of HAProxy to "get map": %r' % text[:200])
+    return match.group(1)
+
+
+def parse_map_text(text):
+    """A map file's text -> [(key, value), ...], skipping comments and blank lines."""
+    entries = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith('#'):
+            continue
+        parts = stripped.split(None, 1)
+        entries.append((parts[0], parts[1].strip() if len(parts) > 1 else ''))
+    return entries
+
+
+def set_map_line(text, key, value):
+    """Return ``text`` with the entry for ``key`` set to ``value`` (appended if missing).
+
+    Comments, other keys and their order stay as they were, so the file remains the operator's.
+    """
+    lines = text.splitlines()
+    new_line = '%s %s' % (key, value)
+    found = False
+    result = []
+    for line in lines:
+        parts = line.strip().split(None, 1)
+        if parts and not parts[0].startswith('#') and parts[0] == key:
+            if not found:
+                result.append(new_line)
+                found = True
+            continue  # a duplicate key would make the file disagree with the runtime
+        result.append(line)
+    if not found:
+        result.append(new_line)
+    return '\n'.join(result) + '\n'
+
+
+def atomic_write(path, text):
+    """Replace ``path`` with ``text`` in one rename, keeping an existing file's mode and owner.
+
+    A reader (HAProxy reloading, nginx -t) sees the old file or the new one, never half of it.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        current = None
+    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, 'w') as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if current is not None:
+            os.chmod(tmp, current.st_mode & 0o7777)
+            try:
+                os.chown(tmp, current.st_uid, current.st_gid)
+            except PermissionError:
+                pass  # not root: the file stays ours, which is what the writer can do
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+@contextlib.contextmanager
+def file_lock(path, timeout=30.0):
+    """Hold an exclusive lock beside ``path`` (``.<name>.lock``) for a read-modify-write.
+
+    Two switches of different stages at once (two promotions, forks) both rewrite the same map
+    file; without the lock the second rename would drop the first stage's new entry.
+    """
+    lock_path = os.path.join(os.path.dirname(os.path.abspath(path)),
+                             '.%s.lock' % os.path.basename(path))
+    try:
+        handle = open(lock_path, 'a')
+    except OSError as exc:
+        raise HAProxyError('Cannot create the lock file %s for %s (%s): lb_switch needs to write '
+                           'in that folder.' % (lock_path, path, exc.strerror)) from None
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise HAProxyError(
+                        'Another process has held the lock %s for more than %.0fs; is another '
+                        'lb_switch stuck?' % (lock_path, timeout)) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        handle.close()
+
+
+def read_text(path):
+    """The file's text, or '' if it does not exist."""
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ''
+
+
+class RuntimeAPI:
+    """The runtime API of one HAProxy, at a unix socket path or ``ipv4@host:port``."""
+
+    def __init__(self, address, timeout=5.0):
+        self.address = str(address)
+        self.family, self.target = parse_address(address)
+        self.timeout = float(timeout)
+        self.sent = []  # every command, in order, for the module's result
+
+    # -- transport -------------------------------------------------------------------------
+    def _connect(self):
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.target)
+        except FileNotFoundError:
+            sock.close()
+            raise HAProxyError(
+                'HAProxy runtime socket %s does not exist: HAProxy is not running, or its '
+                "'stats socket' line points elsewhere. Start HAProxy (the haproxy role does) or "
+                'pass the right socket.' % self.target) from None
+        except PermissionError as exc:
+            sock.close()
+            raise HAProxyError(
+                'Permission denied on HAProxy runtime socket %s (%s): run as a user that may '
+                'open it (become: true), or give that user the socket\'s group (stats socket '
+                '... mode 660 group <group>).' % (self.address, exc)) from None
+        except ConnectionRefusedError:
+            sock.close()
+            raise HAProxyError(
+                'HAProxy runtime socket %s refused the connection: HAProxy is not running (a '
+                'stale socket file) or is restarting. Check the haproxy service.'
+                % self.address) from None
+        except socket.timeout:
+            sock.close()
+            raise HAProxyError('Connecting to HAProxy runtime socket %s timed out after %.1fs.'
+                               % (self.address, self.timeout)) from None
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.ENOTSOCK or exc.errno == errno.ECONNREFUSED:
+                raise HAProxyError('%s is not a listening HAProxy socket (%s).'
+                                   % (self.address, exc.strerror)) from None
+            raise HAProxyError('Cannot connect to HAProxy runtime socket %s: %s.'
+                               % (self.address, exc)) from None
+        return sock
+
+    def execute(self, command):
+        """Send one command; return HAProxy's whole reply (trailing blank line removed)."""
+        if '\n' in command or ';' in command:
+            raise HAProxyError('Refusing to send %r: one command per call.' % command)
+        self.sent.append(command)
+        deadline = time.monotonic() + self.timeout
+        sock = self._connect()
+        chunks = []
+        try:
+            sock.sendall(command.encode('utf-8') + b'\n')
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise socket.timeout()
+                sock.settimeout(remaining)
+                data = sock.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+        except socket.timeout:
+            raise HAProxyError('HAProxy at %s did not finish answering %r within %.1fs '
+                               '(timeout).' % (self.address, command, self.timeout)) from None
+        except OSError as exc:
+            raise HAProxyError('Talking to HAProxy at %s failed during %r: %s.'
+                               % (self.address, command, exc)) from None
+        finally:
+            sock.close()
+        return b''.join(chunks).decode('utf-8', 'replace').rstrip('\n')
+
+    def command(self, command):
+        """Run a write command; raise HAProxyError if HAProxy answered with an error."""
+        reply = self.execute(command)
+        stripped = reply.strip()
+        if stripped and stripped.startswith(_ERROR_REPLIES):
+            reason = stripped.splitlines()[0]
+            if reason.startswith('Permission denied'):
+                reason += (' (this socket is at level %s; use a "stats socket ... level admin")'
+                           % self.cli_level())
+            raise HAProxyError('HAProxy at %s refused %r: %s' % (self.address, command, reason))
+        return reply
+
+    # -- reads ----------------------------------------------------------------------------
+    def cli_level(self):
+        """'admin', 'operator' or 'user': what this socket may do."""
+        return self.execute('show cli level').strip() or 'unknown'
+
+    def show_stat(self):
+        return parse_show_stat(self.execute('show stat'))
+
+    def backends(self):
+        return sorted({row['pxname'] for row in self.show_stat() if row['svname'] == 'BACKEND'})
+
+    def backend_stats(self, backend, rows=None):
+        """{'scur': int, 'status': str, 'servers': {name: {'status', 'scur', 'check'}}}."""
+        rows = self.show_stat() if rows is None else rows
+        found = None
+        servers = {}
+        for row in rows:
+            if row['pxname'] != backend:
+                continue
+            if row['svname'] == 'BACKEND':
+                found = row
+            elif row['svname'] != 'FRONTEND':
+                servers[row['svname']] = {
+                    'status': row.get('status', ''),
+                    'scur': _int(row.get('scur')),
+                    'check': row.get('check_status', ''),
+                    'address': row.get('addr', ''),
+                }
+        if found is None:
+            known = sorted({row['pxname'] for row in rows if row['svname'] == 'BACKEND'})
+            raise HAProxyError('HAProxy at %s has no backend %s; its backends are: %s.'
+                               % (self.address, backend, ', '.join(known) or 'none'))
+        return {'scur': _int(found.get('scur')), 'status': found.get('status', ''),
+                'servers': servers}
+
+    def maps(self):
+        return parse_show_map_list(self.execute('show map'))
+
+    def resolve_map(self, path):
+        """The name HAProxy knows ``path`` by; fail if HAProxy did not load that map file."""
+        loaded = self.maps()
+        wanted = os.path.realpath(path)
+        for entry in loaded:
+            if entry['file'] == path or os.path.realpath(entry['file']) == wanted:
+                return entry['file']
+        raise HAProxyError(
+            'HAProxy at %s has not loaded the map file %s: its configuration must use it in a '
+            'map() converter (the zopeops haproxy role renders that), and HAProxy must have been '
+            '(re)loaded since. Maps it has loaded: %s.'
+            % (self.address, path, ', '.join(e['file'] for e in loaded) or 'none'))
+
+    def get_map(self, map_name, key):
+        check_token(key, 'Map key')
+        return parse_get_map(self.execute('get map %s %s' % (map_name, key)))
+
+    def show_map(self, map_name):
+        return parse_show_map_entries(self.execute('show map %s' % map_name))
+
+    # -- writes ---------------------------------------------------------------------------
+    def set_map(self, map_name, key, value):
+        """Set ``key`` to ``value`` in the runtime map (``add map`` if the key is missing)."""
+        check_token(key, 'Map key')
+        check_token(value, 'Map value')
+        if self.get_map(map_name, key) is None:
+            self.command('add map %s %s %s' % (map_name, key, value))
+        else:
+            self.command('set map %s %s %s' % (map_name, key, value))
+        now = self.get_map(map_name, key)
+        if now != value:
+            raise HAProxyError(
+                'HAProxy at %s accepted the change of %s in map %s to %s, but reading it back '
+                'gives %r: check the socket\'s level (show cli level says %s).'
+                % (self.address, key, map_name, value, now, self.cli_level()))
+
+    def set_server_state(self, backend, server, state):
+        if state not in SERVER_STATES:
+            raise HAProxyError('Server state %r is not one of %s.'
+                               % (state, ', '.join(SERVER_STATES)))
+        check_token(backend, 'Backend')
+        check_token(server, 'Server')
+        self.command('set server %s/%s state %s' % (backend, server, state))
+
+
+def server_state(status):
+    """Map a ``show stat`` status to the administrative state set by ``set server ... state``."""
+    text = (status or '').upper()
+    if text.startswith('MAINT'):
+        return 'maint'
+    if text.startswith('DRAIN') or text.startswith('NOLB'):
+        return 'drain'
+    return 'ready'
+
+
+def server_is_up(status, check=None):
+    """True only for a server that passes its health checks now and takes traffic.
+
+    HAProxy starts servers as UP before their first check has run (check status INI), so
+    when the check status is known it must be a passed check (L4OK, L6OK, L7OK, L7OKC).
+    """
+    if (status or '').strip() != 'UP':
+        return False
+    if check is None:
+        return True
+    return check.lstrip('* ').startswith(('L4OK', 'L6OK', 'L7OK'))
+
+
+def wait_until_idle(api, backend, timeout, server=None, interval=0.2, clock=time.monotonic,
+                    sleep=time.sleep):
+    """Wait until ``backend`` (or one of its servers) has no current sessions.
+
+    Returns (drained, seconds). A bounded wait: never longer than ``timeout`` seconds.
+    """
+    start = clock()
+    while True:
+        stats = api.backend_stats(backend)
+        if server is None:
+            current = stats['scur']
+        else:
+            current = stats['servers'].get(server, {}).get('scur', 0)
+        elapsed = clock() - start
+        if current == 0:
+            return True, round(elapsed, 3)
+        if elapsed >= timeout:
+            return False, round(elapsed, 3)
+        sleep(min(interval, max(0.0, timeout - elapsed)))
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

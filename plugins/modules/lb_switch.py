@@ -1,0 +1,566 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: zopeops.stages developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: lb_switch
+short_description: Send a stage's traffic to its live side or its upgrade twin, safely
+version_added: 0.1.0
+description:
+  - Switches the load balancer of one pipeline stage between its live side
+    (backend C(be_<stage>_live)) and its upgrade twin (C(be_<stage>_upgrade)), the step of a
+    blue/green promotion where traffic moves.
+  - "With HAProxy the switch is, in this order: a B(gate) (every server of the target backend
+    is C(UP) by HAProxy's own health checks, else the task fails and nothing changes);
+    C(set map) (or C(add map)) of the stage's key in the active map; a read-back with
+    C(get map); an atomic rewrite of the map file on disk, so that a reload or restart keeps
+    the choice; and a bounded wait until the old backend has no current sessions
+    (C(scur) 0), reported as RV(drain_seconds)."
+  - Also sets a stage's B(write freeze) (O(frozen)) through a second map; while a stage is
+    frozen, HAProxy answers unsafe requests (anything but GET, HEAD, OPTIONS) with 503 and a
+    C(Retry-After) header and keeps serving safe ones. The file is rewritten as well.
+  - Also sets the administrative state of one server (O(backend), O(server), O(state)) for
+    users of a single backend, waiting for it to drain when it is taken out.
+  - With O(balancer=nginx) it rewrites the stage's upstream include file, validates the whole
+    configuration with C(nginx -t), reloads nginx gracefully, and puts the old file back if
+    nginx refuses the new one.
+  - Idempotent. A stage that already points at the requested side reports C(changed=false)
+    and does not wait for a drain.
+extends_documentation_fragment:
+  - zopeops.stages.lb
+options:
+  balancer:
+    description: Which load balancer serves the stage.
+    type: str
+    choices: [haproxy, nginx]
+    default: haproxy
+  stage:
+    description:
+      - The pipeline stage to switch or freeze, for example C(test). Its backends are
+        C(be_<stage>_live) and C(be_<stage>_upgrade); its map key is the stage name.
+      - Give O(active), O(frozen), or both. Not together with O(backend).
+    type: str
+  active:
+    description:
+      - The side that should receive the stage's traffic.
+    type: str
+    choices: [live, upgrade]
+  frozen:
+    description:
+      - V(true) freezes writes of the stage (unsafe methods get 503 + Retry-After), V(false)
+        lifts the freeze. When given with O(active), a freeze is set before the switch and
+        lifted after it. HAProxy only.
+    type: bool
+  map_file:
+    description:
+      - The map file that the stage's C(use_backend) rule reads, exactly as HAProxy loaded it
+        (C(show map) lists it); required with O(active) on HAProxy. It is rewritten in place
+        after a switch so that a reload keeps the choice.
+    type: path
+  frozen_map_file:
+    description: The map file with C(<stage> 1|0) entries that the freeze rule reads; required
+      with O(frozen).
+    type: path
+  gate:
+    description:
+      - Refuse to switch unless every server of the target backend is C(UP) by HAProxy's
+        health checks (with nginx, unless every target server answers O(health_path) below
+        HTTP 500). Turn off only to move traffic away from a side in an emergency.
+    type: bool
+    default: true
+  gate_timeout:
+    description:
+      - How long the gate waits for the target servers to pass HAProxy's health checks before
+        it refuses. A twin just started is DOWN to HAProxy until C(rise) checks have passed,
+        and HAProxy counts a server as UP only after its first check has passed. Check mode
+        does not wait.
+    type: float
+    default: 15.0
+  drain_timeout:
+    description:
+      - After a switch (or after taking a server to C(drain)/C(maint)), wait at most this many
+        seconds until the old backend (or the server) has no current sessions. V(0) does not
+        wait. A drain that does not finish is a warning, or a failure with
+        O(fail_on_drain_timeout).
+    type: float
+    default: 30.0
+  fail_on_drain_timeout:
+    description: Fail (after the switch is done and persisted) if the drain did not finish
+      within O(drain_timeout), so that a playbook does not stop a side still serving requests.
+    type: bool
+    default: false
+  backend:
+    description: Per-server mode, HAProxy only; the backend of O(server).
+    type: str
+  server:
+    description: Per-server mode; the server whose state to set.
+    type: str
+  state:
+    description:
+      - Per-server mode; C(ready) takes traffic, C(drain) keeps serving current sessions but
+        gets no new ones, C(maint) is out of service (health checks stop too).
+    type: str
+    choices: [ready, drain, maint]
+  nginx_conf:
+    description: nginx's main configuration file, given to C(nginx -t -c) and C(nginx -s reload -c).
+    type: path
+    default: /etc/nginx/nginx.conf
+  nginx_include:
+    description: The stage's upstream include file, rewritten by a switch; required with
+      O(balancer=nginx). It holds C(upstream zopeops_<stage> { ... }).
+    type: path
+  nginx_binary:
+    description: The nginx program.
+    type: str
+    default: nginx
+  nginx_pid_file:
+    description: When given, reload by sending HUP to the pid in this file instead of running
+      C(nginx -s reload).
+    type: path
+  nginx_prefix:
+    description: nginx's prefix path (C(-p)), for an nginx not installed in the default one.
+    type: path
+  servers:
+    description:
+      - With O(balancer=nginx), the servers of the side named by O(active), as C(host:port)
+        strings or C({address, port}) dicts (the pipeline model's clients).
+    type: list
+    elements: raw
+  server_options:
+    description: With O(balancer=nginx), text appended to each C(server) line, for example
+      C(max_fails=1 fail_timeout=2s).
+    type: str
+    default: ''
+  health_path:
+    description: With O(balancer=nginx) and O(gate), the path each target server must answer.
+    type: str
+    default: /
+attributes:
+  check_mode:
+    support: full
+    details: Reads HAProxy's state, runs the gate and reports what would change; sends no
+      write command, writes no file and does not wait for a drain.
+  diff_mode:
+    support: full
+    details: Shows the map files (or the nginx include file) before and after.
+notes:
+  - Runtime map changes are lost when HAProxy reloads unless the file says the same; this
+    module always rewrites the file after a switch, atomically, keeping its mode and owner.
+  - "The stage and map values go into runtime commands, so they may only hold letters,
+    digits and C(_ . : @ / + -)."
+seealso:
+  - name: HAProxy runtime API
+    description: set map, get map, show stat, set server.
+    link: https://docs.haproxy.org/2.6/management.html#9.3
+author:
+  - zopeops.stages developers
+"""
+
+EXAMPLES = r"""
+- name: Send test's traffic to its upgrade twin once every twin client is up.
+  zopeops.stages.lb_switch:
+    socket: /run/zopeops/haproxy.sock
+    map_file: /etc/haproxy/active.map
+    stage: test
+    active: upgrade
+    drain_timeout: 60
+    fail_on_drain_timeout: true
+  register: switch
+
+- name: Freeze writes on prod for the data cutover.
+  zopeops.stages.lb_switch:
+    socket: /run/zopeops/haproxy.sock
+    frozen_map_file: /etc/haproxy/frozen.map
+    stage: prod
+    frozen: true
+
+- name: Take one server out of a single-backend setup.
+  zopeops.stages.lb_switch:
+    socket: /run/zopeops/haproxy.sock
+    backend: be_prod_live
+    server: prod-client3
+    state: drain
+
+- name: Point nginx's upstream for beta at the twin.
+  zopeops.stages.lb_switch:
+    balancer: nginx
+    stage: beta
+    active: upgrade
+    nginx_include: /etc/nginx/zopeops/upstream-beta.conf
+    servers: "{{ zopeops_model.stages.beta.upgrade.clients }}"
+"""
+
+RETURN = r"""
+before:
+  description: The state before the task. For a stage, C(active) (side), C(frozen) and
+    C(servers) (backend -> server -> HAProxy status); for a server, C(backend), C(server),
+    C(state) and C(status).
+  returned: always
+  type: dict
+  sample: {active: live, frozen: false, servers: {be_test_live: {test-client1: UP}}}
+after:
+  description: The same after the task (in check mode, what it would be).
+  returned: always
+  type: dict
+  sample: {active: upgrade, frozen: false, servers: {be_test_upgrade: {test_upgrade-client1: UP}}}
+drain_seconds:
+  description: Seconds until the old backend (or the server) had no current sessions; null
+    when nothing was switched or no wait was asked for.
+  returned: always
+  type: float
+  sample: 0.4
+drained:
+  description: Whether the drain finished within O(drain_timeout); null when there was none.
+  returned: always
+  type: bool
+commands:
+  description: The runtime API commands sent to HAProxy, or the nginx commands run, in order.
+  returned: always
+  type: list
+  elements: str
+files:
+  description: The files rewritten (or, in check mode, that would be).
+  returned: always
+  type: list
+  elements: str
+elapsed_seconds:
+  description: How long the whole task took, gate wait and drain included.
+  returned: success
+  type: float
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.zopeops.stages.plugins.module_utils.haproxy import (
+    HAProxyError, RuntimeAPI, atomic_write, check_token, file_lock, parse_map_text, read_text,
+    server_is_up, server_state, set_map_line, wait_until_idle)
+from ansible_collections.zopeops.stages.plugins.module_utils import nginx as nginx_utils
+
+SIDES = ('live', 'upgrade')
+
+
+class SwitchError(Exception):
+    """A refusal (gate, unknown name) that changed nothing; carries the state seen."""
+
+    def __init__(self, message, **result):
+        super().__init__(message)
+        self.result = result
+
+
+def backend_name(stage, side):
+    return 'be_%s_%s' % (stage, side)
+
+
+def side_of(value, stage):
+    for side in SIDES:
+        if value == backend_name(stage, side):
+            return side
+    return value
+
+
+def _statuses(api, backends, rows):
+    statuses = {}
+    for backend in backends:
+        servers = api.backend_stats(backend, rows)['servers']
+        statuses[backend] = {name: server['status'] for name, server in servers.items()}
+    return statuses
+
+
+def _gate(api, stage, side, rows, before, timeout, clock=time.monotonic, sleep=time.sleep):
+    """Return once every server of the target backend is UP; wait at most ``timeout``."""
+    target = backend_name(stage, side)
+    deadline = clock() + timeout
+    while True:
+        servers = api.backend_stats(target, rows)['servers']
+        if not servers or all(server_is_up(s['status'], s['check']) for s in servers.values()):
+            break
+        if clock() >= deadline:
+            break
+        sleep(0.2)
+        rows = api.show_stat()
+    if not servers:
+        raise SwitchError(
+            'Refusing to switch stage %s to %s: backend %s has no servers (the stage has no %s '
+            'side in the pipeline model, or the haproxy role has not rendered it yet). Nothing '
+            'was changed.' % (stage, side, target, side), before=before)
+    down = ['%s (%s%s)' % (name, srv['status'] or 'unknown',
+                           ', check ' + srv['check'] if srv['check'] else '')
+            for name, srv in sorted(servers.items())
+            if not server_is_up(srv['status'], srv['check'])]
+    if down:
+        raise SwitchError(
+            'Refusing to switch stage %s to %s: not every server of %s is UP by HAProxy\'s health '
+            'checks (waited %.0fs): %s. Nothing was changed. Start those servers and wait until '
+            'they pass their checks, or set gate=false to move traffic anyway.'
+            % (stage, side, target, timeout, ', '.join(down)), before=before)
+
+
+def _set_map_entry(api, map_file, key, value, check_mode, result, diffs):
+    """Make runtime map and file say key -> value; return True if anything changed."""
+    if check_mode:
+        return _set_map_entry_locked(api, map_file, key, value, check_mode, result, diffs)
+    with file_lock(map_file):
+        return _set_map_entry_locked(api, map_file, key, value, check_mode, result, diffs)
+
+
+def _set_map_entry_locked(api, map_file, key, value, check_mode, result, diffs):
+    map_name = api.resolve_map(map_file)
+    runtime_value = api.get_map(map_name, key)
+    text = read_text(map_file)
+    file_value = dict(parse_map_text(text)).get(key)
+    changed = False
+    if runtime_value != value:
+        changed = True
+        if not check_mode:
+            api.set_map(map_name, key, value)
+    if file_value != value:
+        changed = True
+        new_text = set_map_line(text, key, value)
+        diffs.append({'before_header': map_file, 'before': text,
+                      'after_header': map_file, 'after': new_text})
+        result['files'].append(map_file)
+        if not check_mode:
+            try:
+                atomic_write(map_file, new_text)
+            except OSError as exc:
+                raise HAProxyError(
+                    'HAProxy now has %s -> %s, but rewriting the map file %s failed (%s): a reload '
+                    'would undo the change. Fix the file\'s folder permissions and run again.'
+                    % (key, value, map_file, exc)) from None
+    return changed, runtime_value
+
+
+def haproxy_stage(api, params, check_mode):
+    stage = check_token(params['stage'], 'Stage')
+    result = {'changed': False, 'drain_seconds': None, 'drained': None, 'files': [],
+              'commands': api.sent, 'warnings': []}
+    diffs = []
+    rows = api.show_stat()
+    known = {row['pxname'] for row in rows if row['svname'] == 'BACKEND'}
+    stages = sorted({name[3:-5] for name in known
+                     if name.startswith('be_') and name.endswith('_live')})
+    if backend_name(stage, 'live') not in known:
+        raise SwitchError('HAProxy at %s has no backend %s, so it does not serve a stage %r. '
+                          'Stages it serves: %s.' % (api.address, backend_name(stage, 'live'),
+                                                     stage, ', '.join(stages) or 'none'))
+    backends = [backend_name(stage, s) for s in SIDES if backend_name(stage, s) in known]
+    before = {'active': None, 'frozen': None, 'servers': _statuses(api, backends, rows)}
+    after = dict(before)
+
+    if params['active'] and params['map_file'] is None:
+        raise SwitchError('active needs map_file: the active map that the stage\'s use_backend '
+                          'rule reads (e.g. <root>/lb/etc/active.map).')
+    if params['frozen'] is not None and params['frozen_map_file'] is None:
+        raise SwitchError('frozen needs frozen_map_file: the map that the write-freeze rule '
+                          'reads (e.g. <root>/lb/etc/frozen.map).')
+
+    if params['map_file']:
+        map_name = api.resolve_map(params['map_file'])
+        value = api.get_map(map_name, stage)
+        # No entry means the rule's default, the live backend.
+        before['active'] = side_of(value, stage) if value is not None else 'live'
+        after['active'] = before['active']
+    if params['frozen_map_file']:
+        frozen_name = api.resolve_map(params['frozen_map_file'])
+        before['frozen'] = api.get_map(frozen_name, stage) == '1'
+        after['frozen'] = before['frozen']
+
+    def freeze(flag):
+        changed, _ = _set_map_entry(api, params['frozen_map_file'], stage, '1' if flag else '0',
+                                    check_mode, result, diffs)
+        after['frozen'] = flag
+        return changed
+
+    changed = False
+    if params['frozen'] is True:
+        changed |= freeze(True)
+
+    if params['active']:
+        side = params['active']
+        target = backend_name(stage, side)
+        if target not in known:
+            raise SwitchError('HAProxy at %s has no backend %s: the stage %s has no %s backend in '
+                              'its configuration. Re-run the haproxy role.'
+                              % (api.address, target, stage, side), before=before)
+        map_name = api.resolve_map(params['map_file'])
+        runtime_value = api.get_map(map_name, stage)
+        effective = runtime_value if runtime_value is not None else backend_name(stage, 'live')
+        moving = effective != target
+        if moving and params['gate']:
+            _gate(api, stage, side, rows, before,
+                  0.0 if check_mode else params['gate_timeout'])
+        switched, _ = _set_map_entry(api, params['map_file'], stage, target, check_mode,
+                                     result, diffs)
+        changed |= switched
+        after['active'] = side
+        if moving and not check_mode and params['drain_timeout'] > 0 and effective in known:
+            drained, seconds = wait_until_idle(api, effective, params['drain_timeout'])
+            result['drained'], result['drain_seconds'] = drained, seconds
+            if not drained:
+                result['warnings'].append(
+                    'Backend %s still had sessions %.1fs after the switch of stage %s to %s; '
+                    'requests in flight there may be cut if it is stopped now.'
+                    % (effective, seconds, stage, side))
+
+    if params['frozen'] is False:
+        changed |= freeze(False)
+
+    if not check_mode and changed:
+        after['servers'] = _statuses(api, backends, api.show_stat())
+    result.update(changed=changed, before=before, after=after)
+    if diffs:
+        result['diff'] = diffs
+    return result
+
+
+def haproxy_server(api, params, check_mode):
+    backend = check_token(params['backend'], 'Backend')
+    server = check_token(params['server'], 'Server')
+    result = {'changed': False, 'drain_seconds': None, 'drained': None, 'files': [],
+              'commands': api.sent, 'warnings': []}
+    stats = api.backend_stats(backend)
+    if server not in stats['servers']:
+        raise SwitchError('Backend %s in HAProxy at %s has no server %s; it has: %s.'
+                          % (backend, api.address, server,
+                             ', '.join(sorted(stats['servers'])) or 'none'))
+    status = stats['servers'][server]['status']
+    before = {'backend': backend, 'server': server, 'state': server_state(status),
+              'status': status}
+    after = dict(before, state=params['state'])
+    if before['state'] != params['state']:
+        result['changed'] = True
+        result['diff'] = {'before': '%s/%s state %s\n' % (backend, server, before['state']),
+                          'after': '%s/%s state %s\n' % (backend, server, params['state'])}
+        if not check_mode:
+            api.set_server_state(backend, server, params['state'])
+            if params['state'] != 'ready' and params['drain_timeout'] > 0:
+                drained, seconds = wait_until_idle(api, backend, params['drain_timeout'],
+                                                   server=server)
+                result['drained'], result['drain_seconds'] = drained, seconds
+                if not drained:
+                    result['warnings'].append('Server %s/%s still had sessions after %.1fs.'
+                                              % (backend, server, seconds))
+            now = api.backend_stats(backend)['servers'][server]['status']
+            after.update(state=server_state(now), status=now)
+            if after['state'] != params['state']:
+                raise HAProxyError('HAProxy at %s accepted "set server %s/%s state %s" but reports '
+                                   'status %s.' % (api.address, backend, server,
+                                                   params['state'], now))
+    result.update(before=before, after=after)
+    return result
+
+
+def nginx_stage(params, check_mode):
+    stage = check_token(params['stage'], 'Stage')
+    if params['frozen'] is not None:
+        raise SwitchError('The write freeze (frozen) needs balancer=haproxy: nginx has no '
+                          'runtime map to hold it.')
+    if not params['active'] or not params['nginx_include']:
+        raise SwitchError('balancer=nginx needs active and nginx_include (the stage\'s upstream '
+                          'include file).')
+    servers = nginx_utils.normalize_servers(params['servers'])
+    if not servers:
+        raise SwitchError('balancer=nginx needs servers: the host:port of every client of the %s '
+                          'side of %s.' % (params['active'], stage))
+    include = params['nginx_include']
+    old_text = read_text(include)
+    new_text = nginx_utils.render_upstream(stage, params['active'], servers,
+                                           params['server_options'])
+    before = {'active': nginx_utils.active_side(old_text), 'frozen': None, 'servers': servers
+              if nginx_utils.active_side(old_text) == params['active'] else None}
+    after = {'active': params['active'], 'frozen': None, 'servers': servers}
+    result = {'changed': False, 'drain_seconds': None, 'drained': None, 'files': [],
+              'commands': [], 'before': before, 'after': after, 'warnings': []}
+    if old_text == new_text:
+        return result
+    if params['gate']:
+        problems = [p for p in (nginx_utils.probe(s, params['health_path'], params['timeout'])
+                                for s in servers) if p]
+        if problems:
+            raise SwitchError('Refusing to switch stage %s to %s on nginx: not every target '
+                              'server answers: %s. Nothing was changed.'
+                              % (stage, params['active'], '; '.join(problems)), before=before)
+    result.update(changed=True, files=[include],
+                  diff={'before_header': include, 'before': old_text,
+                        'after_header': include, 'after': new_text})
+    if not check_mode:
+        result['commands'] = nginx_utils.switch(include, new_text, params['nginx_binary'],
+                                                params['nginx_conf'], params['nginx_pid_file'],
+                                                params['nginx_prefix'])
+    return result
+
+
+ARGUMENT_SPEC = dict(
+    balancer=dict(type='str', choices=['haproxy', 'nginx'], default='haproxy'),
+    socket=dict(type='str'),
+    timeout=dict(type='float', default=5.0),
+    stage=dict(type='str'),
+    active=dict(type='str', choices=list(SIDES)),
+    frozen=dict(type='bool'),
+    map_file=dict(type='path'),
+    frozen_map_file=dict(type='path'),
+    gate=dict(type='bool', default=True),
+    gate_timeout=dict(type='float', default=15.0),
+    drain_timeout=dict(type='float', default=30.0),
+    fail_on_drain_timeout=dict(type='bool', default=False),
+    backend=dict(type='str'),
+    server=dict(type='str'),
+    state=dict(type='str', choices=['ready', 'drain', 'maint']),
+    nginx_conf=dict(type='path', default='/etc/nginx/nginx.conf'),
+    nginx_include=dict(type='path'),
+    nginx_binary=dict(type='str', default='nginx'),
+    nginx_pid_file=dict(type='path'),
+    nginx_prefix=dict(type='path'),
+    servers=dict(type='list', elements='raw'),
+    server_options=dict(type='str', default=''),
+    health_path=dict(type='str', default='/'),
+)
+
+
+def run(params, check_mode, api_factory=RuntimeAPI):
+    """Do what ``params`` ask; return the module result. Raises on failure."""
+    if params['stage'] and params['active'] is None and params['frozen'] is None:
+        raise SwitchError('With stage, give active (live or upgrade), frozen (true or false), '
+                          'or both.')
+    if params['balancer'] == 'nginx':
+        if params['backend']:
+            raise SwitchError('Per-server mode (backend/server/state) needs balancer=haproxy.')
+        return nginx_stage(params, check_mode)
+    api = api_factory(params['socket'], timeout=params['timeout'])
+    if params['backend']:
+        return haproxy_server(api, params, check_mode)
+    return haproxy_stage(api, params, check_mode)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        supports_check_mode=True,
+        required_if=[('balancer', 'haproxy', ['socket'])],
+        required_one_of=[('stage', 'backend')],
+        mutually_exclusive=[('stage', 'backend')],
+        required_together=[('backend', 'server', 'state')],
+    )
+    started = time.monotonic()
+    try:
+        result = run(module.params, module.check_mode)
+    except SwitchError as exc:
+        module.fail_json(msg=str(exc), changed=False, **exc.result)
+    except (HAProxyError, nginx_utils.NginxError) as exc:
+        module.fail_json(msg=str(exc))
+    for warning in result.pop('warnings'):
+        module.warn(warning)
+    result['elapsed_seconds'] = round(time.monotonic() - started, 3)
+    if result['drained'] is False and module.params['fail_on_drain_timeout']:
+        module.fail_json(msg='The switch is done and persisted, but the old side did not drain '
+                             'within %.1fs (drain_timeout).' % module.params['drain_timeout'],
+                         **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,379 @@
+"""lb_switch against a real HAProxy 2.6 rendered by the real haproxy role, with real HTTP
+backends standing in for Zope clients."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+import requests
+
+from support.modules import run_module
+from support.paths import COLLECTIONS, REPO
+
+import lbsupport
+from lbsupport import LB, make_model, run_role, short_tmpdir
+
+pytestmark = pytest.mark.integration
+
+LIVE = ('test-client1', 'test-client2')
+TWIN = 'test_upgrade-client1'
+STAGE = 'test'
+
+
+@pytest.fixture(scope='module')
+def rendered():
+    if not shutil.which('haproxy') and not os.path.exists('/usr/sbin/haproxy'):
+        pytest.skip('HAProxy is not installed (make deps installs it)')
+    root = short_tmpdir()
+    model = make_model()
+    code, output = run_role(root, model)
+    assert code == 0, output
+    maps = {name: (root / 'root' / 'lb' / 'etc' / name).read_text()
+            for name in ('active.map', 'frozen.map')}
+    yield root, model, maps
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def lb(rendered, processes):
+    root, model, maps = rendered
+    balancer = LB(root, model, processes)
+    for name, text in maps.items():  # every test starts from the role's fresh maps
+        (balancer.etc / name).write_text(text)
+    for client_id in LIVE + (TWIN, 'dev-client1'):
+        balancer.start_backend(client_id)
+    balancer.start_haproxy()
+    balancer.wait_all_up()
+    return balancer
+
+
+def switch(lb, active, check=False, **args):
+    return run_module('lb_switch', lb.module_args(stage=STAGE, active=active, **args),
+                      check=check, diff=True)
+
+
+def test_switch_to_the_twin_and_back_moves_traffic_and_persists(lb):
+    assert lb.get(STAGE).text in LIVE
+
+    result = switch(lb, 'upgrade')
+    assert result['rc'] == 0, result
+    assert result['changed'] is True
+    assert result['before']['active'] == 'live'
+    assert result['after']['active'] == 'upgrade'
+    assert result['drained'] is True and result['drain_seconds'] is not None
+    assert 'set map %s test be_test_upgrade' % lb.active_map in result['commands']
+    assert {lb.get(STAGE).text for _ in range(6)} == {TWIN}
+    assert 'test be_test_upgrade' in lb.active_map.read_text().splitlines()
+    assert 'dev be_dev_live' in lb.active_map.read_text().splitlines()
+
+    again = switch(lb, 'upgrade')
+    assert again['rc'] == 0 and again['changed'] is False, again
+    assert again['drain_seconds'] is None
+    assert not any(c.startswith(('set ', 'add ')) for c in again['commands'])
+
+    back = switch(lb, 'live')
+    assert back['rc'] == 0 and back['changed'] is True, back
+    assert back['before']['active'] == 'upgrade' and back['after']['active'] == 'live'
+    assert {lb.get(STAGE).text for _ in range(6)} <= set(LIVE)
+    assert 'test be_test_live' in lb.active_map.read_text().splitlines()
+
+
+def test_gate_refuses_a_target_with_a_down_server_and_changes_nothing(lb):
+    lb.stop_backend(TWIN)
+    lb.wait_status('be_test_upgrade', TWIN, 'DOWN')
+    map_before = lb.active_map.read_text()
+
+    result = switch(lb, 'upgrade', gate_timeout=1)
+    assert result['rc'] != 0 and result.get('failed'), result
+    assert 'not every server of be_test_upgrade is UP' in result['msg']
+    assert TWIN in result['msg'] and 'Nothing was changed' in result['msg']
+    assert lb.runtime_active(STAGE) == 'be_test_live'
+    assert lb.active_map.read_text() == map_before
+    assert lb.get(STAGE).text in LIVE
+
+    # A twin that comes up while the gate waits (a promotion's just-started twin) is let through.
+    starter = threading.Timer(0.5, lb.start_backend, args=(TWIN,))
+    starter.start()
+    result = switch(lb, 'upgrade', gate_timeout=20)
+    starter.join()
+    assert result['rc'] == 0 and result['changed'] is True, result
+    assert lb.get(STAGE).text == TWIN
+
+
+def test_gate_refuses_a_stage_without_twin(lb):
+    result = run_module('lb_switch', lb.module_args(stage='dev', active='upgrade'))
+    assert result['rc'] != 0
+    assert 'be_dev_upgrade has no servers' in result['msg']
+    assert lb.runtime_active('dev') == 'be_dev_live'
+
+
+def test_switch_survives_a_reload(lb):
+    assert switch(lb, 'upgrade')['changed'] is True
+    lb.reload_haproxy()
+    assert lb.runtime_active(STAGE) == 'be_test_upgrade'
+    assert {lb.get(STAGE).text for _ in range(4)} == {TWIN}
+
+
+def test_the_switch_waits_until_requests_in_flight_on_the_old_side_are_done(lb):
+    answers = []
+
+    def slow_request():
+        answer = lb.get(STAGE, '/slow?seconds=5')
+        answers.append((answer, time.monotonic()))
+
+    slow = threading.Thread(target=slow_request)
+    slow.start()
+    time.sleep(0.4)  # the slow request is now in be_test_live
+    result = switch(lb, 'upgrade')
+    returned = time.monotonic()
+    slow.join()
+    assert result['rc'] == 0, result
+    assert result['drained'] is True
+    # The module came back only after the old side's last request was answered.
+    answer, answered = answers[0]
+    assert answer.status_code == 200 and answer.text in LIVE
+    assert answered <= returned
+    assert 0.3 <= result['drain_seconds'] <= 6, result['drain_seconds']
+
+
+def test_drain_timeout_is_reported_as_not_drained(lb):
+    slow = threading.Thread(target=lambda: lb.get(STAGE, '/slow?seconds=6'))
+    slow.start()
+    time.sleep(0.4)
+    result = switch(lb, 'upgrade', drain_timeout=0.5)
+    slow.join()
+    assert result['rc'] == 0 and result['drained'] is False, result
+    assert 'still had sessions' in json.dumps(result.get('warnings')), result
+    strict = switch(lb, 'live', drain_timeout=0.0, fail_on_drain_timeout=True)
+    assert strict['rc'] == 0, strict
+
+
+def test_frozen_stage_refuses_writes_with_retry_after_and_keeps_serving_reads(lb):
+    assert lb.post(STAGE).status_code == 200
+    result = run_module('lb_switch', lb.module_args(stage=STAGE, frozen=True), diff=True)
+    assert result['rc'] == 0 and result['changed'] is True, result
+    assert result['before']['frozen'] is False and result['after']['frozen'] is True
+    for method in ('POST', 'PUT', 'PATCH', 'DELETE'):
+        answer = requests.request(method, lb.url(STAGE), data=b'x', timeout=5)
+        assert answer.status_code == 503, method
+        assert answer.headers.get('Retry-After') == '1'
+    assert lb.get(STAGE).status_code == 200
+    assert lb.post('dev').status_code == 200  # only the frozen stage
+    assert 'test 1' in lb.frozen_map.read_text().splitlines()
+
+    lb.reload_haproxy()  # the freeze survives a reload too
+    assert lb.post(STAGE).status_code == 503
+
+    again = run_module('lb_switch', lb.module_args(stage=STAGE, frozen=True))
+    assert again['changed'] is False
+    thawed = run_module('lb_switch', lb.module_args(stage=STAGE, frozen=False))
+    assert thawed['rc'] == 0 and thawed['changed'] is True
+    assert lb.post(STAGE).status_code == 200
+    assert 'test 0' in lb.frozen_map.read_text().splitlines()
+
+
+def test_freeze_switch_and_thaw_in_one_call_order(lb):
+    run_module('lb_switch', lb.module_args(stage=STAGE, frozen=True))
+    result = switch(lb, 'upgrade', frozen=False)
+    assert result['rc'] == 0, result
+    sets = [c for c in result['commands'] if c.startswith('set map')]
+    assert sets == ['set map %s test be_test_upgrade' % lb.active_map,
+                    'set map %s test 0' % lb.frozen_map]
+    assert lb.post(STAGE).text == 'POST ' + TWIN
+
+
+def test_per_server_drain_maint_ready(lb):
+    def server(state):
+        return run_module('lb_switch', {'socket': str(lb.socket), 'backend': 'be_test_live',
+                                        'server': 'test-client2', 'state': state,
+                                        'drain_timeout': 5})
+
+    drained = server('drain')
+    assert drained['rc'] == 0 and drained['changed'] is True, drained
+    assert drained['before']['state'] == 'ready' and drained['after']['state'] == 'drain'
+    assert lb.status('be_test_live', 'test-client2') == 'DRAIN'
+    assert {lb.get(STAGE).text for _ in range(6)} == {'test-client1'}
+    assert server('drain')['changed'] is False
+
+    assert server('maint')['after']['status'].startswith('MAINT')
+    ready = server('ready')
+    assert ready['changed'] is True and ready['after']['state'] == 'ready'
+    lb.wait_status('be_test_live', 'test-client2', 'UP')
+    assert {lb.get(STAGE).text for _ in range(8)} == set(LIVE)
+
+
+def test_unknown_stage_backend_and_server_are_named(lb):
+    stage = run_module('lb_switch', lb.module_args(stage='nope', active='upgrade'))
+    assert stage['rc'] != 0 and 'no backend be_nope_live' in stage['msg']
+    assert 'Stages it serves: dev, test' in stage['msg']
+    server = run_module('lb_switch', {'socket': str(lb.socket), 'backend': 'be_test_live',
+                                      'server': 'ghost', 'state': 'drain'})
+    assert server['rc'] != 0 and 'has no server ghost' in server['msg']
+    assert 'test-client1' in server['msg']
+    backend = run_module('lb_switch', {'socket': str(lb.socket), 'backend': 'be_ghost',
+                                       'server': 'x', 'state': 'drain'})
+    assert backend['rc'] != 0 and 'no backend be_ghost' in backend['msg']
+
+
+def test_map_file_that_haproxy_did_not_load_is_refused(lb):
+    other = lb.root / 'other.map'
+    other.write_text('test be_test_live\n')
+    result = run_module('lb_switch', lb.module_args(stage=STAGE, active='upgrade',
+                                                    map_file=str(other)))
+    assert result['rc'] != 0
+    assert 'has not loaded the map file %s' % other in result['msg']
+    assert str(lb.active_map) in result['msg']
+
+
+def test_missing_socket_is_named(lb):
+    result = run_module('lb_switch', lb.module_args(stage=STAGE, active='upgrade',
+                                                    socket=str(lb.root / 'nothere.sock')))
+    assert result['rc'] != 0
+    assert 'nothere.sock does not exist' in result['msg']
+
+
+def test_permission_denied_on_the_socket_for_another_user(lb):
+    """Root passes every file mode, so the module runs as 'nobody' against the 0600 socket."""
+    import pwd
+    try:
+        pwd.getpwnam('nobody')
+    except KeyError:
+        pytest.skip('no user nobody')
+    if os.geteuid() != 0 or not os.path.exists('/usr/bin/python3'):
+        pytest.skip('needs root (to run as nobody) and /usr/bin/python3')
+    assert oct(os.stat(lb.socket).st_mode & 0o777) == '0o600'
+    site = [p for p in sys.path if p.endswith('site-packages')]
+    with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as handle:
+        json.dump({'ANSIBLE_MODULE_ARGS': lb.module_args(stage=STAGE, active='upgrade')}, handle)
+    os.chmod(handle.name, 0o644)
+    try:
+        proc = subprocess.run(
+            ['/usr/bin/python3', str(REPO / 'plugins/modules/lb_switch.py'), handle.name],
+            user='nobody', capture_output=True, text=True, timeout=60, cwd='/tmp',
+            env={'PYTHONPATH': os.pathsep.join([str(COLLECTIONS)] + site), 'HOME': '/tmp'})
+    finally:
+        os.unlink(handle.name)
+    if 'No module named' in proc.stderr:
+        pytest.skip('the system python cannot import ansible as nobody: ' + proc.stderr[-200:])
+    result = json.loads(proc.stdout)
+    assert result.get('failed'), result
+    assert 'Permission denied on HAProxy runtime socket %s' % lb.socket in result['msg']
+    assert lb.runtime_active(STAGE) == 'be_test_live'
+
+
+def test_check_mode_reports_and_changes_nothing(lb):
+    map_before = lb.active_map.read_text()
+    result = switch(lb, 'upgrade', check=True)
+    assert result['rc'] == 0 and result['changed'] is True, result
+    assert result['after']['active'] == 'upgrade'
+    assert result['diff'][0]['after'].count('test be_test_upgrade') == 1
+    assert not any(c.startswith(('set ', 'add ')) for c in result['commands'])
+    assert lb.runtime_active(STAGE) == 'be_test_live'
+    assert lb.active_map.read_text() == map_before
+    assert lb.get(STAGE).text in LIVE
+    frozen = run_module('lb_switch', lb.module_args(stage=STAGE, frozen=True), check=True)
+    assert frozen['changed'] is True and lb.post(STAGE).status_code == 200
+
+
+def test_missing_map_entry_is_added(lb):
+    api = lb.api()
+    api.execute('del map %s test' % lb.active_map)
+    lb.active_map.write_text('dev be_dev_live\n')
+    assert api.get_map(str(lb.active_map), STAGE) is None
+    result = switch(lb, 'upgrade')
+    assert result['rc'] == 0, result
+    assert 'add map %s test be_test_upgrade' % lb.active_map in result['commands']
+    assert lb.active_map.read_text() == 'dev be_dev_live\ntest be_test_upgrade\n'
+
+
+class Hammer(threading.Thread):
+    """GETs in a loop, on kept-alive and on new connections; counts every failure."""
+
+    def __init__(self, url):
+        super().__init__(daemon=True)
+        self.url = url
+        self.stop = threading.Event()
+        self.ok = 0
+        self.failures = []
+        self.seen = set()
+
+    def run(self):
+        session = requests.Session()
+        while not self.stop.is_set():
+            for getter in (session.get, requests.get):
+                try:
+                    answer = getter(self.url, timeout=10)
+                    if answer.status_code == 200:
+                        self.ok += 1
+                        self.seen.add(answer.text)
+                    else:
+                        self.failures.append(answer.status_code)
+                except requests.RequestException as exc:
+                    self.failures.append(repr(exc))
+
+
+def test_zero_failed_gets_while_switching_and_stopping_the_old_side(lb):
+    hammer = Hammer(lb.url(STAGE))
+    hammer.start()
+    try:
+        time.sleep(0.5)
+        # A live client dies without warning: retries and redispatch hide it.
+        lb.stop_backend('test-client2')
+        time.sleep(0.5)
+        lb.start_backend('test-client2')
+        lb.wait_status('be_test_live', 'test-client2', 'UP')
+        for _ in range(2):
+            assert switch(lb, 'upgrade')['rc'] == 0
+            time.sleep(0.3)
+            for client_id in LIVE:  # the old side stops after the switch
+                lb.stop_backend(client_id)
+            time.sleep(0.5)
+            for client_id in LIVE:
+                lb.start_backend(client_id)
+            lb.wait_all_up()
+            assert switch(lb, 'live')['rc'] == 0
+            time.sleep(0.3)
+            lb.stop_backend(TWIN)
+            time.sleep(0.5)
+            lb.start_backend(TWIN)
+            lb.wait_all_up()
+    finally:
+        hammer.stop.set()
+        hammer.join(15)
+    assert hammer.failures == []
+    assert hammer.ok > 50
+    assert hammer.seen == set(LIVE) | {TWIN}
+
+
+def test_role_renders_a_configuration_haproxy_accepts(rendered):
+    root, model, maps = rendered
+    etc = root / 'root' / 'lb' / 'etc'
+    check = subprocess.run([lbsupport.HAPROXY, '-c', '-f', str(etc / 'haproxy.cfg')],
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    config = (etc / 'haproxy.cfg').read_text()
+    for stage in ('dev', 'test'):
+        assert 'bind 127.0.0.1:%d' % model['stages'][stage]['lb_port'] in config
+        assert ('use_backend %%[str(%s),map(%s/active.map,be_%s_live)]' % (stage, etc, stage)
+                in config)
+        assert 'backend be_%s_live' % stage in config
+        assert 'backend be_%s_upgrade' % stage in config
+    assert 'server test_upgrade-client1 127.0.0.1:%d check' % (
+        model['stages']['test']['upgrade']['clients'][0]['port']) in config
+    assert 'stats socket %s/run/haproxy.sock mode 0600 level admin' % root in config
+    assert 'option redispatch' in config and 'retry-on conn-failure' in config
+    assert maps['active.map'].splitlines()[-2:] == ['dev be_dev_live', 'test be_test_live']
+    assert maps['frozen.map'].splitlines()[-2:] == ['dev 0', 'test 0']
+    facts = json.loads((root / 'root' / 'zopeops_lb.json').read_text())
+    assert facts == {'balancer': 'haproxy', 'bind_address': '127.0.0.1',
+                     'socket': '%s/run/haproxy.sock' % root,
+                     'active_map': str(etc / 'active.map'), 'frozen_map': str(etc / 'frozen.map'),
+                     'config_file': str(etc / 'haproxy.cfg'),
+                     'ports': {s: model['stages'][s]['lb_port'] for s in ('dev', 'test')}}

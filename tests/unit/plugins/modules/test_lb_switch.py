@@ -1,0 +1,291 @@
+"""lb_switch's logic against a simulated HAProxy CLI (the real client and parsers, a fake
+socket end), and its argument handling through the real module entry point."""
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.zopeops.stages.plugins.module_utils import haproxy as hx
+from ansible_collections.zopeops.stages.plugins.module_utils import nginx as ngx
+from ansible_collections.zopeops.stages.plugins.modules import lb_switch
+
+from support.modules import run_module
+
+COLUMNS = ['pxname', 'svname', 'qcur', 'qmax', 'scur', 'status', 'check_status', 'addr']
+
+
+class SimulatedHAProxy(hx.RuntimeAPI):
+    """Answers the CLI commands lb_switch sends the way HAProxy 2.6 does."""
+
+    def __init__(self, tmp_path, servers=None, maps=None, level='admin'):
+        super().__init__(str(tmp_path / 'haproxy.sock'), timeout=1)
+        self.map_path = str(tmp_path / 'active.map')
+        self.frozen_path = str(tmp_path / 'frozen.map')
+        default = {'test': 'be_test_live', 'dev': 'be_dev_live'}
+        self.map_data = {self.map_path: dict(maps or default),
+                     self.frozen_path: {'test': '0', 'dev': '0'}}
+        self.servers = servers or {
+            'be_dev_live': {'dev-client1': ['UP', 0]},
+            'be_dev_upgrade': {},
+            'be_test_live': {'test-client1': ['UP', 0], 'test-client2': ['UP', 0]},
+            'be_test_upgrade': {'test_upgrade-client1': ['UP', 0]},
+        }
+        self.backend_scur = {}
+        self.level = level
+        self.check_status = 'L7OK'
+
+    def execute(self, command):
+        self.sent.append(command)
+        words = command.split()
+        if command == 'show stat':
+            lines = ['# ' + ','.join(COLUMNS)]
+            for backend, servers in self.servers.items():
+                for name, (status, scur) in servers.items():
+                    check = 'L7OK' if backend == 'be_test_live' else self.check_status
+                    lines.append(','.join([backend, name, '0', '0', str(scur), status, check,
+                                           '127.0.0.1:1']))
+                lines.append(','.join([backend, 'BACKEND', '0', '0',
+                                       str(self.backend_scur.get(backend, 0)), 'UP', '', '']))
+            return '\n'.join(lines)
+        if command == 'show map':
+            return '# id (file) description\n' + '\n'.join(
+                '%d (%s) pattern loaded from file' % (i, path)
+                for i, path in enumerate(self.map_data))
+        if command == 'show cli level':
+            return self.level
+        if words[:2] == ['get', 'map']:
+            value = self.map_data[words[2]].get(words[3])
+            if value is None:
+                return 'type=str, case=sensitive, found=no'
+            return 'type=str, found=yes, key="%s", value="%s"' % (words[3], value)
+        if words[:2] in (['set', 'map'], ['add', 'map']):
+            if words[0] == 'set' and words[3] not in self.map_data[words[2]]:
+                return 'entry not found.'
+            self.map_data[words[2]][words[3]] = words[4]
+            return ''
+        if words[:2] == ['set', 'server']:
+            if self.level != 'admin':
+                return 'Permission denied'
+            backend, server = words[2].split('/')
+            if backend not in self.servers:
+                return 'No such backend.'
+            if server not in self.servers[backend]:
+                return 'No such server.'
+            self.servers[backend][server][0] = {'ready': 'UP', 'drain': 'DRAIN',
+                                                'maint': 'MAINT'}[words[4]]
+            return ''
+        return 'Unknown command: ' + command
+
+
+def params(**overrides):
+    values = {name: spec.get('default') for name, spec in lb_switch.ARGUMENT_SPEC.items()}
+    values.update(overrides)
+    return values
+
+
+@pytest.fixture
+def haproxy(tmp_path):
+    api = SimulatedHAProxy(tmp_path)
+    (tmp_path / 'active.map').write_text('# keep me\ndev be_dev_live\ntest be_test_live\n')
+    (tmp_path / 'frozen.map').write_text('dev 0\ntest 0\n')
+    return api
+
+
+def run(api, check=False, **args):
+    args.setdefault('map_file', api.map_path)
+    return lb_switch.run(params(socket=api.address, **args), check, api_factory=lambda *a, **k: api)
+
+
+def writes(api):
+    return [c for c in api.sent if c.startswith(('set ', 'add '))]
+
+
+def test_switch_sets_verifies_persists_and_drains(haproxy, tmp_path):
+    result = run(haproxy, stage='test', active='upgrade')
+    assert result['changed'] is True
+    assert result['before']['active'] == 'live' and result['after']['active'] == 'upgrade'
+    assert writes(haproxy) == ['set map %s test be_test_upgrade' % haproxy.map_path]
+    # read back after the write
+    assert haproxy.sent[haproxy.sent.index(writes(haproxy)[0]) + 1].startswith('get map')
+    assert (tmp_path / 'active.map').read_text() == (
+        '# keep me\ndev be_dev_live\ntest be_test_upgrade\n')
+    assert result['drained'] is True and 0 <= result['drain_seconds'] < 1
+    assert result['files'] == [haproxy.map_path]
+    assert result['diff'][0]['after'].endswith('test be_test_upgrade\n')
+
+
+def test_already_active_is_unchanged_and_does_not_wait(haproxy):
+    haproxy.map_data[haproxy.map_path]['test'] = 'be_test_upgrade'
+    with open(haproxy.map_path, 'w') as handle:
+        handle.write('test be_test_upgrade\n')
+    haproxy.backend_scur['be_test_live'] = 5  # would never drain
+    result = run(haproxy, stage='test', active='upgrade')
+    assert result['changed'] is False and result['drain_seconds'] is None
+    assert writes(haproxy) == []
+
+
+def test_runtime_right_but_file_stale_rewrites_only_the_file(haproxy, tmp_path):
+    haproxy.map_data[haproxy.map_path]['test'] = 'be_test_upgrade'
+    result = run(haproxy, stage='test', active='upgrade')
+    assert result['changed'] is True and writes(haproxy) == []
+    assert 'test be_test_upgrade' in (tmp_path / 'active.map').read_text()
+    assert result['drain_seconds'] is None
+
+
+def test_gate_refuses_when_a_target_server_is_not_up(haproxy, tmp_path):
+    haproxy.servers['be_test_upgrade']['test_upgrade-client1'][0] = 'DOWN 1/2'
+    before = (tmp_path / 'active.map').read_text()
+    with pytest.raises(lb_switch.SwitchError) as info:
+        run(haproxy, stage='test', active='upgrade', gate_timeout=0.3)
+    assert 'test_upgrade-client1 (DOWN 1/2, check L7OK)' in str(info.value)
+    assert info.value.result['before']['active'] == 'live'
+    assert writes(haproxy) == []
+    assert (tmp_path / 'active.map').read_text() == before
+
+
+def test_gate_refuses_a_server_not_checked_yet(haproxy):
+    haproxy.check_status = 'INI'
+    with pytest.raises(lb_switch.SwitchError, match=r'test_upgrade-client1 \(UP, check INI\)'):
+        run(haproxy, stage='test', active='upgrade', gate_timeout=0)
+
+
+def test_gate_waits_for_a_twin_that_is_coming_up(haproxy):
+    haproxy.check_status = 'INI'
+    stat_calls = []
+    original = haproxy.execute
+
+    def execute(command):
+        if command == 'show stat':
+            stat_calls.append(command)
+            if len(stat_calls) >= 4:  # the first checks pass after a moment
+                haproxy.check_status = 'L7OK'
+        return original(command)
+    haproxy.execute = execute
+    result = run(haproxy, stage='test', active='upgrade', gate_timeout=10)
+    assert result['changed'] is True and len(stat_calls) >= 4
+
+
+def test_gate_can_be_turned_off(haproxy):
+    haproxy.servers['be_test_upgrade']['test_upgrade-client1'][0] = 'DOWN'
+    assert run(haproxy, stage='test', active='upgrade', gate=False)['changed'] is True
+
+
+def test_gate_refuses_an_empty_backend(haproxy):
+    with pytest.raises(lb_switch.SwitchError, match='be_dev_upgrade has no servers'):
+        run(haproxy, stage='dev', active='upgrade')
+
+
+def test_check_mode_runs_the_gate_and_writes_nothing(haproxy, tmp_path):
+    before = (tmp_path / 'active.map').read_text()
+    result = run(haproxy, check=True, stage='test', active='upgrade')
+    assert result['changed'] is True and result['after']['active'] == 'upgrade'
+    assert writes(haproxy) == [] and (tmp_path / 'active.map').read_text() == before
+    assert result['drain_seconds'] is None
+    haproxy.servers['be_test_upgrade']['test_upgrade-client1'][0] = 'MAINT'
+    with pytest.raises(lb_switch.SwitchError, match='waited 0s'):
+        run(haproxy, check=True, stage='test', active='upgrade')  # no wait in check mode
+
+
+def test_missing_entry_is_added(haproxy, tmp_path):
+    del haproxy.map_data[haproxy.map_path]['test']
+    (tmp_path / 'active.map').write_text('dev be_dev_live\n')
+    result = run(haproxy, stage='test', active='upgrade')
+    assert writes(haproxy) == ['add map %s test be_test_upgrade' % haproxy.map_path]
+    assert result['before']['active'] == 'live'
+    assert (tmp_path / 'active.map').read_text() == 'dev be_dev_live\ntest be_test_upgrade\n'
+
+
+def test_freeze_before_switch_and_thaw_after(haproxy):
+    run(haproxy, stage='test', frozen=True, frozen_map_file=haproxy.frozen_path)
+    assert writes(haproxy) == ['set map %s test 1' % haproxy.frozen_path]
+    haproxy.sent.clear()
+    result = run(haproxy, stage='test', active='upgrade', frozen=False,
+                 frozen_map_file=haproxy.frozen_path)
+    assert writes(haproxy) == ['set map %s test be_test_upgrade' % haproxy.map_path,
+                               'set map %s test 0' % haproxy.frozen_path]
+    assert result['before']['frozen'] is True and result['after']['frozen'] is False
+    haproxy.sent.clear()
+    run(haproxy, stage='test', active='live', frozen=True, frozen_map_file=haproxy.frozen_path)
+    assert writes(haproxy) == ['set map %s test 1' % haproxy.frozen_path,
+                               'set map %s test be_test_live' % haproxy.map_path]
+
+
+def test_unknown_stage_names_the_known_ones(haproxy):
+    with pytest.raises(lb_switch.SwitchError, match=r"no backend be_prod_live.*Stages it serves: "
+                                                    r"dev, test"):
+        run(haproxy, stage='prod', active='upgrade')
+
+
+def test_options_that_belong_together(haproxy):
+    with pytest.raises(lb_switch.SwitchError, match='give active'):
+        run(haproxy, stage='test')
+    with pytest.raises(lb_switch.SwitchError, match='frozen needs frozen_map_file'):
+        run(haproxy, stage='test', frozen=True)
+    with pytest.raises(lb_switch.SwitchError, match='active needs map_file'):
+        lb_switch.run(params(socket='x', stage='test', active='live'), False,
+                      api_factory=lambda *a, **k: haproxy)
+
+
+def test_per_server_states(haproxy):
+    server = dict(backend='be_test_live', server='test-client2', map_file=None)
+    result = run(haproxy, state='drain', **server)
+    assert result['changed'] and result['after'] == {
+        'backend': 'be_test_live', 'server': 'test-client2', 'state': 'drain', 'status': 'DRAIN'}
+    assert result['drained'] is True
+    assert run(haproxy, state='drain', **server)['changed'] is False
+    assert run(haproxy, state='maint', **server)['after']['status'] == 'MAINT'
+    ready = run(haproxy, state='ready', **server)
+    assert ready['before']['state'] == 'maint' and ready['drain_seconds'] is None
+    with pytest.raises(lb_switch.SwitchError, match='has no server ghost; it has: test-client1, '
+                                                    'test-client2'):
+        run(haproxy, state='drain', backend='be_test_live', server='ghost', map_file=None)
+    with pytest.raises(hx.HAProxyError, match='no backend be_ghost'):
+        run(haproxy, state='drain', backend='be_ghost', server='x', map_file=None)
+
+
+def test_per_server_on_a_socket_below_admin(tmp_path):
+    api = SimulatedHAProxy(tmp_path, level='operator')
+    with pytest.raises(hx.HAProxyError, match='Permission denied .this socket is at level '
+                                              'operator'):
+        run(api, state='drain', backend='be_test_live', server='test-client1', map_file=None)
+
+
+def test_nginx_render_and_side_detection():
+    text = ngx.render_upstream('beta', 'upgrade', ['127.0.0.1:8081', '10.0.0.2:8080'],
+                               'max_fails=1')
+    assert ngx.active_side(text) == 'upgrade'
+    assert 'upstream zopeops_beta {\n    server 127.0.0.1:8081 max_fails=1;\n' in text
+    assert ngx.normalize_servers([{'address': 'a', 'port': 1}, 'b:2']) == ['a:1', 'b:2']
+    assert ngx.active_side('upstream x {}') is None
+
+
+def test_nginx_refuses_freeze_and_per_server():
+    with pytest.raises(lb_switch.SwitchError, match='needs balancer=haproxy'):
+        lb_switch.run(params(balancer='nginx', stage='t', frozen=True), False)
+    with pytest.raises(lb_switch.SwitchError, match='Per-server mode'):
+        lb_switch.run(params(balancer='nginx', backend='b', server='s', state='drain'), False)
+
+
+def test_module_entry_point_validates_arguments():
+    result = run_module('lb_switch', {'stage': 'test', 'active': 'upgrade'})
+    assert result['failed'] and 'socket' in result['msg']
+    result = run_module('lb_switch', {'socket': '/x', 'stage': 't', 'backend': 'b',
+                                      'server': 's', 'state': 'drain'})
+    assert result['failed'] and 'mutually exclusive' in result['msg']
+    result = run_module('lb_switch', {'socket': '/nonexistent/h.sock', 'stage': 'test',
+                                      'active': 'live', 'map_file': '/x.map'})
+    assert result['failed'] and 'does not exist' in result['msg']
+
+
+def test_documentation_parses_and_matches_the_argument_spec():
+    import yaml
+    from ansible_collections.zopeops.stages.plugins.doc_fragments.lb import ModuleDocFragment
+    doc = yaml.safe_load(lb_switch.DOCUMENTATION)
+    yaml.safe_load(lb_switch.EXAMPLES)
+    returned = yaml.safe_load(lb_switch.RETURN)
+    options = dict(doc['options'], **yaml.safe_load(ModuleDocFragment.DOCUMENTATION)['options'])
+    assert set(options) == set(lb_switch.ARGUMENT_SPEC)
+    for name, spec in lb_switch.ARGUMENT_SPEC.items():
+        assert options[name]['type'] == spec['type'], name
+        assert options[name].get('default') == spec.get('default'), name
+        assert options[name].get('choices') == spec.get('choices'), name
+    assert {'before', 'after', 'drain_seconds', 'drained', 'commands', 'files'} <= set(returned)
