@@ -12,6 +12,12 @@ from Products.ZopeOpsDemo.banner import BANNER
 REVISION_PATH = os.path.join(sys.prefix, '..', 'REVISION')
 MARKER_ID = 'marker'
 
+# Fault injection for the promotion tests: a client started while this file exists answers
+# 503 on @@zopeops-info for its whole life (as a release that cannot serve would), while
+# clients started before keep serving. Unset or absent: no fault.
+FAULT_FILE = os.environ.get('ZOPEOPS_FAULT_FILE', '')
+STARTED_FAULTY = bool(FAULT_FILE) and os.path.exists(FAULT_FILE)
+
 
 def release_revision(path=REVISION_PATH):
     """The git revision of the release this process runs from, or 'unknown'."""
@@ -71,6 +77,8 @@ class InfoView(_JSONView):
     """Which release, stage, instance and client answer, and at which ZODB transaction."""
 
     def __call__(self):
+        if STARTED_FAULTY:
+            return self._json({'error': 'started with the fault file %s' % FAULT_FILE}, 503)
         return self._json({
             'revision': release_revision(),
             'stage': os.environ.get('ZOPEOPS_STAGE', 'unknown'),
