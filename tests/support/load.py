@@ -13,7 +13,7 @@ import requests
 
 
 class LoadGenerator:
-    def __init__(self, url, threads=2, max_seconds=900, timeout=30, pause=0.01):
+    def __init__(self, url, threads=2, max_seconds=900, timeout=30, pause=0.02):
         self.url = url
         self.threads = threads
         self.max_seconds = max_seconds

@@ -108,7 +108,7 @@ def test_refuses_an_unhealthy_predecessor(pipeline):
     for client in ('beta-client1', 'beta-client2'):
         assert pipeline.supervisorctl('stop', client).returncode == 0
     try:
-        refused(pipeline, 'test', 'beta')
+        refused(pipeline, 'test', 'The predecessor beta is not healthy')
     finally:
         for client in ('beta-client1', 'beta-client2'):
             pipeline.supervisorctl('start', client)
@@ -155,3 +155,122 @@ def test_promoting_again_is_safe(pipeline):
     assert proc.returncode == 0, output(proc)
     assert not load.failures, load.report()
     assert info(pipeline, 'test')['revision'] == sha(pipeline, 'demo-v2')
+
+
+def test_rollback_returns_prod_to_its_previous_release_and_data(pipeline):
+    proc = pipeline.playbook('rollback.yml', {'stage': 'prod'})
+    assert proc.returncode == 0, output(proc)
+    after = info(pipeline, 'prod')
+    assert after['revision'] == sha(pipeline, 'demo-v1') and after['instance'] == 'prod'
+    assert after['marker'] is None, after  # prod's own data from before: never seeded
+    assert json.loads(state_file(pipeline, 'prod').read_text())['status'] == 'rolled_back'
+    assert ledger(pipeline)[-1]['result'] == 'rolled back'
+
+
+# --- faults: traffic never fails, and ends up where the rules say ------------------------
+
+def broken_revision(pipeline, tmp_path):
+    """A commit of the example app whose product fails at Zope's start-up."""
+    work = tmp_path / 'broken'
+    subprocess.run(['git', 'clone', '-q', str(pipeline.sandbox / 'app.git'), str(work)],
+                   check=True)
+    init = work / 'Products' / 'ZopeOpsDemo' / '__init__.py'
+    init.write_text(init.read_text() + '\nraise RuntimeError("this release cannot start")\n')
+    env = {'GIT_AUTHOR_NAME': 't', 'GIT_AUTHOR_EMAIL': 't@x', 'GIT_COMMITTER_NAME': 't',
+           'GIT_COMMITTER_EMAIL': 't@x', 'PATH': '/usr/bin:/bin'}
+    subprocess.run(['git', 'commit', '-qam', 'break start-up'], cwd=work, env=env, check=True)
+    subprocess.run(['git', 'push', '-q', 'origin', 'HEAD:refs/heads/broken'], cwd=work,
+                   check=True)
+    return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=work, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def test_a_release_that_cannot_start_aborts_before_the_switch(pipeline, tmp_path):
+    broken = broken_revision(pipeline, tmp_path)
+    before = info(pipeline, 'prod')
+    proc, load = promote(pipeline, 'prod', promote_revision=broken)
+    assert proc.returncode != 0, output(proc)
+    assert 'stopped in phase twin' in proc.stdout and 'Nothing moved' in proc.stdout
+    assert not load.failures, load.report()
+    assert info(pipeline, 'prod')['revision'] == before['revision']
+    states = program_states(pipeline)
+    assert states['prod_upgrade-zeo'] != 'RUNNING' and states['prod_upgrade-client1'] != 'RUNNING'
+    assert json.loads(state_file(pipeline, 'prod').read_text())['status'] == 'aborted'
+
+
+def test_twin_zeo_killed_during_twin_start(pipeline):
+    import os
+    import signal
+    import threading
+    import time
+
+    result = {}
+    url = 'http://127.0.0.1:%d/@@zopeops-info' % pipeline.lb_port('prod')
+    with LoadGenerator(url) as load:
+        worker = threading.Thread(target=lambda: result.setdefault(
+            'proc', pipeline.playbook('promote.yml', {'stage': 'prod'})))
+        worker.start()
+        killed = None
+        deadline = time.monotonic() + 600
+        while worker.is_alive() and killed is None and time.monotonic() < deadline:
+            if program_states(pipeline).get('prod_upgrade-zeo') == 'RUNNING':
+                pid = int(pipeline.supervisorctl('pid', 'prod_upgrade-zeo').stdout.strip())
+                if pid > 0:
+                    os.kill(pid, signal.SIGKILL)
+                    killed = pid
+            time.sleep(0.2)
+        worker.join(900)
+    proc = result['proc']
+    print('twin ZEO %s killed; promotion rc=%d; %s' % (killed, proc.returncode, load.report()))
+    assert killed, 'the twin ZEO server never ran'
+    assert not load.failures, load.report()
+    states = program_states(pipeline)
+    assert states['prod_upgrade-zeo'] != 'RUNNING', states
+    served = info(pipeline, 'prod')
+    assert served['instance'] == 'prod'
+    if proc.returncode == 0:  # supervisord restarted ZEO in time: the promotion went through
+        assert served['revision'] == sha(pipeline, 'demo-v2')
+    else:  # it stopped before the switch: prod untouched
+        assert 'Nothing moved' in proc.stdout, output(proc)
+        assert served['revision'] == sha(pipeline, 'demo-v1')
+
+
+def test_live_client_failing_after_upgrade_keeps_traffic_on_twin_until_resumed(pipeline):
+    fault = pipeline.sandbox / 'test' / 'var' / 'FAULT'
+    fault.write_text('injected by the test\n')
+    try:
+        proc, load = promote(pipeline, 'test')
+        assert proc.returncode != 0, output(proc)
+        assert 'TRAFFIC IS SERVED BY THE TWIN test_upgrade' in proc.stdout, output(proc)
+        assert not load.failures, load.report()
+        assert info(pipeline, 'test')['instance'] == 'test_upgrade'
+        state = json.loads(state_file(pipeline, 'test').read_text())
+        assert state['status'] == 'failed' and state['switched'] and state['phase'] == 'live'
+        again = pipeline.playbook('promote.yml', {'stage': 'test'})
+        assert again.returncode != 0 and '-e action=resume' in again.stdout
+        assert info(pipeline, 'test')['instance'] == 'test_upgrade'
+    finally:
+        fault.unlink(missing_ok=True)
+    proc, load = promote(pipeline, 'test', action='resume')
+    assert proc.returncode == 0, output(proc)
+    assert not load.failures, load.report()
+    served = info(pipeline, 'test')
+    assert served['instance'] == 'test' and served['revision'] == sha(pipeline, 'demo-v2')
+    assert json.loads(state_file(pipeline, 'test').read_text())['status'] == 'done'
+    assert not [p for p, s in program_states(pipeline).items()
+                if p.startswith('test_upgrade') and s == 'RUNNING']
+
+
+def test_refuses_a_stage_without_a_twin(pipeline, tmp_path):
+    import shutil
+    import yaml
+    inventory = tmp_path / 'inventory'
+    shutil.copytree(pipeline.inventory, inventory)
+    hosts = yaml.safe_load((inventory / 'hosts.yml').read_text())
+    hosts['all']['children'].pop('prod_upgrade')
+    (inventory / 'hosts.yml').write_text(yaml.safe_dump(hosts))
+    (inventory / 'host_vars' / 'prod_upgrade-local.yml').unlink()
+    from support.ansible import run_playbook
+    proc = run_playbook('promote.yml', inventory, dict(pipeline.extra_vars, stage='prod'))
+    assert proc.returncode != 0
+    assert "Stage 'prod' has no upgrade twin" in proc.stdout, output(proc)
