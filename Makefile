@@ -9,7 +9,7 @@ SYSTEM_PACKAGES := haproxy:haproxy rsync:rsync git:git
 .PHONY: help deps demo status test test-unit test-integration clean
 
 help:
-	@echo "make demo   bring up the local four-stage pipeline and show what each stage serves"
+	@echo "make demo   bring up the local four-stage pipeline, promote beta, test and prod, show each stage"
 	@echo "make test   run the whole test suite"
 	@echo "make clean  stop every process of the sandbox and remove it"
 
@@ -23,8 +23,17 @@ $(VENV)/.installed: requirements.txt
 deps: $(VENV)/.installed
 	@scripts/ensure-system-packages $(SYSTEM_PACKAGES)
 
+# The main job on the embedded pipeline: bring up every stage, then carry dev's revision and
+# data through beta, test and prod, one promotion at a time, showing what each stage serves.
 demo: deps
 	$(PLAYBOOK) playbooks/site.yml
+	@echo; echo "=== Before: dev runs demo-v2, the other stages demo-v1 ==="
+	$(PLAYBOOK) playbooks/status.yml
+	@for stage in beta test prod; do \
+	  echo; echo "=== Promoting $$stage to what its predecessor runs ==="; \
+	  $(PLAYBOOK) playbooks/promote.yml -e stage=$$stage || exit 1; \
+	done
+	@echo; echo "=== After: dev's revision and data reached prod through beta and test ==="
 	$(PLAYBOOK) playbooks/status.yml
 
 status: deps
