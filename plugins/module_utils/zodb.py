@@ -1,0 +1,669 @@
+# -*- coding: utf-8 -*-
+# Copyright: zopeops.stages developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the ZODB data modules share: tids, the FileStorage layout, locks, range copies, manifests.
+
+The FileStorage format facts used here (ZODB 6, ``FS30``):
+  file     = magic b'FS30' + transaction*
+  txn      = header (tid 8s, tlen Q, status c, ulen H, dlen H, elen H) + ... + tlen (Q)
+             so a transaction spans ``[tpos, tpos + tlen + 8)``; ``status`` is ``'c'`` while
+             the transaction is being committed, ``' '`` / ``'p'`` / ``'u'`` afterwards.
+FileStorage only appends (except pack), so ``[0, committed_end)`` of a live file never changes.
+Walking only the transaction headers finds that end in O(transactions) instead of the
+O(records) a full read-only ``FileStorage`` open needs to build its oid index; it applies the
+same stop rules as ``ZODB.FileStorage.read_index`` (status ``'c'``, short or torn tail).
+
+ZODB itself is imported lazily (``import_zodb``) so that a module run by the wrong interpreter
+fails with a message saying which one, instead of a traceback.
+"""
+from __future__ import annotations
+
+import binascii
+import datetime
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import struct
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+MAGIC = b'FS30'
+TXN_HEADER = struct.Struct('>8sQcHHH')
+TXN_HEADER_LEN = TXN_HEADER.size  # 23
+Z64 = b'\0' * 8
+BLOB_SUFFIX = '.blob'
+LAYOUT_MARKER = '.layout'
+MANIFEST_NAME = 'manifest.json'
+MANIFEST_FORMAT = 1
+SNAPSHOT_DATA_NAME = 'Data.fs'
+SNAPSHOT_BLOB_NAME = 'blobs'
+# Each manifest range is hashed in pieces of at most this size: the pieces hash in parallel with
+# the copy, and an incremental refresh compares only the last piece.
+HASH_PIECE_BYTES = 64 * 1024 * 1024
+COPY_CHUNK_BYTES = 64 * 1024 * 1024
+
+
+class ZODBDataError(Exception):
+    """A refusal or failure the module reports as is: what failed, where, why, what to do."""
+
+
+# --------------------------------------------------------------------------- interpreter
+
+
+def import_zodb(module):
+    """Import ZODB (and ZEO) or fail the module naming the interpreter that lacks them."""
+    try:
+        import ZODB  # noqa: F401  pylint: disable=unused-import
+        import ZODB.FileStorage  # noqa: F401
+    except ImportError as exc:
+        module.fail_json(
+            msg='ZODB is not importable by the Python interpreter that runs this module (%s): '
+                '%s. Run the module with the release virtualenv\'s python, e.g. set '
+                'ansible_python_interpreter: <root>/<instance>/current/venv/bin/python for '
+                'this task.' % (sys.executable, exc),
+            python=sys.executable)
+
+
+# --------------------------------------------------------------------------- tids
+
+
+def tid_to_hex(tid):
+    """8-byte tid -> 16 lower-case hex digits (``None`` stays ``None``)."""
+    if tid is None:
+        return None
+    if len(tid) != 8:
+        raise ValueError('a tid is 8 bytes, got %d' % len(tid))
+    return binascii.hexlify(tid).decode('ascii')
+
+
+def hex_to_tid(text):
+    """``'03ea...'`` / ``'0x3ea...'`` -> 8-byte tid; ValueError naming the bad value."""
+    value = str(text).strip().lower()
+    if value.startswith('0x'):
+        value = value[2:]
+    if not value or len(value) > 16 or any(c not in '0123456789abcdef' for c in value):
+        raise ValueError('%r is not a transaction id (up to 16 hex digits)' % (text,))
+    return binascii.unhexlify(value.rjust(16, '0'))
+
+
+def tid_to_int(tid):
+    return struct.unpack('>Q', tid)[0]
+
+
+def int_to_tid(value):
+    return struct.pack('>Q', value)
+
+
+def tid_to_iso(tid):
+    """The UTC time a tid stands for, ISO 8601 (``None`` for z64 / None)."""
+    if tid is None or tid == Z64:
+        return None
+    from persistent.timestamp import TimeStamp  # lazy: needs ZODB's dependencies
+    seconds = TimeStamp(tid).timeTime()
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
+
+
+def now_iso():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
+
+def stamp():
+    """A sortable timestamp for file names: 20261126T105512Z."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')
+
+
+# --------------------------------------------------------------------------- FileStorage layout
+
+
+def read_magic(path):
+    with open(path, 'rb') as handle:
+        return handle.read(4)
+
+
+def check_filestorage(path, what='source'):
+    """Raise ZODBDataError unless ``path`` is an existing FileStorage (magic FS30)."""
+    if not os.path.exists(path):
+        raise ZODBDataError('The %s FileStorage %s does not exist. Check the path (the instance '
+                            'layout puts it at <instance>/var/filestorage/Data.fs).' % (what, path))
+    if not os.path.isfile(path):
+        raise ZODBDataError('The %s FileStorage %s is not a regular file.' % (what, path))
+    magic = read_magic(path)
+    if magic != MAGIC:
+        raise ZODBDataError(
+            'The %s %s is not a ZODB FileStorage: it starts with %r, not %r. Point the module '
+            'at a Data.fs written by ZODB 5 or newer.' % (what, path, magic, MAGIC))
+
+
+def committed_end(fd, start=4, file_size=None):
+    """Walk transaction headers from ``start``; return (end, last_tid, transactions).
+
+    ``end`` is the offset just after the last fully committed transaction, the ``getSize()`` a
+    read-only FileStorage open would report; ``last_tid`` its tid (None if there is none after
+    ``start``). Stops, like ``read_index``, at a transaction still being committed (status
+    ``'c'``), at a torn header, at a length that runs past the end of the file or whose
+    trailing copy disagrees.
+    """
+    if file_size is None:
+        file_size = os.fstat(fd).st_size
+    pos = start
+    last_tid = None
+    count = 0
+    while pos + TXN_HEADER_LEN <= file_size:
+        header = os.pread(fd, TXN_HEADER_LEN, pos)
+        if len(header) < TXN_HEADER_LEN:
+            break
+        tid, tlen, status, ulen, dlen, elen = TXN_HEADER.unpack(header)
+        end = pos + tlen + 8
+        if status == b'c' or end > file_size or tlen < TXN_HEADER_LEN + ulen + dlen + elen:
+            break
+        trailer = os.pread(fd, 8, end - 8)
+        if len(trailer) < 8 or struct.unpack('>Q', trailer)[0] != tlen:
+            break
+        if status not in (b' ', b'p', b'u'):
+            break
+        last_tid = tid
+        count += 1
+        pos = end
+    return pos, last_tid, count
+
+
+def txn_header_before(fd, pos):
+    """(tid, status, tpos) of the transaction that ends at ``pos``, or None if none does."""
+    if pos < 4 + TXN_HEADER_LEN + 8:
+        return None
+    trailer = os.pread(fd, 8, pos - 8)
+    if len(trailer) < 8:
+        return None
+    tlen = struct.unpack('>Q', trailer)[0]
+    tpos = pos - 8 - tlen
+    if tpos < 4:
+        return None
+    header = os.pread(fd, TXN_HEADER_LEN, tpos)
+    if len(header) < TXN_HEADER_LEN:
+        return None
+    tid, tlen2, status, _u, _d, _e = TXN_HEADER.unpack(header)
+    if tlen2 != tlen:
+        return None
+    return tid, status, tpos
+
+
+def storage_state(path):
+    """Committed end, last tid, file size and transaction count of a FileStorage file."""
+    check_filestorage(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        end, tid, count = committed_end(fd, 4, size)
+    finally:
+        os.close(fd)
+    return {'end': end, 'tid': tid, 'file_size': size, 'transactions': count}
+
+
+def open_read_only(path, blob_dir=None):
+    """A read-only FileStorage: never locks, never truncates, never writes an index."""
+    from ZODB.FileStorage import FileStorage
+    kwargs = {'read_only': True}
+    if blob_dir:
+        kwargs['blob_dir'] = blob_dir
+    return FileStorage(path, **kwargs)
+
+
+# --------------------------------------------------------------------------- locks and servers
+
+
+def lock_holder(path):
+    """If the FileStorage at ``path`` is locked (a ZEO server or script has it open read-write),
+    return what the lock file says (pid, host); else None.
+
+    Tests the lock with a non-blocking ``flock`` on ``<path>.lock``, the lock ``zc.lockfile``
+    takes; does not create the lock file and releases the test lock at once.
+    """
+    lock_path = path + '.lock'
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                try:
+                    content = os.pread(fd, 200, 0).decode('utf-8', 'replace').strip()
+                except OSError:
+                    content = ''
+                return content or 'unknown process'
+            raise
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def refuse_if_locked(path, doing):
+    holder = lock_holder(path)
+    if holder is not None:
+        raise ZODBDataError(
+            'Cannot %s %s: the storage is locked by a running process (lock file %s.lock held '
+            'by %s), most likely its ZEO server. Stop that ZEO server first, or use the online '
+            'variant through zeo_address.' % (doing, path, path, holder))
+
+
+def parse_zeo_address(address):
+    """``'host:port'`` -> (host, port); ``'/path/zeo.sock'`` -> the path (a unix socket)."""
+    text = str(address).strip()
+    if text.startswith('/') or text.startswith('.'):
+        return text
+    host, sep, port = text.rpartition(':')
+    if not sep or not port.isdigit():
+        raise ZODBDataError('%r is not a ZEO address: use "host:port" or the path of a unix '
+                            'socket.' % (address,))
+    return (host.strip('[]') or '127.0.0.1', int(port))
+
+
+def zeo_answers(address, timeout=2.0):
+    """True if something accepts connections at the ZEO address."""
+    parsed = parse_zeo_address(address)
+    if isinstance(parsed, str):
+        family, target = socket.AF_UNIX, parsed
+    else:
+        family, target = (socket.AF_INET6 if ':' in parsed[0] else socket.AF_INET), parsed
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(target)
+        except OSError:
+            return False
+    return True
+
+
+def open_zeo(address, storage='1', read_only=False, timeout=30.0, blob_dir=None):
+    """A connected ZEO ClientStorage, or ZODBDataError saying which address did not answer."""
+    try:
+        from ZEO.ClientStorage import ClientStorage
+    except ImportError as exc:
+        raise ZODBDataError('ZEO is not importable by %s (%s): run the module with the release '
+                            'virtualenv\'s python.' % (sys.executable, exc)) from None
+    parsed = parse_zeo_address(address)
+    kwargs = {'storage': storage, 'read_only': read_only, 'wait_timeout': timeout}
+    if blob_dir:
+        kwargs['blob_dir'] = blob_dir
+    try:
+        return ClientStorage(parsed, **kwargs)
+    except Exception as exc:  # ZEO raises ClientDisconnected, socket errors, timeouts
+        raise ZODBDataError(
+            'Could not connect to the ZEO server at %s (storage %r) within %.0fs: %s. Check that '
+            'it runs and that the address and storage name match its zeo.conf.'
+            % (address, storage, timeout, exc)) from None
+
+
+# --------------------------------------------------------------------------- copying
+
+
+def copy_range(src_fd, dst_fd, start, end, dst_offset=None):
+    """Copy bytes ``[start, end)`` of ``src_fd`` to ``dst_fd`` at ``dst_offset`` (default
+    ``start``), in the kernel where it can: copy_file_range, then sendfile, then read/write."""
+    if dst_offset is None:
+        dst_offset = start
+    pos, out = start, dst_offset
+    use_cfr = hasattr(os, 'copy_file_range')
+    while pos < end:
+        count = min(COPY_CHUNK_BYTES, end - pos)
+        copied = 0
+        if use_cfr:
+            try:
+                copied = os.copy_file_range(src_fd, dst_fd, count, pos, out)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP,
+                                     errno.EPERM):
+                    raise
+                use_cfr = False
+        if not use_cfr:
+            os.lseek(dst_fd, out, os.SEEK_SET)
+            try:
+                copied = os.sendfile(dst_fd, src_fd, pos, count)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                    raise
+                data = os.pread(src_fd, min(count, 1 << 20), pos)
+                copied = os.write(dst_fd, data) if data else 0
+        if copied <= 0:
+            raise ZODBDataError('The source ended at byte %d while copying [%d, %d): it shrank '
+                                'during the copy (packed?). Do not pack while a snapshot is '
+                                'taken; run the snapshot again.' % (pos, start, end))
+        pos += copied
+        out += copied
+    return end - start
+
+
+# md5 is the default the design names; sha1 costs less CPU where the CPU has SHA extensions
+# (2.5x faster than md5 on the sandbox), which matters when the copy competes for CPU.
+CHECKSUMS = ('md5', 'sha1', 'sha256')
+
+
+def checksum_of(manifest):
+    algorithm = manifest.get('checksum') or 'md5'
+    if algorithm not in CHECKSUMS:
+        raise ZODBDataError('unknown checksum %r in the manifest (known: %s)'
+                            % (algorithm, ', '.join(CHECKSUMS)))
+    return algorithm
+
+
+def digest_of_range(fd, start, end, algorithm='md5'):
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    pos = start
+    while pos < end:
+        data = os.pread(fd, min(1 << 20, end - pos), pos)
+        if not data:
+            raise ZODBDataError('unexpected end of file at %d (wanted up to %d)' % (pos, end))
+        digest.update(data)
+        pos += len(data)
+    return digest.hexdigest()
+
+
+def pieces_of(start, end, piece=HASH_PIECE_BYTES):
+    return [(a, min(a + piece, end)) for a in range(start, end, piece)]
+
+
+def md5_of_range(fd, start, end):
+    return digest_of_range(fd, start, end, 'md5')
+
+
+def hash_pieces(path, start, end, workers=2, algorithm='md5'):
+    """[{'start', 'end', <algorithm>}] for ``[start, end)`` of ``path``, pieces hashed in threads
+    (hashlib releases the GIL, so this overlaps with a copy running in the kernel)."""
+    if end <= start:
+        return []
+    spans = pieces_of(start, end)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            digests = list(pool.map(
+                lambda span: digest_of_range(fd, span[0], span[1], algorithm), spans))
+    finally:
+        os.close(fd)
+    return [{'start': a, 'end': b, algorithm: d} for (a, b), d in zip(spans, digests)]
+
+
+def copy_and_hash(src_path, dst_path, start, end, truncate_to=None, algorithm='md5'):
+    """Copy ``[start, end)`` of src into dst at the same offsets while hashing the pieces.
+
+    ``dst`` is created if missing; with ``truncate_to`` it is first cut to that size (dropping
+    a half-appended tail of an interrupted refresh). The copy is fsynced. Returns the pieces.
+    """
+    src_fd = os.open(src_path, os.O_RDONLY)
+    try:
+        dst_fd = os.open(dst_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            if truncate_to is not None:
+                os.ftruncate(dst_fd, truncate_to)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                hashing = pool.submit(hash_pieces, src_path, start, end, 2, algorithm)
+                copy_range(src_fd, dst_fd, start, end)
+                pieces = hashing.result()
+            os.fsync(dst_fd)
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+    return pieces
+
+
+def fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def free_bytes(path):
+    """Bytes available to this user on the filesystem holding ``path`` (or its parent)."""
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    stat = os.statvfs(probe)
+    return stat.f_bavail * stat.f_frsize
+
+
+def require_free(path, needed, reserve, doing):
+    available = free_bytes(path)
+    if needed + reserve > available:
+        raise ZODBDataError(
+            'Not enough free disk space to %s at %s: %d bytes needed (+ %d reserved) but only %d '
+            'available. Free some space (old snapshots, Data.fs.old, previous copies) or choose '
+            'a destination on a bigger filesystem; nothing was changed.'
+            % (doing, path, needed, reserve, available))
+    return available
+
+
+def same_filesystem(path_a, path_b):
+    def dev(path):
+        probe = path
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe) or '.'
+        return os.stat(probe).st_dev
+    return dev(path_a) == dev(path_b)
+
+
+def remove_path(path):
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+
+
+# --------------------------------------------------------------------------- blobs
+
+
+def blob_layout(blob_dir):
+    marker = os.path.join(blob_dir, LAYOUT_MARKER)
+    try:
+        with open(marker, encoding='utf-8') as handle:
+            return handle.read().strip() or 'bushy'
+    except FileNotFoundError:
+        return None
+
+
+def blob_tid(filename):
+    """The tid (int) in a blob file name ``0x03ea...blob``, or None for other files."""
+    if not filename.endswith(BLOB_SUFFIX):
+        return None
+    try:
+        return int(filename[:-len(BLOB_SUFFIX)], 16)
+    except ValueError:
+        return None
+
+
+def committed_blobs(blob_dir, max_tid):
+    """[(relative path, size)] of blob files whose tid is <= ``max_tid`` (bytes).
+
+    Skips the ``tmp`` directory (uncommitted uploads) and blob files of transactions after the
+    snapshot tid (they may belong to a commit still in progress, or to later history).
+    """
+    limit = tid_to_int(max_tid) if max_tid else -1
+    found = []
+    if not blob_dir or not os.path.isdir(blob_dir):
+        return found
+    for root, dirs, files in os.walk(blob_dir):
+        if root == blob_dir:
+            dirs[:] = [d for d in dirs if d != 'tmp']
+        for name in files:
+            tid = blob_tid(name)
+            if tid is None or tid > limit:
+                continue
+            full = os.path.join(root, name)
+            try:
+                size = os.stat(full).st_size
+            except FileNotFoundError:  # removed by a pack: not ours to copy
+                continue
+            found.append((os.path.relpath(full, blob_dir), size))
+    found.sort()
+    return found
+
+
+def copy_blobs(src_dir, dst_dir, blobs, link):
+    """Copy (or hard-link) the listed blob files from src into dst; skip ones dst already has
+    with the same size (blob files never change). Returns (copied, linked, bytes_copied)."""
+    copied = linked = moved = 0
+    os.makedirs(dst_dir, exist_ok=True)
+    layout = blob_layout(src_dir)
+    marker = os.path.join(dst_dir, LAYOUT_MARKER)
+    if layout and not os.path.exists(marker):
+        with open(marker, 'w', encoding='utf-8') as handle:
+            handle.write(layout)
+    made_dirs = set()
+    for rel, size in blobs:
+        target = os.path.join(dst_dir, rel)
+        try:
+            if os.stat(target).st_size == size:
+                continue
+            os.unlink(target)
+        except FileNotFoundError:
+            pass
+        parent = os.path.dirname(target)
+        if parent not in made_dirs:
+            os.makedirs(parent, exist_ok=True)
+            made_dirs.add(parent)
+        source = os.path.join(src_dir, rel)
+        if link:
+            try:
+                os.link(source, target)
+                linked += 1
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                    raise
+        shutil.copyfile(source, target)
+        copied += 1
+        moved += size
+    return copied, linked, moved
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def manifest_path(snapshot_dir):
+    return os.path.join(snapshot_dir, MANIFEST_NAME)
+
+
+def read_manifest(snapshot_dir):
+    """The snapshot's manifest dict, or None if it has none; ZODBDataError if unreadable."""
+    path = manifest_path(snapshot_dir)
+    try:
+        with open(path, encoding='utf-8') as handle:
+            manifest = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ZODBDataError('The snapshot manifest %s cannot be read: %s. Take the snapshot '
+                            'again.' % (path, exc)) from None
+    missing = [key for key in ('size', 'tid', 'ranges') if key not in manifest]
+    if missing or not isinstance(manifest.get('ranges'), list):
+        raise ZODBDataError('The snapshot manifest %s lacks %s. Take the snapshot again.'
+                            % (path, ', '.join(missing) or 'a list of ranges'))
+    try:
+        hex_to_tid(manifest['tid'])
+        int(manifest['size'])
+    except (TypeError, ValueError) as exc:
+        raise ZODBDataError('The snapshot manifest %s is damaged (%s). Take the snapshot '
+                            'again.' % (path, exc)) from None
+    return manifest
+
+
+def write_json_atomic(path, data):
+    tmp = '%s.tmp-%d' % (path, os.getpid())
+    with open(tmp, 'w', encoding='utf-8') as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write('\n')
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or '.')
+
+
+def write_manifest(snapshot_dir, manifest):
+    manifest = dict(manifest)
+    manifest.setdefault('format', MANIFEST_FORMAT)
+    write_json_atomic(manifest_path(snapshot_dir), manifest)
+    return manifest
+
+
+def verify_data_against_manifest(data_path, manifest, hashes=True):
+    """Problems (a list of sentences) found comparing a Data.fs with a manifest; [] if none.
+
+    Checks: magic FS30, file size equals the manifest size, the committed end is the whole file
+    and its last tid is the manifest tid, and (``hashes``) the checksum of every range piece.
+    """
+    problems = []
+    try:
+        algorithm = checksum_of(manifest)
+    except ZODBDataError as exc:
+        return [str(exc)]
+    if not os.path.isfile(data_path):
+        return ['%s does not exist' % data_path]
+    if read_magic(data_path) != MAGIC:
+        return ['%s does not start with the FileStorage magic %r' % (data_path, MAGIC)]
+    fd = os.open(data_path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if size != manifest['size']:
+            problems.append('%s is %d bytes, the manifest says %d' % (
+                data_path, size, manifest['size']))
+            return problems
+        end, tid, _count = committed_end(fd, 4, size)
+        if end != size:
+            problems.append('%s has committed data only up to byte %d of %d' % (
+                data_path, end, size))
+        if tid_to_hex(tid) != manifest['tid']:
+            problems.append('the last transaction of %s is %s, the manifest says %s' % (
+                data_path, tid_to_hex(tid), manifest['tid']))
+        covered = 0
+        for piece in manifest['ranges']:
+            if not isinstance(piece, dict) or not {'start', 'end', algorithm} <= set(piece):
+                problems.append('the manifest has a malformed range entry %r' % (piece,))
+                return problems
+            if piece['start'] != covered:
+                problems.append('the manifest ranges leave a gap at byte %d' % covered)
+                break
+            covered = piece['end']
+        if covered != size:
+            problems.append('the manifest ranges cover %d bytes, not %d' % (covered, size))
+        if hashes and not problems:
+            spans = [(p['start'], p['end']) for p in manifest['ranges']]
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                digests = list(pool.map(
+                    lambda s: digest_of_range(fd, s[0], s[1], algorithm), spans))
+            for piece, digest in zip(manifest['ranges'], digests):
+                if digest != piece[algorithm]:
+                    problems.append('bytes [%d, %d) of %s have %s %s, the manifest says %s' % (
+                        piece['start'], piece['end'], data_path, algorithm, digest,
+                        piece[algorithm]))
+    finally:
+        os.close(fd)
+    return problems
+
+
+def run_fstest(python, data_path, timeout=3600):
+    """Run ``python -m ZODB.scripts.fstest <path>`` (argv list); return (ok, output)."""
+    import subprocess
+    proc = subprocess.run([python, '-m', 'ZODB.scripts.fstest', data_path],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+
+
+def elapsed(since):
+    return round(time.monotonic() - since, 3)

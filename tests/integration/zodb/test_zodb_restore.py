@@ -1,0 +1,145 @@
+"""zodb_restore: a verified snapshot onto a stopped instance, refused while it runs."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+
+import pytest
+
+from support.modules import run_module
+from zodbdata import read_root, write_transactions
+
+pytestmark = pytest.mark.integration
+
+
+def md5(path):
+    with open(path, 'rb') as handle:
+        return hashlib.md5(handle.read()).hexdigest()
+
+
+@pytest.fixture
+def snapshot_and_target(storage_factory, tmp_path):
+    data, blobs = storage_factory('source', count=20, blobs_every=4)
+    snapshot = tmp_path / 'snapshot'
+    taken = run_module('zodb_snapshot', {'path': data, 'blob_dir': blobs, 'dest': str(snapshot)})
+    assert taken['rc'] == 0, taken
+    target, target_blobs = storage_factory('target', count=3, blobs_every=1)
+    cache_dir = tmp_path / 'target' / 'client1'
+    cache_dir.mkdir()
+    (cache_dir / 'zeo1-1.zec').write_bytes(b'cache')
+    args = {'snapshot': str(snapshot), 'path': target, 'blob_dir': target_blobs,
+            'cache_dirs': [str(cache_dir)], 'keep_previous': 1}
+    return taken, args
+
+
+def test_install_keeps_previous_clears_caches_and_is_idempotent(snapshot_and_target,
+                                                                 zeo_factory):
+    taken, args = snapshot_and_target
+    target = args['path']
+    old_digest = md5(target)
+    checked = run_module('zodb_restore', args, check=True, diff=True)
+    assert checked['changed'] and checked['diff']['after']['tid'] == taken['tid']
+    assert md5(target) == old_digest
+    assert os.path.exists(os.path.join(args['cache_dirs'][0], 'zeo1-1.zec'))
+
+    done = run_module('zodb_restore', args, diff=True)
+    assert done['rc'] == 0, done
+    assert done['changed'] and done['tid'] == taken['tid']
+    assert md5(done['previous']['path']) == old_digest
+    assert os.path.isdir(done['previous']['blob_dir'])
+    assert not os.path.exists(os.path.join(args['cache_dirs'][0], 'zeo1-1.zec'))
+    assert target + '.index' in done['removed_files']
+    tid, _n, blobs = read_root(target, args['blob_dir'])
+    assert tid.hex() == taken['tid'] and len(blobs) == 5
+    record = json.loads(open(target + '.installed.json').read())
+    assert record['tid'] == taken['tid'] and record['previous'] == done['previous']
+
+    again = run_module('zodb_restore', args, diff=True)
+    assert again['changed'] is False, again
+    assert again['diff']['before'] == again['diff']['after']
+
+    # A real ZEO server serves the installed data at the snapshot's tid.
+    zeo = zeo_factory(target, args['blob_dir'])
+    db = zeo.db()
+    try:
+        assert db.storage.lastTransaction().hex() == taken['tid']
+        # a re-run while the server runs on the installed data (no writes yet) is just ok
+        rerun = run_module('zodb_restore', args)
+        assert rerun['rc'] == 0 and rerun['changed'] is False, rerun
+    finally:
+        db.close()
+        zeo.stop()
+
+    # The server appended nothing, but it wrote an index: still installed.
+    assert run_module('zodb_restore', args)['changed'] is False
+    # Packed after the install (what the promotion does): still this snapshot, no new writes.
+    assert run_module('zodb_pack', {'path': target, 'blob_dir': args['blob_dir']})['rc'] == 0
+    assert run_module('zodb_restore', args)['changed'] is False
+    # A second, different install rotates again and keeps only keep_previous=1.
+    write_transactions(target, args['blob_dir'], count=2, start=900)
+    third = run_module('zodb_restore', args)
+    assert third['changed'] and third['removed_previous']
+    folder = os.path.dirname(target)
+    assert len([n for n in os.listdir(folder) if n.startswith('Data.fs.prev-')]) == 1
+    assert len([n for n in os.listdir(folder)
+                if n.startswith('Data.fs.installed.json.prev-')]) == 1
+
+
+def test_manifest_mismatch_is_refused_and_old_data_kept(snapshot_and_target):
+    _taken, args = snapshot_and_target
+    old_digest = md5(args['path'])
+    manifest_path = os.path.join(args['snapshot'], 'manifest.json')
+    manifest = json.loads(open(manifest_path).read())
+    manifest['tid'] = '0' * 15 + '1'
+    with open(manifest_path, 'w') as handle:
+        json.dump(manifest, handle)
+    result = run_module('zodb_restore', args)
+    assert result.get('failed'), result
+    assert 'does not match its manifest' in result['msg'] and 'not touched' in result['msg']
+    assert md5(args['path']) == old_digest
+    assert os.path.exists(os.path.join(args['cache_dirs'][0], 'zeo1-1.zec'))
+    assert not [n for n in os.listdir(os.path.dirname(args['path'])) if '.prev-' in n
+                or '.new-' in n]
+
+
+def test_corrupt_snapshot_bytes_are_refused(snapshot_and_target):
+    _taken, args = snapshot_and_target
+    old_digest = md5(args['path'])
+    with open(os.path.join(args['snapshot'], 'Data.fs'), 'r+b') as handle:
+        handle.seek(500)
+        byte = handle.read(1)
+        handle.seek(500)
+        handle.write(bytes([byte[0] ^ 0xff]))
+    result = run_module('zodb_restore', args)
+    assert result.get('failed') and 'md5' in result['msg']
+    assert md5(args['path']) == old_digest
+
+
+def test_refused_while_target_zeo_runs(snapshot_and_target, zeo_factory):
+    _taken, args = snapshot_and_target
+    zeo = zeo_factory(args['path'], args['blob_dir'])
+    size = os.path.getsize(args['path'])
+    result = run_module('zodb_restore', args)
+    assert result.get('failed') and 'locked' in result['msg'] and 'Stop' in result['msg']
+    assert os.path.getsize(args['path']) == size
+    zeo.stop()
+    # Something still answers at the address the instance's ZEO uses: refused too.
+    with socket.socket() as listener:
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(1)
+        address = '127.0.0.1:%d' % listener.getsockname()[1]
+        result = run_module('zodb_restore', dict(args, zeo_address=address))
+    assert result.get('failed') and address in result['msg']
+    assert os.path.getsize(args['path']) == size
+
+
+def test_fstest_option_and_missing_manifest(snapshot_and_target, tmp_path):
+    _taken, args = snapshot_and_target
+    result = run_module('zodb_restore', dict(args, fstest=True, keep_previous=0))
+    assert result['rc'] == 0 and result['changed'], result
+    assert result['removed_previous'] == [result['previous']['path'],
+                                          result['previous']['blob_dir']]
+    result = run_module('zodb_restore', dict(args, snapshot=str(tmp_path)))
+    assert result.get('failed') and 'no manifest.json' in result['msg']

@@ -1,0 +1,203 @@
+"""Unit tests of module_utils/zodb.py: tids, the FileStorage header walk, locks, copies."""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import struct
+from types import SimpleNamespace
+
+import pytest
+
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb as zu
+
+
+def txn(tid_int, payload=b'', status=b' '):
+    """One FileStorage transaction record with no data records (ext holds the payload)."""
+    tid = struct.pack('>Q', tid_int)
+    body = payload
+    tlen = zu.TXN_HEADER_LEN + len(body)
+    return zu.TXN_HEADER.pack(tid, tlen, status, 0, 0, len(body)) + body + struct.pack('>Q', tlen)
+
+
+def write_fs(path, records):
+    with open(path, 'wb') as handle:
+        handle.write(zu.MAGIC + b''.join(records))
+    return path
+
+
+def test_tid_hex_round_trip():
+    tid = bytes.fromhex('03ea4b2c11223344')
+    assert zu.tid_to_hex(tid) == '03ea4b2c11223344'
+    assert zu.hex_to_tid('03ea4b2c11223344') == tid
+    assert zu.hex_to_tid('0x3EA4B2C11223344') == tid
+    assert zu.tid_to_hex(None) is None
+    for bad in ('', 'xyz', '1' * 17):
+        with pytest.raises(ValueError):
+            zu.hex_to_tid(bad)
+    assert zu.int_to_tid(zu.tid_to_int(tid)) == tid
+    assert zu.tid_to_iso(zu.Z64) is None
+
+
+def test_tid_to_iso_is_the_commit_time():
+    from persistent.timestamp import TimeStamp
+    tid = TimeStamp(2026, 11, 26, 10, 55, 30.0).raw()
+    assert zu.tid_to_iso(tid).startswith('2026-11-26T10:55:30')
+
+
+def test_committed_end_stops_at_open_or_torn_transactions(tmp_path):
+    records = [txn(1, b'a' * 10), txn(2, b'b' * 20), txn(3, b'c' * 5)]
+    path = write_fs(str(tmp_path / 'Data.fs'), records)
+    full = os.path.getsize(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert zu.committed_end(fd) == (full, struct.pack('>Q', 3), 3)
+        second_end = 4 + len(records[0]) + len(records[1])
+        assert zu.txn_header_before(fd, second_end)[0] == struct.pack('>Q', 2)
+        assert zu.committed_end(fd, second_end) == (full, struct.pack('>Q', 3), 1)
+    finally:
+        os.close(fd)
+    write_fs(path, records[:2] + [txn(3, b'c' * 5, status=b'c')])
+    assert zu.storage_state(path)['end'] == second_end
+    write_fs(path, records[:2] + [txn(3, b'c' * 5)[:-3]])
+    assert zu.storage_state(path)['tid'] == struct.pack('>Q', 2)
+    write_fs(path, [])
+    assert zu.storage_state(path) == {'end': 4, 'tid': None, 'file_size': 4, 'transactions': 0}
+
+
+def test_check_filestorage_names_the_problem(tmp_path):
+    with pytest.raises(zu.ZODBDataError, match='does not exist'):
+        zu.check_filestorage(str(tmp_path / 'missing'))
+    (tmp_path / 'x').write_bytes(b'FS21....')
+    with pytest.raises(zu.ZODBDataError, match="not a ZODB FileStorage"):
+        zu.check_filestorage(str(tmp_path / 'x'))
+
+
+def test_lock_holder(tmp_path):
+    path = str(tmp_path / 'Data.fs')
+    assert zu.lock_holder(path) is None          # no lock file: not locked, none created
+    assert not os.path.exists(path + '.lock')
+    with open(path + '.lock', 'w') as handle:
+        handle.write(' 4242 somehost\n')
+        handle.flush()
+        assert zu.lock_holder(path) is None      # exists, nobody holds it
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # a second open file description conflicts with this flock, as a ZEO server's would
+        assert zu.lock_holder(path) == '4242 somehost'
+        with pytest.raises(zu.ZODBDataError, match='locked'):
+            zu.refuse_if_locked(path, 'pack')
+
+
+def test_parse_zeo_address():
+    assert zu.parse_zeo_address('127.0.0.1:8100') == ('127.0.0.1', 8100)
+    assert zu.parse_zeo_address(':8100') == ('127.0.0.1', 8100)
+    assert zu.parse_zeo_address('/run/zeo.sock') == '/run/zeo.sock'
+    with pytest.raises(zu.ZODBDataError, match='not a ZEO address'):
+        zu.parse_zeo_address('localhost')
+    assert zu.zeo_answers('127.0.0.1:1', timeout=0.5) is False
+
+
+def test_copy_and_hash_matches_and_appends(tmp_path):
+    src = tmp_path / 'src'
+    src.write_bytes(os.urandom(300000))
+    dst = str(tmp_path / 'dst')
+    pieces = zu.copy_and_hash(str(src), dst, 0, 200000)
+    assert open(dst, 'rb').read() == src.read_bytes()[:200000]
+    assert pieces == zu.hash_pieces(str(src), 0, 200000)
+    # an interrupted refresh left junk after 200000: truncate_to drops it before appending
+    with open(dst, 'ab') as handle:
+        handle.write(b'junk')
+    more = zu.copy_and_hash(str(src), dst, 200000, 300000, truncate_to=200000)
+    assert open(dst, 'rb').read() == src.read_bytes()
+    assert more[0]['start'] == 200000 and more[-1]['end'] == 300000
+
+
+def test_copy_range_falls_back_to_sendfile(tmp_path, monkeypatch):
+    def no_cfr(*_args):
+        raise OSError(errno.EXDEV, 'cross-device')
+    monkeypatch.setattr(os, 'copy_file_range', no_cfr)
+    src = tmp_path / 'src'
+    src.write_bytes(b'0123456789' * 1000)
+    dst = str(tmp_path / 'dst')
+    zu.copy_and_hash(str(src), dst, 0, 10000)
+    assert open(dst, 'rb').read() == src.read_bytes()
+
+
+def test_pieces_split_big_ranges():
+    assert zu.pieces_of(0, 10, piece=4) == [(0, 4), (4, 8), (8, 10)]
+
+
+def test_require_free_uses_statvfs(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, 'statvfs', lambda _p: SimpleNamespace(f_bavail=10, f_frsize=100))
+    assert zu.require_free(str(tmp_path / 'new' / 'dir'), 900, 0, 'copy') == 1000
+    with pytest.raises(zu.ZODBDataError, match='Not enough free disk space') as info:
+        zu.require_free(str(tmp_path), 900, 200, 'copy the thing')
+    assert 'copy the thing' in str(info.value) and 'nothing was changed' in str(info.value)
+
+
+def test_manifest_read_write_and_verify(tmp_path):
+    path = write_fs(str(tmp_path / 'Data.fs'), [txn(7, b'x' * 50)])
+    assert zu.read_manifest(str(tmp_path)) is None
+    size = os.path.getsize(path)
+    manifest = zu.write_manifest(str(tmp_path), {
+        'size': size, 'tid': zu.tid_to_hex(struct.pack('>Q', 7)),
+        'ranges': zu.hash_pieces(path, 0, size)})
+    assert zu.read_manifest(str(tmp_path)) == manifest
+    assert manifest['format'] == zu.MANIFEST_FORMAT
+    assert zu.verify_data_against_manifest(path, manifest) == []
+    wrong = dict(manifest, tid='0000000000000008')
+    assert any('last transaction' in p for p in zu.verify_data_against_manifest(path, wrong))
+    wrong = dict(manifest, size=size + 1)
+    assert any('manifest says' in p for p in zu.verify_data_against_manifest(path, wrong))
+    broken = dict(manifest, ranges=[{'start': 0}])
+    assert 'malformed' in zu.verify_data_against_manifest(path, broken)[0]
+    (tmp_path / 'manifest.json').write_text(json.dumps(dict(manifest, tid='nothex')))
+    with pytest.raises(zu.ZODBDataError, match='damaged'):
+        zu.read_manifest(str(tmp_path))
+    (tmp_path / 'manifest.json').write_text(json.dumps({'size': 1}))
+    with pytest.raises(zu.ZODBDataError, match='lacks'):
+        zu.read_manifest(str(tmp_path))
+    (tmp_path / 'manifest.json').write_text('{broken')
+    with pytest.raises(zu.ZODBDataError, match='cannot be read'):
+        zu.read_manifest(str(tmp_path))
+
+
+def test_committed_blobs_skips_tmp_and_later_tids(tmp_path):
+    base = tmp_path / 'blobs'
+    (base / '0x00' / '0x01').mkdir(parents=True)
+    (base / 'tmp').mkdir()
+    (base / '.layout').write_text('bushy')
+    (base / '0x00' / '0x01' / '0x03e8.blob').write_bytes(b'old')
+    (base / '0x00' / '0x01' / '0x03e9.blob').write_bytes(b'newer')
+    (base / 'tmp' / '0x01.blob').write_bytes(b'upload')
+    found = zu.committed_blobs(str(base), struct.pack('>Q', 0x3e8))
+    assert found == [(os.path.join('0x00', '0x01', '0x03e8.blob'), 3)]
+    out = tmp_path / 'copy'
+    assert zu.copy_blobs(str(base), str(out), found, link=True) == (0, 1, 0)
+    assert (out / '.layout').read_text() == 'bushy'
+    assert zu.copy_blobs(str(base), str(out), found, link=False) == (0, 0, 0)  # already there
+
+
+def test_import_zodb_failure_names_the_interpreter(monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.startswith('ZODB'):
+            raise ImportError('No module named ZODB')
+        return real_import(name, *args, **kwargs)
+
+    failures = []
+
+    class Module:
+        def fail_json(self, **kwargs):
+            failures.append(kwargs)
+            raise SystemExit(1)
+
+    monkeypatch.setattr(builtins, '__import__', fake_import)
+    with pytest.raises(SystemExit):
+        zu.import_zodb(Module())
+    import sys
+    assert sys.executable in failures[0]['msg']
+    assert 'ansible_python_interpreter' in failures[0]['msg']
