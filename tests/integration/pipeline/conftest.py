@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from support.ansible import recap, run_playbook
+from support.ansible import run_playbook
 from support.paths import REPO
 from support.ports import free_port_block
 
@@ -41,6 +41,17 @@ class Pipeline:
     def playbook(self, name, extra=None, **kwargs):
         return run_playbook(name, self.inventory, dict(self.extra_vars, **(extra or {})),
                             **kwargs)
+
+    def revision_of(self, ref):
+        """The commit id of a ref of the sandbox's demo application repository."""
+        return subprocess.run(['git', '--git-dir', str(self.sandbox / 'app.git'), 'rev-parse',
+                               ref + '^{commit}'], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    def program_states(self):
+        """{supervisord program: state} of the sandbox's supervisord."""
+        out = self.supervisorctl('status').stdout
+        return {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
 
     def supervisorctl(self, *args):
         return subprocess.run(

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import requests
@@ -22,15 +21,9 @@ def host():
     return testinfra.get_host('local://')
 
 
-def demo_sha(pipeline, ref):
-    return subprocess.run(['git', '--git-dir', str(pipeline.sandbox / 'app.git'), 'rev-parse',
-                           ref + '^{commit}'], capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
 def test_every_live_program_runs_and_twins_do_not(pipeline):
+    lines = pipeline.program_states()
     status = pipeline.supervisorctl('status').stdout
-    lines = {line.split()[0]: line.split()[1] for line in status.splitlines() if line.strip()}
     for stage, clients in LIVE.items():
         for program in ['%s-zeo' % stage] + ['%s-%s' % (stage, c) for c in clients]:
             assert lines.get(program) == 'RUNNING', status
@@ -53,8 +46,8 @@ def test_haproxy_admin_socket_is_private(pipeline, host):
 
 
 def test_every_stage_answers_through_haproxy_with_its_own_revision(pipeline):
-    expected = {'dev': demo_sha(pipeline, 'demo-v2')}
-    expected.update({s: demo_sha(pipeline, 'demo-v1') for s in ('beta', 'test', 'prod')})
+    expected = {'dev': pipeline.revision_of('demo-v2')}
+    expected.update({s: pipeline.revision_of('demo-v1') for s in ('beta', 'test', 'prod')})
     for stage, revision in expected.items():
         response = requests.get('http://127.0.0.1:%d/@@zopeops-info' % pipeline.lb_port(stage),
                                 timeout=10)

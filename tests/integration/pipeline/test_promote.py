@@ -25,17 +25,6 @@ def info(pipeline, stage):
     return response.json()
 
 
-def sha(pipeline, ref):
-    return subprocess.run(['git', '--git-dir', str(pipeline.sandbox / 'app.git'), 'rev-parse',
-                           ref + '^{commit}'], capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
-def program_states(pipeline):
-    out = pipeline.supervisorctl('status').stdout
-    return {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
-
-
 def state_file(pipeline, stage):
     return pipeline.sandbox / 'lb' / 'promotions' / ('%s.json' % stage)
 
@@ -116,7 +105,7 @@ def test_refuses_an_unhealthy_predecessor(pipeline):
         for client in ('beta-client1', 'beta-client2'):
             pipeline.supervisorctl('start', client)
     for _ in range(60):
-        if all(program_states(pipeline).get(c) == 'RUNNING'
+        if all(pipeline.program_states().get(c) == 'RUNNING'
                for c in ('beta-client1', 'beta-client2')):
             break
 
@@ -124,14 +113,14 @@ def test_refuses_an_unhealthy_predecessor(pipeline):
 # --- the promotions: dev's change and content reach prod ---------------------------------
 
 def test_dev_change_and_content_reach_prod_through_beta_and_test(pipeline):
-    v2 = sha(pipeline, 'demo-v2')
+    v2 = pipeline.revision_of('demo-v2')
     marker = 'marker-%s' % uuid.uuid4().hex[:8]
     response = requests.post('http://127.0.0.1:%d/@@zopeops-marker' % pipeline.lb_port('dev'),
                              data={'value': marker}, timeout=15)
     assert response.status_code == 200, response.text
     for stage in ('beta', 'test', 'prod'):
         before = info(pipeline, stage)
-        assert before['revision'] == sha(pipeline, 'demo-v1')
+        assert before['revision'] == pipeline.revision_of('demo-v1')
         proc, load = promote(pipeline, stage)
         assert proc.returncode == 0, output(proc)
         print('promote %s under load: %s' % (stage, load.report()))
@@ -139,7 +128,7 @@ def test_dev_change_and_content_reach_prod_through_beta_and_test(pipeline):
         after = info(pipeline, stage)
         assert after['revision'] == v2 and after['instance'] == stage, after
         assert after['marker'] == marker, after
-        states = program_states(pipeline)
+        states = pipeline.program_states()
         assert not [p for p, s in states.items() if p.startswith(stage + '_upgrade')
                     and s == 'RUNNING'], states
         state = json.loads(state_file(pipeline, stage).read_text())
@@ -157,14 +146,14 @@ def test_promoting_again_is_safe(pipeline):
     proc, load = promote(pipeline, 'test')
     assert proc.returncode == 0, output(proc)
     assert not load.failures, load.report()
-    assert info(pipeline, 'test')['revision'] == sha(pipeline, 'demo-v2')
+    assert info(pipeline, 'test')['revision'] == pipeline.revision_of('demo-v2')
 
 
 def test_rollback_returns_prod_to_its_previous_release_and_data(pipeline):
     proc = pipeline.playbook('rollback.yml', {'stage': 'prod'})
     assert proc.returncode == 0, output(proc)
     after = info(pipeline, 'prod')
-    assert after['revision'] == sha(pipeline, 'demo-v1') and after['instance'] == 'prod'
+    assert after['revision'] == pipeline.revision_of('demo-v1') and after['instance'] == 'prod'
     assert after['marker'] is None, after  # prod's own data from before: never seeded
     assert json.loads(state_file(pipeline, 'prod').read_text())['status'] == 'rolled_back'
     assert ledger(pipeline)[-1]['result'] == 'rolled back'
@@ -196,7 +185,7 @@ def test_a_release_that_cannot_start_aborts_before_the_switch(pipeline, tmp_path
     assert 'stopped in phase twin' in proc.stdout and 'Nothing moved' in proc.stdout
     assert not load.failures, load.report()
     assert info(pipeline, 'prod')['revision'] == before['revision']
-    states = program_states(pipeline)
+    states = pipeline.program_states()
     assert states['prod_upgrade-zeo'] != 'RUNNING' and states['prod_upgrade-client1'] != 'RUNNING'
     assert json.loads(state_file(pipeline, 'prod').read_text())['status'] == 'aborted'
 
@@ -216,7 +205,7 @@ def test_twin_zeo_killed_during_twin_start(pipeline):
         killed = None
         deadline = time.monotonic() + 600
         while worker.is_alive() and killed is None and time.monotonic() < deadline:
-            if program_states(pipeline).get('prod_upgrade-zeo') == 'RUNNING':
+            if pipeline.program_states().get('prod_upgrade-zeo') == 'RUNNING':
                 pid = int(pipeline.supervisorctl('pid', 'prod_upgrade-zeo').stdout.strip())
                 if pid > 0:
                     os.kill(pid, signal.SIGKILL)
@@ -227,15 +216,15 @@ def test_twin_zeo_killed_during_twin_start(pipeline):
     print('twin ZEO %s killed; promotion rc=%d; %s' % (killed, proc.returncode, load.report()))
     assert killed, 'the twin ZEO server never ran'
     assert not load.failures, load.report()
-    states = program_states(pipeline)
+    states = pipeline.program_states()
     assert states['prod_upgrade-zeo'] != 'RUNNING', states
     served = info(pipeline, 'prod')
     assert served['instance'] == 'prod'
     if proc.returncode == 0:  # supervisord restarted ZEO in time: the promotion went through
-        assert served['revision'] == sha(pipeline, 'demo-v2')
+        assert served['revision'] == pipeline.revision_of('demo-v2')
     else:  # it stopped before the switch: prod untouched
         assert 'Nothing moved' in proc.stdout, output(proc)
-        assert served['revision'] == sha(pipeline, 'demo-v1')
+        assert served['revision'] == pipeline.revision_of('demo-v1')
 
 
 def test_live_client_failing_after_upgrade_keeps_traffic_on_twin_until_resumed(pipeline):
@@ -258,9 +247,9 @@ def test_live_client_failing_after_upgrade_keeps_traffic_on_twin_until_resumed(p
     assert proc.returncode == 0, output(proc)
     assert not load.failures, load.report()
     served = info(pipeline, 'test')
-    assert served['instance'] == 'test' and served['revision'] == sha(pipeline, 'demo-v2')
+    assert served['instance'] == 'test' and served['revision'] == pipeline.revision_of('demo-v2')
     assert json.loads(state_file(pipeline, 'test').read_text())['status'] == 'done'
-    assert not [p for p, s in program_states(pipeline).items()
+    assert not [p for p, s in pipeline.program_states().items()
                 if p.startswith('test_upgrade') and s == 'RUNNING']
 
 
