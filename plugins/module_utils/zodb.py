@@ -39,12 +39,18 @@ Z64 = b'\0' * 8
 BLOB_SUFFIX = '.blob'
 LAYOUT_MARKER = '.layout'
 MANIFEST_NAME = 'manifest.json'
-MANIFEST_FORMAT = 1
+# 2: each range entry is a copied range with the spans hashed in it ({'start', 'end', 'verify',
+# 'spans': [{'start', 'end', <checksum>}]}); 1: each entry was itself a hashed piece (read still).
+MANIFEST_FORMAT = 2
 SNAPSHOT_DATA_NAME = 'Data.fs'
 SNAPSHOT_BLOB_NAME = 'blobs'
-# Each manifest range is hashed in pieces of at most this size: the pieces hash in parallel with
-# the copy, and an incremental refresh compares only the last piece.
+# With verify: full each copied range is hashed in pieces of at most this size: the pieces hash
+# in parallel with the copy, and an incremental refresh compares only the last piece.
 HASH_PIECE_BYTES = 64 * 1024 * 1024
+# verify: spans (the default) hashes only the first and the last span_bytes of each copied range;
+# verify: full hashes every byte. See zodb_snapshot's documentation for what each catches.
+VERIFY_MODES = ('spans', 'full')
+DEFAULT_SPAN_BYTES = 1024 * 1024
 COPY_CHUNK_BYTES = 64 * 1024 * 1024
 
 
@@ -374,15 +380,32 @@ def md5_of_range(fd, start, end):
     return digest_of_range(fd, start, end, 'md5')
 
 
-def hash_pieces(path, start, end, workers=2, algorithm='md5'):
-    """[{'start', 'end', <algorithm>}] for ``[start, end)`` of ``path``, pieces hashed in threads
-    (hashlib releases the GIL, so this overlaps with a copy running in the kernel)."""
+def spans_of(start, end, verify='spans', span_bytes=DEFAULT_SPAN_BYTES):
+    """The ``(start, end)`` spans to hash in the copied range ``[start, end)``.
+
+    ``full``: pieces of at most HASH_PIECE_BYTES covering the range. ``spans``: the first and
+    the last ``span_bytes`` of it; a range of at most two spans is covered whole.
+    """
     if end <= start:
         return []
-    spans = pieces_of(start, end)
+    if verify not in VERIFY_MODES:
+        raise ZODBDataError('unknown verify mode %r (known: %s)'
+                            % (verify, ', '.join(VERIFY_MODES)))
+    if span_bytes <= 0:
+        raise ZODBDataError('span_bytes is %d; use a positive number of bytes' % span_bytes)
+    if verify == 'full' or end - start <= 2 * span_bytes:
+        return pieces_of(start, end)
+    return [(start, start + span_bytes), (end - span_bytes, end)]
+
+
+def hash_spans(path, spans, workers=2, algorithm='md5'):
+    """[{'start', 'end', <algorithm>}] for the ``(start, end)`` spans of ``path``, hashed in
+    threads (hashlib releases the GIL, so this overlaps with a copy running in the kernel)."""
+    if not spans:
+        return []
     fd = os.open(path, os.O_RDONLY)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(spans)))) as pool:
             digests = list(pool.map(
                 lambda span: digest_of_range(fd, span[0], span[1], algorithm), spans))
     finally:
@@ -390,12 +413,21 @@ def hash_pieces(path, start, end, workers=2, algorithm='md5'):
     return [{'start': a, 'end': b, algorithm: d} for (a, b), d in zip(spans, digests)]
 
 
-def copy_and_hash(src_path, dst_path, start, end, truncate_to=None, algorithm='md5'):
-    """Copy ``[start, end)`` of src into dst at the same offsets while hashing the pieces.
+def hash_pieces(path, start, end, workers=2, algorithm='md5'):
+    """Every byte of ``[start, end)`` hashed in pieces of at most HASH_PIECE_BYTES."""
+    return hash_spans(path, pieces_of(start, end), workers, algorithm)
+
+
+def copy_and_hash(src_path, dst_path, start, end, truncate_to=None, algorithm='md5',
+                  verify='spans', span_bytes=DEFAULT_SPAN_BYTES):
+    """Copy ``[start, end)`` of src into dst at the same offsets while hashing its spans.
 
     ``dst`` is created if missing; with ``truncate_to`` it is first cut to that size (dropping
-    a half-appended tail of an interrupted refresh). The copy is fsynced. Returns the pieces.
+    a half-appended tail of an interrupted refresh). The copy is fsynced. Returns the manifest
+    range entry ``{'start', 'end', 'verify', 'spans': [{'start', 'end', <algorithm>}]}``, its
+    ``verify`` ``full`` when every byte was hashed (also a short range with ``spans``).
     """
+    spans = spans_of(start, end, verify, span_bytes)
     src_fd = os.open(src_path, os.O_RDONLY)
     try:
         dst_fd = os.open(dst_path, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -403,15 +435,87 @@ def copy_and_hash(src_path, dst_path, start, end, truncate_to=None, algorithm='m
             if truncate_to is not None:
                 os.ftruncate(dst_fd, truncate_to)
             with ThreadPoolExecutor(max_workers=1) as pool:
-                hashing = pool.submit(hash_pieces, src_path, start, end, 2, algorithm)
+                hashing = pool.submit(hash_spans, src_path, spans, 2, algorithm)
                 copy_range(src_fd, dst_fd, start, end)
-                pieces = hashing.result()
+                hashed = hashing.result()
             os.fsync(dst_fd)
         finally:
             os.close(dst_fd)
     finally:
         os.close(src_fd)
-    return pieces
+    whole = bool(hashed) and all(a['end'] == b['start'] for a, b in zip(hashed, hashed[1:]))
+    return {'start': start, 'end': end, 'verify': 'full' if whole else 'spans', 'spans': hashed}
+
+
+def range_spans(entry):
+    """The hashed spans of a manifest range entry (format 1: the entry is its own span)."""
+    if isinstance(entry, dict) and 'spans' in entry:
+        return entry['spans']
+    return [entry]
+
+
+def range_verify(entry):
+    """``full`` if every byte of the range entry was hashed, else ``spans``."""
+    if isinstance(entry, dict) and 'spans' in entry:
+        return entry.get('verify') if entry.get('verify') in VERIFY_MODES else 'spans'
+    return 'full'
+
+
+def manifest_verify(manifest):
+    """``full`` if every range of the manifest was hashed in full, else ``spans``."""
+    ranges = manifest.get('ranges')
+    if isinstance(ranges, list) and ranges and all(range_verify(e) == 'full' for e in ranges):
+        return 'full'
+    return 'spans'
+
+
+def last_span(manifest):
+    """The last hashed span of the manifest: the tail of the snapshot file, or None."""
+    if not manifest.get('ranges'):
+        return None
+    spans = range_spans(manifest['ranges'][-1])
+    return spans[-1] if spans else None
+
+
+def hashed_bytes(manifest):
+    """Bytes covered by the manifest's hashed spans (0 for a malformed manifest; what is wrong
+    with it is for ``verify_data_against_manifest`` to report)."""
+    try:
+        return sum(span['end'] - span['start'] for entry in manifest.get('ranges') or []
+                   for span in range_spans(entry))
+    except (KeyError, TypeError):
+        return 0
+
+
+def range_problems(manifest, size, algorithm):
+    """Problems with the manifest's range list itself: gaps, malformed entries, spans that do
+    not cover a range's head and tail (or all of it, when it claims ``full``)."""
+    covered = 0
+    for entry in manifest['ranges']:
+        if not isinstance(entry, dict) or not {'start', 'end'} <= set(entry):
+            return ['the manifest has a malformed range entry %r' % (entry,)]
+        if entry['start'] != covered:
+            return ['the manifest ranges leave a gap at byte %d' % covered]
+        spans = range_spans(entry)
+        if not isinstance(spans, list) or not spans:
+            return ['the manifest range [%d, %d) lists no hashed spans'
+                    % (entry['start'], entry['end'])]
+        at = entry['start']
+        for span in spans:
+            if not isinstance(span, dict) or not {'start', 'end', algorithm} <= set(span):
+                return ['the manifest has a malformed range entry %r' % (entry,)]
+            if not at <= span['start'] < span['end'] <= entry['end'] or (
+                    range_verify(entry) == 'full' and span['start'] != at):
+                return ['the manifest range [%d, %d) has a misplaced span [%d, %d)' % (
+                    entry['start'], entry['end'], span['start'], span['end'])]
+            at = span['end']
+        if spans[0]['start'] != entry['start'] or spans[-1]['end'] != entry['end']:
+            return ['the hashed spans of the manifest range [%d, %d) miss its head or tail' % (
+                entry['start'], entry['end'])]
+        covered = entry['end']
+    if covered != size:
+        return ['the manifest ranges cover %d bytes, not %d' % (covered, size)]
+    return []
 
 
 def fsync_dir(path):
@@ -606,7 +710,9 @@ def verify_data_against_manifest(data_path, manifest, hashes=True):
     """Problems (a list of sentences) found comparing a Data.fs with a manifest; [] if none.
 
     Checks: magic FS30, file size equals the manifest size, the committed end is the whole file
-    and its last tid is the manifest tid, and (``hashes``) the checksum of every range piece.
+    and its last tid is the manifest tid, and (``hashes``) the checksum of every span the
+    manifest records: every byte for ranges taken with ``verify: full``, the head and tail
+    spans for ranges taken with ``verify: spans``.
     """
     problems = []
     try:
@@ -631,27 +737,19 @@ def verify_data_against_manifest(data_path, manifest, hashes=True):
         if tid_to_hex(tid) != manifest['tid']:
             problems.append('the last transaction of %s is %s, the manifest says %s' % (
                 data_path, tid_to_hex(tid), manifest['tid']))
-        covered = 0
-        for piece in manifest['ranges']:
-            if not isinstance(piece, dict) or not {'start', 'end', algorithm} <= set(piece):
-                problems.append('the manifest has a malformed range entry %r' % (piece,))
-                return problems
-            if piece['start'] != covered:
-                problems.append('the manifest ranges leave a gap at byte %d' % covered)
-                break
-            covered = piece['end']
-        if covered != size:
-            problems.append('the manifest ranges cover %d bytes, not %d' % (covered, size))
+        malformed = range_problems(manifest, size, algorithm)
+        if malformed:
+            return problems + malformed
         if hashes and not problems:
-            spans = [(p['start'], p['end']) for p in manifest['ranges']]
+            spans = [span for entry in manifest['ranges'] for span in range_spans(entry)]
             with ThreadPoolExecutor(max_workers=2) as pool:
                 digests = list(pool.map(
-                    lambda s: digest_of_range(fd, s[0], s[1], algorithm), spans))
-            for piece, digest in zip(manifest['ranges'], digests):
-                if digest != piece[algorithm]:
+                    lambda s: digest_of_range(fd, s['start'], s['end'], algorithm), spans))
+            for span, digest in zip(spans, digests):
+                if digest != span[algorithm]:
                     problems.append('bytes [%d, %d) of %s have %s %s, the manifest says %s' % (
-                        piece['start'], piece['end'], data_path, algorithm, digest,
-                        piece[algorithm]))
+                        span['start'], span['end'], data_path, algorithm, digest,
+                        span[algorithm]))
     finally:
         os.close(fd)
     return problems

@@ -12,11 +12,19 @@ description:
     C(Data.fs) at O(path) and its blobs at O(blob_dir).
   - B(Refuses while the target runs), that is when C(<path>.lock) is held (its ZEO server, or any
     process, has the storage open) or, with O(zeo_address), when something answers there.
-  - B(Verifies the snapshot first), before anything of the target is touched. It checks the magic C(FS30),
-    size equal to the manifest, the last committed transaction equal to the manifest tid and
-    ending at the end of the file, the checksum (md5 by default) of every hashed range, the blob count, and with
-    O(fstest) a full C(ZODB.scripts.fstest) run. A mismatch fails the task; the target's data
-    stays as it was.
+  - B(Verifies the snapshot first), before anything of the target is touched. It checks the
+    magic C(FS30), size equal to the manifest, the last committed transaction equal to the
+    manifest tid and ending at the end of the file, the checksum (md5 by default) of every
+    span the manifest records as hashed, the blob count, and with O(fstest) a full
+    C(ZODB.scripts.fstest) run. A mismatch fails the task; the target's data stays as it was.
+  - What the checksums cover is what the snapshot recorded (its
+    O(zopeops.stages.zodb_snapshot#module:verify)). For a snapshot taken with C(verify=full),
+    every byte. For one taken with C(verify=spans) (the default), the first and the last span
+    (1 MiB by default) of each copied range. That catches a truncated, wrong or replaced file
+    and a changed head or tail, but not a flipped bit in the middle of a range. Take the
+    snapshot with C(verify=full) where that matters; O(fstest) catches damage to the record
+    structure in the middle, not a changed byte inside an object's data. RV(verify) and
+    RV(bytes_verified) say what was checked.
   - B(Keeps the previous data for rollback.) The current C(Data.fs) becomes
     C(Data.fs.prev-<UTC timestamp>) and the blob directory C(<blob_dir>.prev-<same timestamp>),
     beside the originals (same directory, so same filesystem, so the renames are atomic). The
@@ -38,8 +46,10 @@ description:
   - The previous install record is kept as C(<path>.installed.json.prev-<stamp>), so that a
     glob for C(Data.fs.prev-*) finds only the kept data files.
 version_added: 0.1.0
-author: zopeops.stages developers
+author:
+  - zopeops.stages developers (@zopeops)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - zopeops.stages.zodb
   - zopeops.stages.zodb.storage
   - zopeops.stages.zodb.reserve
@@ -139,6 +149,15 @@ removed_files:
   returned: always
 blobs_installed:
   description: Blob files put into the target blob directory.
+  type: int
+  returned: always
+verify:
+  description: What the snapshot's checksums cover, as its manifest records it. C(full) (every
+    byte) or C(spans) (the head and tail spans of each copied range).
+  type: str
+  returned: always
+bytes_verified:
+  description: Bytes of the snapshot's Data.fs whose checksums were checked.
   type: int
   returned: always
 duration:
@@ -268,7 +287,8 @@ def install(module, result):
     if manifest is None:
         raise zu.ZODBDataError('%s holds no manifest.json, so it is not a snapshot made by '
                                'zodb_snapshot. Check the snapshot path.' % snap)
-    result.update(tid=manifest['tid'], size=manifest['size'])
+    result.update(tid=manifest['tid'], size=manifest['size'],
+                  verify=zu.manifest_verify(manifest), bytes_verified=zu.hashed_bytes(manifest))
     data_src, blob_src = verify_snapshot(params, manifest)
     before = target_state(path, blob_dir)
     result['diff'] = {'before': {'path': path, 'tid': before and before['tid'],
@@ -379,7 +399,7 @@ def main():
         module.fail_json(msg='keep_previous is %d; use 0 or more.' % module.params['keep_previous'])
     started = time.monotonic()
     result = {'changed': False, 'previous': None, 'removed_previous': [], 'removed_files': [],
-              'blobs_installed': 0}
+              'blobs_installed': 0, 'verify': None, 'bytes_verified': 0}
     try:
         install(module, result)
     except zu.ZODBDataError as exc:

@@ -217,7 +217,7 @@ def test_sha1_checksum_snapshot_installs_and_switching_refreshes_in_full(storage
     dest = tmp_path / 'snap'
     first = snap(data, blobs, dest, checksum='sha1')
     manifest = json.loads((dest / 'manifest.json').read_text())
-    assert manifest['checksum'] == 'sha1' and 'sha1' in manifest['ranges'][0]
+    assert manifest['checksum'] == 'sha1' and 'sha1' in manifest['ranges'][0]['spans'][0]
     write_transactions(data, blobs, count=2, start=70)
     assert snap(data, blobs, dest, checksum='sha1')['mode_used'] == 'incremental'
     target = str(tmp_path / 'target' / 'Data.fs')
@@ -227,3 +227,83 @@ def test_sha1_checksum_snapshot_installs_and_switching_refreshes_in_full(storage
     switched = snap(data, blobs, dest)
     assert switched['mode_used'] == 'full' and 'checksum' in switched['fallback_reason']
     assert first['tid'] != switched['tid']
+
+
+def test_default_verify_spans_records_head_and_tail_of_each_range(storage_factory, tmp_path):
+    data, blobs = storage_factory(count=20, blobs_every=5)
+    dest = tmp_path / 'snap'
+    first = snap(data, blobs, dest, span_bytes=512)
+    assert first['rc'] == 0, first
+    assert first['verify'] == 'spans' and first['bytes_hashed'] == 1024
+    manifest, _blobs = assert_consistent(dest)
+    assert manifest['format'] == 2 and manifest['verify'] == 'spans'
+    assert manifest['span_bytes'] == 512
+    (only,) = manifest['ranges']
+    assert only['verify'] == 'spans' and (only['start'], only['end']) == (0, first['size'])
+    assert [(s['start'], s['end']) for s in only['spans']] == [
+        (0, 512), (first['size'] - 512, first['size'])]
+    write_transactions(data, blobs, count=5, start=200, blobs_every=2)
+    inc = snap(data, blobs, dest, span_bytes=512)
+    assert inc['mode_used'] == 'incremental' and inc['bytes_hashed'] == 1024, inc
+    manifest, _blobs = assert_consistent(dest)
+    assert [(r['start'], r['end'], r['verify']) for r in manifest['ranges']] == [
+        (0, first['size'], 'spans'), (first['size'], inc['size'], 'spans')]
+    # the default span (1 MiB) covers these small files whole: every byte is hashed
+    whole = snap(data, blobs, tmp_path / 'snap-default')
+    assert whole['verify'] == 'full' and whole['bytes_hashed'] == whole['size']
+    bad = snap(data, blobs, tmp_path / 'snap-bad', span_bytes=0)
+    assert bad.get('failed') and 'span_bytes' in bad['msg']
+
+
+def test_incremental_refresh_across_verify_modes(storage_factory, tmp_path):
+    data, blobs = storage_factory(count=20, blobs_every=5)
+    dest = tmp_path / 'snap'
+    full = snap(data, blobs, dest, verify='full', span_bytes=256)
+    assert full['verify'] == 'full' and full['bytes_hashed'] == full['size']
+    # spans extend a full snapshot: the old range keeps its full hashes
+    write_transactions(data, blobs, count=6, start=300, blobs_every=3)
+    spans = snap(data, blobs, dest, span_bytes=256)
+    assert spans['mode_used'] == 'incremental' and spans['fallback_reason'] is None, spans
+    assert spans['verify'] == 'spans'
+    manifest, _blobs = assert_consistent(dest)
+    assert [r['verify'] for r in manifest['ranges']] == ['full', 'spans']
+    assert manifest['verify'] == 'spans'
+    target = tmp_path / 'target'
+    restored = run_module('zodb_restore', {'snapshot': str(dest),
+                                           'path': str(target / 'Data.fs'),
+                                           'blob_dir': str(target / 'blobs')})
+    assert restored['rc'] == 0 and restored['changed'], restored
+    assert restored['verify'] == 'spans'
+    assert restored['bytes_verified'] == full['size'] + 512
+    # full cannot vouch for a snapshot hashed only in spans: it takes a full snapshot, says why
+    write_transactions(data, blobs, count=6, start=400)
+    again = snap(data, blobs, dest, verify='full', span_bytes=256)
+    assert again['mode_used'] == 'full', again
+    assert 'verify: full' in again['fallback_reason']
+    manifest, _blobs = assert_consistent(dest)
+    assert manifest['verify'] == 'full' and [r['verify'] for r in manifest['ranges']] == ['full']
+    # full onto full refreshes incrementally
+    write_transactions(data, blobs, count=2, start=500)
+    more = snap(data, blobs, dest, verify='full')
+    assert more['mode_used'] == 'incremental' and more['verify'] == 'full', more
+
+
+def test_format_1_snapshot_refreshes_incrementally_and_installs(storage_factory, tmp_path):
+    """A snapshot taken before verify existed (ranges = fully hashed pieces) still works."""
+    from ansible_collections.zopeops.stages.plugins.module_utils import zodb as zu
+    data, blobs = storage_factory(count=10, blobs_every=5)
+    dest = tmp_path / 'snap'
+    first = snap(data, blobs, dest, verify='full')
+    manifest = json.loads((dest / 'manifest.json').read_text())
+    manifest.update(format=1, ranges=zu.hash_pieces(str(dest / 'Data.fs'), 0, first['size']))
+    manifest.pop('verify')
+    (dest / 'manifest.json').write_text(json.dumps(manifest))
+    write_transactions(data, blobs, count=3, start=100)
+    inc = snap(data, blobs, dest, span_bytes=128)
+    assert inc['mode_used'] == 'incremental', inc
+    manifest, _blobs = assert_consistent(dest)
+    assert manifest['format'] == 2 and 'spans' not in manifest['ranges'][0]
+    restored = run_module('zodb_restore', {'snapshot': str(dest),
+                                           'path': str(tmp_path / 'target' / 'Data.fs'),
+                                           'blob_dir': str(tmp_path / 'target' / 'blobs')})
+    assert restored['rc'] == 0 and restored['changed'], restored

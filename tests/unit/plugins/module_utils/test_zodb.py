@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import struct
@@ -102,15 +103,122 @@ def test_copy_and_hash_matches_and_appends(tmp_path):
     src = tmp_path / 'src'
     src.write_bytes(os.urandom(300000))
     dst = str(tmp_path / 'dst')
-    pieces = zu.copy_and_hash(str(src), dst, 0, 200000)
+    entry = zu.copy_and_hash(str(src), dst, 0, 200000, verify='full')
     assert open(dst, 'rb').read() == src.read_bytes()[:200000]
-    assert pieces == zu.hash_pieces(str(src), 0, 200000)
+    assert entry == {'start': 0, 'end': 200000, 'verify': 'full',
+                     'spans': zu.hash_pieces(str(src), 0, 200000)}
     # an interrupted refresh left junk after 200000: truncate_to drops it before appending
     with open(dst, 'ab') as handle:
         handle.write(b'junk')
-    more = zu.copy_and_hash(str(src), dst, 200000, 300000, truncate_to=200000)
+    more = zu.copy_and_hash(str(src), dst, 200000, 300000, truncate_to=200000,
+                            span_bytes=4096)
     assert open(dst, 'rb').read() == src.read_bytes()
-    assert more[0]['start'] == 200000 and more[-1]['end'] == 300000
+    assert (more['start'], more['end'], more['verify']) == (200000, 300000, 'spans')
+    assert [(s['start'], s['end']) for s in more['spans']] == [(200000, 204096),
+                                                               (295904, 300000)]
+    assert more['spans'][1]['md5'] == hashlib.md5(src.read_bytes()[295904:]).hexdigest()
+
+
+def test_spans_of():
+    assert zu.spans_of(0, 100, 'spans', 10) == [(0, 10), (90, 100)]
+    assert zu.spans_of(0, 20, 'spans', 10) == [(0, 20)]        # small: hashed whole
+    assert zu.spans_of(5, 5, 'spans', 10) == []
+    assert zu.spans_of(0, 100, 'full', 10) == [(0, 100)]
+    big = 3 * zu.HASH_PIECE_BYTES
+    assert len(zu.spans_of(0, big, 'full')) == 3
+    assert zu.spans_of(0, big, 'spans') == [(0, zu.DEFAULT_SPAN_BYTES),
+                                            (big - zu.DEFAULT_SPAN_BYTES, big)]
+    with pytest.raises(zu.ZODBDataError, match='verify'):
+        zu.spans_of(0, 10, 'some')
+    with pytest.raises(zu.ZODBDataError, match='span_bytes'):
+        zu.spans_of(0, 10, 'spans', 0)
+
+
+def _snapshot_like(tmp_path, verify, span_bytes=64, count=40):
+    """A small FileStorage and its manifest hashed with ``verify`` (one copied range)."""
+    src = write_fs(str(tmp_path / 'src.fs'), [txn(i, b'p%03d' % i * 20) for i in range(1, count)])
+    folder = tmp_path / ('snap-' + verify)
+    folder.mkdir()
+    data = str(folder / 'Data.fs')
+    size = os.path.getsize(src)
+    entry = zu.copy_and_hash(src, data, 0, size, verify=verify, span_bytes=span_bytes)
+    manifest = zu.write_manifest(str(folder), {
+        'size': size, 'tid': zu.tid_to_hex(struct.pack('>Q', count - 1)), 'ranges': [entry],
+        'checksum': 'md5'})
+    return data, manifest
+
+
+def _flip(path, offset):
+    with open(path, 'r+b') as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x01]))
+
+
+def _payload_offset(path, near):
+    """An offset inside a transaction's payload (not a header), at or after ``near``."""
+    data = open(path, 'rb').read()
+    return data.index(b'p0', near) + 1
+
+
+def test_spans_detect_truncation_head_and_tail_changes(tmp_path):
+    data, manifest = _snapshot_like(tmp_path, 'spans')
+    size = manifest['size']
+    assert [(s['start'], s['end']) for s in manifest['ranges'][0]['spans']] == [
+        (0, 64), (size - 64, size)]
+    assert zu.manifest_verify(manifest) == 'spans' and zu.hashed_bytes(manifest) == 128
+    assert zu.verify_data_against_manifest(data, manifest) == []
+    original = open(data, 'rb').read()
+    # changed tail (inside the last transaction's payload)
+    _flip(data, _payload_offset(data, size - 60))
+    problems = zu.verify_data_against_manifest(data, manifest)
+    assert any('bytes [%d, %d)' % (size - 64, size) in p and 'md5' in p for p in problems)
+    # changed head (inside the first transaction's payload)
+    open(data, 'wb').write(original)
+    _flip(data, _payload_offset(data, 4))
+    problems = zu.verify_data_against_manifest(data, manifest)
+    assert any('bytes [0, 64)' in p for p in problems), problems
+    # truncated
+    open(data, 'wb').write(original[:-10])
+    assert 'the manifest says %d' % size in zu.verify_data_against_manifest(data, manifest)[0]
+
+
+def test_a_flipped_middle_byte_full_detects_and_spans_do_not(tmp_path):
+    """The documented limit of verify: spans: damage between the head and tail spans."""
+    full_data, full_manifest = _snapshot_like(tmp_path, 'full')
+    spans_data, spans_manifest = _snapshot_like(tmp_path, 'spans')
+    size = full_manifest['size']
+    middle = _payload_offset(full_data, size // 2)
+    assert 64 < middle < size - 64
+    for path in (full_data, spans_data):
+        _flip(path, middle)
+    assert any('md5' in p for p in zu.verify_data_against_manifest(full_data, full_manifest))
+    assert zu.verify_data_against_manifest(spans_data, spans_manifest) == []  # not detected
+
+
+def test_format_1_manifests_still_verify(tmp_path):
+    data, manifest = _snapshot_like(tmp_path, 'full')
+    old = dict(manifest, format=1, ranges=zu.hash_pieces(data, 0, manifest['size']))
+    assert zu.range_verify(old['ranges'][0]) == 'full' and zu.manifest_verify(old) == 'full'
+    assert zu.last_span(old)['end'] == old['size']
+    assert zu.verify_data_against_manifest(data, old) == []
+    _flip(data, _payload_offset(data, old['size'] // 2))
+    assert any('md5' in p for p in zu.verify_data_against_manifest(data, old))
+
+
+def test_manifest_spans_must_cover_head_and_tail(tmp_path):
+    data, manifest = _snapshot_like(tmp_path, 'spans')
+    entry = manifest['ranges'][0]
+    no_tail = dict(manifest, ranges=[dict(entry, spans=entry['spans'][:1])])
+    assert 'miss its head or tail' in zu.verify_data_against_manifest(data, no_tail)[0]
+    lying = dict(manifest, ranges=[dict(entry, verify='full')])
+    assert 'misplaced span' in zu.verify_data_against_manifest(data, lying)[0]
+    outside = dict(manifest, ranges=[dict(entry, spans=entry['spans'] + [
+        dict(entry['spans'][-1], start=manifest['size'], end=manifest['size'] + 5)])])
+    assert 'misplaced span' in zu.verify_data_against_manifest(data, outside)[0]
+    empty = dict(manifest, ranges=[dict(entry, spans=[])])
+    assert 'no hashed spans' in zu.verify_data_against_manifest(data, empty)[0]
 
 
 def test_copy_range_falls_back_to_sendfile(tmp_path, monkeypatch):
@@ -142,7 +250,7 @@ def test_manifest_read_write_and_verify(tmp_path):
     size = os.path.getsize(path)
     manifest = zu.write_manifest(str(tmp_path), {
         'size': size, 'tid': zu.tid_to_hex(struct.pack('>Q', 7)),
-        'ranges': zu.hash_pieces(path, 0, size)})
+        'ranges': [zu.copy_and_hash(path, str(tmp_path / 'copy.fs'), 0, size)]})
     assert zu.read_manifest(str(tmp_path)) == manifest
     assert manifest['format'] == zu.MANIFEST_FORMAT
     assert zu.verify_data_against_manifest(path, manifest) == []
@@ -152,6 +260,8 @@ def test_manifest_read_write_and_verify(tmp_path):
     assert any('manifest says' in p for p in zu.verify_data_against_manifest(path, wrong))
     broken = dict(manifest, ranges=[{'start': 0}])
     assert 'malformed' in zu.verify_data_against_manifest(path, broken)[0]
+    assert zu.hashed_bytes(broken) == 0 and zu.manifest_verify(broken) == 'full'
+    assert zu.hashed_bytes(dict(manifest, ranges=[{'spans': [{'end': 3}]}])) == 0
     (tmp_path / 'manifest.json').write_text(json.dumps(dict(manifest, tid='nothex')))
     with pytest.raises(zu.ZODBDataError, match='damaged'):
         zu.read_manifest(str(tmp_path))

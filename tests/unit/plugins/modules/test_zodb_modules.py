@@ -40,6 +40,8 @@ def test_docs_parse_and_cover_the_argument_spec(name):
     assert doc['module'] == name
     documented = set(doc.get('options') or {})
     for fragment in doc.get('extends_documentation_fragment', []):
+        if not fragment.startswith('zopeops.stages.zodb'):
+            continue  # ansible-core's own fragments (action_common_attributes) add no options
         part = fragment.rsplit('.', 1)[-1].upper()
         text = getattr(ModuleDocFragment, 'DOCUMENTATION' if part == 'ZODB' else part)
         documented |= set(yaml.safe_load(text).get('options') or {})
