@@ -39,8 +39,10 @@ demo: deps
 status: deps
 	$(PLAYBOOK) playbooks/status.yml
 
+# Two workers: the whole-pipeline tests (one sandbox, long waits on real services) on one,
+# everything else on the other.
 test: deps
-	$(BIN)/pytest tests
+	$(BIN)/pytest -n 2 --dist loadgroup tests
 
 test-unit: deps
 	$(BIN)/pytest tests/unit

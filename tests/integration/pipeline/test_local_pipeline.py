@@ -9,7 +9,8 @@ import testinfra
 
 from support.ansible import assert_no_changes
 
-pytestmark = [pytest.mark.integration, pytest.mark.pipeline]
+# One xdist worker runs the whole pipeline (one sandbox, in file order).
+pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.xdist_group('pipeline')]
 
 LIVE = {'dev': ['client1'], 'beta': ['client1', 'client2'], 'test': ['client1', 'client2'],
         'prod': ['client1', 'client2']}

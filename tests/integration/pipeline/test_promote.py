@@ -15,7 +15,8 @@ import requests
 
 from support.load import LoadGenerator
 
-pytestmark = [pytest.mark.integration, pytest.mark.pipeline]
+# One xdist worker runs the whole pipeline (one sandbox, in file order).
+pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.xdist_group('pipeline')]
 
 
 def info(pipeline, stage):
