@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from support.load import LoadGenerator
+from support.procs import wait_for
 
 # One xdist worker runs the whole pipeline (one sandbox, in file order).
 pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.xdist_group('pipeline')]
@@ -49,8 +50,8 @@ def output(proc):
     return proc.stdout[-12000:] + proc.stderr[-4000:]
 
 
-def refused(pipeline, stage, message, **extra):
-    before = {s: info(pipeline, s)['revision'] for s in ('beta', 'test', 'prod')}
+def refused(pipeline, stage, message, watch=('beta', 'test', 'prod'), **extra):
+    before = {s: info(pipeline, s)['revision'] for s in watch}
     proc = pipeline.playbook('promote.yml', dict({'stage': stage}, **extra))
     assert proc.returncode != 0, output(proc)
     assert message in proc.stdout + proc.stderr, output(proc)
@@ -101,14 +102,13 @@ def test_refuses_an_unhealthy_predecessor(pipeline):
     for client in ('beta-client1', 'beta-client2'):
         assert pipeline.supervisorctl('stop', client).returncode == 0
     try:
-        refused(pipeline, 'test', 'The predecessor beta is not healthy')
+        refused(pipeline, 'test', 'The predecessor beta is not healthy', watch=('test', 'prod'))
     finally:
         for client in ('beta-client1', 'beta-client2'):
             pipeline.supervisorctl('start', client)
-    for _ in range(60):
-        if all(pipeline.program_states().get(c) == 'RUNNING'
-               for c in ('beta-client1', 'beta-client2')):
-            break
+    wait_for(lambda: requests.get('http://127.0.0.1:%d/@@zopeops-info' % pipeline.lb_port('beta'),
+                                  timeout=5).status_code == 200,
+             timeout=120, what='beta to serve through HAProxy again')
 
 
 # --- the promotions: dev's change and content reach prod ---------------------------------
