@@ -49,7 +49,7 @@ def write_data(path, blob_dir=None, target_bytes=0, object_bytes=100_000, object
         while made < blobs:
             with db.transaction() as conn:
                 root = conn.root()
-                for _ in range(min(blobs_per_txn, blobs - made)):
+                for blob_number in range(min(blobs_per_txn, blobs - made)):
                     blob = Blob()
                     with blob.open('w') as handle:
                         handle.write(os.urandom(blob_bytes))

@@ -81,7 +81,7 @@ def main():
         print('generated %s with ZODB in %.1fs' % (mb(size), generated))
         python = sys.executable
         offline = {'module_wall': [], 'module_duration': [], 'zodb_pack': [], 'freed': None}
-        for _ in range(options.rounds):
+        for round_number in range(options.rounds):
             data, blobs = fresh_copy(base, work, 'zodb')
             offline['zodb_pack'].append(run([python, '-c', ZODB_PACK, data, blobs]))
             zodb_after = os.path.getsize(data)
@@ -93,7 +93,7 @@ def main():
             assert result['size_after'] == zodb_after, (result['size_after'], zodb_after)
         online = {'module_wall': [], 'zeopack': []}
         zeopack = os.path.join(os.path.dirname(python), 'zeopack')
-        for _ in range(options.rounds):
+        for round_number in range(options.rounds):
             for side in ('zeopack', 'module_wall'):
                 data, blobs = fresh_copy(base, work, 'online')
                 zeo = Zeo(data, blobs, work)

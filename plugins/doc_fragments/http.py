@@ -1,4 +1,5 @@
 # -*- coding: utf-8 -*-
+# pylint: disable=unused-import  # false positive: astroid's stdlib-http brain adds IntEnum/namedtuple imports to any module named http
 # Copyright: zopeops.stages developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Option docs shared by the modules that make HTTP requests."""

@@ -15,8 +15,8 @@ import re
 import signal
 import subprocess
 import urllib.error
-import urllib.request
 
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError, open_url
 from ansible_collections.zopeops.stages.plugins.module_utils.haproxy import (
     atomic_write, check_token, read_text)
 
@@ -73,12 +73,14 @@ def probe(server, path, timeout):
     """None if http://server/path answers below 500, else the reason it is not ready."""
     url = 'http://%s%s' % (server, path if path.startswith('/') else '/' + path)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        # A plain GET as urllib.request.urlopen would send: no ~/.netrc credentials, no
+        # Accept-Encoding.
+        with open_url(url, timeout=timeout, use_netrc=False, decompress=False) as response:
             response.read(1024)
             return None
     except urllib.error.HTTPError as exc:
         return None if exc.code < 500 else 'HTTP %d from %s' % (exc.code, url)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, UrlConnectionError) as exc:
         return '%s: %s' % (url, getattr(exc, 'reason', exc))
 
 

@@ -19,7 +19,10 @@ description:
     interrupted run) is removed and built again.
   - With O(installer=uv), a rebuild whose dependencies did not change takes seconds, because uv's
     cache under C(<root>/releases/.cache) holds every wheel already installed once.
-author: zopeops.stages developers
+author:
+  - zopeops.stages developers (@zopeops)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   root:
     description: The machine's zopeops folder; releases go to C(<root>/releases).
@@ -77,6 +80,9 @@ attributes:
       would happen; writes nothing.
   diff_mode:
     support: none
+  platform:
+    support: full
+    platforms: posix
 notes:
   - Builds happen on the managed host, never on the controller.
 seealso:
@@ -133,6 +139,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -144,7 +151,8 @@ class BuildError(Exception):
     pass
 
 
-def run(argv, steps, timeout, env=None, cwd=None, stdout=None):
+def run(argv, steps, timeout, env=None, cwd=None, stdout=None, check=True):
+    """Run ``argv`` (a list, no shell); with ``check``, a non-zero exit raises BuildError."""
     steps.append(list(argv))
     try:
         proc = subprocess.run(argv, stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE,
@@ -153,7 +161,7 @@ def run(argv, steps, timeout, env=None, cwd=None, stdout=None):
         raise BuildError('%s is not installed or not on PATH.' % argv[0]) from None
     except subprocess.TimeoutExpired:
         raise BuildError('%s took longer than %ds.' % (' '.join(argv[:3]), timeout)) from None
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         tail = (proc.stderr or b'').decode('utf-8', 'replace').strip().splitlines()[-25:]
         raise BuildError('%s failed (exit %d):\n%s'
                          % (' '.join(argv[:4]), proc.returncode, '\n'.join(tail)))
@@ -201,23 +209,25 @@ def fetch(mirror, steps, timeout):
 
 
 def export_tree(mirror, sha, dest, steps, timeout):
-    """Write the tree of ``sha`` into ``dest`` (git archive, read as a stream: no shell)."""
-    argv = git(mirror, 'archive', '--format=tar', sha)
-    steps.append(argv)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """Write the tree of ``sha`` into ``dest``: git archive to a temporary tar file beside
+    ``dest`` (an argv list, no shell), extracted with tarfile, then removed."""
+    handle, tar_path = tempfile.mkstemp(prefix='.archive-', suffix='.tar',
+                                        dir=os.path.dirname(os.path.abspath(dest)))
+    os.close(handle)
     try:
-        with tarfile.open(fileobj=proc.stdout, mode='r|') as archive:
+        proc = run(git(mirror, 'archive', '--format=tar', '-o', tar_path, sha), steps, timeout,
+                   check=False)
+        if proc.returncode != 0:
+            err = (proc.stderr or b'').decode('utf-8', 'replace')
+            raise BuildError('git archive %s failed (exit %d): %s'
+                             % (sha, proc.returncode, err.strip()))
+        with tarfile.open(tar_path, mode='r:') as archive:
             if hasattr(tarfile, 'data_filter'):
                 archive.extractall(dest, filter='data')
             else:  # Python before 3.11.4: git archive of our own mirror only
                 archive.extractall(dest)
     finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode('utf-8', 'replace')
-        proc.stderr.close()
-        code = proc.wait(timeout)
-    if code != 0:
-        raise BuildError('git archive %s failed (exit %d): %s' % (sha, code, err.strip()))
+        os.unlink(tar_path)
 
 
 def build(params, sha, release_dir, steps):

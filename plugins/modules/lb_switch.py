@@ -29,6 +29,7 @@ description:
   - Idempotent. A stage that already points at the requested side reports C(changed=false)
     and does not wait for a drain.
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - zopeops.stages.lb
 options:
   balancer:
@@ -145,6 +146,9 @@ attributes:
   diff_mode:
     support: full
     details: Shows the map files (or the nginx include file) before and after.
+  platform:
+    support: full
+    platforms: posix
 notes:
   - Runtime map changes are lost when HAProxy reloads unless the file says the same; this
     module always rewrites the file after a switch, atomically, keeping its mode and owner.
@@ -155,7 +159,7 @@ seealso:
     description: set map, get map, show stat, set server.
     link: https://docs.haproxy.org/2.6/management.html#9.3
 author:
-  - zopeops.stages developers
+  - zopeops.stages developers (@zopeops)
 """
 
 EXAMPLES = r"""
@@ -370,8 +374,8 @@ def haproxy_stage(api, params, check_mode):
         after['frozen'] = before['frozen']
 
     def freeze(flag):
-        changed, _ = _set_map_entry(api, params['frozen_map_file'], stage, '1' if flag else '0',
-                                    check_mode, result, diffs)
+        changed, frozen_before = _set_map_entry(
+            api, params['frozen_map_file'], stage, '1' if flag else '0', check_mode, result, diffs)
         after['frozen'] = flag
         return changed
 
@@ -393,8 +397,8 @@ def haproxy_stage(api, params, check_mode):
         if moving and params['gate']:
             _gate(api, stage, side, rows, before,
                   0.0 if check_mode else params['gate_timeout'])
-        switched, _ = _set_map_entry(api, params['map_file'], stage, target, check_mode,
-                                     result, diffs)
+        switched, active_before = _set_map_entry(api, params['map_file'], stage, target,
+                                                 check_mode, result, diffs)
         changed |= switched
         after['active'] = side
         if moving and not check_mode and params['drain_timeout'] > 0 and effective in known:

@@ -18,8 +18,10 @@ description:
     O(days) finds the history already packed (ZODB marks packed transactions) and does nothing.
   - Never pack a storage while a snapshot of it is being taken (M(zopeops.stages.zodb_snapshot)).
 version_added: 0.1.0
-author: zopeops.stages developers
+author:
+  - zopeops.stages developers (@zopeops)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - zopeops.stages.zodb
   - zopeops.stages.zodb.storage
   - zopeops.stages.zodb.zeo
@@ -56,6 +58,9 @@ attributes:
       server would be asked.
   diff_mode:
     support: none
+  platform:
+    support: full
+    platforms: posix
 seealso:
   - module: zopeops.stages.zodb_snapshot
   - module: zopeops.stages.zodb_restore

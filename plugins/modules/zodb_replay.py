@@ -25,8 +25,10 @@ description:
     (an earlier replay) is resumed after its last one; C(changed) is false when there is
     nothing left to copy.
 version_added: 0.1.0
-author: zopeops.stages developers
+author:
+  - zopeops.stages developers (@zopeops)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - zopeops.stages.zodb
   - zopeops.stages.zodb.storage
   - zopeops.stages.zodb.zeo
@@ -65,6 +67,9 @@ attributes:
     details: Reads both sides and says how many transactions would be copied; writes nothing.
   diff_mode:
     support: none
+  platform:
+    support: full
+    platforms: posix
 seealso:
   - module: zopeops.stages.zodb_snapshot
   - module: zopeops.stages.zodb_restore

@@ -110,6 +110,9 @@ attributes:
   diff_mode:
     support: full
     details: Shows the target's tid and size before and after.
+  platform:
+    support: full
+    platforms: posix
 seealso:
   - module: zopeops.stages.zodb_snapshot
   - module: zopeops.stages.zodb_replay
@@ -197,7 +200,7 @@ def verify_snapshot(params, manifest):
         raise zu.ZODBDataError(
             'Refusing to install the snapshot %s: it does not match its manifest: %s. The target '
             '%s was not touched. Take the snapshot again.' % (snap, '; '.join(problems),
-                                                            params['path']))
+                                                              params['path']))
     return data, blob_src
 
 
@@ -297,7 +300,7 @@ def install(module, result):
     if already_installed(path, blob_dir, manifest, before):
         result['diff']['after'] = result['diff']['before']
         result['msg'] = '%s already holds the snapshot %s (tid %s).' % (path, snap,
-                                                                      manifest['tid'])
+                                                                        manifest['tid'])
         return
     refuse_if_running(params)
     blobs = zu.committed_blobs(blob_src, zu.hex_to_tid(manifest['tid'])) if blob_src else []

@@ -121,6 +121,9 @@ attributes:
       bytes and blob files would be copied.
   diff_mode:
     support: none
+  platform:
+    support: full
+    platforms: posix
 seealso:
   - module: zopeops.stages.zodb_restore
   - module: zopeops.stages.zodb_replay
@@ -226,7 +229,7 @@ def incremental_problem(src_fd, src_size, src_path, dest, manifest, checksum, ve
                 'or its history diverged' % (manifest['tid'], old_size))
     if zu.checksum_of(manifest) != checksum:
         return 'the snapshot uses checksum %s, %s was asked for' % (zu.checksum_of(manifest),
-                                                                   checksum)
+                                                                    checksum)
     if verify == 'full' and zu.manifest_verify(manifest) != 'full':
         return ('the snapshot in %s has ranges hashed only in spans (verify: spans) and '
                 'verify: full was asked for' % dest)

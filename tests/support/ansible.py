@@ -38,7 +38,7 @@ def recap(output):
             in_recap = True
             continue
         if in_recap and ':' in line and '=' in line:
-            host, _, counts = line.partition(':')
+            host, separator, counts = line.partition(':')
             totals[host.strip()] = {k: int(v) for k, v in
                                     (item.split('=') for item in counts.split())}
     return totals

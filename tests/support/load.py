@@ -45,7 +45,7 @@ class LoadGenerator:
             time.sleep(self.pause)
 
     def __enter__(self):
-        for _ in range(self.threads):
+        for thread_number in range(self.threads):
             worker = threading.Thread(target=self._work, daemon=True)
             worker.start()
             self._workers.append(worker)

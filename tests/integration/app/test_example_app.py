@@ -187,7 +187,7 @@ def test_zope_client_serves_the_app_through_zeo(release, tmp_path, processes):
     etc, log = instance_dir / 'etc', instance_dir / 'log'
     processes.start(program_command(etc / 'supervisor-zeo.conf', 'test-zeo'),
                     log_path=log / 'zeo-stdout.log', cwd=instance_dir)
-    wait_for(lambda: (instance_dir / 'var' / 'zeo.pid').exists(), timeout=60,
+    wait_for((instance_dir / 'var' / 'zeo.pid').exists, timeout=60,
              what='the ZEO server to write its pid file')
     client = processes.start(program_command(etc / 'supervisor-clients.conf', 'test-client1'),
                              log_path=log / 'client1-stdout.log', cwd=instance_dir)
@@ -223,7 +223,7 @@ def test_zope_client_serves_the_app_through_zeo(release, tmp_path, processes):
     seed = [str(release_dir / 'venv' / 'bin' / 'zconsole'), 'run',
             str(etc / 'zope-console.conf'), str(release_dir / 'src' / 'seed_demo_content.py')]
     outputs = []
-    for _ in range(2):
+    for run_number in range(2):
         proc = subprocess.run(seed, cwd=instance_dir, capture_output=True, text=True,
                               timeout=120, check=False)
         assert proc.returncode == 0, proc.stderr[-3000:]

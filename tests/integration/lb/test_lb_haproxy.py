@@ -69,7 +69,7 @@ def test_switch_to_the_twin_and_back_moves_traffic_and_persists(lb):
     assert result['after']['active'] == 'upgrade'
     assert result['drained'] is True and result['drain_seconds'] is not None
     assert 'set map %s test be_test_upgrade' % lb.active_map in result['commands']
-    assert {lb.get(STAGE).text for _ in range(6)} == {TWIN}
+    assert {lb.get(STAGE).text for request_number in range(6)} == {TWIN}
     assert 'test be_test_upgrade' in lb.active_map.read_text().splitlines()
     assert 'dev be_dev_live' in lb.active_map.read_text().splitlines()
 
@@ -81,7 +81,7 @@ def test_switch_to_the_twin_and_back_moves_traffic_and_persists(lb):
     back = switch(lb, 'live')
     assert back['rc'] == 0 and back['changed'] is True, back
     assert back['before']['active'] == 'upgrade' and back['after']['active'] == 'live'
-    assert {lb.get(STAGE).text for _ in range(6)} <= set(LIVE)
+    assert {lb.get(STAGE).text for request_number in range(6)} <= set(LIVE)
     assert 'test be_test_live' in lb.active_map.read_text().splitlines()
 
 
@@ -118,7 +118,7 @@ def test_switch_survives_a_reload(lb):
     assert switch(lb, 'upgrade')['changed'] is True
     lb.reload_haproxy()
     assert lb.runtime_active(STAGE) == 'be_test_upgrade'
-    assert {lb.get(STAGE).text for _ in range(4)} == {TWIN}
+    assert {lb.get(STAGE).text for request_number in range(4)} == {TWIN}
 
 
 def test_the_switch_waits_until_requests_in_flight_on_the_old_side_are_done(lb):
@@ -199,14 +199,14 @@ def test_per_server_drain_maint_ready(lb):
     assert drained['rc'] == 0 and drained['changed'] is True, drained
     assert drained['before']['state'] == 'ready' and drained['after']['state'] == 'drain'
     assert lb.status('be_test_live', 'test-client2') == 'DRAIN'
-    assert {lb.get(STAGE).text for _ in range(6)} == {'test-client1'}
+    assert {lb.get(STAGE).text for request_number in range(6)} == {'test-client1'}
     assert server('drain')['changed'] is False
 
     assert server('maint')['after']['status'].startswith('MAINT')
     ready = server('ready')
     assert ready['changed'] is True and ready['after']['state'] == 'ready'
     lb.wait_status('be_test_live', 'test-client2', 'UP')
-    assert {lb.get(STAGE).text for _ in range(8)} == set(LIVE)
+    assert {lb.get(STAGE).text for request_number in range(8)} == set(LIVE)
 
 
 def test_unknown_stage_backend_and_server_are_named(lb):
@@ -256,7 +256,7 @@ def test_permission_denied_on_the_socket_for_another_user(lb):
     try:
         proc = subprocess.run(
             ['/usr/bin/python3', str(REPO / 'plugins/modules/lb_switch.py'), handle.name],
-            user='nobody', capture_output=True, text=True, timeout=60, cwd='/tmp',
+            user='nobody', capture_output=True, text=True, timeout=60, cwd='/tmp', check=False,
             env={'PYTHONPATH': os.pathsep.join([str(COLLECTIONS)] + site), 'HOME': '/tmp'})
     finally:
         os.unlink(handle.name)
@@ -329,7 +329,7 @@ def test_zero_failed_gets_while_switching_and_stopping_the_old_side(lb):
         time.sleep(0.5)
         lb.start_backend('test-client2')
         lb.wait_status('be_test_live', 'test-client2', 'UP')
-        for _ in range(2):
+        for attempt in range(2):
             assert switch(lb, 'upgrade')['rc'] == 0
             time.sleep(0.3)
             for client_id in LIVE:  # the old side stops after the switch

@@ -69,7 +69,7 @@ def nginx(tmp_path, processes):
     processes.start([NGINX, '-c', str(conf), '-p', str(tmp_path)],
                     log_path=str(tmp_path / 'nginx.out'))
     wait_for(lambda: _connects(port), 10, 0.05, 'nginx on port %d' % port)
-    wait_for(lambda: (tmp_path / 'nginx.pid').exists(), 10, 0.05, 'nginx pid file')
+    wait_for((tmp_path / 'nginx.pid').exists, 10, 0.05, 'nginx pid file')
 
     class Nginx:
         url = 'http://127.0.0.1:%d/' % port
@@ -88,7 +88,7 @@ def nginx(tmp_path, processes):
         def serves(prefix):
             # A reload is asynchronous: old workers answer until the new ones have started.
             wait_for(lambda: all(requests.get(Nginx.url, timeout=5).text.startswith(prefix)
-                                 for _ in range(4)), 15, 0.1, 'nginx to serve ' + prefix)
+                                 for request_number in range(4)), 15, 0.1, 'nginx to serve ' + prefix)
             return True
 
     Nginx.include = include

@@ -75,7 +75,7 @@ def test_branch_is_followed_after_a_new_commit(tmp_path, repo):
 
 
 def test_parallel_builds_of_one_revision_build_once(tmp_path, repo):
-    _, bare = repo
+    work, bare = repo
     root = tmp_path / 'root'
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda _: build(root, bare, 'v1'), range(3)))
@@ -96,7 +96,7 @@ def test_interrupted_build_is_redone(tmp_path, repo):
 
 
 def test_check_mode_builds_nothing(tmp_path, repo):
-    _, bare = repo
+    work, bare = repo
     root = tmp_path / 'root'
     result = run_module('app_release', dict(root=str(root), repo=str(bare), revision='v1'),
                         check=True)
@@ -105,7 +105,7 @@ def test_check_mode_builds_nothing(tmp_path, repo):
 
 
 def test_unknown_revision_and_missing_requirements_fail_clearly(tmp_path, repo):
-    _, bare = repo
+    work, bare = repo
     root = tmp_path / 'root'
     result = build(root, bare, 'no-such-tag')
     assert result.get('failed') and "Revision 'no-such-tag' is not in" in result['msg']

@@ -35,7 +35,7 @@ def snapshot_and_target(storage_factory, tmp_path):
 
 
 def test_install_keeps_previous_clears_caches_and_is_idempotent(snapshot_and_target,
-                                                                 zeo_factory):
+                                                                zeo_factory):
     taken, args = snapshot_and_target
     target = args['path']
     old_digest = md5(target)

@@ -67,7 +67,7 @@ def test_full_unchanged_incremental_and_check_mode(storage_factory, tmp_path):
 
 
 def test_snapshots_under_concurrent_writes_through_live_zeo(storage_factory, zeo_factory,
-                                                           tmp_path):
+                                                            tmp_path):
     data, blobs = storage_factory(count=5, blobs_every=2)
     zeo = zeo_factory(data, blobs)
     db = zeo.db(blob_dir=str(tmp_path / 'client-blobs'))

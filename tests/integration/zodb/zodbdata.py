@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -119,5 +118,3 @@ class Zeo:
 
     def stop(self):
         self.processes.stop(self.proc)
-
-

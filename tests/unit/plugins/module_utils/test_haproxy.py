@@ -143,7 +143,7 @@ class FakeHAProxy(threading.Thread):
     def run(self):
         while True:
             try:
-                conn, _ = self.server.accept()
+                conn, peer = self.server.accept()
             except OSError:
                 return
             with conn:
@@ -295,7 +295,7 @@ def test_concurrent_rewrites_of_different_keys_keep_both(tmp_path):
     hx.atomic_write(path, 'dev be_dev_live\ntest be_test_live\nprod be_prod_live\n')
 
     def switch(key, value):
-        for _ in range(20):
+        for attempt in range(20):
             with hx.file_lock(path):
                 hx.atomic_write(path, hx.set_map_line(hx.read_text(path), key, value))
 

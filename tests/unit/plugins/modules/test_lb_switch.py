@@ -22,7 +22,7 @@ class SimulatedHAProxy(hx.RuntimeAPI):
         self.frozen_path = str(tmp_path / 'frozen.map')
         default = {'test': 'be_test_live', 'dev': 'be_dev_live'}
         self.map_data = {self.map_path: dict(maps or default),
-                     self.frozen_path: {'test': '0', 'dev': '0'}}
+                         self.frozen_path: {'test': '0', 'dev': '0'}}
         self.servers = servers or {
             'be_dev_live': {'dev-client1': ['UP', 0]},
             'be_dev_upgrade': {},

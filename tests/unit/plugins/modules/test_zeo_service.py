@@ -239,7 +239,7 @@ class FakeZeo:
     def serve(self):
         while True:
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except OSError:
                 return
             with conn:
