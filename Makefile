@@ -6,7 +6,7 @@ SANDBOX ?= $(CURDIR)/.sandbox
 PLAYBOOK := $(BIN)/ansible-playbook -i inventories/local -e zopeops_sandbox=$(SANDBOX)
 SYSTEM_PACKAGES := haproxy:haproxy rsync:rsync git:git
 
-.PHONY: help deps demo status test test-unit test-integration clean
+.PHONY: help deps demo status test test-unit gates clean
 
 help:
 	@echo "make demo   bring up the local four-stage pipeline, promote beta, test and prod, show each stage"
@@ -41,8 +41,15 @@ status: deps
 
 # Two workers: the whole-pipeline tests (one sandbox, long waits on real services) on one,
 # everything else on the other.
+# Then the Ansible ecosystem's gates: ansible-test sanity, ansible-lint (production profile),
+# Galaxy build + install + FQCN runs, ansible-builder, changelog lint, Molecule scenarios
+# (their unit gate is the pytest run above).
 test: deps
 	$(BIN)/pytest -n 2 --dist loadgroup tests
+	ZOPEOPS_GATES_SKIP=units scripts/ecosystem-gates
+
+gates: deps
+	scripts/ecosystem-gates
 
 test-unit: deps
 	$(BIN)/pytest tests/unit
