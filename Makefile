@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 SANDBOX ?= $(CURDIR)/.sandbox
 PLAYBOOK := $(BIN)/ansible-playbook -i inventories/local -e zopeops_sandbox=$(SANDBOX)
-SYSTEM_PACKAGES := haproxy:haproxy rsync:rsync git:git
+SYSTEM_PACKAGES := haproxy:haproxy nginx:nginx rsync:rsync git:git
 
 .PHONY: help deps demo status test test-unit gates clean
 
