@@ -1,20 +1,14 @@
 """zodb_pack against real FileStorages and a real runzeo."""
 from __future__ import annotations
 
-import hashlib
 import os
 
 import pytest
 
 from support.modules import run_module
-from zodbdata import read_root
+from zodbdata import md5, read_root
 
 pytestmark = pytest.mark.integration
-
-
-def md5(path):
-    with open(path, 'rb') as handle:
-        return hashlib.md5(handle.read()).hexdigest()
 
 
 def test_offline_pack_frees_garbage_and_is_idempotent(storage_factory):

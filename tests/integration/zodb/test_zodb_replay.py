@@ -1,19 +1,13 @@
 """zodb_replay: catch a target up with what its source committed after a snapshot."""
 from __future__ import annotations
 
-import hashlib
 
 import pytest
 
 from support.modules import run_module
-from zodbdata import fstest, read_root, write_transactions
+from zodbdata import fstest, md5, read_root, write_transactions
 
 pytestmark = pytest.mark.integration
-
-
-def md5(path):
-    with open(path, 'rb') as handle:
-        return hashlib.md5(handle.read()).hexdigest()
 
 
 @pytest.fixture

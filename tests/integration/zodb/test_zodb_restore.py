@@ -1,7 +1,6 @@
 """zodb_restore: a verified snapshot onto a stopped instance, refused while it runs."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -9,14 +8,9 @@ import socket
 import pytest
 
 from support.modules import run_module
-from zodbdata import read_root, write_transactions
+from zodbdata import md5, read_root, write_transactions
 
 pytestmark = pytest.mark.integration
-
-
-def md5(path):
-    with open(path, 'rb') as handle:
-        return hashlib.md5(handle.read()).hexdigest()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Helpers for the zodb_* tests: real Data.fs files written with ZODB, a real runzeo."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -9,6 +10,12 @@ import textwrap
 from support.paths import VENV_BIN
 from support.ports import free_port
 from support.procs import wait_for
+
+
+def md5(path):
+    """The md5 of a whole file, to tell whether a module left it as it was."""
+    with open(path, 'rb') as handle:
+        return hashlib.md5(handle.read()).hexdigest()
 
 
 def _zodb():
