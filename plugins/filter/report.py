@@ -4,24 +4,7 @@
 """Filters that turn results into what a person reads: phase timings, tables, check rows."""
 from __future__ import annotations
 
-
-def phase_durations(timeline):
-    """[{phase, event: start|end, at}] -> [{phase, seconds}] in the order phases started.
-
-    A phase that started but did not end (the run stopped in it) has ``seconds: None``.
-    """
-    order, started, ended = [], {}, {}
-    for entry in timeline or []:
-        phase, event, at = entry['phase'], entry['event'], float(entry['at'])
-        if event == 'start':
-            if phase not in started:
-                order.append(phase)
-            started[phase] = at
-        elif event == 'end':
-            ended[phase] = at
-    return [{'phase': phase,
-             'seconds': round(ended[phase] - started[phase], 1) if phase in ended else None}
-            for phase in order]
+from ansible_collections.zopeops.stages.plugins.module_utils.promotion import phase_durations
 
 
 def summary_table(rows, columns):

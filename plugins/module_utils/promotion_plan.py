@@ -1,0 +1,190 @@
+# -*- coding: utf-8 -*-
+# Copyright: zopeops.stages developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The plan of a promotion, made once in preflight from what is true now.
+
+A plan says which revision and which data each side gets, whether data follows traffic at
+each switch, and at which step the run starts (a resume starts where the balancers say the
+last run stood). It is written into the stage's state, so that a resume carries out the same
+plan, and every later step reads it instead of recomputing anything. See docs/promotion.md.
+
+The data modes of the stage at step ``live_data``:
+
+    from_twin       a snapshot of the twin; the twin's later writes are caught up at the switch
+    own             the stage keeps its Data.fs; the twin's later writes are caught up
+    previous_pair   the pair kept before the last promotion is swapped in; the twin's data is
+                    archived when it stops (a rollback)
+    keep            the stage keeps its Data.fs and the twin's data is archived (the rollback
+                    of a promotion that failed before the stage's data was replaced)
+"""
+from __future__ import annotations
+
+STEPS = ('preflight', 'twin_code', 'twin_data', 'twin_start', 'cutover_to_twin', 'live_stop',
+         'live_code', 'live_data', 'live_start', 'cutover_to_live', 'twin_stop', 'finish')
+CATCH_UP_BACK = ('from_twin', 'own')
+ARCHIVE_TWIN = ('previous_pair', 'keep')
+UNFINISHED = ('running', 'failed', 'interrupted')
+
+
+class PlanRefused(ValueError):
+    """This run cannot go ahead; the message says why and what to do."""
+
+
+def serving_side(lb_views):
+    """Which side the balancers send traffic to: ('live' | 'upgrade', agree).
+
+    When they disagree (a run stopped between two balancers), an unfrozen balancer's side
+    wins: it is the one that takes writes, so all must follow it.
+    """
+    sides = [view.get('active') or 'live' for view in lb_views]
+    if not sides:
+        return 'live', True
+    if len(set(sides)) == 1:
+        return sides[0], True
+    unfrozen = [view.get('active') or 'live' for view in lb_views if not view.get('frozen')]
+    return (unfrozen or sides)[0], False
+
+
+def _short(revision):
+    return (revision or '-')[:12]
+
+
+def make_plan(model, stage, action, previous, predecessor_deployed, stage_deployed, lb_views,
+              revision=None, rollback_data=True):
+    """Return the plan dict, or raise PlanRefused with one clear sentence."""
+    entry = model['stages'][stage]
+    policy = entry['data_policy']
+    predecessor = entry['predecessor']
+    serving, agree = serving_side(lb_views)
+    unfinished = previous.get('status') in UNFINISHED
+    previous_plan = previous.get('plan') or {}
+    stage_revision = (stage_deployed or {}).get('revision') or ''
+    plan = {
+        'stage': stage, 'action': action, 'policy': policy, 'predecessor': predecessor,
+        'serving_at_start': serving, 'balancers_agree': agree,
+        'lift_freeze': any(view.get('frozen') for view in lb_views),
+        'stop_twin_first': False, 'rollback_data': bool(rollback_data),
+        'from_revision': stage_revision,
+    }
+
+    if action == 'run':
+        if unfinished:
+            raise PlanRefused(
+                'The last run of %s (%s, %s) is %s at step %s: finish it with -e action=resume, '
+                'or return the stage to what it ran before with -e action=rollback.'
+                % (stage, previous.get('run_id', '?'), previous.get('action', 'run'),
+                   previous.get('status'), previous.get('step', '?')))
+        if serving != 'live':
+            raise PlanRefused(
+                'The load balancer sends the traffic of %s to its twin %s_upgrade although no '
+                'run of it is unfinished. Find out why; -e action=resume finishes a promotion '
+                'from there.' % (stage, stage))
+        target = revision or (predecessor_deployed or {}).get('revision') or ''
+        if not target:
+            raise PlanRefused('%s has no deployed revision to promote (no deployed.json): '
+                              'deploy it first.' % predecessor)
+        upstream = policy == 'upstream'
+        plan.update(
+            twin_revision=target, live_revision=target,
+            data_from=predecessor if upstream else stage,
+            catch_up_to_twin=not upstream,
+            live_data='from_twin' if upstream else 'own',
+            start='twin_code',
+            code_only_refresh=target == stage_revision,
+        )
+        return plan
+
+    if action == 'resume':
+        if not unfinished or not previous_plan:
+            raise PlanRefused('There is no unfinished run of %s to resume (last state: %s); run '
+                              'it without -e action=resume.'
+                              % (stage, previous.get('status') or 'none'))
+        plan.update({key: previous_plan[key] for key in (
+            'twin_revision', 'live_revision', 'data_from', 'catch_up_to_twin', 'live_data',
+            'from_revision', 'rollback_pair', 'code_only_refresh', 'rollback_data')
+            if key in previous_plan})
+        plan['action'] = previous_plan.get('action', 'run')
+        plan['resumed_run'] = previous.get('run_id')
+        plan['start'] = _resume_start(previous, serving)
+        plan['stop_twin_first'] = plan['start'] == 'twin_code'
+        if plan['start'] == 'live_stop':
+            plan['live_data'] = _live_data_on_resume(previous, plan['live_data'])
+        return plan
+
+    # rollback
+    if unfinished and serving == 'upgrade':
+        # A promotion failed (or stopped) with traffic on the twin: the stage returns to what
+        # it ran before that promotion; the twin keeps serving until the stage is back.
+        replaced = previous.get('live_data_done')
+        target_revision = previous_plan.get('from_revision') or stage_revision
+        pair = previous.get('rollback_target', {}).get('data_pair') if replaced else None
+        if rollback_data:
+            mode = 'previous_pair' if replaced else 'keep'
+            if replaced and not pair:
+                raise PlanRefused(
+                    'The failed run replaced the data of %s but kept no previous pair '
+                    '(promote_keep_previous_data was 0): roll back the code only with '
+                    '-e rollback_data=false.' % stage)
+        else:
+            # Code only: the twin holds every transaction, the stage's own file may not.
+            mode = 'from_twin'
+        plan.update(twin_revision=previous_plan.get('twin_revision') or '',
+                    live_revision=target_revision, data_from=stage, catch_up_to_twin=True,
+                    live_data=mode, rollback_pair=pair, start='live_stop',
+                    rolled_back_run=previous.get('run_id'))
+        return plan
+    if unfinished:
+        raise PlanRefused(
+            'The last run of %s (%s) is %s at step %s with traffic on the stage itself: resume '
+            'it first (-e action=resume), then roll back.'
+            % (stage, previous.get('run_id', '?'), previous.get('status'),
+               previous.get('step', '?')))
+    target = previous.get('rollback_target') or {}
+    if not target.get('revision'):
+        raise PlanRefused('%s has no rollback target recorded (it was never promoted by this '
+                          'collection, or it was rolled back already): there is nothing to roll '
+                          'back to.' % stage)
+    if rollback_data and not target.get('data_pair'):
+        raise PlanRefused(
+            'The last promotion of %s kept no previous data pair (its policy keeps the stage\'s '
+            'own data, or promote_keep_previous_data was 0): roll back the code only with '
+            '-e rollback_data=false.' % stage)
+    plan.update(twin_revision=stage_revision, live_revision=target['revision'], data_from=stage,
+                catch_up_to_twin=True,
+                live_data='previous_pair' if rollback_data else 'own',
+                rollback_pair=target.get('data_pair') if rollback_data else None,
+                start='twin_code')
+    return plan
+
+
+def _resume_start(previous, serving):
+    if serving == 'upgrade':
+        return 'live_stop'
+    if previous.get('twin_took_traffic'):
+        # Traffic went to the twin and is back on the stage: only the switch back moves it
+        # there after the stage caught up, so what is left is to stop the twin.
+        return 'twin_stop'
+    return 'twin_code'
+
+
+def _live_data_on_resume(previous, mode):
+    # 'own' needs the stage's Data.fs untouched since the first switch and the tid it had
+    # then. A run stopped after that switch may not have recorded the tid, and may have started
+    # the stage already; the twin's data holds every transaction the stage had and every write
+    # made since, so a resume takes a snapshot of the twin instead.
+    return 'from_twin' if mode == 'own' else mode
+
+
+def describe(plan):
+    """One line per fact of the plan, for the run's output and --check."""
+    lines = ['%s %s: twin gets %s, the stage gets %s; start at step %s.' % (
+        plan['action'], plan['stage'], _short(plan.get('twin_revision')),
+        _short(plan.get('live_revision')), plan['start'])]
+    lines.append('Data: policy %s; the twin gets a snapshot of %s%s; the stage\'s data: %s.' % (
+        plan['policy'], plan.get('data_from'),
+        ', caught up at the first switch' if plan.get('catch_up_to_twin') else '',
+        plan.get('live_data')))
+    if plan.get('code_only_refresh'):
+        lines.append('%s already runs %s: this run refreshes its data only.'
+                     % (plan['stage'], _short(plan.get('live_revision'))))
+    return lines

@@ -1,0 +1,99 @@
+"""The plan of a promotion: which revision and data go where, and where a resume starts."""
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.zopeops.stages.plugins.module_utils.promotion_plan import (
+    PlanRefused, make_plan, serving_side)
+
+
+def model(policy='upstream'):
+    side = {'instance': 'test', 'hosts': ['t'], 'zeo': {'host': 't'}, 'clients': []}
+    return {'pipeline': ['dev', 'beta', 'test'], 'stages': {
+        'test': {'name': 'test', 'predecessor': 'beta', 'data_policy': policy,
+                 'live': side, 'upgrade': dict(side, instance='test_upgrade')}}}
+
+
+LIVE = [{'active': 'live', 'frozen': False}]
+TWIN = [{'active': 'upgrade', 'frozen': False}]
+
+
+def plan(policy='upstream', action='run', previous=None, views=LIVE, **kwargs):
+    return make_plan(model(policy), 'test', action, previous or {}, {'revision': 'new'},
+                     {'revision': 'old'}, views, **kwargs)
+
+
+@pytest.mark.parametrize('policy,data_from,catch_up,live_data', [
+    ('upstream', 'beta', False, 'from_twin'),
+    ('self', 'test', True, 'own'),
+    ('none', 'test', True, 'own'),
+])
+def test_a_promotion_by_policy(policy, data_from, catch_up, live_data):
+    p = plan(policy)
+    assert (p['data_from'], p['catch_up_to_twin'], p['live_data']) == (data_from, catch_up, live_data)
+    assert p['twin_revision'] == p['live_revision'] == 'new' and p['start'] == 'twin_code'
+
+
+def test_a_hotfix_revision_wins_over_the_predecessor():
+    assert plan(revision='hotfix')['live_revision'] == 'hotfix'
+
+
+def test_a_run_is_refused_after_an_unfinished_one_and_when_traffic_is_on_the_twin():
+    with pytest.raises(PlanRefused, match='action=resume'):
+        plan(previous={'status': 'failed', 'step': 'live_start', 'plan': {}})
+    with pytest.raises(PlanRefused, match='sends the traffic of test to its twin'):
+        plan(views=TWIN)
+
+
+def test_resume_trusts_the_balancer():
+    previous = {'status': 'interrupted', 'run_id': 'r1', 'step': 'cutover_to_twin',
+                'plan': plan('self')}
+    # the state said nothing moved, but the balancer serves the twin: the stage's half starts
+    on_twin = plan('self', 'resume', previous, TWIN)
+    assert on_twin['start'] == 'live_stop' and on_twin['live_data'] == 'from_twin'
+    assert on_twin['resumed_run'] == 'r1'
+    # nothing moved: start over, after stopping a twin that may run
+    on_live = plan('self', 'resume', previous, LIVE)
+    assert on_live['start'] == 'twin_code' and on_live['stop_twin_first']
+    # traffic came back to the stage after the twin had it: only the twin is left to stop
+    back = plan('self', 'resume', dict(previous, twin_took_traffic=True), LIVE)
+    assert back['start'] == 'twin_stop'
+
+
+def test_resume_needs_something_unfinished():
+    with pytest.raises(PlanRefused, match='nothing|no unfinished'):
+        plan(action='resume', previous={'status': 'done', 'plan': {}})
+
+
+def test_rollback_after_a_finished_promotion():
+    previous = {'status': 'done', 'rollback_target': {'revision': 'old0', 'data_pair': 'p1'}}
+    p = plan('upstream', 'rollback', previous)
+    assert (p['twin_revision'], p['live_revision'], p['live_data'], p['rollback_pair']) == (
+        'old', 'old0', 'previous_pair', 'p1')
+    assert p['data_from'] == 'test' and p['catch_up_to_twin']
+    code_only = plan('upstream', 'rollback', previous, rollback_data=False)
+    assert code_only['live_data'] == 'own' and code_only['rollback_pair'] is None
+
+
+def test_rollback_refusals_name_the_way_out():
+    with pytest.raises(PlanRefused, match='nothing to roll back'):
+        plan(action='rollback', previous={'status': 'done'})
+    with pytest.raises(PlanRefused, match='rollback_data=false'):
+        plan(action='rollback', previous={'status': 'done',
+                                          'rollback_target': {'revision': 'x', 'data_pair': None}})
+
+
+def test_rollback_of_a_failed_promotion_with_traffic_on_the_twin():
+    failed = {'status': 'failed', 'run_id': 'r9', 'plan': dict(plan(), from_revision='old0'),
+              'rollback_target': {'revision': 'old0', 'data_pair': 'p2'}}
+    replaced = plan('upstream', 'rollback', dict(failed, live_data_done=True), TWIN)
+    assert (replaced['start'], replaced['live_data'], replaced['rollback_pair'],
+            replaced['live_revision']) == ('live_stop', 'previous_pair', 'p2', 'old0')
+    untouched = plan('upstream', 'rollback', failed, TWIN)
+    assert untouched['live_data'] == 'keep'
+
+
+def test_disagreeing_balancers_follow_the_unfrozen_one():
+    assert serving_side([{'active': 'live', 'frozen': True},
+                         {'active': 'upgrade', 'frozen': False}]) == ('upgrade', False)
+    assert serving_side([{'active': 'live', 'frozen': True}]) == ('live', True)
