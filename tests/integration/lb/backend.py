@@ -2,11 +2,13 @@
 
 GET / answers ``<name>``; GET /slow?seconds=N answers after N seconds (a request in flight
 during a switch); POST/PUT/PATCH/DELETE read the body and answer ``<method> <name>``, after N
-seconds on /slow?seconds=N (a write in flight during a freeze).
+seconds on /slow?seconds=N (a write in flight during a freeze). POST /@@zopeops-write id=<id>
+answers the demo app's JSON ``{"id", "instance", "client"}`` (for support/writeload.py).
 HTTP/1.1 with keep-alive, like waitress.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,8 +37,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def _write(self):
         length = int(self.headers.get('Content-Length') or 0)
-        self.rfile.read(length)
+        body = self.rfile.read(length)
         self._maybe_slow()
+        if urlparse(self.path).path == '/@@zopeops-write':
+            write_id = parse_qs(body.decode()).get('id', [''])[0]
+            self._answer(json.dumps({'id': write_id, 'instance': self.server.name,
+                                     'client': self.server.name}))
+            return
         self._answer('%s %s' % (self.command, self.server.name))
 
     do_POST = do_PUT = do_PATCH = do_DELETE = _write

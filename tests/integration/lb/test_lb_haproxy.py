@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from support.modules import run_module
+from support.writeload import WriteLoad
 from support.paths import COLLECTIONS, REPO
 
 import lbsupport
@@ -287,6 +288,27 @@ def test_cutover_lifts_the_freeze_before_the_old_side_drains(lb):
         slow.join(10)
         if writing.ident is not None:  # started
             writing.join(10)
+
+
+def test_a_write_load_is_held_by_the_freeze_and_goes_on_on_the_twin(lb):
+    load = WriteLoad(lb.url(STAGE), auth=('admin', 'unused-here'), threads=3, max_seconds=30)
+    with load:
+        time.sleep(0.6)
+        frozen = freeze(lb, wait_writes=5)
+        time.sleep(0.8)  # every write now gets 503 + Retry-After and is retried
+        cutover = switch(lb, 'upgrade', frozen=False)
+        time.sleep(0.6)
+    assert frozen['rc'] == 0 and cutover['rc'] == 0, (frozen, cutover)
+    assert load.failed == [] and load.abandoned == [], load.report()
+    assert load.retried_503 > 0 and load.statuses[503] == load.retried_503, load.report()
+    assert set(load.by_instance()) >= {TWIN} and set(load.by_instance()) & set(LIVE)
+    quiet_from = frozen['frozen_at'] + frozen['writes_in_flight_seconds'] + 0.3
+    for write_id, entry in load.acknowledged.items():
+        # Nothing is acknowledged while frozen; after the switch only the twin acknowledges.
+        assert not quiet_from < entry['at'] < cutover['unfrozen_at'], (write_id, entry)
+        if entry['at'] > cutover['unfrozen_at'] + 0.3:
+            assert entry['instance'] == TWIN, (write_id, entry)
+    assert any(e['attempts'] > 1 and e['instance'] == TWIN for e in load.acknowledged.values())
 
 
 def test_query_reports_side_freeze_and_servers_and_changes_nothing(lb):
