@@ -34,8 +34,8 @@ description:
   - With O(balancer=nginx) it rewrites the stage's upstream include file, validates the whole
     configuration with C(nginx -t), reloads nginx gracefully, and puts the old file back if
     nginx refuses the new one.
-  - Idempotent. A stage that already points at the requested side reports C(changed=false)
-    and does not wait for a drain.
+  - Idempotent. A stage that already points at the requested side reports C(changed=false),
+    sets no timestamp and does not wait for a drain; O(wait_writes) still waits, as a check.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - zopeops.stages.lb
@@ -170,10 +170,6 @@ attributes:
   diff_mode:
     support: full
     details: Shows the map files (or the nginx include file) before and after.
-  idempotent:
-    support: full
-    details: A stage already on the requested side and freeze changes nothing, sets no
-      timestamp and does not wait for a drain; O(wait_writes) still waits (it is a check).
   platform:
     support: full
     platforms: posix
