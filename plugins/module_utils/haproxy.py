@@ -37,6 +37,13 @@ _ERROR_REPLIES = (
 
 SERVER_STATES = ('ready', 'drain', 'maint')
 
+# HAProxy's enum http_meth_t (include/haproxy/http-t.h, unchanged from 1.x to 2.6):
+# ``show sess all`` prints a stream's method as this number (``txn=0x... meth=3``).
+HTTP_METHODS = ('OPTIONS', 'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'TRACE', 'CONNECT', 'OTHER')
+# The write freeze's own definition (roles/haproxy: acl zopeops_safe_method): every other
+# method is a write, WebDAV's LOCK, MOVE, MKCOL (HAProxy's OTHER) included.
+SAFE_METHODS = ('GET', 'HEAD', 'OPTIONS')
+
 
 class HAProxyError(Exception):
     """Something about talking to HAProxy failed; the message names what, where and why."""
@@ -110,6 +117,81 @@ def parse_get_map(text):
     if 'found=yes' not in text or not match:
         raise HAProxyError('Cannot read the answer of HAProxy to "get map": %r' % text[:200])
     return match.group(1)
+
+
+_SESS_START = re.compile(r'^(0x[0-9a-fA-F]+): \[')
+
+
+def parse_show_sess_all(text):
+    """``show sess all`` -> one dict per stream, in HAProxy's order.
+
+    Each stream is a block that starts at column 0 with ``0x<addr>: [<date>] id=<n> ...`` and
+    continues with indented lines; the ones read here are, on HAProxy 2.6::
+
+        frontend=fe_test (id=5 mode=http), listener=? (id=1) addr=127.0.0.1:49015
+        backend=be_test_live (id=6 mode=http) addr=127.0.0.1:45476
+        server=test-client1 (id=1) addr=127.0.0.1:45413
+        txn=0x565321ee3150 flags=0x1000000 meth=3 status=-1 req.st=MSG_DONE rsp.st=...
+
+    A stream without an HTTP transaction (TCP, the CLI itself) has ``method`` None. The method
+    is HAProxy's number, turned into its name; a name (as a later HAProxy might print) is kept.
+    Unknown lines are ignored, so extra fields in another version do not break the parser.
+    """
+    streams = []
+    current = None
+    for line in text.splitlines():
+        start = _SESS_START.match(line)
+        if start:
+            current = {'addr': start.group(1), 'id': _field(line, 'id'), 'frontend': None,
+                       'backend': None, 'server': None, 'method': None, 'status': None,
+                       'req_state': None, 'age': None}
+            streams.append(current)
+            continue
+        if current is None:
+            continue
+        stripped = line.strip()
+        for name in ('frontend', 'backend', 'server'):
+            if stripped.startswith(name + '='):
+                value = stripped[len(name) + 1:].split(None, 1)[0].rstrip(',')
+                current[name] = None if value.upper() in ('<NONE>', '') else value
+        if stripped.startswith('task=') and current['age'] is None:
+            current['age'] = _field(stripped, 'age')
+        if stripped.startswith('txn='):
+            method = _field(stripped, 'meth')
+            if method is not None and method.isdigit():
+                number = int(method)
+                method = HTTP_METHODS[number] if number < len(HTTP_METHODS) else 'OTHER'
+            current['method'] = method.upper() if method else None
+            status = _field(stripped, 'status')
+            current['status'] = int(status) if status and status.lstrip('-').isdigit() else None
+            current['req_state'] = _field(stripped, 'req.st')
+    return streams
+
+
+def _field(line, name):
+    """The value of `` name=value`` in a ``show sess`` line, or None."""
+    match = re.search(r'(?:^|[\s(])%s=([^\s,)]*)' % re.escape(name), line)
+    return match.group(1) if match else None
+
+
+def writes_in_flight(streams, backends, frontend=None):
+    """The streams of ``streams`` that carry an unsafe request to one of ``backends``.
+
+    With ``frontend``, a write that this frontend has taken but not yet routed to a backend
+    (no backend, no answer yet) counts as well: it may still be routed past a freeze that
+    was set after its rules ran. A write that the freeze answered (status 503) does not.
+    """
+    wanted = set(backends)
+    found = []
+    for stream in streams:
+        if stream['method'] is None or stream['method'] in SAFE_METHODS:
+            continue
+        if stream['backend'] in wanted:
+            found.append(stream)
+        elif (frontend is not None and stream['frontend'] == frontend
+              and stream['backend'] is None and stream['status'] in (None, -1)):
+            found.append(stream)
+    return found
 
 
 def parse_map_text(text):
@@ -341,6 +423,10 @@ class RuntimeAPI:
         return {'scur': _int(found.get('scur')), 'status': found.get('status', ''),
                 'servers': servers}
 
+    def streams(self):
+        """Every stream HAProxy holds now (``show sess all``), parsed."""
+        return parse_show_sess_all(self.execute('show sess all'))
+
     def maps(self):
         return parse_show_map_list(self.execute('show map'))
 
@@ -431,6 +517,26 @@ def wait_until_idle(api, backend, timeout, server=None, interval=0.2, clock=time
         if elapsed >= timeout:
             return False, round(elapsed, 3)
         sleep(min(interval, max(0.0, timeout - elapsed)))
+
+
+def wait_until_no_writes(api, backends, timeout, frontend=None, clock=time.monotonic,
+                         sleep=time.sleep):
+    """Wait until no unsafe request is in flight to ``backends`` (see writes_in_flight).
+
+    Returns (done, seconds, streams still in flight). Polls quickly at first (a freeze window
+    should stay well under a second) and backs off to 0.2s; never waits past ``timeout``.
+    """
+    start = clock()
+    interval = 0.02
+    while True:
+        found = writes_in_flight(api.streams(), backends, frontend)
+        elapsed = clock() - start
+        if not found:
+            return True, round(elapsed, 3), []
+        if elapsed >= timeout:
+            return False, round(elapsed, 3), found
+        sleep(min(interval, max(0.0, timeout - elapsed)))
+        interval = min(interval * 2, 0.2)
 
 
 def _int(value):

@@ -21,13 +21,21 @@ description:
   - Also sets a stage's B(write freeze) (O(frozen)) through a second map; while a stage is
     frozen, HAProxy answers unsafe requests (anything but GET, HEAD, OPTIONS) with 503 and a
     C(Retry-After) header and keeps serving safe ones. The file is rewritten as well.
+  - "For a data cutover (C(docs/promotion.md)): O(frozen=true) with O(wait_writes) sets the
+    freeze and then waits until no write that came in before it is still in flight on the
+    stage's backends; O(active) with O(frozen=false) then switches (gate, C(set map), read-back,
+    file), lifts the freeze, and only after that waits for the old side's drain, so that
+    writes are frozen for the switch only, not for the drain. RV(frozen_at), RV(switched_at)
+    and RV(unfrozen_at) let the caller compute the freeze window."
+  - "With O(stage) and neither O(active) nor O(frozen), a read-only query: RV(before) and
+    RV(after) report the stage's side, freeze and servers as HAProxy has them now."
   - Also sets the administrative state of one server (O(backend), O(server), O(state)) for
     users of a single backend, waiting for it to drain when it is taken out.
   - With O(balancer=nginx) it rewrites the stage's upstream include file, validates the whole
     configuration with C(nginx -t), reloads nginx gracefully, and puts the old file back if
     nginx refuses the new one.
-  - Idempotent. A stage that already points at the requested side reports C(changed=false)
-    and does not wait for a drain.
+  - Idempotent. A stage that already points at the requested side reports C(changed=false),
+    sets no timestamp and does not wait for a drain; O(wait_writes) still waits, as a check.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - zopeops.stages.lb
@@ -41,7 +49,9 @@ options:
     description:
       - The pipeline stage to switch or freeze, for example C(test). Its backends are
         C(be_<stage>_live) and C(be_<stage>_upgrade); its map key is the stage name.
-      - Give O(active), O(frozen), or both. Not together with O(backend).
+      - Give O(active), O(frozen), or both; give neither to only read the stage's state (with
+        O(map_file) and O(frozen_map_file) to read its side and its freeze). Not together with
+        O(backend).
     type: str
   active:
     description:
@@ -51,9 +61,23 @@ options:
   frozen:
     description:
       - V(true) freezes writes of the stage (unsafe methods get 503 + Retry-After), V(false)
-        lifts the freeze. When given with O(active), a freeze is set before the switch and
-        lifted after it. HAProxy only.
+        lifts the freeze. When given with O(active), a freeze is set before the switch, and
+        lifted after the switch is verified and persisted but before the old side's drain.
+        HAProxy only.
+      - A failure (a gate refusal, a switch that fails) leaves the freeze as it was; lifting it
+        is the caller's decision.
     type: bool
+  wait_writes:
+    description:
+      - With O(frozen=true), after the freeze is set, wait at most this many seconds until
+        HAProxy holds no request with an unsafe method (anything but GET, HEAD, OPTIONS) on
+        the stage's backends C(be_<stage>_live) and C(be_<stage>_upgrade), nor one that its
+        frontend C(fe_<stage>) took but has not routed yet. HAProxy's C(show sess all) is the
+        source. V(0) does not wait.
+      - If writes are still in flight when the time is up the task fails, naming them, and
+        leaves the freeze set for the caller to lift. Check mode does not wait.
+    type: float
+    default: 0.0
   map_file:
     description:
       - The map file that the stage's C(use_backend) rule reads, exactly as HAProxy loaded it
@@ -180,6 +204,38 @@ EXAMPLES = r"""
     stage: prod
     frozen: true
 
+- name: Freeze writes on prod and wait until the writes already sent are answered.
+  zopeops.stages.lb_switch:
+    socket: /run/zopeops/haproxy.sock
+    frozen_map_file: /etc/haproxy/frozen.map
+    stage: prod
+    frozen: true
+    wait_writes: 10
+  register: freeze
+
+- name: Switch prod to its twin and lift the freeze at once; the old side drains after that.
+  zopeops.stages.lb_switch:
+    socket: /run/zopeops/haproxy.sock
+    map_file: /etc/haproxy/active.map
+    frozen_map_file: /etc/haproxy/frozen.map
+    stage: prod
+    active: upgrade
+    frozen: false
+    drain_timeout: 60
+  register: cutover
+
+- name: Show how long prod's writes were frozen.
+  ansible.builtin.debug:
+    msg: "{{ cutover.unfrozen_at - freeze.frozen_at }} s"
+
+- name: Read which side serves test and whether it is frozen (changes nothing).
+  zopeops.stages.lb_switch:
+    socket: /run/zopeops/haproxy.sock
+    map_file: /etc/haproxy/active.map
+    frozen_map_file: /etc/haproxy/frozen.map
+    stage: test
+  register: test_lb
+
 - name: Take one server out of a single-backend setup.
   zopeops.stages.lb_switch:
     socket: /run/zopeops/haproxy.sock
@@ -219,6 +275,38 @@ drained:
   description: Whether the drain finished within O(drain_timeout); null when there was none.
   returned: always
   type: bool
+writes_in_flight_seconds:
+  description: With O(wait_writes), seconds from the freeze until no write was in flight on
+    the stage's backends (the time waited when they did not finish); null without a wait.
+  returned: always
+  type: float
+  sample: 0.03
+writes_in_flight:
+  description: The writes still in flight when O(wait_writes) ran out (HAProxy's stream id,
+    method, frontend, backend, server, age); empty otherwise.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{id: '42', method: POST, frontend: fe_prod, backend: be_prod_live,
+            server: prod-client3, age: 12s}]
+frozen_at:
+  description: Epoch seconds when HAProxy took the freeze (the runtime map said 1); null when
+    this task did not set it.
+  returned: always
+  type: float
+  sample: 1764419000.123
+switched_at:
+  description: Epoch seconds when HAProxy took the new side (runtime map set and read back);
+    null when this task did not switch.
+  returned: always
+  type: float
+  sample: 1764419000.456
+unfrozen_at:
+  description: Epoch seconds when HAProxy lifted the freeze; null when this task did not lift
+    it. With O(active), always after RV(switched_at) and before the drain.
+  returned: always
+  type: float
+  sample: 1764419000.461
 commands:
   description: The runtime API commands sent to HAProxy, or the nginx commands run, in order.
   returned: always
@@ -241,7 +329,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zopeops.stages.plugins.module_utils.haproxy import (
     HAProxyError, RuntimeAPI, atomic_write, check_token, file_lock, parse_map_text, read_text,
-    server_is_up, server_state, set_map_line, wait_until_idle)
+    server_is_up, server_state, set_map_line, wait_until_idle, wait_until_no_writes)
 from ansible_collections.zopeops.stages.plugins.module_utils import nginx as nginx_utils
 
 SIDES = ('live', 'upgrade')
@@ -253,6 +341,10 @@ class SwitchError(Exception):
     def __init__(self, message, **result):
         super().__init__(message)
         self.result = result
+
+
+def _stream_summary(stream):
+    return {key: stream[key] for key in ('id', 'method', 'frontend', 'backend', 'server', 'age')}
 
 
 def backend_name(stage, side):
@@ -312,15 +404,18 @@ def _set_map_entry(api, map_file, key, value, check_mode, result, diffs):
 
 
 def _set_map_entry_locked(api, map_file, key, value, check_mode, result, diffs):
+    """Returns (changed, runtime value before, epoch when HAProxy took the value or None)."""
     map_name = api.resolve_map(map_file)
     runtime_value = api.get_map(map_name, key)
     text = read_text(map_file)
     file_value = dict(parse_map_text(text)).get(key)
     changed = False
+    taken_at = None
     if runtime_value != value:
         changed = True
         if not check_mode:
-            api.set_map(map_name, key, value)
+            api.set_map(map_name, key, value)  # reads the value back, raises if it differs
+            taken_at = round(time.time(), 6)
     if file_value != value:
         changed = True
         new_text = set_map_line(text, key, value)
@@ -335,13 +430,15 @@ def _set_map_entry_locked(api, map_file, key, value, check_mode, result, diffs):
                     'HAProxy now has %s -> %s, but rewriting the map file %s failed (%s): a reload '
                     'would undo the change. Fix the file\'s folder permissions and run again.'
                     % (key, value, map_file, exc)) from None
-    return changed, runtime_value
+    return changed, runtime_value, taken_at
 
 
 def haproxy_stage(api, params, check_mode):
     stage = check_token(params['stage'], 'Stage')
     result = {'changed': False, 'drain_seconds': None, 'drained': None, 'files': [],
-              'commands': api.sent, 'warnings': []}
+              'commands': api.sent, 'warnings': [], 'writes_in_flight_seconds': None,
+              'writes_in_flight': [], 'frozen_at': None, 'switched_at': None,
+              'unfrozen_at': None}
     diffs = []
     rows = api.show_stat()
     known = {row['pxname'] for row in rows if row['svname'] == 'BACKEND'}
@@ -361,6 +458,9 @@ def haproxy_stage(api, params, check_mode):
     if params['frozen'] is not None and params['frozen_map_file'] is None:
         raise SwitchError('frozen needs frozen_map_file: the map that the write-freeze rule '
                           'reads (e.g. <root>/lb/etc/frozen.map).')
+    if params['wait_writes'] > 0 and params['frozen'] is not True:
+        raise SwitchError('wait_writes waits for the writes in flight after a freeze: give it '
+                          'with frozen=true (waiting without a freeze could wait forever).')
 
     if params['map_file']:
         map_name = api.resolve_map(params['map_file'])
@@ -374,14 +474,33 @@ def haproxy_stage(api, params, check_mode):
         after['frozen'] = before['frozen']
 
     def freeze(flag):
-        changed, frozen_before = _set_map_entry(
+        changed, frozen_before, taken_at = _set_map_entry(
             api, params['frozen_map_file'], stage, '1' if flag else '0', check_mode, result, diffs)
         after['frozen'] = flag
+        result['frozen_at' if flag else 'unfrozen_at'] = taken_at
         return changed
 
     changed = False
     if params['frozen'] is True:
         changed |= freeze(True)
+        if params['wait_writes'] > 0 and not check_mode:
+            done, seconds, streams = wait_until_no_writes(
+                api, backends, params['wait_writes'], frontend='fe_%s' % stage)
+            result['writes_in_flight_seconds'] = seconds
+            result['writes_in_flight'] = [_stream_summary(s) for s in streams]
+            if not done:
+                result.update(changed=changed, before=before, after=after)
+                if diffs:
+                    result['diff'] = diffs
+                result.pop('warnings')
+                raise SwitchError(
+                    'Stage %s is frozen, but %d write(s) were still in flight on its backends '
+                    '%.1fs later (wait_writes): %s. The freeze is left in place: lift it '
+                    '(frozen=false) or wait longer before the cutover goes on.'
+                    % (stage, len(streams), seconds, ', '.join(
+                        '%s on %s/%s for %s' % (s['method'], s['backend'] or s['frontend'],
+                                                s['server'] or '-', s['age'] or '?')
+                        for s in streams)), **result)
 
     if params['active']:
         side = params['active']
@@ -397,10 +516,14 @@ def haproxy_stage(api, params, check_mode):
         if moving and params['gate']:
             _gate(api, stage, side, rows, before,
                   0.0 if check_mode else params['gate_timeout'])
-        switched, active_before = _set_map_entry(api, params['map_file'], stage, target,
-                                                 check_mode, result, diffs)
+        switched, active_before, result['switched_at'] = _set_map_entry(
+            api, params['map_file'], stage, target, check_mode, result, diffs)
         changed |= switched
         after['active'] = side
+        # The freeze is lifted as soon as the switch is verified and persisted: the drain of
+        # the old side below can take long, and writes must not be held back for it.
+        if params['frozen'] is False:
+            changed |= freeze(False)
         if moving and not check_mode and params['drain_timeout'] > 0 and effective in known:
             drained, seconds = wait_until_idle(api, effective, params['drain_timeout'])
             result['drained'], result['drain_seconds'] = drained, seconds
@@ -409,8 +532,7 @@ def haproxy_stage(api, params, check_mode):
                     'Backend %s still had sessions %.1fs after the switch of stage %s to %s; '
                     'requests in flight there may be cut if it is stopped now.'
                     % (effective, seconds, stage, side))
-
-    if params['frozen'] is False:
+    elif params['frozen'] is False:
         changed |= freeze(False)
 
     if not check_mode and changed:
@@ -425,7 +547,9 @@ def haproxy_server(api, params, check_mode):
     backend = check_token(params['backend'], 'Backend')
     server = check_token(params['server'], 'Server')
     result = {'changed': False, 'drain_seconds': None, 'drained': None, 'files': [],
-              'commands': api.sent, 'warnings': []}
+              'commands': api.sent, 'warnings': [], 'writes_in_flight_seconds': None,
+              'writes_in_flight': [], 'frozen_at': None, 'switched_at': None,
+              'unfrozen_at': None}
     stats = api.backend_stats(backend)
     if server not in stats['servers']:
         raise SwitchError('Backend %s in HAProxy at %s has no server %s; it has: %s.'
@@ -460,12 +584,19 @@ def haproxy_server(api, params, check_mode):
 
 def nginx_stage(params, check_mode):
     stage = check_token(params['stage'], 'Stage')
-    if params['frozen'] is not None:
-        raise SwitchError('The write freeze (frozen) needs balancer=haproxy: nginx has no '
-                          'runtime map to hold it.')
-    if not params['active'] or not params['nginx_include']:
-        raise SwitchError('balancer=nginx needs active and nginx_include (the stage\'s upstream '
-                          'include file).')
+    if params['frozen'] is not None or params['wait_writes'] > 0:
+        raise SwitchError('The write freeze (frozen, wait_writes) needs balancer=haproxy: nginx '
+                          'has no runtime map to hold it.')
+    if not params['nginx_include']:
+        raise SwitchError('balancer=nginx needs nginx_include (the stage\'s upstream include '
+                          'file).')
+    if not params['active']:
+        side = nginx_utils.active_side(read_text(params['nginx_include']))
+        state = {'active': side, 'frozen': None, 'servers': None}
+        return {'changed': False, 'drain_seconds': None, 'drained': None, 'files': [],
+                'commands': [], 'before': state, 'after': dict(state), 'warnings': [],
+                'writes_in_flight_seconds': None, 'writes_in_flight': [], 'frozen_at': None,
+                'switched_at': None, 'unfrozen_at': None}
     servers = nginx_utils.normalize_servers(params['servers'])
     if not servers:
         raise SwitchError('balancer=nginx needs servers: the host:port of every client of the %s '
@@ -478,7 +609,9 @@ def nginx_stage(params, check_mode):
               if nginx_utils.active_side(old_text) == params['active'] else None}
     after = {'active': params['active'], 'frozen': None, 'servers': servers}
     result = {'changed': False, 'drain_seconds': None, 'drained': None, 'files': [],
-              'commands': [], 'before': before, 'after': after, 'warnings': []}
+              'commands': [], 'before': before, 'after': after, 'warnings': [],
+              'writes_in_flight_seconds': None, 'writes_in_flight': [], 'frozen_at': None,
+              'switched_at': None, 'unfrozen_at': None}
     if old_text == new_text:
         return result
     if params['gate']:
@@ -511,6 +644,7 @@ ARGUMENT_SPEC = dict(
     gate_timeout=dict(type='float', default=15.0),
     drain_timeout=dict(type='float', default=30.0),
     fail_on_drain_timeout=dict(type='bool', default=False),
+    wait_writes=dict(type='float', default=0.0),
     backend=dict(type='str'),
     server=dict(type='str'),
     state=dict(type='str', choices=['ready', 'drain', 'maint']),
@@ -527,9 +661,8 @@ ARGUMENT_SPEC = dict(
 
 def run(params, check_mode, api_factory=RuntimeAPI):
     """Do what ``params`` ask; return the module result. Raises on failure."""
-    if params['stage'] and params['active'] is None and params['frozen'] is None:
-        raise SwitchError('With stage, give active (live or upgrade), frozen (true or false), '
-                          'or both.')
+    if params['wait_writes'] < 0:
+        raise SwitchError('wait_writes must be 0 (no wait) or a number of seconds.')
     if params['balancer'] == 'nginx':
         if params['backend']:
             raise SwitchError('Per-server mode (backend/server/state) needs balancer=haproxy.')
@@ -553,7 +686,7 @@ def main():
     try:
         result = run(module.params, module.check_mode)
     except SwitchError as exc:
-        module.fail_json(msg=str(exc), changed=False, **exc.result)
+        module.fail_json(msg=str(exc), **dict({'changed': False}, **exc.result))
     except (HAProxyError, nginx_utils.NginxError) as exc:
         module.fail_json(msg=str(exc))
     for warning in result.pop('warnings'):

@@ -12,9 +12,11 @@ import base64
 import json
 import os
 import re
+import secrets
 import shlex
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -23,6 +25,8 @@ import pytest
 from support.paths import ANSIBLE_PLAYBOOK, COLLECTIONS, REPO, VENV_BIN
 from support.ports import free_port
 from support.procs import wait_for
+from support.writeload import WriteLoad, admin_auth
+from support.zodbcheck import write_entries_in_datafs, write_ids_over_http
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +98,7 @@ def program_command(supervisor_file, program):
     raise AssertionError('no [program:%s] in %s' % (program, supervisor_file))
 
 
-def run_playbook(workdir, extra_vars):
+def run_playbook(workdir, extra_vars, password=ADMIN_PASSWORD):
     vars_file = workdir / 'vars.json'
     vars_file.write_text(json.dumps(extra_vars))
     playbook = workdir / 'render.yml'
@@ -105,7 +109,7 @@ def run_playbook(workdir, extra_vars):
                            str(playbook)], cwd=REPO, env=env, capture_output=True, text=True,
                           check=False, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert ADMIN_PASSWORD not in proc.stdout + proc.stderr
+    assert password not in proc.stdout + proc.stderr
     recap = re.search(r'test-local\s*:\s*ok=\d+\s+changed=(\d+)', proc.stdout)
     assert recap, proc.stdout[-2000:]
     return int(recap.group(1))
@@ -151,27 +155,27 @@ def release(tmp_path_factory):
     return root, sha, release_dir
 
 
-def test_zope_client_serves_the_app_through_zeo(release, tmp_path, processes):
-    root, sha, release_dir = release
-    instance_dir = root / 'test'
+def instance_vars(root, release_dir, instance, password=ADMIN_PASSWORD):
+    """A fresh instance folder on the release, and the variables the two roles need."""
+    instance_dir = root / instance
     instance_dir.mkdir()
     (instance_dir / 'current').symlink_to(os.path.relpath(release_dir, instance_dir))
     zeo_port, client_port = free_port(), free_port()
-    extra_vars = {
+    return instance_dir, client_port, {
         'ansible_connection': 'local',
         'ansible_host': '127.0.0.1',
         'ansible_python_interpreter': sys.executable,
         # The facts the pipeline role sets (docs/architecture.md).
-        'zopeops_stage': 'test',
+        'zopeops_stage': instance,
         'zopeops_side': 'live',
-        'zopeops_instance': 'test',
+        'zopeops_instance': instance,
         'zopeops_instance_dir': str(instance_dir),
         'zopeops_zeo_address': '127.0.0.1:%d' % zeo_port,
         'zopeops_side_model': {
-            'instance': 'test', 'side': 'live',
+            'instance': instance, 'side': 'live',
             'zeo': {'host': 'test-local', 'address': '127.0.0.1', 'port': zeo_port},
             'clients': [{'host': 'test-local', 'name': 'client1', 'address': '127.0.0.1',
-                         'port': client_port, 'id': 'test-client1'}]},
+                         'port': client_port, 'id': instance + '-client1'}]},
         'zopeops_clients': [{'name': 'client1', 'port': client_port}],
         'zopeops_process_manager': 'supervisord',
         'zopeops_service_user': '',
@@ -180,17 +184,21 @@ def test_zope_client_serves_the_app_through_zeo(release, tmp_path, processes):
         # Only folders and configuration: this test starts the processes itself.
         'zeo_server_start': False,
         'zope_client_start': False,
-        'zope_client_admin_password': ADMIN_PASSWORD,
+        'zope_client_admin_password': password,
     }
-    assert run_playbook(tmp_path, extra_vars) > 0
 
+
+def start_instance(instance_dir, client_port, processes):
+    """Start the rendered ZEO server and client1 by PID; return client1's base URL."""
+    instance = instance_dir.name
     etc, log = instance_dir / 'etc', instance_dir / 'log'
-    processes.start(program_command(etc / 'supervisor-zeo.conf', 'test-zeo'),
+    processes.start(program_command(etc / 'supervisor-zeo.conf', instance + '-zeo'),
                     log_path=log / 'zeo-stdout.log', cwd=instance_dir)
     wait_for((instance_dir / 'var' / 'zeo.pid').exists, timeout=60,
              what='the ZEO server to write its pid file')
-    client = processes.start(program_command(etc / 'supervisor-clients.conf', 'test-client1'),
-                             log_path=log / 'client1-stdout.log', cwd=instance_dir)
+    client = processes.start(
+        program_command(etc / 'supervisor-clients.conf', instance + '-client1'),
+        log_path=log / 'client1-stdout.log', cwd=instance_dir)
     base = 'http://127.0.0.1:%d' % client_port
     try:
         wait_for(lambda: answers(base + '/@@zopeops-info'), timeout=120,
@@ -198,6 +206,15 @@ def test_zope_client_serves_the_app_through_zeo(release, tmp_path, processes):
     except TimeoutError:
         raise AssertionError('client1 did not answer (exit %s):\n%s' % (
             client.poll(), (log / 'client1.log').read_text()[-3000:])) from None
+    return base
+
+
+def test_zope_client_serves_the_app_through_zeo(release, tmp_path, processes):
+    root, sha, release_dir = release
+    instance_dir, client_port, extra_vars = instance_vars(root, release_dir, 'test')
+    assert run_playbook(tmp_path, extra_vars) > 0
+    etc, log = instance_dir / 'etc', instance_dir / 'log'
+    base = start_instance(instance_dir, client_port, processes)
 
     status, body = http_get(base + '/@@zopeops-info')
     assert status == 200
@@ -248,3 +265,68 @@ def test_zope_client_serves_the_app_through_zeo(release, tmp_path, processes):
 
     access_log = (log / 'client1-access.log').read_text()
     assert '/@@zopeops-info' in access_log or '%40%40zopeops-info' in access_log
+
+
+def http_post(url, data, auth=None, timeout=10):
+    request = urllib.request.Request(url, data=data, method='POST')
+    if auth:
+        token = base64.b64encode(('%s:%s' % auth).encode()).decode()
+        request.add_header('Authorization', 'Basic ' + token)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode('utf-8', 'replace')
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode('utf-8', 'replace')
+
+
+def test_every_acknowledged_write_is_in_the_zodb(release, tmp_path, processes):
+    """The counted writes under a concurrent WriteLoad: each acknowledged id is stored."""
+    root, sha, release_dir = release
+    # Like the sandbox (inventories/local): a generated password in a 0600 file, read back.
+    password_file = tmp_path / 'secrets' / 'zope-admin-password'
+    password_file.parent.mkdir(mode=0o700)
+    password_file.write_text(secrets.token_urlsafe(24) + '\n')
+    password_file.chmod(0o600)
+    auth = admin_auth(password_file)
+    instance_dir, client_port, extra_vars = instance_vars(root, release_dir, 'beta',
+                                                          password=auth[1])
+    run_playbook(tmp_path, extra_vars, password=auth[1])
+    base = start_instance(instance_dir, client_port, processes)
+    write, writes = base + '/@@zopeops-write', base + '/@@zopeops-writes'
+
+    # Refused without credentials, or with a wrong password; writes take POST only.
+    assert http_post(write, b'id=w-anonymous')[0] == 401
+    assert http_get(writes)[0] == 401
+    assert http_post(write, b'id=w-wrong', auth=('admin', 'wrong'))[0] == 401
+    assert http_get(write, auth=auth)[0] == 405
+    assert http_post(write, b'id=no spaces', auth=auth)[0] == 400
+
+    load = WriteLoad(base, auth, threads=4, max_seconds=4, max_writes=5000,
+                     log_path=tmp_path / 'writes.jsonl')
+    with load:
+        time.sleep(4.5)
+    print(load.report())
+    assert not load.running
+    assert load.failed == [] and load.abandoned == [], load.report()
+    assert len(load.acknowledged) >= 20, load.report()
+    assert load.by_instance() == {'beta': len(load.acknowledged)}
+    assert auth[1] not in load.report() + repr(load)
+    logged = [json.loads(line) for line in (tmp_path / 'writes.jsonl').read_text().splitlines()]
+    assert [entry['id'] for entry in logged] == list(load.acknowledged)
+
+    # Writing an acknowledged id again is a success that changes nothing (client retries).
+    again_id = next(iter(load.acknowledged))
+    status, body = http_post(write, ('id=' + again_id).encode(), auth=auth)
+    assert status == 200 and json.loads(body) == {
+        'id': again_id, 'instance': 'beta', 'client': 'client1', 'created': False}
+
+    acknowledged = set(load.acknowledged)
+    over_http = write_ids_over_http(base, auth)
+    assert acknowledged <= over_http
+    assert over_http == acknowledged  # nothing else wrote, and every id sent was acknowledged
+    stored = write_entries_in_datafs(instance_dir / 'var' / 'filestorage' / 'Data.fs')
+    assert acknowledged <= set(stored), sorted(acknowledged - set(stored))[:5]
+    assert {(e['instance'], e['client']) for e in stored.values()} == {('beta', 'client1')}
+
+    for log_file in (instance_dir / 'log').iterdir():
+        assert auth[1] not in log_file.read_text(errors='replace'), log_file

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from support.modules import run_module
+from support.writeload import WriteLoad
 from support.paths import COLLECTIONS, REPO
 
 import lbsupport
@@ -187,6 +188,147 @@ def test_freeze_switch_and_thaw_in_one_call_order(lb):
     assert sets == ['set map %s test be_test_upgrade' % lb.active_map,
                     'set map %s test 0' % lb.frozen_map]
     assert lb.post(STAGE).text == 'POST ' + TWIN
+
+
+def freeze(lb, **args):
+    return run_module('lb_switch', lb.module_args(stage=STAGE, frozen=True, **args), diff=True)
+
+
+def in_thread(fn):
+    """Run ``fn`` in a thread; the returned list gets (its result, epoch when it returned)."""
+    out = []
+
+    def target():
+        out.append((fn(), time.time()))
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, out
+
+
+def test_wait_writes_holds_the_freeze_until_a_slow_post_is_answered(lb):
+    post, post_out = in_thread(lambda: lb.post(STAGE, '/slow?seconds=2.5'))
+    read, read_out = in_thread(lambda: lb.get(STAGE, '/slow?seconds=6'))  # reads do not count
+    try:
+        time.sleep(0.5)  # both are now in be_test_live
+        result = freeze(lb, wait_writes=10)
+        returned = time.time()
+        assert result['rc'] == 0, result
+        assert result['changed'] is True and result['after']['frozen'] is True
+        post.join(10)
+        answer, answered = post_out[0]
+        assert answer.status_code == 200 and answer.text.startswith('POST test-client')
+        assert answered <= returned  # the module came back only after the POST's answer
+        assert 1.2 <= result['writes_in_flight_seconds'] <= 4, result['writes_in_flight_seconds']
+        assert result['frozen_at'] <= returned - 1.2
+        assert result['writes_in_flight'] == []
+        assert 'show sess all' in result['commands']
+        assert lb.post(STAGE).status_code == 503  # new writes are held back meanwhile
+        assert read_out == []  # the slow GET is still in flight: it did not hold the wait
+    finally:
+        post.join(10)
+        read.join(10)
+
+
+def test_wait_writes_fails_for_a_post_that_outlives_it_and_keeps_the_freeze(lb):
+    post, post_out = in_thread(lambda: lb.post(STAGE, '/slow?seconds=4'))
+    try:
+        time.sleep(0.5)
+        result = freeze(lb, wait_writes=0.8)
+        assert result['rc'] != 0 and result.get('failed'), result
+        assert 'still in flight' in result['msg'] and 'POST on be_test_live' in result['msg']
+        assert result['changed'] is True and result['after']['frozen'] is True
+        assert [w['method'] for w in result['writes_in_flight']] == ['POST']
+        assert result['writes_in_flight'][0]['backend'] == 'be_test_live'
+        assert 0.8 <= result['writes_in_flight_seconds'] < 3
+        # The freeze is left for the caller to lift.
+        assert lb.post(STAGE).status_code == 503
+        assert 'test 1' in lb.frozen_map.read_text().splitlines()
+    finally:
+        post.join(10)
+    assert post_out[0][0].status_code == 200  # the write itself was not cut
+    thawed = run_module('lb_switch', lb.module_args(stage=STAGE, frozen=False))
+    assert thawed['rc'] == 0 and thawed['unfrozen_at'] is not None
+
+
+def test_cutover_lifts_the_freeze_before_the_old_side_drains(lb):
+    assert freeze(lb, wait_writes=5)['rc'] == 0
+    slow, slow_out = in_thread(lambda: lb.get(STAGE, '/slow?seconds=4'))  # keeps live busy
+    writes_accepted = []
+    stop = threading.Event()
+
+    def writer():  # a client that retries its write until the balancer takes it
+        while not stop.is_set() and not writes_accepted:
+            answer = lb.post(STAGE)
+            if answer.status_code == 200:
+                writes_accepted.append((answer.text, time.time()))
+            else:
+                time.sleep(0.05)
+    writing = threading.Thread(target=writer)
+    try:
+        time.sleep(0.5)
+        writing.start()
+        result = switch(lb, 'upgrade', frozen=False, drain_timeout=10)
+        returned = time.time()
+        assert result['rc'] == 0, result
+        assert result['before']['frozen'] is True and result['after']['frozen'] is False
+        assert result['switched_at'] <= result['unfrozen_at'] < returned
+        assert result['unfrozen_at'] - result['switched_at'] < 1
+        assert result['drained'] is True and result['drain_seconds'] >= 2
+        slow.join(10)
+        slow_answer, slow_answered = slow_out[0]
+        assert slow_answer.status_code == 200 and slow_answer.text in LIVE
+        # Writes were accepted (by the twin) while the old side was still draining.
+        writing.join(10)
+        text, accepted = writes_accepted[0]
+        assert text == 'POST ' + TWIN
+        assert accepted < slow_answered - 1
+        assert result['unfrozen_at'] < slow_answered - 1
+    finally:
+        stop.set()
+        slow.join(10)
+        if writing.ident is not None:  # started
+            writing.join(10)
+
+
+def test_a_write_load_is_held_by_the_freeze_and_goes_on_on_the_twin(lb):
+    load = WriteLoad(lb.url(STAGE), auth=('admin', 'unused-here'), threads=3, max_seconds=30)
+    with load:
+        time.sleep(0.6)
+        frozen = freeze(lb, wait_writes=5)
+        time.sleep(0.8)  # every write now gets 503 + Retry-After and is retried
+        cutover = switch(lb, 'upgrade', frozen=False)
+        time.sleep(0.6)
+    assert frozen['rc'] == 0 and cutover['rc'] == 0, (frozen, cutover)
+    assert load.failed == [] and load.abandoned == [], load.report()
+    assert load.retried_503 > 0 and load.statuses[503] == load.retried_503, load.report()
+    assert set(load.by_instance()) >= {TWIN} and set(load.by_instance()) & set(LIVE)
+    quiet_from = frozen['frozen_at'] + frozen['writes_in_flight_seconds'] + 0.3
+    for write_id, entry in load.acknowledged.items():
+        # Nothing is acknowledged while frozen; after the switch only the twin acknowledges.
+        assert not quiet_from < entry['at'] < cutover['unfrozen_at'], (write_id, entry)
+        if entry['at'] > cutover['unfrozen_at'] + 0.3:
+            assert entry['instance'] == TWIN, (write_id, entry)
+    assert any(e['attempts'] > 1 and e['instance'] == TWIN for e in load.acknowledged.values())
+
+
+def test_query_reports_side_freeze_and_servers_and_changes_nothing(lb):
+    query = run_module('lb_switch', lb.module_args(stage=STAGE), diff=True)
+    assert query['rc'] == 0 and query['changed'] is False, query
+    assert query['before'] == query['after']
+    assert query['after']['active'] == 'live' and query['after']['frozen'] is False
+    assert query['after']['servers'] == {'be_test_live': {c: 'UP' for c in LIVE},
+                                         'be_test_upgrade': {TWIN: 'UP'}}
+    assert not any(c.startswith(('set ', 'add ')) for c in query['commands'])
+    assert query['files'] == [] and 'diff' not in query
+
+    assert switch(lb, 'upgrade')['rc'] == 0
+    assert freeze(lb)['rc'] == 0
+    later = run_module('lb_switch', lb.module_args(stage=STAGE))
+    assert (later['after']['active'], later['after']['frozen']) == ('upgrade', True)
+    # Without the map files only the servers are known.
+    bare = run_module('lb_switch', {'socket': str(lb.socket), 'stage': STAGE})
+    assert bare['rc'] == 0 and bare['after']['active'] is None, bare
+    assert set(bare['after']['servers']) == {'be_test_live', 'be_test_upgrade'}
 
 
 def test_per_server_drain_maint_ready(lb):

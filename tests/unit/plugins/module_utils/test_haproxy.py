@@ -307,3 +307,64 @@ def test_concurrent_rewrites_of_different_keys_keep_both(tmp_path):
         thread.join(10)
     assert hx.parse_map_text(hx.read_text(path)) == [
         ('dev', 'be_dev_upgrade'), ('test', 'be_test_upgrade'), ('prod', 'be_prod_upgrade')]
+
+
+# `show sess all` on HAProxy 2.6.12 with a slow POST, a slow GET and a PUT whose body is still
+# arriving in flight on be_test_live, and the CLI's own stream (trimmed to the lines read).
+SHOW_SESS_ALL = """\
+0x565321dcd0a0: [29/Nov/2026:12:22:38.846171] id=10 proto=tcpv4 source=127.0.0.1:54404
+  flags=0x84a, conn_retries=0, conn_exp=<NEVER> conn_et=0x000 srv_conn=0x565321d08d10, \
+pend_pos=(nil) waiting=0 epoch=0
+  frontend=fe_test (id=5 mode=http), listener=? (id=1) addr=127.0.0.1:49015
+  backend=be_test_live (id=6 mode=http) addr=127.0.0.1:33016
+  server=test-client2 (id=2) addr=127.0.0.1:59933
+  task=0x565321ee1bf0 (state=0x00 nice=0 calls=2 rate=0 exp=0s tmask=0x1 age=1s)
+  txn=0x565321ee1cc0 flags=0x1000000 meth=4 status=-1 req.st=MSG_DATA rsp.st=MSG_RPBEFORE \
+req.f=0x0d rsp.f=0x00
+  req=0x565321dcd0c0 (f=0xc40080 an=0x8000 pipe=0 tofwd=-1 total=57)
+0x565321ee2bf0: [29/Nov/2026:12:22:38.855786] id=11 proto=tcpv4 source=127.0.0.1:54410
+  frontend=fe_test (id=5 mode=http), listener=? (id=1) addr=127.0.0.1:49015
+  backend=be_test_live (id=6 mode=http) addr=127.0.0.1:45476
+  server=test-client1 (id=1) addr=127.0.0.1:45413
+  task=0x565321ee2fe0 (state=0x00 nice=0 calls=2 rate=0 exp=0s tmask=0x1 age=1s)
+  txn=0x565321ee3150 flags=0x1000000 meth=3 status=-1 req.st=MSG_DONE rsp.st=MSG_RPBEFORE \
+req.f=0x0d rsp.f=0x00
+0x565321ee4220: [29/Nov/2026:12:22:39.538028] id=21 proto=unix_stream source=unix:1
+  frontend=GLOBAL (id=0 mode=tcp), listener=? (id=1) addr=unix:1
+  backend=<NONE> (id=-1 mode=-)
+  server=<NONE> (id=-1)
+  task=0x565321ee3eb0 (state=0x00 nice=-64 calls=1 rate=0 exp=<NEVER> tmask=0x1 age=0s)
+0x7f57a403ae80: [29/Nov/2026:12:22:38.845298] id=9 proto=tcpv4 source=127.0.0.1:54406
+  frontend=fe_test (id=5 mode=http), listener=? (id=1) addr=127.0.0.1:49015
+  backend=be_test_live (id=6 mode=http) addr=127.0.0.1:45460
+  server=test-client1 (id=1) addr=127.0.0.1:45413
+  task=0x7f57a402eb70 (state=0x00 nice=0 calls=2 rate=0 exp=0s tmask=0x2 age=1s)
+  txn=0x7f57a402e860 flags=0x803000 meth=1 status=-1 req.st=MSG_DONE rsp.st=MSG_RPBEFORE \
+req.f=0x4c rsp.f=0x00
+"""
+
+
+def test_show_sess_all_is_parsed_into_streams():
+    streams = hx.parse_show_sess_all(SHOW_SESS_ALL)
+    assert [(s['id'], s['method'], s['backend'], s['server']) for s in streams] == [
+        ('10', 'PUT', 'be_test_live', 'test-client2'),
+        ('11', 'POST', 'be_test_live', 'test-client1'),
+        ('21', None, None, None),
+        ('9', 'GET', 'be_test_live', 'test-client1')]
+    assert streams[0]['req_state'] == 'MSG_DATA' and streams[0]['age'] == '1s'
+    assert streams[1]['frontend'] == 'fe_test' and streams[1]['status'] == -1
+    assert hx.parse_show_sess_all('') == []
+
+
+def test_writes_in_flight_are_unsafe_methods_on_the_stages_backends():
+    streams = hx.parse_show_sess_all(SHOW_SESS_ALL)
+    found = hx.writes_in_flight(streams, ['be_test_live', 'be_test_upgrade'], 'fe_test')
+    assert [s['id'] for s in found] == ['10', '11']
+    assert hx.writes_in_flight(streams, ['be_dev_live']) == []
+    # A method printed as a name, an unknown number, a write not routed yet, a frozen answer.
+    unrouted = [dict(streams[1], backend=None, method='LOCK'),
+                dict(streams[1], backend=None, status=503),
+                dict(streams[1], backend='be_test_upgrade', method='PATCH')]
+    assert len(hx.writes_in_flight(unrouted, ['be_test_upgrade'], 'fe_test')) == 2
+    weird = hx.parse_show_sess_all(SHOW_SESS_ALL.replace('meth=3', 'meth=42'))
+    assert weird[1]['method'] == 'OTHER'

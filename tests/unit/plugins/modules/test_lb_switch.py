@@ -30,6 +30,7 @@ class SimulatedHAProxy(hx.RuntimeAPI):
             'be_test_upgrade': {'test_upgrade-client1': ['UP', 0]},
         }
         self.backend_scur = {}
+        self.sessions = []  # (method number, backend) of the streams `show sess all` lists
         self.level = level
         self.check_status = 'L7OK'
 
@@ -52,6 +53,16 @@ class SimulatedHAProxy(hx.RuntimeAPI):
                 for i, path in enumerate(self.map_data))
         if command == 'show cli level':
             return self.level
+        if command == 'show sess all':
+            return ''.join(
+                '0x55%04x: [29/Nov/2026:12:22:38.846171] id=%d proto=tcpv4 source=127.0.0.1:1\n'
+                '  frontend=fe_test (id=5 mode=http), listener=? (id=1) addr=127.0.0.1:2\n'
+                '  backend=%s (id=6 mode=http) addr=127.0.0.1:3\n'
+                '  server=test-client1 (id=1) addr=127.0.0.1:4\n'
+                '  task=0x1 (state=0x00 nice=0 calls=2 rate=0 exp=0s tmask=0x1 age=1s)\n'
+                '  txn=0x2 flags=0x1000000 meth=%d status=-1 req.st=MSG_DONE rsp.st=MSG_RPBEFORE'
+                ' req.f=0x0d rsp.f=0x00\n' % (n, n, backend, method)
+                for n, (method, backend) in enumerate(self.sessions))
         if words[:2] == ['get', 'map']:
             value = self.map_data[words[2]].get(words[3])
             if value is None:
@@ -209,6 +220,66 @@ def test_freeze_before_switch_and_thaw_after(haproxy):
                                'set map %s test be_test_live' % haproxy.map_path]
 
 
+def test_unfreeze_comes_before_the_drain(haproxy):
+    run(haproxy, stage='test', frozen=True, frozen_map_file=haproxy.frozen_path)
+    haproxy.backend_scur['be_test_live'] = 3  # never drains
+    haproxy.sent.clear()
+    result = run(haproxy, stage='test', active='upgrade', frozen=False, drain_timeout=0.3,
+                 frozen_map_file=haproxy.frozen_path)
+    thaw = haproxy.sent.index('set map %s test 0' % haproxy.frozen_path)
+    switch = haproxy.sent.index('set map %s test be_test_upgrade' % haproxy.map_path)
+    assert switch < thaw < len(haproxy.sent) - 1
+    assert all(c in ('show stat', 'get map %s test' % haproxy.frozen_path)
+               for c in haproxy.sent[thaw + 1:])
+    assert result['drained'] is False
+    assert result['switched_at'] <= result['unfrozen_at']
+    assert result['frozen_at'] is None
+
+
+def test_wait_writes_waits_for_unsafe_methods_only(haproxy):
+    haproxy.sessions = [(1, 'be_test_live'), (3, 'be_test_live')]  # a GET and a POST
+    polls = []
+    original = haproxy.execute
+
+    def execute(command):
+        if command == 'show sess all':
+            polls.append(command)
+            if len(polls) == 3:
+                haproxy.sessions = [(1, 'be_test_live')]  # the POST is answered
+        return original(command)
+    haproxy.execute = execute
+    result = run(haproxy, stage='test', frozen=True, frozen_map_file=haproxy.frozen_path,
+                 wait_writes=5)
+    assert len(polls) == 3 and result['writes_in_flight'] == []
+    assert 0 < result['writes_in_flight_seconds'] < 5
+    assert result['frozen_at'] is not None
+    assert haproxy.sent.index('set map %s test 1' % haproxy.frozen_path) < haproxy.sent.index(
+        'show sess all')
+
+
+def test_wait_writes_fails_and_leaves_the_freeze(haproxy):
+    haproxy.sessions = [(8, 'be_test_upgrade'), (3, 'be_dev_live')]  # OTHER (e.g. LOCK), dev
+    with pytest.raises(lb_switch.SwitchError, match=r'1 write\(s\) were still in flight.*'
+                                                    r'OTHER on be_test_upgrade') as info:
+        run(haproxy, stage='test', frozen=True, frozen_map_file=haproxy.frozen_path,
+            wait_writes=0.2)
+    assert info.value.result['changed'] is True
+    assert info.value.result['after']['frozen'] is True
+    assert info.value.result['writes_in_flight'][0]['backend'] == 'be_test_upgrade'
+    assert haproxy.map_data[haproxy.frozen_path]['test'] == '1'
+
+
+def test_query_reads_without_writing(haproxy):
+    haproxy.map_data[haproxy.frozen_path]['test'] = '1'
+    result = run(haproxy, stage='test', frozen_map_file=haproxy.frozen_path)
+    assert result['changed'] is False and writes(haproxy) == []
+    assert result['before'] == result['after']
+    assert result['after']['active'] == 'live' and result['after']['frozen'] is True
+    assert set(result['after']['servers']) == {'be_test_live', 'be_test_upgrade'}
+    bare = run(haproxy, stage='test', map_file=None)
+    assert bare['after']['active'] is None and bare['after']['frozen'] is None
+
+
 def test_unknown_stage_names_the_known_ones(haproxy):
     with pytest.raises(lb_switch.SwitchError, match=r"no backend be_prod_live.*Stages it serves: "
                                                     r"dev, test"):
@@ -216,8 +287,8 @@ def test_unknown_stage_names_the_known_ones(haproxy):
 
 
 def test_options_that_belong_together(haproxy):
-    with pytest.raises(lb_switch.SwitchError, match='give active'):
-        run(haproxy, stage='test')
+    with pytest.raises(lb_switch.SwitchError, match='wait_writes .* with frozen=true'):
+        run(haproxy, stage='test', wait_writes=1, frozen_map_file=haproxy.frozen_path)
     with pytest.raises(lb_switch.SwitchError, match='frozen needs frozen_map_file'):
         run(haproxy, stage='test', frozen=True)
     with pytest.raises(lb_switch.SwitchError, match='active needs map_file'):
