@@ -222,7 +222,8 @@ def test_sha1_checksum_snapshot_installs_and_switching_refreshes_in_full(storage
     assert snap(data, blobs, dest, checksum='sha1')['mode_used'] == 'incremental'
     target = str(tmp_path / 'target' / 'Data.fs')
     installed = run_module('zodb_restore', {'snapshot': str(dest), 'keep_snapshot': True,
-                                            'path': target, 'blob_dir': str(tmp_path / 'target' / 'blobs')})
+                                            'path': target,
+                                            'blob_dir': str(tmp_path / 'target' / 'blobs')})
     assert installed['rc'] == 0 and installed['changed'], installed
     switched = snap(data, blobs, dest)
     assert switched['mode_used'] == 'full' and 'checksum' in switched['fallback_reason']
