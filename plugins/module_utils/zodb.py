@@ -35,6 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 MAGIC = b'FS30'
 TXN_HEADER = struct.Struct('>8sQcHHH')
 TXN_HEADER_LEN = TXN_HEADER.size  # 23
+# oid, tid, prev (position of the previous revision), tloc, vlen, plen: ZODB's DATA_HDR
+DATA_HEADER = struct.Struct('>8s8sQQHQ')
+DATA_HEADER_LEN = DATA_HEADER.size  # 42
 Z64 = b'\0' * 8
 BLOB_SUFFIX = '.blob'
 LAYOUT_MARKER = '.layout'
@@ -145,37 +148,105 @@ def check_filestorage(path, what='source'):
             'at a Data.fs written by ZODB 5 or newer.' % (what, path, magic, MAGIC))
 
 
+def walk_transactions(fd, start=4, file_size=None):
+    """Yield ``(tid, status, tpos, end)`` of each committed transaction from ``start`` on.
+
+    Stops, like ``read_index``, at a transaction still being committed (status ``'c'``), at a
+    torn header, at a length that runs past the end of the file or whose trailing copy
+    disagrees; ``end`` is the offset just after the transaction's trailing length.
+    """
+    if file_size is None:
+        file_size = os.fstat(fd).st_size
+    pos = start
+    while pos + TXN_HEADER_LEN <= file_size:
+        header = os.pread(fd, TXN_HEADER_LEN, pos)
+        if len(header) < TXN_HEADER_LEN:
+            return
+        tid, tlen, status, ulen, dlen, elen = TXN_HEADER.unpack(header)
+        end = pos + tlen + 8
+        if status == b'c' or end > file_size or tlen < TXN_HEADER_LEN + ulen + dlen + elen:
+            return
+        trailer = os.pread(fd, 8, end - 8)
+        if len(trailer) < 8 or struct.unpack('>Q', trailer)[0] != tlen:
+            return
+        if status not in (b' ', b'p', b'u'):
+            return
+        yield tid, status, pos, end
+        pos = end
+
+
 def committed_end(fd, start=4, file_size=None):
     """Walk transaction headers from ``start``; return (end, last_tid, transactions).
 
     ``end`` is the offset just after the last fully committed transaction, the ``getSize()`` a
     read-only FileStorage open would report; ``last_tid`` its tid (None if there is none after
-    ``start``). Stops, like ``read_index``, at a transaction still being committed (status
-    ``'c'``), at a torn header, at a length that runs past the end of the file or whose
-    trailing copy disagrees.
+    ``start``). See ``walk_transactions`` for where the walk stops.
+    """
+    pos, last_tid, count = start, None, 0
+    for tid, _status, _tpos, end in walk_transactions(fd, start, file_size):
+        pos, last_tid, count = end, tid, count + 1
+    return pos, last_tid, count
+
+
+def transactions_after(fd, after_tid, file_size=None):
+    """The committed transactions with a tid greater than ``after_tid``, oldest first.
+
+    Returns ``(found_after, [(tid, tpos, end)])``; ``found_after`` says whether the file holds
+    a transaction with exactly ``after_tid`` (always true for z64, the empty history).
+
+    Walks back from the end of the file by the trailing lengths, so it costs in proportion
+    to the tail, not to the file (what a replay during a write freeze needs). A last
+    transaction still marked ``'c'`` is left out. If the tail is torn (a transaction being
+    appended right now) it walks forward from the start instead, with ``read_index``'s rules.
     """
     if file_size is None:
         file_size = os.fstat(fd).st_size
-    pos = start
-    last_tid = None
-    count = 0
-    while pos + TXN_HEADER_LEN <= file_size:
-        header = os.pread(fd, TXN_HEADER_LEN, pos)
-        if len(header) < TXN_HEADER_LEN:
-            break
-        tid, tlen, status, ulen, dlen, elen = TXN_HEADER.unpack(header)
-        end = pos + tlen + 8
-        if status == b'c' or end > file_size or tlen < TXN_HEADER_LEN + ulen + dlen + elen:
-            break
-        trailer = os.pread(fd, 8, end - 8)
-        if len(trailer) < 8 or struct.unpack('>Q', trailer)[0] != tlen:
-            break
-        if status not in (b' ', b'p', b'u'):
-            break
-        last_tid = tid
-        count += 1
-        pos = end
-    return pos, last_tid, count
+    newest_first = []
+    pos = file_size
+    while pos > 4:
+        found = txn_header_before(fd, pos)
+        if found is None or found[1] not in (b' ', b'p', b'u', b'c') or (
+                found[1] == b'c' and newest_first):
+            return _transactions_after_forward(fd, after_tid, file_size)
+        tid, status, tpos = found
+        if status == b'c':  # being committed: not part of the history yet
+            pos = tpos
+            continue
+        if tid <= after_tid:
+            return tid == after_tid, newest_first[::-1]
+        newest_first.append((tid, tpos, pos))
+        pos = tpos
+    return after_tid == Z64, newest_first[::-1]
+
+
+def _transactions_after_forward(fd, after_tid, file_size):
+    found_after = after_tid == Z64
+    tail = []
+    for tid, _status, tpos, end in walk_transactions(fd, 4, file_size):
+        if tid == after_tid:
+            found_after = True
+        elif tid > after_tid:
+            tail.append((tid, tpos, end))
+    return found_after, tail
+
+
+def previous_serial(fd, data_pos):
+    """The tid of the revision before the data record at ``data_pos`` (z64 for a new object).
+
+    Read from the record's ``prev`` pointer (``ZODB.FileStorage.format.DataHeader``): no index
+    of the file is needed.
+    """
+    header = os.pread(fd, DATA_HEADER_LEN, data_pos)
+    if len(header) < DATA_HEADER_LEN:
+        raise ZODBDataError('torn data record at byte %d' % data_pos)
+    oid, _tid, prev, _tloc, _vlen, _plen = DATA_HEADER.unpack(header)
+    if not prev:
+        return Z64
+    older = os.pread(fd, 16, prev)
+    if len(older) < 16 or older[:8] != oid:
+        raise ZODBDataError('the data record at byte %d points to a previous revision at byte '
+                            '%d that is not one of the same object' % (data_pos, prev))
+    return older[8:16]
 
 
 def txn_header_before(fd, pos):
@@ -765,3 +836,26 @@ def run_fstest(python, data_path, timeout=3600):
 
 def elapsed(since):
     return round(time.monotonic() - since, 3)
+
+
+def os_error_message(exc, doing, state):
+    """One sentence for an OSError: what failed, on which path, why, and what to do.
+
+    ``doing`` says what the module was doing; ``state`` says what is true now (what was kept).
+    """
+    where = exc.filename or 'a file'
+    if exc.filename2:
+        where = '%s -> %s' % (exc.filename, exc.filename2)
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = ('The filesystem holding %s is full: free space there (old snapshots, kept '
+                  'Data.fs.prev-* pairs) or use a bigger filesystem, then run again.' % where)
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = ('Check that the user the task runs as may write %s (ownership, mode, a '
+                  'read-only mount), then run again.' % where)
+    elif exc.errno == errno.ENOENT:
+        advice = 'Check that %s exists (the path options), then run again.' % where
+    else:
+        advice = 'Fix the cause, then run again.'
+    return '%s failed at %s: %s (errno %s). %s %s' % (
+        doing, where, reason, errno.errorcode.get(exc.errno, exc.errno), state, advice)

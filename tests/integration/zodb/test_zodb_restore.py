@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from support.modules import run_module
-from zodbdata import md5, read_root, write_transactions
+from zodbdata import fstest, md5, read_root, write_transactions
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ def snapshot_and_target(storage_factory, tmp_path):
     cache_dir.mkdir()
     (cache_dir / 'zeo1-1.zec').write_bytes(b'cache')
     args = {'snapshot': str(snapshot), 'path': target, 'blob_dir': target_blobs,
-            'cache_dirs': [str(cache_dir)], 'keep_previous': 1}
+            'cache_dirs': [str(cache_dir)], 'keep_previous': 1, 'keep_snapshot': True}
     return taken, args
 
 
@@ -44,7 +44,8 @@ def test_install_keeps_previous_clears_caches_and_is_idempotent(snapshot_and_tar
     assert md5(done['previous']['path']) == old_digest
     assert os.path.isdir(done['previous']['blob_dir'])
     assert not os.path.exists(os.path.join(args['cache_dirs'][0], 'zeo1-1.zec'))
-    assert target + '.index' in done['removed_files']
+    assert done['previous_pair'] and done['previous']['path'].endswith(done['previous_pair'])
+    assert done['data_copied'] and os.path.isdir(args['snapshot'])  # keep_snapshot: copied
     tid, _n, blobs = read_root(target, args['blob_dir'])
     assert tid.hex() == taken['tid'] and len(blobs) == 5
     record = json.loads(open(target + '.installed.json').read())
@@ -133,8 +134,8 @@ def test_fstest_option_and_missing_manifest(snapshot_and_target, tmp_path):
     _taken, args = snapshot_and_target
     result = run_module('zodb_restore', dict(args, fstest=True, keep_previous=0))
     assert result['rc'] == 0 and result['changed'], result
-    assert result['removed_previous'] == [result['previous']['path'],
-                                          result['previous']['blob_dir']]
+    assert result['removed_previous'][0] == result['previous']['path']
+    assert result['previous']['blob_dir'] in result['removed_previous']
     result = run_module('zodb_restore', dict(args, snapshot=str(tmp_path)))
     assert result.get('failed') and 'no manifest.json' in result['msg']
 
@@ -164,7 +165,7 @@ def spans_snapshot(storage_factory, tmp_path):
                                              'span_bytes': 512})
         assert taken['rc'] == 0 and taken['verify'] == verify, taken
         args = {'snapshot': str(snapshot), 'path': str(tmp_path / ('t-' + verify) / 'Data.fs'),
-                'blob_dir': str(tmp_path / ('t-' + verify) / 'blobs')}
+                'blob_dir': str(tmp_path / ('t-' + verify) / 'blobs'), 'keep_snapshot': True}
         return str(snapshot / 'Data.fs'), taken['size'], args
     return make
 
@@ -207,3 +208,132 @@ def test_a_flipped_middle_byte_is_refused_by_full_and_missed_by_spans(spans_snap
             # passes this damage too (the docs say: use verify: full for that)
             again = run_module('zodb_restore', dict(args, fstest=True))
             assert again['rc'] == 0 and not again.get('failed'), again
+
+
+def data_files(folder):
+    return sorted(n for n in os.listdir(folder) if n.startswith('Data.fs'))
+
+
+def test_install_takes_the_snapshot_files_and_swaps_a_kept_pair_back(storage_factory,
+                                                                       tmp_path):
+    data, blobs = storage_factory('source', count=12, blobs_every=4)
+    target, target_blobs = storage_factory('target', count=5, blobs_every=2)
+    old_tid, old_n, old_blobs = read_root(target, target_blobs)
+    snapshot = tmp_path / 'snap'
+    taken = run_module('zodb_snapshot', {'path': data, 'blob_dir': blobs, 'dest': str(snapshot)})
+    snap_ino = os.stat(snapshot / 'Data.fs').st_ino
+    args = {'path': target, 'blob_dir': target_blobs}
+    done = run_module('zodb_restore', dict(args, snapshot=str(snapshot)))
+    assert done['rc'] == 0 and done['changed'], done
+    assert done['snapshot_removed'] and not snapshot.exists()
+    assert done['data_copied'] is False and os.stat(target).st_ino == snap_ino  # no copy
+    assert os.path.exists(target + '.lock')  # held while installing, never removed
+    assert read_root(target, target_blobs)[0].hex() == taken['tid']
+    pair = done['previous_pair']
+    assert read_root(target + '.prev-' + pair, target_blobs + '.prev-' + pair)[1] == old_n
+
+    # the stage takes writes after the install, then is rolled back
+    write_transactions(target, target_blobs, count=3, start=700, blobs_every=1)
+    current_tid = read_root(target, target_blobs)[0].hex()
+    checked = run_module('zodb_restore', dict(args, previous='newest'), check=True)
+    assert checked['changed'] and checked['pair'] == pair and checked['tid'] == old_tid.hex()
+    assert checked['archived_last_tid'] == current_tid
+    assert read_root(target, target_blobs)[0].hex() == current_tid
+
+    back = run_module('zodb_restore', dict(args, previous='newest'))
+    assert back['rc'] == 0 and back['changed'], back
+    assert back['tid'] == old_tid.hex() and back['archived_last_tid'] == current_tid
+    assert back['archived_transactions'] == checked['archived_transactions'] > 3
+    assert read_root(target, target_blobs) == (old_tid, old_n, old_blobs)
+    archived = back['archived']
+    assert read_root(archived['path'], archived['blob_dir'])[0].hex() == current_tid
+
+    again = run_module('zodb_restore', dict(args, previous='newest'))
+    assert again['rc'] == 0 and again['changed'] is False, again
+    assert run_module('zodb_restore', dict(args, previous=pair))['changed'] is False
+
+    # a new install prunes kept pairs but never an archive
+    snapshot2 = tmp_path / 'snap2'
+    run_module('zodb_snapshot', {'path': data, 'blob_dir': blobs, 'dest': str(snapshot2)})
+    run_module('zodb_restore', dict(args, snapshot=str(snapshot2), keep_previous=0))
+    assert os.path.exists(archived['path']) and os.path.isdir(archived['blob_dir'])
+
+
+def test_a_missing_or_unverifiable_pair_changes_nothing(storage_factory, tmp_path):
+    data, blobs = storage_factory('source', count=6, blobs_every=2)
+    target, target_blobs = storage_factory('target', count=4, blobs_every=2)
+    args = {'path': target, 'blob_dir': target_blobs}
+    result = run_module('zodb_restore', dict(args, previous='newest'))
+    assert result.get('failed') and 'no kept pair' in result['msg'], result
+    snapshot = tmp_path / 'snap'
+    run_module('zodb_snapshot', {'path': data, 'blob_dir': blobs, 'dest': str(snapshot)})
+    pair = run_module('zodb_restore', dict(args, snapshot=str(snapshot)))['previous_pair']
+    assert run_module('zodb_restore', dict(args, previous='20000101T000000000000Z')).get('failed')
+    with open(target + '.prev-' + pair, 'ab') as handle:  # the kept file changed
+        handle.write(b'junk')
+    before = md5(target)
+    listing = data_files(os.path.dirname(target))
+    result = run_module('zodb_restore', dict(args, previous=pair))
+    assert result.get('failed') and 'when kept' in result['msg'] and 'Nothing' in result['msg']
+    assert md5(target) == before and data_files(os.path.dirname(target)) == listing
+
+
+STEPS = ['keep-data', 'swap-blobs', 'keep-blobs', 'replace-data', 'records', 'journal']
+
+
+@pytest.mark.parametrize('mode', ['install', 'rollback'])
+def test_killed_at_every_step_the_data_fs_is_always_whole(storage_factory, tmp_path, mode):
+    """Kill the module (os._exit, no cleanup) before each step of the swap: the instance
+    always has a complete, openable Data.fs, and the next run finishes the change."""
+    data, blobs = storage_factory('source', count=8, blobs_every=2)
+    for number, step in enumerate(STEPS):
+        target, target_blobs = storage_factory('t-%s-%d' % (mode, number), count=3,
+                                               blobs_every=1)
+        args = {'path': target, 'blob_dir': target_blobs}
+        snapshot = tmp_path / ('snap-%s-%d' % (mode, number))
+        taken = run_module('zodb_snapshot', {'path': data, 'blob_dir': blobs,
+                                             'dest': str(snapshot)})
+        if mode == 'rollback':
+            old = read_root(target, target_blobs)
+            pair = run_module('zodb_restore', dict(args, snapshot=str(snapshot)))
+            assert pair['rc'] == 0, pair
+            args['previous'] = pair['previous_pair']
+            expected_tid = old[0].hex()
+        else:
+            args['snapshot'] = str(snapshot)
+            expected_tid = taken['tid']
+        before_tid = read_root(target, target_blobs)[0].hex()
+        killed = _run_killed(args, step)
+        assert killed == 137, (step, killed)
+        assert fstest(target)[0] == 0, step
+        from ZODB.FileStorage import FileStorage  # complete and openable, old or new
+        storage = FileStorage(target, read_only=True)
+        try:
+            assert storage.lastTransaction().hex() in (expected_tid, before_tid), step
+            storage.load(b'\0' * 8)
+        finally:
+            storage.close()
+        finished = run_module('zodb_restore', args)
+        assert finished['rc'] == 0, (step, finished.get('msg'))
+        assert read_root(target, target_blobs)[0].hex() == expected_tid, step
+        assert not os.path.exists(target + '.swap.json')
+        if mode == 'install':
+            assert len(read_root(target, target_blobs)[2]) == taken['blob_count'], step
+
+
+def _run_killed(args, step):
+    import json as _json
+    import subprocess
+    import sys
+    import tempfile
+
+    from support.paths import COLLECTIONS, REPO
+    with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as handle:
+        _json.dump({'ANSIBLE_MODULE_ARGS': args}, handle)
+    env = dict(os.environ, PYTHONPATH=str(COLLECTIONS), ZOPEOPS_ZODB_RESTORE_FAIL_AT=step)
+    try:
+        proc = subprocess.run([sys.executable, str(REPO / 'plugins/modules/zodb_restore.py'),
+                               handle.name], env=env, capture_output=True, timeout=120)
+    finally:
+        os.unlink(handle.name)
+    return proc.returncode

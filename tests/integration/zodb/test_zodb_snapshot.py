@@ -221,7 +221,8 @@ def test_sha1_checksum_snapshot_installs_and_switching_refreshes_in_full(storage
     write_transactions(data, blobs, count=2, start=70)
     assert snap(data, blobs, dest, checksum='sha1')['mode_used'] == 'incremental'
     target = str(tmp_path / 'target' / 'Data.fs')
-    installed = run_module('zodb_restore', {'snapshot': str(dest), 'path': target,
+    installed = run_module('zodb_restore', {'snapshot': str(dest), 'keep_snapshot': True,
+                                            'path': target,
                                             'blob_dir': str(tmp_path / 'target' / 'blobs')})
     assert installed['rc'] == 0 and installed['changed'], installed
     switched = snap(data, blobs, dest)
@@ -269,7 +270,7 @@ def test_incremental_refresh_across_verify_modes(storage_factory, tmp_path):
     assert [r['verify'] for r in manifest['ranges']] == ['full', 'spans']
     assert manifest['verify'] == 'spans'
     target = tmp_path / 'target'
-    restored = run_module('zodb_restore', {'snapshot': str(dest),
+    restored = run_module('zodb_restore', {'snapshot': str(dest), 'keep_snapshot': True,
                                            'path': str(target / 'Data.fs'),
                                            'blob_dir': str(target / 'blobs')})
     assert restored['rc'] == 0 and restored['changed'], restored
@@ -303,7 +304,7 @@ def test_format_1_snapshot_refreshes_incrementally_and_installs(storage_factory,
     assert inc['mode_used'] == 'incremental', inc
     manifest, _blobs = assert_consistent(dest)
     assert manifest['format'] == 2 and 'spans' not in manifest['ranges'][0]
-    restored = run_module('zodb_restore', {'snapshot': str(dest),
+    restored = run_module('zodb_restore', {'snapshot': str(dest), 'keep_snapshot': True,
                                            'path': str(tmp_path / 'target' / 'Data.fs'),
                                            'blob_dir': str(tmp_path / 'target' / 'blobs')})
     assert restored['rc'] == 0 and restored['changed'], restored
