@@ -272,6 +272,53 @@ class Supervisord:
                 parts.append(text)
         return '\n'.join(parts)
 
+    # -- several programs in one command (a side of an instance: its ZEO, or its clients) --
+    def status_many(self, names):
+        """{name: ProcessStatus} from one ``supervisorctl status a b c``."""
+        _rc, out = self._ctl('status', *names)
+        try:
+            return {name: parse_supervisorctl_status(out, name) for name in names}
+        except ProcessManagerError as exc:
+            raise self._unreachable(str(exc)) from None
+
+    def pending_changes(self, names):
+        """{name: 'new' | 'changed' | ''} from one ``supervisorctl reread``."""
+        rc, out = self._ctl('reread')
+        if rc != 0 and 'ERROR' in out:
+            raise ProcessManagerError(
+                'supervisorctl reread failed for %s: %s. Fix the program files that the '
+                'supervisord config includes.' % (self.describe(), out.strip()))
+        changes = parse_supervisorctl_reread(out)
+        return {name: {'available': 'new', 'changed': 'changed'}.get(
+            changes.get(name.split(':', 1)[0], ''), '') for name in names}
+
+    def apply_changes(self, names):
+        groups = sorted({name.split(':', 1)[0] for name in names})
+        rc, out = self._ctl('update', *groups)
+        if rc != 0 or 'ERROR' in out:
+            raise ProcessManagerError(
+                'supervisorctl update %s failed: %s. Check their [program:...] sections and '
+                'supervisord\'s log.' % (' '.join(groups), out.strip()))
+        return out.strip()
+
+    def _many(self, verb, names, harmless):
+        rc, out = self._ctl(verb, *names)
+        errors = [line.strip() for line in out.splitlines()
+                  if 'ERROR' in line and harmless not in line]
+        if errors:
+            raise ProcessManagerError('supervisorctl %s %s failed: %s'
+                                      % (verb, ' '.join(names),
+                                         '; '.join(errors) or 'exit %d' % rc))
+        return out.strip()
+
+    def start_many(self, names):
+        """``supervisorctl start a b c``: one command; already started ones are fine."""
+        return self._many('start', names, 'ERROR (already started)')
+
+    def stop_many(self, names):
+        """``supervisorctl stop a b c``: one command; stopped ones are fine."""
+        return self._many('stop', names, 'ERROR (not running)')
+
 
 class Systemd:
     """A systemd unit, through ``systemctl`` (and ``journalctl`` for its log)."""
@@ -309,7 +356,9 @@ class Systemd:
         return parse_systemctl_show(out)
 
     def status(self, name):
-        props = self._show(name)
+        return self._status_of(name, self._show(name))
+
+    def _status_of(self, name, props):
         state = systemd_state(props)
         pid = None
         try:
@@ -338,11 +387,11 @@ class Systemd:
                                       % (rc, (err or out).strip()))
         return 'daemon-reload'
 
-    def _unit_command(self, verb, name):
-        rc, out, err = self._ctl(verb, name)
+    def _unit_command(self, verb, *names):
+        rc, out, err = self._ctl(verb, *names)
         if rc != 0:
             raise ProcessManagerError('systemctl %s %s failed (rc %d): %s'
-                                      % (verb, name, rc, (err or out).strip()))
+                                      % (verb, ' '.join(names), rc, (err or out).strip()))
         return (out + err).strip()
 
     def start(self, name):
@@ -359,6 +408,46 @@ class Systemd:
         if rc != 0:
             return '[journalctl failed (rc %d): %s]' % (rc, (err or out).strip())
         return out.strip('\n')
+
+    # -- several units in one command --------------------------------------------------
+    def _show_many(self, names):
+        rc, out, err = self._ctl('show', *names, '--no-pager',
+                                 '--property=' + self.PROPERTIES)
+        if rc != 0:
+            raise ProcessManagerError(
+                'systemctl show %s failed (rc %d): %s. Is systemd running on this host? '
+                'Use process_manager=supervisord where it is not.'
+                % (' '.join(names), rc, (err or out).strip()))
+        # One block of KEY=value lines per unit, in the order asked, between empty lines.
+        blocks = [parse_systemctl_show(block) for block in re.split(r'\n\s*\n', out.strip())]
+        if len(blocks) != len(names):
+            raise ProcessManagerError('systemctl show %s answered %d blocks for %d units'
+                                      % (' '.join(names), len(blocks), len(names)))
+        return dict(zip(names, blocks))
+
+    def status_many(self, names):
+        return {name: self._status_of(name, props)
+                for name, props in self._show_many(names).items()}
+
+    def pending_changes(self, names):
+        changes = {}
+        for name, props in self._show_many(names).items():
+            if props.get('LoadState') == 'not-found':
+                changes[name] = 'new'
+            elif props.get('NeedDaemonReload') == 'yes':
+                changes[name] = 'changed'
+            else:
+                changes[name] = ''
+        return changes
+
+    def apply_changes(self, names):
+        return self.apply_change(names[0] if names else '')
+
+    def start_many(self, names):
+        return self._unit_command('start', *names)
+
+    def stop_many(self, names):
+        return self._unit_command('stop', *names)
 
 
 def default_supervisorctl(python_executable, which):

@@ -25,6 +25,7 @@ import re
 import socket
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 NO_TRANSACTION = '0' * 16
 _HOST_PORT = re.compile(r'^(?:\[(?P<ip6>[^\]]+)\]|(?P<host>[^:\[\]/]+)):(?P<port>\d{1,5})$')
@@ -230,6 +231,66 @@ def wait_until(probe, state_of, timeout, failed_states=DEAD_STATES, clock=time.m
                            elapsed)
         sleep(min(interval, remaining))
         interval = min(interval * 2, max_interval)
+
+
+def wait_all(probes, states_of, timeout, initial_pids=None, failed_states=DEAD_STATES,
+             clock=time.monotonic, sleep=time.sleep, first_interval=0.05, max_interval=0.5,
+             max_workers=16):
+    """Poll several programs at once until each is ready, failed, or ``timeout`` passed.
+
+    ``probes`` maps a name to its probe; ``states_of(names)`` answers ``{name: (state, pid)}``
+    for all of them in one process-manager call. One round probes every pending program
+    concurrently (a probe that hangs until its own timeout delays no other), then asks for
+    the states once; the rounds back off like ``wait_until``.
+
+    A program has failed when its state is in ``failed_states`` (it died), when its pid is not
+    the one it had when the wait began (``initial_pids``, or the first pid seen): it exited and
+    the process manager started it again, which with ``startsecs = 0`` can happen between two
+    polls without a dead state ever being seen, or when its probe's answer is final.
+
+    Returns ``(ready, failed)``: ``{name: (ProbeResult, elapsed)}`` and ``{name: NotReady}``.
+    """
+    started = clock()
+    deadline = started + timeout
+    interval = first_interval
+    pending = list(probes)
+    pids = dict(initial_pids or {})
+    ready, failed = {}, {}
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(pending) or 1))) as pool:
+        while pending:
+            results = dict(zip(pending, pool.map(lambda name: probes[name](), pending)))
+            states = states_of(list(pending))
+            elapsed = clock() - started
+            still = []
+            for name in pending:
+                last = results[name]
+                state, pid = states[name]
+                first_pid = pids.setdefault(name, pid) if pid else pids.get(name)
+                if state in failed_states:
+                    failed[name] = NotReady('the process is %s' % state, last.detail, state,
+                                            elapsed)
+                elif pid and first_pid and pid != first_pid:
+                    failed[name] = NotReady(
+                        'the process exited and was started again (pid %d, now %d)'
+                        % (first_pid, pid), last.detail, state, elapsed)
+                elif last.ok:
+                    ready[name] = (last, elapsed)
+                elif last.final:
+                    failed[name] = NotReady('not ready', last.detail, state, elapsed)
+                else:
+                    still.append(name)
+            pending = still
+            if not pending:
+                break
+            remaining = deadline - clock()
+            if remaining <= 0:
+                for name in pending:
+                    failed[name] = NotReady('not ready after %.0f seconds' % timeout,
+                                            results[name].detail, states[name][0], elapsed)
+                break
+            sleep(min(interval, remaining))
+            interval = min(interval * 2, max_interval)
+    return ready, failed
 
 
 def wait_until_gone(pid, address, timeout, clock=time.monotonic, sleep=time.sleep):

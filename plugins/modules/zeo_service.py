@@ -6,10 +6,16 @@ from __future__ import annotations
 
 DOCUMENTATION = r'''
 module: zeo_service
-short_description: Start, stop or restart a ZEO server or Zope client and wait until it is ready
+short_description: Start, stop or restart ZEO servers or Zope clients and wait until they are ready
 description:
-  - Manages one program of a Zope/ZEO instance through supervisord or systemd, and after
-    starting it waits, bounded by O(timeout), until it really serves.
+  - Manages one program (O(name)), or all programs of one side of an instance on a host at
+    once (O(programs)), through supervisord or systemd, and after starting waits, bounded by
+    O(timeout), until they really serve.
+  - With O(programs), one call drives them all together, which is what makes a promotion step
+    one call per host; one C(supervisorctl status), one C(reread)/C(update), one
+    C(supervisorctl start a b c) (or C(systemctl start a b c)) for all, then one readiness wait
+    that probes them all concurrently. A failure names every failing program, each with its
+    log tail. The result lists each program in RV(programs).
   - A ZEO server is ready when it answers the ZEO protocol's status handshake (C(ruok), the
     one C(zeo-nagios) uses) and reports the last transaction of O(storage); with
     O(expected_tid) that transaction must be exactly the expected one. The handshake is plain
@@ -17,12 +23,20 @@ description:
   - A Zope client is ready when it answers HTTP on O(address) with any status below 500 for
     O(health_path). A 401, 403, 404 or redirect proves the WSGI server and Zope's publisher
     answer; a 5xx (for example a client that cannot reach ZEO) or no answer means not ready.
+  - With O(revision_json_key) or O(revision_regex) a Zope client is ready only when
+    O(health_path) answers C(200) and the code revision read from the body is O(expected_revision)
+    (the check of M(zopeops.stages.zope_healthcheck), from the same C(module_utils)), so one call
+    means started and proven to serve that revision. A client that serves another revision
+    fails at once.
   - With supervisord, the module first runs C(supervisorctl reread); if the program is new or
     its definition changed it runs C(supervisorctl update <group>), so freshly templated program
     files take effect. With systemd, C(systemctl daemon-reload) plays that part.
   - The wait polls with a growing interval (50 ms to 500 ms), never a fixed sleep. If the
     process exits, or reaches C(FATAL), C(BACKOFF) or C(EXITED), or is not ready in time, the
-    module fails with its state and the last 40 lines of its log.
+    module fails with its state and the last 40 lines of its log. With O(programs) a process
+    whose pid changes during the wait has also failed (it died and the process manager
+    started it again). The readiness probes, not supervisord's C(startsecs), decide; the roles
+    write C(startsecs = 0) so that C(supervisorctl start) returns at once.
   - O(state=stopped) stops the program and confirms that its process is gone and, if
     O(address) is given, that nothing accepts connections there any more. It does not
     reread or update the definition; a changed definition takes effect at the next start.
@@ -37,8 +51,29 @@ options:
       - The supervisord program name (C(<instance>-zeo), C(<instance>-<client>)), written
         C(group:program) if the program belongs to a supervisord C([group:...]); or the systemd
         unit (C(zopeops-<instance>-zeo)).
+      - One of O(name) and O(programs) is required.
     type: str
-    required: true
+  programs:
+    description:
+      - All programs of one kind to drive together, instead of O(name), O(address) and
+        O(log_path) (exclusive with them). Every other option applies to all of them.
+      - A program is started or stopped only if it needs it; the others are just checked, so
+        the call stays idempotent.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: The program or unit name, as for O(name).
+        type: str
+        required: true
+      address:
+        description:
+          - Where it listens, as for O(address). Required with O(state=started) and
+            O(state=restarted).
+        type: str
+      log_path:
+        description: Its log file, as for O(log_path).
+        type: path
   kind:
     description:
       - What the program is, which decides how readiness is checked.
@@ -78,10 +113,30 @@ options:
       - The path requested to decide that a Zope client is up. Only for O(kind=zope).
     type: str
     default: /
+  expected_revision:
+    description:
+      - The code revision (a git commit id) every Zope client must serve once ready, read from
+        the answer to O(health_path) with O(revision_json_key) or O(revision_regex).
+      - A client that answers C(200) with another revision fails at once (waiting cannot
+        change its code). Only for O(kind=zope).
+    type: str
+  revision_json_key:
+    description:
+      - A dotted key into the JSON answer of O(health_path) whose value is the revision, e.g.
+        C(revision) for the example application's C(/@@zopeops-info).
+      - With it (or O(revision_regex)) readiness needs HTTP C(200), and RV(revision) reports
+        what each client serves. Only for O(kind=zope).
+    type: str
+  revision_regex:
+    description:
+      - A regular expression whose group 1 captures the revision from the answer of
+        O(health_path); used when O(revision_json_key) is not given. Only for O(kind=zope).
+    type: str
   timeout:
     description:
       - Seconds to wait for readiness after starting, or for the process to be gone after
-        stopping.
+        stopping. With O(programs), one budget for all of them (they are waited for
+        concurrently).
     type: int
     default: 120
   log_path:
@@ -143,6 +198,30 @@ EXAMPLES = r'''
     process_manager: systemd
     address: 10.0.0.5:8100
 
+- name: Ensure every Zope client of test_upgrade on this host runs the twin's revision.
+  zopeops.stages.zeo_service:
+    kind: zope
+    state: started
+    supervisor_config: "{{ zopeops_root }}/supervisor/supervisord.conf"
+    programs:
+      - {name: test_upgrade-client1, address: "127.0.0.1:18436",
+         log_path: "{{ zopeops_instance_dir }}/log/client1.log"}
+      - {name: test_upgrade-client2, address: "127.0.0.1:18437",
+         log_path: "{{ zopeops_instance_dir }}/log/client2.log"}
+    health_path: /@@zopeops-info
+    revision_json_key: revision
+    expected_revision: "{{ plan.twin_revision }}"
+  register: twin_clients
+
+- name: Ensure all Zope clients of test on this host are stopped (one supervisorctl stop).
+  zopeops.stages.zeo_service:
+    kind: zope
+    state: stopped
+    supervisor_config: "{{ zopeops_root }}/supervisor/supervisord.conf"
+    programs:
+      - {name: test-client1, address: "127.0.0.1:18431"}
+      - {name: test-client2, address: "127.0.0.1:18432"}
+
 - name: Ensure the twin's ZEO server is stopped and its port closed.
   zopeops.stages.zeo_service:
     name: test_upgrade-zeo
@@ -153,41 +232,64 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+programs:
+  description:
+    - With O(programs), one entry per program in the order given.
+    - C(name); C(state_before) and C(state_after) (as RV(state_before)); C(pid); C(actions)
+      done to it (C(update), C(daemon-reload), C(start), C(restart), C(stop)).
+    - C(ready_seconds) (from the start of the common wait until this program was ready) and
+      C(ready_detail), when it was waited for and became ready; C(last_tid) for ZEO;
+      C(revision) for Zope with O(revision_json_key) or O(revision_regex).
+    - C(error) and C(log_tail) for a program that failed.
+  returned: with O(programs)
+  type: list
+  elements: dict
+  sample:
+    - {name: test-client1, state_before: STOPPED, state_after: RUNNING, pid: 4242,
+       actions: [start], ready_seconds: 1.2, revision: 3f2c1a9e0b7d4c55a1e2f3b4c5d6e7f8a9b0c1d2,
+       ready_detail: "http://127.0.0.1:18431/@@zopeops-info answered HTTP 200 with revision 3f2c..."}
+revision:
+  description: The code revision the Zope client serves (see O(revision_json_key)).
+  returned: with O(name), O(kind=zope) and O(revision_json_key) or O(revision_regex), when ready
+  type: str
+  sample: 3f2c1a9e0b7d4c55a1e2f3b4c5d6e7f8a9b0c1d2
 state_before:
   description:
     - The program's state before the module acted, in supervisord's words (systemd states
       are mapped), one of C(ABSENT) (unknown to the process manager), C(STOPPED), C(STARTING),
       C(RUNNING), C(BACKOFF), C(STOPPING), C(EXITED), C(FATAL) or C(UNKNOWN).
-  returned: always
+  returned: with O(name)
   type: str
   sample: STOPPED
 state_after:
   description: The program's state when the module finished (predicted in check mode).
-  returned: always
+  returned: with O(name)
   type: str
   sample: RUNNING
 pid:
   description: The program's process id when it runs, else null.
-  returned: always
+  returned: with O(name)
   type: int
   sample: 4242
 last_tid:
   description: The last transaction id (16 hex digits) that the ZEO storage reported.
-  returned: when O(kind=zeo) and the server was found ready
+  returned: with O(name), when O(kind=zeo) and the server was found ready
   type: str
   sample: 03f2a1b7c0d4e5f6
 ready_seconds:
   description: Seconds from the start of the readiness wait until the program was ready.
-  returned: when the module waited for readiness
+  returned: with O(name), when the module waited for readiness
   type: float
   sample: 0.84
 ready_detail:
   description: What the successful readiness probe saw.
-  returned: when the module waited for readiness
+  returned: with O(name), when the module waited for readiness
   type: str
   sample: "ZEO at 127.0.0.1:8100 answers; storage '1' last transaction 03f2a1b7c0d4e5f6"
 actions:
-  description: What was done (or would be done in check mode), in order.
+  description:
+    - What was done (or would be done in check mode), in order. With O(programs), each action
+      once (it was one command for all); RV(programs) says which program got which.
   returned: always
   type: list
   elements: str
@@ -201,6 +303,7 @@ log_tail:
   description:
     - The last 40 lines of O(log_path), then the last lines of the program's output as the
       process manager captured it (C(supervisorctl tail), C(journalctl -u)).
+    - With O(programs), the same for every failing program, each after a C(=== <name>) line.
   returned: on failure, when a log could be read
   type: list
   elements: str
@@ -211,6 +314,7 @@ process_manager:
   sample: supervisord (/srv/venv/bin/supervisorctl -c /srv/zopeops/supervisor/supervisord.conf)
 '''
 
+import re
 import socket
 import sys
 import time
@@ -220,11 +324,54 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.zopeops.stages.plugins.module_utils.process_manager import (
     ACTIVE_STATES, RUNNING_STATES, ProcessManagerError, Supervisord, Systemd,
     default_supervisorctl)
+from ansible_collections.zopeops.stages.plugins.module_utils.http_checks import (
+    HAS_REQUESTS, Check, check_once, fetch_with_ansible, fetch_with_requests)
 from ansible_collections.zopeops.stages.plugins.module_utils.readiness import (
-    NotReady, normalize_tid, parse_address, port_open, probe_http, probe_zeo, tail_file,
-    tail_text, wait_until, wait_until_gone)
+    ProbeResult, normalize_tid, parse_address, port_open, probe_http, probe_zeo,
+    tail_file, tail_text, wait_all, wait_until_gone)
 
 LOG_LINES = 40
+
+
+def revision_probe(address, params, timeout=2.0):
+    """A readiness probe that also proves which code revision a Zope client serves.
+
+    It is ``http_checks``' check (the one ``zope_healthcheck`` runs), made once per attempt:
+    ready means HTTP 200 on O(health_path) and the revision read from the body (by
+    ``revision_json_key`` or ``revision_regex``) equal to ``expected_revision`` when one is
+    given. A 200 that serves another revision is final: waiting cannot change the code.
+    """
+    host, port = parse_address(address)[1]
+    url = 'http://%s:%d%s' % (host if ':' not in host else '[%s]' % host, port,
+                              params['health_path'])
+    check = Check(url, status_codes=(200,), expected_revision=params.get('expected_revision'),
+                  revision_json_key=params.get('revision_json_key'),
+                  revision_regex=params.get('revision_regex'))
+    fetch = fetch_with_requests if HAS_REQUESTS else fetch_with_ansible
+    headers = {'User-Agent': 'zopeops-readiness', 'Connection': 'close'}
+
+    def probe():
+        result = check_once(check, fetch, headers, None, timeout, True)
+        if result['ok']:
+            return ProbeResult(True, '%s answered HTTP 200 with revision %s'
+                               % (url, result['revision']), result['revision'])
+        final = (result['status'] == 200 and result['revision'] is not None
+                 and check.expected_revision is not None
+                 and result['revision'] != check.expected_revision)
+        return ProbeResult(False, '%s: %s' % (url, result['error']), result['revision'],
+                           final=final)
+    return probe
+
+
+def make_probe(kind, address, params):
+    """The readiness probe of one program: ZEO's ruok, HTTP, or HTTP + revision."""
+    if kind == 'zeo':
+        expected_tid = (normalize_tid(params['expected_tid'])
+                        if params.get('expected_tid') else None)
+        return lambda: probe_zeo(address, params['storage'], expected_tid)
+    if params.get('revision_json_key') or params.get('revision_regex'):
+        return revision_probe(address, params)
+    return lambda: probe_http(address, params['health_path'])
 
 
 class ServiceFailed(Exception):
@@ -386,18 +533,19 @@ class Service:
                 % (self.what, pid, address))
 
     def _probe(self):
-        address = self.params['address']
-        if self.kind == 'zeo':
-            return lambda: probe_zeo(address, self.params['storage'], self.expected_tid)
-        return lambda: probe_http(address, self.params['health_path'])
+        return make_probe(self.kind, self.params['address'], self.params)
 
     def _wait_ready(self):
-        timeout = self.params['timeout']
-        try:
-            probe, elapsed = wait_until(
-                self._probe(), lambda: self.manager.status(self.name).state, timeout,
-                clock=self.clock, sleep=self.sleep)
-        except NotReady as exc:
+        def states_of(names):
+            status = self.manager.status(self.name)
+            return {self.name: (status.state, status.pid)}
+
+        # wait_all (for one program) rather than wait_until: it also catches a process that
+        # died and was started again between two polls (its pid changed).
+        ready, failed = wait_all({self.name: self._probe()}, states_of, self.params['timeout'],
+                                 clock=self.clock, sleep=self.sleep)
+        if failed:
+            exc = failed[self.name]
             state = self._state_quietly()
             hint = ('check the storage path and the address in zeo.conf' if self.kind == 'zeo'
                     else 'check zope.conf (its ZEO address), zope.ini (the port) and the '
@@ -406,47 +554,303 @@ class Service:
                 '%s at %s is not ready via %s: %s after %.1f seconds (%s). State: %s. Read the '
                 'log lines below; %s; then run again.'
                 % (self.what, self.params['address'], self.manager.describe(), exc.reason,
-                   exc.elapsed, exc.detail, state, hint), self._log_tail()) from None
+                   exc.elapsed, exc.detail, state, hint), self._log_tail())
+        probe, elapsed = ready[self.name]
         status = self.manager.status(self.name)
         self.result.update(state_after=status.state, pid=status.pid,
                            ready_seconds=round(elapsed, 3), ready_detail=probe.detail)
         if self.kind == 'zeo':
             self.result['last_tid'] = probe.value
+        elif self.params.get('revision_json_key') or self.params.get('revision_regex'):
+            self.result['revision'] = probe.value
         return self.result
 
     def _log_tail(self):
-        """The last 40 lines of log_path, then what the process manager captured.
-
-        Both, because they say different things: a config error or a traceback at start-up
-        goes to stderr (captured by supervisord/journald), not to the program's own log file,
-        which may still hold an older run's lines.
-        """
-        log_path = self.params.get('log_path')
-        lines = []
-        manager_lines = LOG_LINES
-        if log_path:
-            try:
-                lines = ['[%s]' % log_path] + tail_file(log_path, LOG_LINES).splitlines()
-                manager_lines = LOG_LINES // 2
-            except OSError as exc:
-                lines.append('[log_path %s could not be read: %s]' % (log_path, exc))
-        try:
-            text = tail_text(self.manager.log_tail(self.name), manager_lines)
-        except ProcessManagerError as exc:
-            text = '[no log: %s]' % exc
-        if text.strip():
-            lines += ['[%s output of %s]' % (self.manager.kind, self.name)] + text.splitlines()
-        return lines
+        return log_tail(self.manager, self.name, self.params.get('log_path'))
 
     def _unknown_program_message(self):
-        if self.manager.kind == 'systemd':
-            return ('systemd has no unit %r, also after daemon-reload. Install the unit file '
-                    '(e.g. /etc/systemd/system/%s.service) or fix the name.'
-                    % (self.name, self.name.split('@')[0]))
-        return ('supervisord has no program %r, also after reread/update (via %s). Make sure a '
-                '[program:%s] section is in a file that the [include] of %s matches, or fix '
-                'the name.' % (self.name, self.manager.describe(), self.name.split(':')[-1],
-                               self.params.get('supervisor_config') or 'the config'))
+        return unknown_program_message(self.manager, [self.name],
+                                       self.params.get('supervisor_config'))
+
+
+def log_tail(manager, name, log_path=None):
+    """The last 40 lines of log_path, then what the process manager captured.
+
+    Both, because they say different things: a config error or a traceback at start-up
+    goes to stderr (captured by supervisord/journald), not to the program's own log file,
+    which may still hold an older run's lines.
+    """
+    lines = []
+    manager_lines = LOG_LINES
+    if log_path:
+        try:
+            lines = ['[%s]' % log_path] + tail_file(log_path, LOG_LINES).splitlines()
+            manager_lines = LOG_LINES // 2
+        except OSError as exc:
+            lines.append('[log_path %s could not be read: %s]' % (log_path, exc))
+    try:
+        text = tail_text(manager.log_tail(name), manager_lines)
+    except ProcessManagerError as exc:
+        text = '[no log: %s]' % exc
+    if text.strip():
+        lines += ['[%s output of %s]' % (manager.kind, name)] + text.splitlines()
+    return lines
+
+
+def unknown_program_message(manager, names, supervisor_config=None):
+    listed = ', '.join(repr(name) for name in names)
+    if manager.kind == 'systemd':
+        return ('systemd has no unit %s, also after daemon-reload. Install the unit file '
+                '(e.g. /etc/systemd/system/%s.service) or fix the name.'
+                % (listed, names[0].split('@')[0]))
+    return ('supervisord has no program %s, also after reread/update (via %s). Make sure a '
+            '[program:%s] section is in a file that the [include] of %s matches, or fix '
+            'the name.' % (listed, manager.describe(), names[0].split(':')[-1],
+                           supervisor_config or 'the config'))
+
+
+class ProgramSet:
+    """All programs of one side of an instance on this host (its ZEO, or its Zope clients),
+    driven together: one status, one reread/update, one start or stop command for all, then
+    one readiness wait that polls them all concurrently.
+
+    Each program is ``{name, address, log_path}``; ``self.params`` holds what they share
+    (kind, storage, expected_tid, health_path, the revision options, timeout).
+    """
+
+    def __init__(self, params, manager, check_mode=False, clock=time.monotonic,
+                 sleep=time.sleep):
+        self.params = params
+        self.kind = params['kind']
+        self.manager = manager
+        self.check_mode = check_mode
+        self.clock = clock
+        self.sleep = sleep
+        self.noun = 'ZEO server' if self.kind == 'zeo' else 'Zope client'
+        self.programs = [dict(program) for program in params['programs']]
+        self.names = [program['name'] for program in self.programs]
+        self.by_name = {program['name']: program for program in self.programs}
+        self.entries = {name: {'name': name, 'state_before': None, 'state_after': None,
+                               'pid': None, 'actions': []} for name in self.names}
+        self.result = {'changed': False, 'actions': [], 'commands': manager.commands,
+                       'process_manager': manager.describe(),
+                       'programs': [self.entries[name] for name in self.names]}
+
+    # -- what the user asked for -------------------------------------------------------
+    def ensure(self):
+        before = self._status()
+        for name, status in before.items():
+            self.entries[name]['state_before'] = status.state
+            self._record(name, status)
+        if self.params['state'] == 'stopped':
+            self._ensure_stopped(before)
+        else:
+            self._ensure_running(before, restart=self.params['state'] == 'restarted')
+        return self.result
+
+    def _act(self, action, names=()):
+        if action not in self.result['actions']:
+            self.result['actions'].append(action)
+        for name in names:
+            self.entries[name]['actions'].append(action)
+        self.result['changed'] = True
+
+    def _record(self, name, status):
+        self.entries[name].update(state_after=status.state, pid=status.pid)
+
+    def _status(self):
+        return self.manager.status_many(self.names)
+
+    def _ensure_running(self, before, restart):
+        current = before
+        changes = self.manager.pending_changes(self.names)
+        changed = [name for name in self.names if changes.get(name)]
+        if changed:
+            self._act('daemon-reload' if self.manager.kind == 'systemd' else 'update', changed)
+            if not self.check_mode:
+                self._call(lambda: self.manager.apply_changes(changed),
+                           'apply the new definitions of', changed)
+                current = self._status()
+        absent = [name for name in self.names if current[name].state == 'ABSENT'
+                  and not (self.check_mode and changes.get(name) == 'new')]
+        if absent:
+            raise ServiceFailed(unknown_program_message(
+                self.manager, absent, self.params.get('supervisor_config')))
+        # `update` of a new or changed program (re)starts it when it has autostart.
+        just_started = {name for name in changed
+                        if not self.check_mode and current[name].running}
+        if restart:
+            to_restart = [name for name in self.names if name not in just_started]
+            to_start = []
+        else:
+            to_restart = []
+            # BACKOFF: supervisord is already retrying; the wait below reports it failing.
+            to_start = [name for name in self.names
+                        if current[name].state not in RUNNING_STATES + ('BACKOFF',)]
+        if to_restart:
+            self._act('restart', to_restart)
+        if to_start:
+            self._act('start', to_start)
+        if self.check_mode:
+            for name in to_restart + to_start:
+                self.entries[name]['state_after'] = 'RUNNING'
+            return self.result
+        if to_restart:
+            active = [name for name in to_restart if current[name].state in ACTIVE_STATES]
+            if active:
+                self._call(lambda: self.manager.stop_many(active), 'stop', active)
+                self._confirm_gone({name: current[name].pid for name in active},
+                                   self.params['timeout'])
+            self._call(lambda: self.manager.start_many(to_restart), 'start', to_restart)
+        elif to_start:
+            self._call(lambda: self.manager.start_many(to_start), 'start', to_start)
+        self._wait_ready()
+        return self.result
+
+    def _ensure_stopped(self, before):
+        active = [name for name in self.names if before[name].state in ACTIVE_STATES]
+        if active:
+            self._act('stop', active)
+            if self.check_mode:
+                for name in active:
+                    self.entries[name].update(state_after='STOPPED', pid=None)
+                return self.result
+            self._call(lambda: self.manager.stop_many(active), 'stop', active)
+            self._confirm_gone({name: before[name].pid for name in active},
+                               self.params['timeout'])
+        if not self.check_mode:
+            held = [name for name in self.names if name not in active
+                    and self.by_name[name].get('address')
+                    and port_open(self.by_name[name]['address'])]
+            if held:
+                raise ServiceFailed(
+                    'These %ss are stopped per %s, but something still accepts connections '
+                    'at their address: %s. Another process holds it (a copy started by hand, '
+                    'or another instance configured with the same port): find it (ss -ltnp) '
+                    'and stop it, or fix the port.'
+                    % (self.noun, self.manager.describe(), ', '.join(
+                        '%s at %s' % (name, self.by_name[name]['address']) for name in held)))
+            for name, status in self._status().items():
+                self._record(name, status)
+        return self.result
+
+    # -- helpers -----------------------------------------------------------------------
+    def _call(self, action, verb, names):
+        try:
+            return action()
+        except ProcessManagerError as exc:
+            statuses = self._settled_status(names)
+            raise ServiceFailed(
+                'Could not %s the %ss %s via %s: %s. State now: %s. Read the log lines '
+                'below (and supervisord\'s or systemd\'s own log), fix the cause, and run '
+                'again.' % (verb, self.noun, ', '.join(names), self.manager.describe(), exc,
+                            '; '.join('%s %s' % (name, statuses.get(name, '?'))
+                                      for name in names)),
+                self._log_tails(names)) from None
+
+    def _settled_status(self, names):
+        """Summaries for an error message; programs still starting or backing off get up to
+        3 seconds to reach the state that explains them."""
+        deadline = self.clock() + 3.0
+        while True:
+            try:
+                statuses = self.manager.status_many(names)
+            except ProcessManagerError as exc:
+                return {name: 'unknown (%s)' % exc for name in names}
+            if self.clock() >= deadline or not any(
+                    status.state in ('STARTING', 'BACKOFF') for status in statuses.values()):
+                break
+            self.sleep(0.2)
+        for name, status in statuses.items():
+            self._record(name, status)
+        return {name: status.summary() for name, status in statuses.items()}
+
+    def _confirm_gone(self, pids, timeout):
+        deadline = self.clock() + max(1.0, timeout)
+        while True:
+            statuses = self.manager.status_many(list(pids))
+            if self.clock() >= deadline or not any(
+                    status.state in ACTIVE_STATES for status in statuses.values()):
+                break
+            self.sleep(0.1)
+        problems = []
+        for name, pid in pids.items():
+            status = statuses[name]
+            self._record(name, status)
+            address = self.by_name[name].get('address')
+            pid_gone, port_closed = wait_until_gone(
+                pid, address, max(0.5, deadline - self.clock()), clock=self.clock,
+                sleep=self.sleep)
+            if status.state in ACTIVE_STATES or not pid_gone:
+                problems.append('%s did not stop within %.0f seconds: state %s, pid %s %s'
+                                % (name, timeout, status.summary(), pid,
+                                   'still exists' if not pid_gone else 'is gone'))
+            elif not port_closed:
+                problems.append('%s is stopped (pid %s is gone), but %s still accepts '
+                                'connections: another process holds that address'
+                                % (name, pid, address))
+        if problems:
+            raise ServiceFailed(
+                'Stopping the %ss via %s failed: %s. Check their stop signal and '
+                'stopwaitsecs/TimeoutStopSec, find what holds a port (ss -ltnp), and stop it '
+                'by its pid.' % (self.noun, self.manager.describe(), '; '.join(problems)),
+                self._log_tails([problem.split(' ', 1)[0] for problem in problems]))
+
+    def _wait_ready(self):
+        probes = {name: make_probe(self.kind, self.by_name[name]['address'], self.params)
+                  for name in self.names}
+        after_start = self._status()
+        for name, status in after_start.items():
+            self._record(name, status)
+
+        def states_of(names):
+            statuses = self.manager.status_many(names)
+            return {name: (status.state, status.pid) for name, status in statuses.items()}
+
+        ready, failed = wait_all(
+            probes, states_of, self.params['timeout'],
+            initial_pids={name: status.pid for name, status in after_start.items()
+                          if status.pid},
+            clock=self.clock, sleep=self.sleep)
+        final = self._status()
+        for name, status in final.items():
+            self._record(name, status)
+        for name, (probe, elapsed) in ready.items():
+            entry = self.entries[name]
+            entry.update(ready_seconds=round(elapsed, 3), ready_detail=probe.detail)
+            if self.kind == 'zeo':
+                entry['last_tid'] = probe.value
+            elif self.params.get('revision_json_key') or self.params.get('revision_regex'):
+                entry['revision'] = probe.value
+        if failed:
+            failing = [name for name in self.names if name in failed]
+            lines = []
+            for name in failing:
+                exc = failed[name]
+                self.entries[name]['error'] = '%s after %.1f seconds (%s)' % (
+                    exc.reason, exc.elapsed, exc.detail)
+                tail = log_tail(self.manager, name, self.by_name[name].get('log_path'))
+                self.entries[name]['log_tail'] = tail
+                lines += ['=== %s' % name] + tail
+            hint = ('check the storage path and the address in zeo.conf' if self.kind == 'zeo'
+                    else 'check zope.conf (its ZEO address), zope.ini (the port) and the '
+                         'application code')
+            raise ServiceFailed(
+                '%d of %d %ss not ready via %s: %s. Read the log lines below; %s; then run '
+                'again.' % (len(failing), len(self.names), self.noun, self.manager.describe(),
+                            '; '.join('%s at %s: %s, state %s' % (
+                                name, self.by_name[name]['address'],
+                                self.entries[name]['error'], final[name].summary())
+                                for name in failing), hint), lines)
+        return self.result
+
+    def _log_tails(self, names):
+        lines = []
+        for name in names:
+            if name in self.by_name:
+                lines += ['=== %s' % name] + log_tail(self.manager, name,
+                                                      self.by_name[name].get('log_path'))
+        return lines
 
 
 def make_manager(module):
@@ -466,39 +870,85 @@ def make_manager(module):
                        command_timeout=command_timeout)
 
 
+def _check_address(module, what, kind, address):
+    try:
+        family = parse_address(address)[0]
+    except ValueError as exc:
+        module.fail_json(msg='zeo_service %s: %s.' % (what, exc))
+    if kind == 'zope' and family == socket.AF_UNIX:
+        module.fail_json(msg='zeo_service %s: a Zope client is checked over HTTP, so its '
+                             'address must be host:port, not %r.' % (what, address))
+
+
 def validate(module):
+    """Refuse what cannot work, naming every program concerned."""
     params = module.params
-    address = params.get('address')
-    if address:
-        try:
-            family = parse_address(address)[0]
-        except ValueError as exc:
-            module.fail_json(msg='zeo_service %s: %s.' % (params['name'], exc))
-        if params['kind'] == 'zope' and family == socket.AF_UNIX:
-            module.fail_json(msg='zeo_service %s: a Zope client is checked over HTTP, so its '
-                                 'address must be host:port, not %r.' % (params['name'], address))
-    if params['state'] != 'stopped' and not address:
-        module.fail_json(msg='zeo_service %s: address is required with state=%s, to check that '
-                             'the program is ready.' % (params['name'], params['state']))
+    what = params['name'] or ', '.join(p['name'] for p in params['programs'] or [])
+    if params['programs'] is not None:
+        if not params['programs']:
+            module.fail_json(msg='zeo_service: programs is empty; list the programs of the '
+                                 'side (name, address, log_path), or use name.')
+        names = [program['name'] for program in params['programs']]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            module.fail_json(msg='zeo_service %s: programs lists %s more than once.'
+                                 % (what, ', '.join(twice)))
+        missing = [program['name'] for program in params['programs']
+                   if not program.get('address')]
+        if params['state'] != 'stopped' and missing:
+            module.fail_json(msg='zeo_service %s: address is required with state=%s for every '
+                                 'program, to check that it is ready; missing for %s.'
+                                 % (what, params['state'], ', '.join(missing)))
+        for program in params['programs']:
+            if program.get('address'):
+                _check_address(module, program['name'], params['kind'], program['address'])
+    else:
+        if params.get('address'):
+            _check_address(module, what, params['kind'], params['address'])
+        elif params['state'] != 'stopped':
+            module.fail_json(msg='zeo_service %s: address is required with state=%s, to check '
+                                 'that the program is ready.' % (what, params['state']))
     if params.get('expected_tid'):
         if params['kind'] != 'zeo':
-            module.fail_json(msg='zeo_service %s: expected_tid is only for kind=zeo.'
-                                 % params['name'])
+            module.fail_json(msg='zeo_service %s: expected_tid is only for kind=zeo.' % what)
         try:
             normalize_tid(params['expected_tid'])
         except ValueError as exc:
-            module.fail_json(msg='zeo_service %s: expected_tid: %s.' % (params['name'], exc))
+            module.fail_json(msg='zeo_service %s: expected_tid: %s.' % (what, exc))
+    wants_revision = any(params.get(key) for key in (
+        'expected_revision', 'revision_json_key', 'revision_regex'))
+    if wants_revision and params['kind'] != 'zope':
+        module.fail_json(msg='zeo_service %s: expected_revision, revision_json_key and '
+                             'revision_regex are only for kind=zope.' % what)
+    if params.get('expected_revision') and not (
+            params.get('revision_json_key') or params.get('revision_regex')):
+        module.fail_json(msg='zeo_service %s: expected_revision needs revision_json_key or '
+                             'revision_regex to say where the revision is in the answer to '
+                             'health_path.' % what)
+    if params.get('revision_regex'):
+        try:
+            if re.compile(params['revision_regex']).groups < 1:
+                module.fail_json(msg='zeo_service %s: revision_regex %r has no group: group 1 '
+                                     'must capture the revision.'
+                                     % (what, params['revision_regex']))
+        except re.error as exc:
+            module.fail_json(msg='zeo_service %s: revision_regex %r is not a valid regular '
+                                 'expression: %s.' % (what, params['revision_regex'], exc))
     if not params['health_path'].startswith('/'):
         params['health_path'] = '/' + params['health_path']
     if params['timeout'] < 1:
-        module.fail_json(msg='zeo_service %s: timeout must be at least 1 second.'
-                             % params['name'])
+        module.fail_json(msg='zeo_service %s: timeout must be at least 1 second.' % what)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            name=dict(type='str', required=True),
+            name=dict(type='str'),
+            programs=dict(type='list', elements='dict', options=dict(
+                name=dict(type='str', required=True),
+                address=dict(type='str'),
+                log_path=dict(type='path'),
+            )),
             kind=dict(type='str', required=True, choices=['zeo', 'zope']),
             state=dict(type='str', default='started',
                        choices=['started', 'stopped', 'restarted']),
@@ -510,13 +960,25 @@ def main():
             storage=dict(type='str', default='1'),
             expected_tid=dict(type='str'),
             health_path=dict(type='str', default='/'),
+            expected_revision=dict(type='str'),
+            revision_json_key=dict(type='str'),
+            revision_regex=dict(type='str'),
             timeout=dict(type='int', default=120),
             log_path=dict(type='path'),
         ),
+        mutually_exclusive=[('programs', 'name'), ('programs', 'address'),
+                            ('programs', 'log_path')],
+        required_one_of=[('name', 'programs')],
         supports_check_mode=True,
     )
     validate(module)
-    service = Service(module.params, make_manager(module), module.check_mode)
+    manager = make_manager(module)
+    if module.params['programs'] is not None:
+        service = ProgramSet(module.params, manager, module.check_mode)
+        what = ', '.join(service.names)
+    else:
+        service = Service(module.params, manager, module.check_mode)
+        what = module.params['name']
     try:
         result = service.ensure()
     except ServiceFailed as exc:
@@ -524,10 +986,8 @@ def main():
         msg = exc.msg + ('\n' + '\n'.join(log) if log else '')
         module.fail_json(msg=msg, log_tail=log, **service.result)
     except ProcessManagerError as exc:
-        module.fail_json(msg='zeo_service %s: %s' % (module.params['name'], exc),
-                         **service.result)
+        module.fail_json(msg='zeo_service %s: %s' % (what, exc), **service.result)
     module.exit_json(**result)
-
 
 if __name__ == '__main__':
     main()

@@ -152,3 +152,60 @@ def test_zope_that_never_becomes_ready_times_out_with_its_log(supervisor):
     finally:
         supervisor.ctl('stop', 't-stuck')
     json.dumps(result)
+
+
+# -- programs: a side's programs in one call, readiness from probes (startsecs = 0) ---------
+
+def test_programs_start_two_clients_together_then_stop_them_in_one_call(supervisor, zeo):
+    run_module('zeo_service', zeo_args(supervisor, zeo))
+    programs = []
+    for name in ('t-pc1', 't-pc2'):
+        port = free_port()
+        ini = make_zope(supervisor.root / name, port, zeo_address=zeo['address'])
+        # As the roles write them: readiness comes from the probes, not from startsecs.
+        supervisor.add_program(name, f'{VENV_BIN}/runwsgi {ini}', startsecs=0,
+                               autorestart='true')
+        programs.append({'name': name, 'address': f'127.0.0.1:{port}'})
+    args = supervisor.module_args(kind='zope', programs=programs, timeout=90)
+    try:
+        result = run_module('zeo_service', args)
+        assert result['rc'] == 0, result.get('msg')
+        assert result['changed'] is True and result['actions'] == ['update', 'start']
+        assert [p['name'] for p in result['programs']] == ['t-pc1', 't-pc2']
+        assert all(p['state_after'] == 'RUNNING' and p['ready_seconds'] > 0
+                   for p in result['programs'])
+        starts = [argv for argv in result['commands'] if 'start' in argv]
+        assert len(starts) == 1 and starts[0][-2:] == ['t-pc1', 't-pc2']
+        again = run_module('zeo_service', args)
+        assert again['changed'] is False
+        assert [p['pid'] for p in again['programs']] == [p['pid'] for p in result['programs']]
+        stopped = run_module('zeo_service', dict(args, state='stopped'))
+        assert stopped['rc'] == 0 and stopped['actions'] == ['stop']
+        assert [argv[-3:] for argv in stopped['commands'] if 'stop' in argv] == [
+            ['stop', 't-pc1', 't-pc2']]
+        assert all(port_is_free(int(p['address'].rsplit(':', 1)[1])) for p in programs)
+    finally:
+        supervisor.ctl('stop', 't-pc1', 't-pc2')
+
+
+@pytest.mark.parametrize('form', ['name', 'programs'])
+def test_program_that_exits_after_a_second_fails_with_its_log(supervisor, form):
+    # startsecs = 0: supervisord calls it RUNNING at once and, with autorestart, starts it
+    # again when it exits, so no FATAL ever shows. The probes must still catch it.
+    name = 't-dies-' + form
+    address = f'127.0.0.1:{free_port()}'
+    supervisor.add_program(name, '/bin/sh -c "echo dying-on-purpose; sleep 1; exit 3"',
+                           startsecs=0, autorestart='true')
+    args = (dict(name=name, address=address) if form == 'name'
+            else dict(programs=[{'name': name, 'address': address}]))
+    try:
+        result = run_module('zeo_service', supervisor.module_args(kind='zope', timeout=60,
+                                                                  **args))
+        assert result['rc'] != 0 and result['failed']
+        assert name in result['msg']
+        assert ('exited and was started again' in result['msg']
+                or 'the process is' in result['msg']), result['msg']
+        assert 'not ready after 60' not in result['msg']          # found early, not timed out
+        assert any('dying-on-purpose' in line for line in result['log_tail'])
+    finally:
+        supervisor.ctl('stop', name)

@@ -194,3 +194,41 @@ def test_systemd_failures_name_the_unit(fake_systemctl, monkeypatch, tmp_path):
     with pytest.raises(pm.ProcessManagerError, match=r'systemctl start zopeops-x failed '
                                                      r'\(rc 1\): Job for zopeops-x'):
         pm.Systemd().start('zopeops-x')
+
+
+def test_supervisord_batches_are_one_command_each():
+    run = FakeRun({
+        ('status', 'a', 'b', 'c'): (3, 'a   RUNNING   pid 1, uptime 0:00:01\nb   STOPPED   Not '
+                                       'started\nc: ERROR (no such process)\n', ''),
+        ('reread',): (0, 'b: changed\nc: available\n', ''),
+        ('start', 'a', 'b'): (0, 'a: ERROR (already started)\nb: started\n', ''),
+        ('stop', 'a', 'b'): (7, 'a: stopped\nb: ERROR (abnormal termination)\n', '')})
+    sup = pm.Supervisord('supervisorctl', '/srv/s.conf', run=run)
+    statuses = sup.status_many(['a', 'b', 'c'])
+    assert {n: s.state for n, s in statuses.items()} == {
+        'a': 'RUNNING', 'b': 'STOPPED', 'c': 'ABSENT'}
+    assert sup.pending_changes(['a', 'b', 'c']) == {'a': '', 'b': 'changed', 'c': 'new'}
+    sup.apply_changes(['g:b', 'c', 'g:d'])
+    assert run.calls[-1][3:] == ['update', 'c', 'g']
+    sup.start_many(['a', 'b'])                           # already started is fine
+    with pytest.raises(pm.ProcessManagerError, match=r'stop a b failed: b: ERROR \(abnormal'):
+        sup.stop_many(['a', 'b'])
+
+
+def test_systemd_show_of_several_units_is_split_in_order():
+    out = ('LoadState=loaded\nActiveState=active\nSubState=running\nMainPID=42\n\n'
+           'LoadState=not-found\nActiveState=inactive\nSubState=dead\nMainPID=0\n')
+    calls = []
+
+    def run(argv, timeout=None):
+        calls.append(argv)
+        return 0, out, ''
+
+    unit = pm.Systemd('systemctl', run=run)
+    statuses = unit.status_many(['u1', 'u2'])
+    assert (statuses['u1'].state, statuses['u1'].pid) == ('RUNNING', 42)
+    assert statuses['u2'].state == 'ABSENT'
+    assert calls[0][:4] == ['systemctl', 'show', 'u1', 'u2']
+    assert unit.pending_changes(['u1', 'u2']) == {'u1': '', 'u2': 'new'}
+    unit.start_many(['u1', 'u2'])
+    assert calls[-1] == ['systemctl', 'start', 'u1', 'u2']

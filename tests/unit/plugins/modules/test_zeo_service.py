@@ -337,3 +337,309 @@ def test_module_on_systemd_starts_the_unit_and_reports_the_tid(tmp_path):
 def test_module_refuses_bad_arguments(args, message):
     result = run_module('zeo_service', args)
     assert result['failed'] and message in result['msg']
+
+
+# -- programs: all programs of a side in one call ------------------------------------------
+
+class FakeFleet:
+    """Several programs in memory, driven in batches like `supervisorctl start a b c`."""
+
+    kind = 'supervisord'
+
+    def __init__(self, states, pending=None, start_to=None, log=None):
+        self.states = dict(states)
+        self.pids = {name: (100 + n if state == 'RUNNING' else None)
+                     for n, (name, state) in enumerate(states.items())}
+        self.pending = pending or {}
+        self.start_to = start_to or {}
+        self.log = log or {}
+        self.calls = []
+        self.commands = []
+        self.next_pid = 500
+        self.after_status = None   # called after each status_many (to make programs die)
+
+    def describe(self):
+        return 'supervisord (fake)'
+
+    def status_many(self, names):
+        self.calls.append(('status', tuple(names)))
+        statuses = {name: ProcessStatus(name, self.states.get(name, 'ABSENT'),
+                                        self.pids.get(name)) for name in names}
+        if self.after_status:
+            self.after_status(self)
+        return statuses
+
+    def pending_changes(self, names):
+        self.calls.append(('reread',))
+        return {name: self.pending.get(name, '') for name in names}
+
+    def apply_changes(self, names):
+        self.calls.append(('update', tuple(names)))
+        for name in names:
+            if self.states.get(name, 'ABSENT') == 'ABSENT':
+                self.states[name] = 'STOPPED'
+
+    def start_many(self, names):
+        self.calls.append(('start', tuple(names)))
+        for name in names:
+            self.states[name] = self.start_to.get(name, 'RUNNING')
+            self.next_pid += 1
+            self.pids[name] = self.next_pid if self.states[name] == 'RUNNING' else None
+
+    def stop_many(self, names):
+        self.calls.append(('stop', tuple(names)))
+        for name in names:
+            self.states[name], self.pids[name] = 'STOPPED', None
+
+    def log_tail(self, name):
+        return self.log.get(name, '%s output' % name)
+
+    def batch_calls(self, verb):
+        return [call for call in self.calls if call[0] == verb]
+
+
+CLIENTS = [{'name': 'test-client1', 'address': '127.0.0.1:1', 'log_path': None},
+           {'name': 'test-client2', 'address': '127.0.0.1:2', 'log_path': None}]
+
+
+def set_params(**overrides):
+    base = params(name=None, kind='zope', address=None, programs=CLIENTS,
+                  expected_revision=None, revision_json_key=None, revision_regex=None)
+    base.update(overrides)
+    return base
+
+
+def test_programs_start_together_in_one_command(ready):
+    fleet = FakeFleet({'test-client1': 'STOPPED', 'test-client2': 'STOPPED'})
+    result = zeo_service.ProgramSet(set_params(), fleet).ensure()
+    assert fleet.batch_calls('start') == [('start', ('test-client1', 'test-client2'))]
+    assert result['changed'] is True and result['actions'] == ['start']
+    assert [p['name'] for p in result['programs']] == ['test-client1', 'test-client2']
+    for program in result['programs']:
+        assert program['state_before'] == 'STOPPED' and program['state_after'] == 'RUNNING'
+        assert program['actions'] == ['start'] and program['ready_seconds'] >= 0
+        assert program['pid']
+
+
+def test_programs_all_running_change_nothing_and_are_still_probed(ready):
+    fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'RUNNING'})
+    result = zeo_service.ProgramSet(set_params(), fleet).ensure()
+    assert result['changed'] is False and result['actions'] == []
+    assert not fleet.batch_calls('start') and not fleet.batch_calls('stop')
+    assert all('ready_seconds' in p for p in result['programs'])
+
+
+def test_programs_only_the_stopped_one_is_started(ready):
+    fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'FATAL'})
+    result = zeo_service.ProgramSet(set_params(), fleet).ensure()
+    assert fleet.batch_calls('start') == [('start', ('test-client2',))]
+    assert [p['actions'] for p in result['programs']] == [[], ['start']]
+
+
+def test_programs_new_ones_are_updated_in_one_command(ready):
+    fleet = FakeFleet({'test-client1': 'ABSENT', 'test-client2': 'ABSENT'},
+                      pending={'test-client1': 'new', 'test-client2': 'new'})
+    result = zeo_service.ProgramSet(set_params(), fleet).ensure()
+    assert fleet.batch_calls('update') == [('update', ('test-client1', 'test-client2'))]
+    assert result['actions'] == ['update', 'start']
+
+
+def test_programs_restarted_stop_and_start_all_in_two_commands(ready):
+    fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'STOPPED'})
+    result = zeo_service.ProgramSet(set_params(state='restarted'), fleet).ensure()
+    assert fleet.batch_calls('stop') == [('stop', ('test-client1',))]
+    assert fleet.batch_calls('start') == [('start', ('test-client1', 'test-client2'))]
+    assert result['actions'] == ['restart']
+
+
+def test_programs_stopped_in_one_command_and_idempotent(ready):
+    fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'RUNNING'})
+    result = zeo_service.ProgramSet(set_params(state='stopped'), fleet).ensure()
+    assert fleet.batch_calls('stop') == [('stop', ('test-client1', 'test-client2'))]
+    assert [p['state_after'] for p in result['programs']] == ['STOPPED', 'STOPPED']
+    again = zeo_service.ProgramSet(set_params(state='stopped'), fleet).ensure()
+    assert again['changed'] is False and len(fleet.batch_calls('stop')) == 1
+
+
+def test_programs_check_mode_touches_nothing(ready):
+    for before, desired, action in [('STOPPED', 'started', 'start'),
+                                    ('RUNNING', 'restarted', 'restart'),
+                                    ('RUNNING', 'stopped', 'stop')]:
+        fleet = FakeFleet({'test-client1': before, 'test-client2': before})
+        result = zeo_service.ProgramSet(set_params(state=desired), fleet,
+                                        check_mode=True).ensure()
+        assert result['changed'] is True and result['actions'] == [action]
+        assert not [c for c in fleet.calls if c[0] in ('start', 'stop', 'update')]
+        assert set(fleet.states.values()) == {before}
+
+
+def test_programs_unknown_ones_are_all_named(ready):
+    fleet = FakeFleet({'test-client1': 'ABSENT', 'test-client2': 'ABSENT'})
+    with pytest.raises(zeo_service.ServiceFailed,
+                       match="no program 'test-client1', 'test-client2'"):
+        zeo_service.ProgramSet(set_params(), fleet).ensure()
+
+
+def test_programs_failure_names_every_failing_program_with_its_log(monkeypatch, ready):
+    monkeypatch.setattr(zeo_service, 'probe_http', lambda address, path: readiness.ProbeResult(
+        address.endswith(':1'), 'probe of %s' % address))
+    fleet = FakeFleet({'test-client1': 'STOPPED', 'test-client2': 'STOPPED', 'test-client3':
+                       'STOPPED'}, start_to={'test-client2': 'FATAL'},
+                      log={'test-client2': 'Traceback: client2 broke',
+                           'test-client3': 'client3 waits for ZEO'})
+    programs = CLIENTS + [{'name': 'test-client3', 'address': '127.0.0.1:3', 'log_path': None}]
+    clock = FakeClock()
+    service = zeo_service.ProgramSet(set_params(programs=programs, timeout=3), fleet,
+                                     clock=clock, sleep=clock.sleep)
+    with pytest.raises(zeo_service.ServiceFailed) as info:
+        service.ensure()
+    msg = info.value.msg
+    assert msg.startswith('2 of 3 Zope clients not ready')
+    assert 'test-client2 at 127.0.0.1:2: the process is FATAL' in msg
+    assert 'test-client3 at 127.0.0.1:3: not ready after 3 seconds' in msg
+    assert 'test-client1 at' not in msg
+    assert '=== test-client2' in info.value.log and 'Traceback: client2 broke' in info.value.log
+    assert 'client3 waits for ZEO' in info.value.log
+    entries = {p['name']: p for p in service.result['programs']}
+    assert 'ready_seconds' in entries['test-client1'] and 'error' not in entries['test-client1']
+    assert entries['test-client2']['log_tail'][-1] == 'Traceback: client2 broke'
+
+
+def test_programs_a_process_restarted_behind_our_back_has_failed(monkeypatch, ready):
+    # startsecs = 0 plus autorestart: a process that dies is started again at once, so the
+    # wait may never see a dead state; its new pid gives it away.
+    monkeypatch.setattr(zeo_service, 'probe_http', lambda address, path: readiness.ProbeResult(
+        address.endswith(':1'), 'connection refused'))
+
+    def respawn(fleet):
+        fleet.pids['test-client2'] += 1
+
+    fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'RUNNING'})
+    fleet.after_status = respawn
+    clock = FakeClock()
+    with pytest.raises(zeo_service.ServiceFailed,
+                       match=r'test-client2 at 127.0.0.1:2: the process exited and was started '
+                             r'again \(pid \d+, now \d+\)'):
+        zeo_service.ProgramSet(set_params(timeout=30), fleet, clock=clock,
+                               sleep=clock.sleep).ensure()
+    assert clock.now < 1        # found at the first poll, not after the timeout
+
+
+# -- the revision probe (http_checks) against a small HTTP server --------------------------
+
+class FakeZope:
+    def __init__(self, body, status=200):
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(handler):  # noqa: N805
+                handler.send_response(status)
+                handler.send_header('Content-Type', 'application/json')
+                handler.end_headers()
+                handler.wfile.write(body.encode())
+
+            def log_message(handler, *args):  # noqa: N805
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.address = '127.0.0.1:%d' % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+REV = 'a' * 40
+
+
+def test_revision_probe_reads_and_checks_the_revision():
+    zope = FakeZope(json.dumps({'revision': REV}))
+    try:
+        base = dict(health_path='/@@zopeops-info', revision_json_key='revision',
+                    revision_regex=None)
+        good = zeo_service.make_probe('zope', zope.address, dict(base, expected_revision=REV))()
+        assert good.ok and good.value == REV and 'with revision ' + REV in good.detail
+        wrong = zeo_service.make_probe('zope', zope.address,
+                                       dict(base, expected_revision='b' * 40))()
+        assert not wrong.ok and wrong.final and 'expected ' + 'b' * 40 in wrong.detail
+        just_read = zeo_service.make_probe('zope', zope.address,
+                                           dict(base, expected_revision=None))()
+        assert just_read.ok and just_read.value == REV
+    finally:
+        zope.close()
+
+
+def test_revision_probe_keeps_waiting_on_a_5xx():
+    zope = FakeZope('{"error": 1}', status=503)
+    try:
+        probe = zeo_service.make_probe('zope', zope.address, dict(
+            health_path='/', revision_json_key='revision', revision_regex=None,
+            expected_revision=REV))()
+        assert not probe.ok and not probe.final and 'HTTP 503' in probe.detail
+    finally:
+        zope.close()
+
+
+def test_module_programs_form_reports_each_program_and_revision(tmp_path):
+    zope = FakeZope(json.dumps({'revision': REV}))
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    ctl = bin_dir / 'systemctl'
+    ctl.write_text(FAKE_SYSTEMCTL_MANY)
+    ctl.chmod(ctl.stat().st_mode | stat.S_IEXEC)
+    log = tmp_path / 'log'
+    try:
+        result = run_module('zeo_service', dict(
+            kind='zope', process_manager='systemd', timeout=10,
+            programs=[{'name': 'zopeops-test-client1', 'address': zope.address},
+                      {'name': 'zopeops-test-client2', 'address': zope.address}],
+            health_path='/@@zopeops-info', revision_json_key='revision',
+            expected_revision=REV),
+            env={'PATH': '%s%s%s' % (bin_dir, os.pathsep, os.environ['PATH']),
+                 'FAKE_DIR': str(tmp_path), 'FAKE_LOG': str(log)})
+    finally:
+        zope.close()
+    assert result['rc'] == 0, result
+    assert result['changed'] is True and result['actions'] == ['start']
+    assert [p['revision'] for p in result['programs']] == [REV, REV]
+    assert [p['state_before'] for p in result['programs']] == ['STOPPED', 'STOPPED']
+    assert 'start zopeops-test-client1 zopeops-test-client2' in log.read_text().splitlines()
+
+
+FAKE_SYSTEMCTL_MANY = '''#!/bin/sh
+echo "$*" >> "$FAKE_LOG"
+case "$1" in
+  show) shift; first=1
+        for unit in "$@"; do
+          case "$unit" in --*) continue ;; esac
+          [ $first = 1 ] || echo; first=0
+          if [ -f "$FAKE_DIR/$unit.up" ]; then
+            printf 'LoadState=loaded\\nActiveState=active\\nSubState=running\\nMainPID=%s\\n' "$(cat "$FAKE_DIR/$unit.up")"
+          else
+            printf 'LoadState=loaded\\nActiveState=inactive\\nSubState=dead\\nMainPID=0\\n'
+          fi
+        done ;;
+  start) shift; for unit in "$@"; do echo $$ > "$FAKE_DIR/$unit.up"; done ;;
+esac
+'''
+
+
+@pytest.mark.parametrize('args, message', [
+    (dict(kind='zope', name='x', programs=[{'name': 'y', 'address': '127.0.0.1:1'}]),
+     'mutually exclusive'),
+    (dict(kind='zope'), 'one of the following is required: name, programs'),
+    (dict(kind='zope', programs=[{'name': 'y'}, {'name': 'z', 'address': '127.0.0.1:1'}]),
+     'missing for y'),
+    (dict(kind='zope', programs=[{'name': 'y', 'address': '127.0.0.1:1'},
+                                 {'name': 'y', 'address': '127.0.0.1:2'}]), 'more than once'),
+    (dict(kind='zeo', programs=[{'name': 'y', 'address': '127.0.0.1:1'}],
+          expected_revision='abc', revision_json_key='revision'), 'only for kind=zope'),
+    (dict(kind='zope', name='y', address='127.0.0.1:1', expected_revision='abc'),
+     'needs revision_json_key or revision_regex'),
+    (dict(kind='zope', name='y', address='127.0.0.1:1', revision_regex='nogroup'),
+     'has no group'),
+])
+def test_module_refuses_bad_programs_arguments(args, message):
+    result = run_module('zeo_service', args)
+    assert result['failed'] and message in result['msg'], result['msg']
