@@ -8,8 +8,6 @@ from __future__ import annotations
 import base64
 import json
 
-from ansible.errors import AnsibleFilterError
-
 from ansible_collections.zopeops.stages.plugins.module_utils.promotion_plan import (
     PlanRefused, describe, make_plan)
 
@@ -36,7 +34,8 @@ def promotion_plan(model, stage, action, previous, deployed, lb_views, revision=
                          _deployed(deployed[1]), list(lb_views or []), revision=revision or None,
                          rollback_data=rollback_data)
     except PlanRefused as exc:
-        raise AnsibleFilterError(str(exc)) from None
+        # A refusal is an answer, not an error of the template: the play says it in one line.
+        return {'refused': str(exc)}
 
 
 def side_programs(side, host, process_manager='supervisord', root=''):

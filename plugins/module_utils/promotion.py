@@ -244,19 +244,33 @@ def append_ledger(state_dir, entry):
 def phase_durations(events):
     """[{phase, event: start|end, at}] -> [{phase, seconds}] in the order the phases started.
 
-    A phase that started but did not end (the run stopped in it) has ``seconds: None``.
+    Steps run one after the other, so a phase without an end event ends where the next phase
+    starts; the last one without an end (the run stopped in it) has ``seconds: None``.
     """
-    order, started, ended = [], {}, {}
+    starts, ends = [], {}
     for entry in events or []:
         phase, event = entry.get('phase'), entry.get('event')
         if phase is None or entry.get('at') is None:
             continue
         if event == 'start':
-            if phase not in started:
-                order.append(phase)
-            started[phase] = float(entry['at'])
+            starts.append((phase, float(entry['at'])))
         elif event == 'end':
-            ended[phase] = float(entry['at'])
-    return [{'phase': phase,
-             'seconds': round(ended[phase] - started[phase], 1) if phase in ended else None}
-            for phase in order]
+            ends[phase] = float(entry['at'])
+    order, first, last_start = [], {}, {}
+    for phase, at in starts:
+        if phase not in first:
+            order.append(phase)
+            first[phase] = at
+        last_start[phase] = at
+    result = []
+    for index, phase in enumerate(order):
+        end = ends.get(phase)
+        if end is None and index + 1 < len(order):
+            end = first[order[index + 1]]
+        start = last_start[phase] if phase in ends else first[phase]
+        result.append({'phase': phase,
+                       'seconds': round(end - start, 1) if end is not None else None})
+    if result and all(item['seconds'] is not None for item in result):
+        result.append({'phase': 'total', 'seconds': round(
+            max(ends.get(order[-1], 0), first[order[-1]]) - first[order[0]], 1)})
+    return result

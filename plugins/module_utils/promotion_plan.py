@@ -65,6 +65,7 @@ def make_plan(model, stage, action, previous, predecessor_deployed, stage_deploy
         'lift_freeze': any(view.get('frozen') for view in lb_views),
         'stop_twin_first': False, 'rollback_data': bool(rollback_data),
         'from_revision': stage_revision,
+        'twin': entry['upgrade'], 'live': entry['live'],
     }
 
     if action == 'run':

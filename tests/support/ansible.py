@@ -8,9 +8,8 @@ import subprocess
 from .paths import ANSIBLE_PLAYBOOK, REPO
 
 
-def run_playbook(playbook, inventory, extra_vars=None, check=False, diff=False, timeout=1200,
-                 args=()):
-    """Run ``playbooks/<playbook>`` and return the CompletedProcess (text output, no raise).
+def playbook_command(playbook, inventory, extra_vars=None, check=False, diff=False, args=()):
+    """(argv, env) of ``ansible-playbook`` for ``playbooks/<playbook>``.
 
     ``extra_vars`` go in as JSON, so types survive. The repo's ansible.cfg applies, so
     ``zopeops.stages.*`` resolves from the checkout.
@@ -25,6 +24,13 @@ def run_playbook(playbook, inventory, extra_vars=None, check=False, diff=False, 
     argv += list(args)
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
                ANSIBLE_FORCE_COLOR='0', PYTHONUNBUFFERED='1')
+    return argv, env
+
+
+def run_playbook(playbook, inventory, extra_vars=None, check=False, diff=False, timeout=1200,
+                 args=()):
+    """Run ``playbooks/<playbook>`` and return the CompletedProcess (text output, no raise)."""
+    argv, env = playbook_command(playbook, inventory, extra_vars, check, diff, args)
     return subprocess.run(argv, cwd=str(REPO), capture_output=True, text=True, env=env,
                           timeout=timeout, check=False)
 

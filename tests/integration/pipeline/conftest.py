@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from support.ansible import run_playbook
+from support.ansible import playbook_command, run_playbook
+from support.promotion import Background
+from support.writeload import admin_auth
 from support.paths import REPO
 from support.ports import free_port_block
 
@@ -41,6 +44,28 @@ class Pipeline:
     def playbook(self, name, extra=None, **kwargs):
         return run_playbook(name, self.inventory, dict(self.extra_vars, **(extra or {})),
                             **kwargs)
+
+    def admin_auth(self):
+        """(user, password) of the sandbox's Zope admin, for the write load."""
+        return admin_auth(self.sandbox / 'secrets' / 'zope-admin-password')
+
+    def datafs(self, instance):
+        return self.sandbox / instance / 'var' / 'filestorage' / 'Data.fs'
+
+    def state(self, stage):
+        path = self.sandbox / 'lb' / 'promotions' / ('%s.json' % stage)
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def ledger(self):
+        path = self.sandbox / 'lb' / 'promotions' / 'ledger.jsonl'
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def background_playbook(self, name, extra=None):
+        """ansible-playbook started in the background, in its own process group."""
+        argv, env = playbook_command(name, self.inventory, dict(self.extra_vars, **(extra or {})))
+        return Background(argv, env, str(REPO))
 
     def revision_of(self, ref):
         """The commit id of a ref of the sandbox's demo application repository."""

@@ -1,0 +1,126 @@
+"""Promotions as a user runs them: under a read load and an acknowledged-write load through
+the stage's HAProxy frontend, then checked for 0 failed reads and 0 lost writes.
+
+``run_under_load`` starts ``ansible-playbook`` in the background (so that a test can interrupt
+it with SIGINT at the moment it chooses), with both loads running from before it starts until
+after it ends. ``lost_writes`` says which acknowledged writes a stage's data does not hold,
+by the rules of docs/promotion.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+
+from .load import LoadGenerator
+from .writeload import WriteLoad
+from .zodbcheck import write_ids_in_datafs, write_ids_over_http
+
+
+@dataclasses.dataclass
+class Run:
+    proc: subprocess.CompletedProcess
+    reads: LoadGenerator
+    writes: WriteLoad
+    interrupted_at: float | None = None
+
+    @property
+    def output(self):
+        return self.proc.stdout[-15000:] + self.proc.stderr[-4000:]
+
+    def report(self):
+        return 'reads: %s; writes: %s' % (self.reads.report(), self.writes.report())
+
+
+class Background:
+    """ansible-playbook running in the background, in its own process group."""
+
+    def __init__(self, argv, env, cwd):
+        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def interrupt(self):
+        """Ctrl-C, as a person at the terminal sends it: SIGINT to the whole process group."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, timeout):
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            out, err = self.proc.communicate()
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
+
+
+def run_under_load(pipeline, playbook, stage, extra=None, during=None, timeout=900,
+                   write_threads=2):
+    """Run ``playbook`` for ``stage`` with reads and writes through its frontend.
+
+    ``during(background)``, if given, runs in this thread while the playbook runs (to wait for
+    a moment and interrupt it, or to kill a service); it returns the time it acted, or None.
+    """
+    base = 'http://127.0.0.1:%d' % pipeline.lb_port(stage)
+    acted = None
+    with LoadGenerator(base + '/@@zopeops-info', threads=2, max_seconds=timeout) as reads, \
+            WriteLoad(base, auth=pipeline.admin_auth(), threads=write_threads,
+                      max_seconds=timeout, pause=0.05) as writes:
+        time.sleep(0.5)  # both loads running before the run starts
+        background = pipeline.background_playbook(playbook, dict({'stage': stage}, **(extra or {})))
+        if during is not None:
+            acted = during(background)
+        proc = background.wait(timeout)
+        time.sleep(0.5)
+    return Run(proc, reads, writes, acted)
+
+
+def state_events(pipeline, stage):
+    path = pipeline.sandbox / 'lb' / 'promotions' / ('%s.json' % stage)
+    state = json.loads(path.read_text()) if path.exists() else {}
+    return state, {(e.get('phase'), e.get('event')): float(e['at']) for e in state.get('events', [])}
+
+
+def expected_writes(run, stage, policy, switch_back_at=None):
+    """The acknowledged ids the stage's data must hold after a successful promotion.
+
+    ``upstream`` replaces the stage's content by its predecessor's, so the writes the stage
+    itself acknowledged before traffic moved to the twin are gone by definition; everything the
+    twin acknowledged, and everything the stage acknowledged after the switch back, must be
+    there. Every other policy keeps every acknowledged write.
+    """
+    acked = run.writes.acknowledged
+    if policy != 'upstream':
+        return set(acked)
+    twin = stage + '_upgrade'
+    return {write_id for write_id, entry in acked.items()
+            if entry['instance'] == twin
+            or (switch_back_at is not None and entry['at'] > switch_back_at)}
+
+
+def lost_writes(pipeline, stage, expected, datafs=None):
+    """The expected ids missing from the stage's live data, through HTTP and in its Data.fs."""
+    base = 'http://127.0.0.1:%d' % pipeline.lb_port(stage)
+    over_http = write_ids_over_http(base, pipeline.admin_auth())
+    in_file = write_ids_in_datafs(datafs or pipeline.datafs(stage))
+    return {'http': sorted(set(expected) - over_http)[:20],
+            'datafs': sorted(set(expected) - in_file)[:20],
+            'missing_http': len(set(expected) - over_http),
+            'missing_datafs': len(set(expected) - in_file)}
+
+
+def assert_zero_loss(pipeline, run, stage, policy, min_writes=5):
+    """0 failed reads, writes really happened, and none acknowledged is missing."""
+    assert not run.reads.failures, run.report()
+    assert run.reads.total > 20, run.report()
+    assert len(run.writes.acknowledged) >= min_writes, run.report()
+    assert not run.writes.failed, run.report()
+    _, events = state_events(pipeline, stage)
+    expected = expected_writes(run, stage, policy, events.get(('cutover_to_live', 'start')))
+    lost = lost_writes(pipeline, stage, expected)
+    assert lost['missing_http'] == 0 and lost['missing_datafs'] == 0, (lost, run.report())
+    return expected
