@@ -153,7 +153,8 @@ def _side_report(stage, side_model, instances, refs, serving, expected):
     running = zeo_running or bool(running_clients)
     healthy_clients = [c for c in clients if c['ok']]
     drift = list(found.get('drift') or [])
-    if (found.get('data') or {}).get('missing') and (deployed or running):
+    # A stopped twin has no data until a promotion gives it a snapshot.
+    if (found.get('data') or {}).get('missing') and (side_model['side'] == 'live' or running):
         drift.append('%s has no Data.fs at %s' % (inst, found['data'].get('path')))
     revision = revision_of(deployed.get('revision'), refs)
     if running:
@@ -254,9 +255,12 @@ def build_report(model, instances, lb=None, probes=None, promotions=None, refs=N
                 and state['traffic'] != balancer['active']:
             drift.append("the balancer sends %s's traffic to %s, its promotion state says %s"
                          % (name, balancer['active'], state['traffic']))
+        for side in sides:
+            if lock and side['health'] == 'failed' and not side['serving']:
+                side['health'] = 'starting'  # a promotion is bringing it up or down
         serving_side = next((s for s in sides if s['serving']), None)
         healthy = (frontend['ok'] if probe else True) and bool(serving_side) and \
-            serving_side['health'] == 'ok' and all(s['health'] == 'ok' for s in sides)
+            serving_side['health'] == 'ok' and all(s['health'] != 'failed' for s in sides)
         stages.append({
             'name': name,
             'index': stage_model['index'],
@@ -272,7 +276,8 @@ def build_report(model, instances, lb=None, probes=None, promotions=None, refs=N
             'last_run': _ledger_summary(promo.get('last')),
             'promotion': {'status': state.get('status'), 'step': state.get('step'),
                           'traffic': state.get('traffic'),
-                          'locked_by': (lock or {}).get('by') if lock else None} if state or lock
+                          'locked_by': (lock.get('owner') or lock.get('by') or '?') if lock
+                          else None} if state or lock
             else None,
             'drift': drift,
             'health': 'ok' if healthy else 'failed',
@@ -284,10 +289,12 @@ def build_report(model, instances, lb=None, probes=None, promotions=None, refs=N
                 stage['name'], stage['frontend']['url'],
                 stage['frontend']['error'] or 'HTTP %s' % stage['frontend']['status']))
         for side in stage['sides']:
+            if side['health'] == 'starting':
+                continue
             if side['side'] == 'live' and not side['zeo_running']:
                 problems.append('%s: its ZEO server does not answer' % side['instance'])
             for client in side['clients']:
-                if (side['side'] == 'live' or side['running']) and not client['ok']:
+                if (side['side'] == 'live' or side['health'] == 'failed') and not client['ok']:
                     problems.append('%s: %s' % (client['id'], client['error'] or 'HTTP %s'
                                                 % client['status']))
     return {
@@ -371,12 +378,15 @@ def table_lines(report):
                       else ('FAILED' if st['frontend']['url'] else '-') for st in stages]),
         ('traffic', [_traffic_cell(st) for st in stages]),
         ('twin', [_twin_cell(st) for st in stages]),
+        ('promotion', [('%s at %s' % (st['promotion']['status'] or 'running',
+                                      st['promotion']['step'] or '?'))
+                       if (st['promotion'] or {}).get('locked_by') else '' for st in stages]),
         ('last run', [_last_run_cells(st)[0] for st in stages]),
         ('', [_last_run_cells(st)[1] for st in stages]),
         ('drift', ['none' if not st['drift'] else '%d, see below' % len(st['drift'])
                    for st in stages]),
     ]
-    rows = [(label, cells) for label, cells in rows if label or any(cells)]
+    rows = [(label, cells) for label, cells in rows if any(cells)]
     label_width = max(len(label) for label, _ in rows)
     widths = [max(len(str(cells[i])) for _, cells in rows) for i in range(len(stages))]
     lines = []
@@ -406,15 +416,15 @@ h1{font-size:22px;margin:0 0 4px}
 .pipeline{display:flex;align-items:stretch;gap:0}
 .arrow{align-self:center;font-size:30px;color:#8a94a3;padding:0 8px}
 .stage{background:#fff;border-radius:10px;box-shadow:0 1px 4px rgba(0,0,0,.12);
-width:270px;overflow:hidden;border-top:8px solid #999}
+width:290px;overflow:hidden;border-top:8px solid #999}
 .stage.ok{border-top-color:#1f9d55}.stage.failed{border-top-color:#d64545}
 .stage h2{margin:0;padding:10px 14px;font-size:20px;display:flex;justify-content:space-between}
 .badge{font-size:12px;border-radius:10px;padding:3px 9px;color:#fff;align-self:center}
 .badge.ok{background:#1f9d55}.badge.failed{background:#d64545}
 .badge.off{background:#8a94a3}.badge.warn{background:#d68b00}
 table{border-collapse:collapse;width:100%;font-size:13px}
-td{padding:4px 14px;vertical-align:top;border-top:1px solid #eef0f3;overflow-wrap:anywhere}
-td.k{color:#5a6472;white-space:nowrap;width:80px}
+td{padding:4px 10px;vertical-align:top;border-top:1px solid #eef0f3;overflow-wrap:anywhere}
+td.k{color:#5a6472;white-space:nowrap;width:64px}
 .side{margin:8px 10px;border:1px solid #e1e5ea;border-radius:8px}
 .side.serving{border:2px solid #2b6cb0}
 .side h3{margin:0;padding:6px 10px;font-size:14px;background:#f7f8fa;display:flex;
@@ -433,9 +443,11 @@ def _e(value):
 def _side_html(side):
     classes = 'side' + (' serving' if side['serving'] else '')
     title = side['instance'] + (' (twin)' if side['side'] == 'upgrade' else '')
-    if side['side'] == 'upgrade' and not side['running']:
+    if side['side'] == 'upgrade' and not side['running'] and side['health'] != 'starting':
         badge = '<span class="badge off">%s</span>' % ('stopped' if side['exists']
                                                          else 'not set up')
+    elif side['health'] == 'starting':
+        badge = '<span class="badge warn">promotion under way</span>'
     else:
         badge = '<span class="badge %s">%s</span>' % (
             side['health'], 'healthy' if side['health'] == 'ok' else 'FAILED')
@@ -480,6 +492,11 @@ def _stage_html(stage):
             _e(run['by']), (', %s s' % _e(run['seconds'])) if run.get('seconds') else '')))
     else:
         rows.append(('last run', '-'))
+    promotion = stage.get('promotion') or {}
+    if promotion.get('locked_by'):
+        rows.append(('promotion', '<span class="bad-t">%s, step %s, by %s</span>' % (
+            _e(promotion.get('status') or 'running'), _e(promotion.get('step')),
+            _e(promotion['locked_by']))))
     rows.append(('drift', '<span class="ok-t">none</span>' if not stage['drift'] else
                  '<br>'.join('<span class="bad-t">%s</span>' % _e(d) for d in stage['drift'])))
     head = '<table>%s</table>' % ''.join(

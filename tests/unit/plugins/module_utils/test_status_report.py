@@ -176,3 +176,19 @@ def test_render_refuses_an_unknown_form_and_sizes_read_well():
         status_render(report(), 'pdf')
     assert human_size(512) == '512 B' and human_size(3 * 1024 ** 3) == '3.0 GB'
     assert human_size(None) is None
+
+
+def test_a_twin_coming_up_during_a_promotion_is_not_a_failure():
+    found = hosts(twin_runs=True)
+    found[2]['instances']['test_upgrade']['clients']['test_upgrade-client1'] = {
+        'ok': False, 'status': None, 'error': 'no answer: refused'}
+    conductor = dict(CONDUCTOR, promotions={'test': {'lock': {'owner': 'alice'},
+                                                     'state': {'status': 'running'}}})
+    rep = status_report(MODEL, found, LB, conductor, LS_REMOTE)
+    assert rep['healthy'] and rep['stages'][1]['sides'][1]['health'] == 'starting'
+    assert 'promotion under way' in status_render(rep, 'html')
+    assert rep['stages'][1]['promotion']['locked_by'] == 'alice'
+    assert any(line.startswith('promotion') and 'running at' in line
+               for line in status_render(rep, 'text'))
+    rep = status_report(MODEL, found, LB, CONDUCTOR, LS_REMOTE)
+    assert not rep['healthy'] and rep['problems'] == ['test_upgrade-client1: no answer: refused']
