@@ -7,7 +7,7 @@ DOCUMENTATION = r'''
 name: steps
 type: stdout
 short_description: A page per run instead of every task; the full output goes to a log file
-version_added: 0.2.0
+version_added: 0.1.0
 author:
   - zopeops.stages developers (@zopeops)
 description:

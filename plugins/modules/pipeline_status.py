@@ -18,7 +18,7 @@ description:
   - With O(probes), it asks those URLs too (a stage's frontend through the load balancer).
   - With O(promotions_dir) (the conductor's C(<root>/lb/promotions)), it reads each stage's
     last ledger line, its promotion state (C(status), C(step), C(traffic)) and its lock owner.
-version_added: 0.2.0
+version_added: 0.1.0
 author:
   - zopeops.stages developers (@zopeops)
 options:
