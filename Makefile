@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 SANDBOX ?= $(CURDIR)/.sandbox
 PLAYBOOK := $(BIN)/ansible-playbook -i inventories/local -e zopeops_sandbox=$(SANDBOX)
-SYSTEM_PACKAGES := haproxy:haproxy nginx:nginx rsync:rsync git:git
+SYSTEM_PACKAGES := haproxy:haproxy nginx:nginx rsync:rsync git:git chromium:chromium
 
 .PHONY: help deps demo status test test-unit gates clean
 
@@ -25,19 +25,25 @@ deps: $(VENV)/.installed
 
 # The main job on the embedded pipeline: bring up every stage, then carry dev's revision and
 # data through beta, test and prod, one promotion at a time, showing what each stage serves.
+# The steps callback prints a page (each play and promotion step, the timelines, the status
+# tables); the full Ansible output goes to $(DEMO_LOG).
+DEMO_LOG := $(SANDBOX)/demo.log
+STEPS := ANSIBLE_STDOUT_CALLBACK=zopeops.stages.steps ZOPEOPS_STEPS_LOG=$(DEMO_LOG)
 demo: deps
-	$(PLAYBOOK) playbooks/site.yml
-	@echo; echo "=== Before: dev runs demo-v2, the other stages demo-v1 ==="
-	$(PLAYBOOK) playbooks/status.yml
-	@for stage in beta test prod; do \
+	@mkdir -p $(SANDBOX) && : > $(DEMO_LOG) && start=$$(date +%s) && \
+	$(STEPS) $(PLAYBOOK) playbooks/site.yml && \
+	echo && $(STEPS) $(PLAYBOOK) playbooks/status.yml -e status_heading=Before && \
+	for stage in beta test prod; do \
 	  echo; echo "=== Promoting $$stage to what its predecessor runs ==="; \
-	  $(PLAYBOOK) playbooks/promote.yml -e stage=$$stage || exit 1; \
-	done
-	@echo; echo "=== After: dev's revision and data reached prod through beta and test ==="
-	$(PLAYBOOK) playbooks/status.yml
+	  $(STEPS) $(PLAYBOOK) playbooks/promote.yml -e stage=$$stage || exit 1; \
+	done && \
+	echo && $(STEPS) $(PLAYBOOK) playbooks/status.yml -e status_heading=After && \
+	echo && echo "make demo took $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s." && \
+	echo "Status page: $(SANDBOX)/lb/status/status.html (and status.json); full output: $(DEMO_LOG)"
 
 status: deps
-	$(PLAYBOOK) playbooks/status.yml
+	@ANSIBLE_STDOUT_CALLBACK=zopeops.stages.steps ZOPEOPS_STEPS_LOG=$(SANDBOX)/status.log \
+	  $(PLAYBOOK) playbooks/status.yml
 
 # Two workers: the whole-pipeline tests (one sandbox, long waits on real services) on one,
 # everything else on the other.

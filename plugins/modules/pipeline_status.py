@@ -1,0 +1,315 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: zopeops.stages developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: pipeline_status
+short_description: Read what the instances of a host serve, without changing anything
+description:
+  - The read-only probe behind C(playbooks/status.yml). On the host it runs on it reads, for
+    each instance of O(instances), the deployed revision (C(deployed.json) and the
+    C(current) link), the size and the last transaction of its C(Data.fs) (read from the end
+    of the file, so the cost does not grow with the file), whether its ZEO server accepts
+    connections, and asks each of its Zope clients for O(info_path), timing the answer.
+  - "It also names cheap signs of drift from the inventory: a C(current) link that disagrees
+    with C(deployed.json), a C(zeo.conf) or client C(.ini) whose port is not the inventory's."
+  - With O(probes), it asks those URLs too (a stage's frontend through the load balancer).
+  - With O(promotions_dir) (the conductor's C(<root>/lb/promotions)), it reads each stage's
+    last ledger line, its promotion state (C(status), C(step), C(traffic)) and its lock owner.
+version_added: 0.1.0
+author:
+  - zopeops.stages developers (@zopeops)
+options:
+  instances:
+    description:
+      - The instances (or the part of an instance) on this host.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      instance:
+        description: The instance name, C(test) or C(test_upgrade).
+        type: str
+        required: true
+      dir:
+        description: The instance folder, C(<root>/<instance>).
+        type: path
+        required: true
+      zeo_host:
+        description: Whether the instance's ZEO server (and so its C(Data.fs)) is on this host.
+        type: bool
+        default: false
+      zeo_address:
+        description: Where the ZEO server listens, C(host:port), as seen from this host.
+        type: str
+      clients:
+        description: The instance's Zope clients on this host, each C({id, name, url, port}).
+        type: list
+        elements: dict
+        default: []
+  probes:
+    description: Further URLs to ask, each C({name, url}); the answer is timed.
+    type: list
+    elements: dict
+    default: []
+  info_path:
+    description: The path each Zope client is asked for (the example app's JSON view).
+    type: str
+    default: /@@zopeops-info
+  promotions_dir:
+    description: The conductor's promotions folder, for the ledger, the states and the locks.
+    type: path
+  timeout:
+    description: Seconds to wait for each HTTP answer or TCP connection.
+    type: float
+    default: 3
+attributes:
+  check_mode:
+    description: Reads only; runs the same in check mode.
+    support: full
+  diff_mode:
+    description: Changes nothing, so there is no diff.
+    support: none
+notes:
+  - Reads files and asks over HTTP and TCP; never writes, starts or stops anything.
+'''
+
+EXAMPLES = r'''
+- name: Read what this host's instance serves.
+  zopeops.stages.pipeline_status:
+    instances:
+      - instance: test
+        dir: /srv/zopeops/test
+        zeo_host: true
+        zeo_address: 127.0.0.1:18420
+        clients: [{id: test-client1, name: client1, url: "http://127.0.0.1:18421", port: 18421}]
+  register: status_here
+'''
+
+RETURN = r'''
+instances:
+  description: Per instance, what this host found.
+  returned: always
+  type: dict
+  sample:
+    test:
+      deployed: {revision: 8c270e68a84f7dd537f3cae6c545b684c72b06a4, deployed_at: "2026-11-29T12:30:39Z"}
+      current: 8c270e68a84f7dd537f3cae6c545b684c72b06a4
+      data: {size: 1048576, last_tid: 040d5727eb115822, mtime: "2026-11-29T12:31:02+00:00"}
+      zeo_running: true
+      clients: {test-client1: {ok: true, status: 200, latency: 0.012, revision: 8c27..., last_tid: 040d..., marker: seeded}}
+      drift: []
+probes:
+  description: Per probe name, the timed answer.
+  returned: always
+  type: dict
+promotions:
+  description: Per stage, C(last) (its last ledger line), C(state) and C(lock) (the owner, or null).
+  returned: always
+  type: dict
+'''
+
+import datetime
+import json
+import os
+import re
+import socket
+import struct
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
+
+TXN_HEADER = struct.Struct('>8sQcHHH')
+MAGIC = b'FS21'
+
+
+def _iso(seconds):
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(
+        timespec='seconds')
+
+
+def data_fs_state(path):
+    """Size, mtime and last tid of a FileStorage, reading only its first and last records."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return {'path': path, 'missing': True, 'size': None, 'last_tid': None}
+    result = {'path': path, 'size': stat.st_size, 'mtime': _iso(stat.st_mtime), 'last_tid': None}
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        result['error'] = str(exc)
+        return result
+    try:
+        size = stat.st_size
+        if os.pread(fd, 4, 0) not in (MAGIC, b'FS30'):
+            result['error'] = 'not a FileStorage'
+            return result
+        if size < 4 + TXN_HEADER.size + 8:
+            return result
+        tlen = struct.unpack('>Q', os.pread(fd, 8, size - 8))[0]
+        tpos = size - 8 - tlen
+        if tpos < 4:
+            return result
+        header = os.pread(fd, TXN_HEADER.size, tpos)
+        if len(header) == TXN_HEADER.size:
+            tid, tlen2, status = TXN_HEADER.unpack(header)[:3]
+            if tlen2 == tlen and status in (b' ', b'p', b'u'):
+                result['last_tid'] = tid.hex()
+    finally:
+        os.close(fd)
+    return result
+
+
+def port_open(address, timeout):
+    host, _sep, port = (address or '').rpartition(':')
+    if not host or not port.isdigit():
+        return False
+    try:
+        with socket.create_connection((host.strip('[]'), int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def ask(url, timeout):
+    """GET ``url``: {url, ok, status, latency, error} and, for a JSON answer, its fields."""
+    started = time.monotonic()
+    result = {'url': url, 'ok': False, 'status': None, 'latency': None, 'error': None}
+    try:
+        response = open_url(url, timeout=timeout, follow_redirects='none',
+                            headers={'Accept': 'application/json'})
+        body = response.read(65536)
+        result['status'] = response.getcode()
+    except Exception as exc:  # an HTTPError has a code, a refused connection has none
+        result['status'] = getattr(exc, 'code', None)
+        reason = getattr(exc, 'reason', None) or exc
+        result['error'] = ('HTTP %s' % result['status'] if result['status']
+                           else 'no answer: %s' % reason)
+        result['latency'] = round(time.monotonic() - started, 4)
+        return result
+    result['latency'] = round(time.monotonic() - started, 4)
+    result['ok'] = result['status'] == 200
+    try:
+        info = json.loads(body.decode('utf-8'))
+    except ValueError:
+        info = None
+    if isinstance(info, dict):
+        for key in ('revision', 'last_tid', 'marker', 'instance', 'stage', 'banner'):
+            result[key] = info.get(key)
+    return result
+
+
+def read_json(path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def listen_port_of(text, pattern):
+    match = re.search(pattern, text or '', re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def read_text(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def instance_status(spec, timeout, info_path):
+    folder = spec['dir']
+    found = {'instance': spec['instance'], 'zeo_host': spec['zeo_host'], 'drift': [],
+             'clients': {}}
+    deployed = read_json(os.path.join(folder, 'deployed.json'))
+    found['deployed'] = deployed
+    link = os.path.join(folder, 'current')
+    current = os.path.basename(os.path.realpath(link)) if os.path.islink(link) else None
+    found['current'] = current
+    if deployed and current and deployed.get('revision') and current != deployed['revision']:
+        found['drift'].append('%s/current points at %s, deployed.json says %s'
+                              % (spec['instance'], current[:7], deployed['revision'][:7]))
+    if spec['zeo_host']:
+        found['data'] = data_fs_state(os.path.join(folder, 'var', 'filestorage', 'Data.fs'))
+        found['zeo_running'] = port_open(spec.get('zeo_address'), timeout)
+        conf = read_text(os.path.join(folder, 'etc', 'zeo.conf'))
+        port = listen_port_of(conf, r'^\s*address\s+\S*?:(\d+)\s*$')
+        wanted = int(spec['zeo_address'].rpartition(':')[2]) if spec.get('zeo_address') else None
+        if conf is not None and port and wanted and port != wanted:
+            found['drift'].append('%s: zeo.conf listens on port %d, the inventory says %d'
+                                  % (spec['instance'], port, wanted))
+    for client in spec.get('clients') or []:
+        answer = ask(client['url'].rstrip('/') + info_path, timeout)
+        found['clients'][client['id']] = answer
+        ini = read_text(os.path.join(folder, 'etc', 'zope-%s.ini' % client['name']))
+        port = listen_port_of(ini, r'^\s*port\s*=\s*(\d+)\s*$')
+        if ini is not None and port and client.get('port') and port != int(client['port']):
+            found['drift'].append('%s: zope-%s.ini listens on port %d, the inventory says %s'
+                                  % (client['id'], client['name'], port, client['port']))
+    return found
+
+
+def promotions_status(folder):
+    """{stage: {'last', 'state', 'lock'}} from the conductor's promotions folder."""
+    result = {}
+    if not folder or not os.path.isdir(folder):
+        return result
+    ledger = os.path.join(folder, 'ledger.jsonl')
+    try:
+        with open(ledger) as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and entry.get('stage'):
+                    result.setdefault(entry['stage'], {})['last'] = entry
+    except OSError:
+        pass
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.endswith('.json') and os.path.isfile(path):
+            state = read_json(path)
+            if isinstance(state, dict):
+                result.setdefault(name[:-5], {})['state'] = {
+                    k: state.get(k) for k in ('status', 'step', 'traffic', 'run_id')}
+        elif name.endswith('.lock') and os.path.isdir(path):
+            owner = read_json(os.path.join(path, 'owner.json')) or {'by': '?'}
+            result.setdefault(name[:-5], {})['lock'] = owner
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            instances=dict(type='list', elements='dict', default=[], options=dict(
+                instance=dict(type='str', required=True),
+                dir=dict(type='path', required=True),
+                zeo_host=dict(type='bool', default=False),
+                zeo_address=dict(type='str'),
+                clients=dict(type='list', elements='dict', default=[]),
+            )),
+            probes=dict(type='list', elements='dict', default=[]),
+            info_path=dict(type='str', default='/@@zopeops-info'),
+            promotions_dir=dict(type='path'),
+            timeout=dict(type='float', default=3),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    instances = {spec['instance']: instance_status(spec, params['timeout'], params['info_path'])
+                 for spec in params['instances']}
+    probes = {probe['name']: ask(probe['url'], params['timeout']) for probe in params['probes']}
+    module.exit_json(changed=False, instances=instances, probes=probes,
+                     promotions=promotions_status(params['promotions_dir']))
+
+
+if __name__ == '__main__':
+    main()
