@@ -19,6 +19,7 @@ fails with a message saying which one, instead of a traceback.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -31,6 +32,8 @@ import struct
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.zopeops.stages.plugins.module_utils import files
 
 MAGIC = b'FS30'
 TXN_HEADER = struct.Struct('>8sQcHHH')
@@ -331,6 +334,31 @@ def refuse_if_locked(path, doing):
             'variant through zeo_address.' % (doing, path, path, holder))
 
 
+# zodb_snapshot reads a source under a shared lock on <path>.pack.lock, zodb_pack packs it
+# under an exclusive one: a pack waits for the snapshots of its file and they for it, while
+# two snapshots of one source run together. A separate file from ZODB's own <path>.lock,
+# which a running ZEO server holds for as long as it runs (snapshots must not wait for it).
+PACK_LOCK_SUFFIX = '.pack.lock'
+DEFAULT_LOCK_TIMEOUT = 60.0
+
+
+@contextlib.contextmanager
+def pack_lock(path, shared, timeout, doing):
+    """Hold ``<path>.pack.lock`` (shared for a snapshot, exclusive for a pack) while ``doing``;
+    ZODBDataError naming the lock and what to do if it is not free within ``timeout``."""
+    lock_path = path + PACK_LOCK_SUFFIX
+    try:
+        with files.file_lock(lock_path, timeout, 'the pack lock of %s' % path, shared=shared):
+            yield lock_path
+    except files.LockTimeout:
+        raise ZODBDataError(
+            'Cannot %s %s: %s is held by %s of the same file for more than %.0fs. Wait until '
+            'it is done and run again, or raise lock_timeout.' % (
+                doing, path, lock_path,
+                'a pack' if shared else 'a snapshot (zodb_snapshot) or another pack',
+                timeout)) from None
+
+
 def parse_zeo_address(address):
     """``'host:port'`` -> (host, port); ``'/path/zeo.sock'`` -> the path (a unix socket)."""
     text = str(address).strip()
@@ -418,6 +446,129 @@ def copy_range(src_fd, dst_fd, start, end, dst_offset=None):
     return end - start
 
 
+# --------------------------------------------------------------------------- packed copies
+#
+# A packed copy is written in one pass: ZODB's own FileStoragePacker reads the committed range
+# [0, end) of the open source and writes the packed transactions straight into the
+# destination, so the data is written once (a copy followed by a pack writes it twice and
+# reads it three times). The packer is driven here rather than through FileStorage.pack()
+# because pack() needs a writable storage and writes <path>.pack beside the source and
+# <blob_dir>/.removed into the source's blob directory; the source must stay untouched.
+
+
+class _CommittedRange:
+    """What ``FileStoragePacker`` asks of its storage, for the range ``[0, end)`` of an open
+    file. ``/dev/fd/<n>`` names the already open descriptor, so the packer reads the very file
+    that was planned even if the path was replaced since; ``blob_dir`` is None so that the
+    packer writes no ``.removed`` list into the source's blob directory."""
+
+    blob_dir = None
+
+    def __init__(self, fd, end):
+        import threading
+        self._file = type('OpenFile', (), {'name': '/dev/fd/%d' % fd})()
+        self._end = end
+        self._lock = threading.RLock()
+        self._commit_lock = threading.Lock()
+
+    def getSize(self):
+        return self._end
+
+    @staticmethod
+    def is_blob_record(record):
+        from ZODB.blob import is_blob_record
+        return is_blob_record(record)
+
+
+def pack_time_tid(snapshot_tid, days):
+    """The pack time for a copy packed to ``days`` before its snapshot tid, as a tid.
+
+    ``days == 0`` packs up to and including the snapshot tid itself (only current revisions
+    stay); counted from the snapshot rather than from now, so the same snapshot always packs
+    the same way.
+    """
+    if not days:
+        return snapshot_tid
+    from persistent.timestamp import TimeStamp
+    seconds = TimeStamp(snapshot_tid).timeTime() - days * 86400
+    return TimeStamp(*time.gmtime(seconds)[:5] + (seconds % 60,)).raw()
+
+
+def pack_copy(src_fd, end, dst_path, pack_tid, gc=True):
+    """Write the committed range ``[0, end)`` of ``src_fd`` into ``dst_path`` packed to
+    ``pack_tid`` (unreachable objects removed with ``gc``), in one pass, and fsync it.
+
+    Returns the size of the packed file, or None when ZODB finds the range already packed
+    (nothing written: a plain copy of the range is then the packed copy).
+    """
+    from ZODB.FileStorage.FileStorage import RedundantPackWarning
+    from ZODB.FileStorage.fspack import FileStoragePacker, PackCopier
+    from ZODB.serialize import referencesf
+    import io
+    packer = FileStoragePacker(_CommittedRange(src_fd, end), referencesf, pack_tid, gc)
+    packer.pack_blobs = True  # only to look at blob records; the list stays in memory
+    packer.blob_removed = io.BytesIO()
+    try:
+        try:
+            packer.gc.findReachable()
+        except RedundantPackWarning:
+            return None
+        with open(dst_path, 'w+b') as out:
+            packer._tfile = out
+            out.write(MAGIC)
+            packer._copier = PackCopier(out, packer.index, packer.tindex)
+            ipos, _opos = packer.copyToPacktime()
+            # After the pack time every transaction is copied (pack_days > 0); copyOne
+            # releases and takes back the commit lock around each one, as pack() holds it.
+            packer._commit_lock.acquire()
+            try:
+                while ipos < end:
+                    ipos = packer.copyOne(ipos)
+            finally:
+                packer._commit_lock.release()
+            if ipos != end:
+                raise ZODBDataError('the packer stopped at byte %d of the snapshot range '
+                                    '[0, %d)' % (ipos, end))
+            out.flush()
+            os.fsync(out.fileno())
+            return out.tell()
+    finally:
+        packer._tfile = None  # closed above; close() must not touch it
+        packer.close()
+
+
+def blob_records(path, blob_dir):
+    """[(relative path, size)] of the blob files the records of the FileStorage ``path``
+    refer to, found in ``blob_dir``; ZODBDataError naming the first one that is missing.
+
+    For a packed copy these are exactly the blobs of the objects it kept.
+    """
+    from ZODB.FileStorage import FileIterator
+    from ZODB.blob import FilesystemHelper, is_blob_record
+    helper = FilesystemHelper(blob_dir, blob_layout(blob_dir) or 'bushy')
+    found = {}
+    iterator = FileIterator(path)
+    try:
+        for txn in iterator:
+            for record in txn:
+                if not is_blob_record(record.data):
+                    continue
+                full = helper.getBlobFilename(record.oid, record.tid)
+                try:
+                    size = os.stat(full).st_size
+                except FileNotFoundError:
+                    raise ZODBDataError(
+                        'The blob file %s of object 0x%s (tid %s) is missing in the source '
+                        'blob directory %s. Was the source packed during the snapshot (online '
+                        'through ZEO)? Take the snapshot again.' % (
+                            full, tid_to_hex(record.oid), tid_to_hex(record.tid),
+                            blob_dir)) from None
+                found[os.path.relpath(full, blob_dir)] = size
+    finally:
+        iterator.close()
+    return sorted(found.items())
+
+
 # md5 is the default the design names; sha1 costs less CPU where the CPU has SHA extensions
 # (2.5x faster than md5 on the sandbox), which matters when the copy competes for CPU.
 CHECKSUMS = ('md5', 'sha1', 'sha256')
@@ -469,18 +620,20 @@ def spans_of(start, end, verify='spans', span_bytes=DEFAULT_SPAN_BYTES):
     return [(start, start + span_bytes), (end - span_bytes, end)]
 
 
-def hash_spans(path, spans, workers=2, algorithm='md5'):
-    """[{'start', 'end', <algorithm>}] for the ``(start, end)`` spans of ``path``, hashed in
-    threads (hashlib releases the GIL, so this overlaps with a copy running in the kernel)."""
+def hash_spans(source, spans, workers=2, algorithm='md5'):
+    """[{'start', 'end', <algorithm>}] for the ``(start, end)`` spans of ``source`` (a path, or
+    an open file descriptor that is read with ``pread`` and left open), hashed in threads
+    (hashlib releases the GIL, so this overlaps with a copy running in the kernel)."""
     if not spans:
         return []
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(source, os.O_RDONLY) if isinstance(source, str) else source
     try:
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(spans)))) as pool:
             digests = list(pool.map(
                 lambda span: digest_of_range(fd, span[0], span[1], algorithm), spans))
     finally:
-        os.close(fd)
+        if fd is not source:
+            os.close(fd)
     return [{'start': a, 'end': b, algorithm: d} for (a, b), d in zip(spans, digests)]
 
 
@@ -489,9 +642,11 @@ def hash_pieces(path, start, end, workers=2, algorithm='md5'):
     return hash_spans(path, pieces_of(start, end), workers, algorithm)
 
 
-def copy_and_hash(src_path, dst_path, start, end, truncate_to=None, algorithm='md5',
+def copy_and_hash(source, dst_path, start, end, truncate_to=None, algorithm='md5',
                   verify='spans', span_bytes=DEFAULT_SPAN_BYTES):
-    """Copy ``[start, end)`` of src into dst at the same offsets while hashing its spans.
+    """Copy ``[start, end)`` of ``source`` (an open file descriptor, left open, or a path) into
+    dst at the same offsets while hashing its spans from the same descriptor, so what is
+    hashed is what was copied.
 
     ``dst`` is created if missing; with ``truncate_to`` it is first cut to that size (dropping
     a half-appended tail of an interrupted refresh). The copy is fsynced. Returns the manifest
@@ -499,21 +654,27 @@ def copy_and_hash(src_path, dst_path, start, end, truncate_to=None, algorithm='m
     ``verify`` ``full`` when every byte was hashed (also a short range with ``spans``).
     """
     spans = spans_of(start, end, verify, span_bytes)
-    src_fd = os.open(src_path, os.O_RDONLY)
+    src_fd = os.open(source, os.O_RDONLY) if isinstance(source, str) else source
     try:
         dst_fd = os.open(dst_path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             if truncate_to is not None:
                 os.ftruncate(dst_fd, truncate_to)
             with ThreadPoolExecutor(max_workers=1) as pool:
-                hashing = pool.submit(hash_spans, src_path, spans, 2, algorithm)
+                hashing = pool.submit(hash_spans, src_fd, spans, 2, algorithm)
                 copy_range(src_fd, dst_fd, start, end)
                 hashed = hashing.result()
             os.fsync(dst_fd)
         finally:
             os.close(dst_fd)
     finally:
-        os.close(src_fd)
+        if src_fd is not source:
+            os.close(src_fd)
+    return range_entry(start, end, hashed)
+
+
+def range_entry(start, end, hashed):
+    """The manifest entry of the range ``[start, end)`` whose ``hashed`` spans were recorded."""
     whole = bool(hashed) and all(a['end'] == b['start'] for a, b in zip(hashed, hashed[1:]))
     return {'start': start, 'end': end, 'verify': 'full' if whole else 'spans', 'spans': hashed}
 
@@ -589,15 +750,20 @@ def range_problems(manifest, size, algorithm):
     return []
 
 
-def fsync_dir(path):
+def fsync_dir(path, strict=False):
+    """fsync a folder so that the names created in it last; best effort unless ``strict``
+    (then an OSError, ENOSPC or EIO from the filesystem, is raised to the caller)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
+        if strict:
+            raise
         return
     try:
         os.fsync(fd)
     except OSError:
-        pass
+        if strict:
+            raise
     finally:
         os.close(fd)
 
@@ -692,15 +858,27 @@ def committed_blobs(blob_dir, max_tid):
 
 def copy_blobs(src_dir, dst_dir, blobs, link):
     """Copy (or hard-link) the listed blob files from src into dst; skip ones dst already has
-    with the same size (blob files never change). Returns (copied, linked, bytes_copied)."""
+    with the same size (blob files never change). Returns (copied, linked, bytes_copied).
+
+    The layout is ZODB's: folders made as ZODB makes them (``os.makedirs``, the umask's mode),
+    committed blob files not writable (``ZODB.blob.set_not_writable``; a hard link shares the
+    source's inode and mode). Every copied file, and every folder that got a new entry, is
+    fsynced before this returns, deepest first, so a crash cannot lose a blob the manifest
+    counts.
+    """
+    from ZODB.blob import set_not_writable
     copied = linked = moved = 0
-    os.makedirs(dst_dir, exist_ok=True)
+    if not os.path.isdir(dst_dir):
+        os.makedirs(dst_dir)
+        fsync_dir(os.path.dirname(os.path.abspath(dst_dir)))
     layout = blob_layout(src_dir)
     marker = os.path.join(dst_dir, LAYOUT_MARKER)
     if layout and not os.path.exists(marker):
         with open(marker, 'w', encoding='utf-8') as handle:
             handle.write(layout)
-    made_dirs = set()
+            handle.flush()
+            os.fsync(handle.fileno())
+    touched = {os.path.abspath(dst_dir)}
     for rel, size in blobs:
         target = os.path.join(dst_dir, rel)
         try:
@@ -710,9 +888,11 @@ def copy_blobs(src_dir, dst_dir, blobs, link):
         except FileNotFoundError:
             pass
         parent = os.path.dirname(target)
-        if parent not in made_dirs:
-            os.makedirs(parent, exist_ok=True)
-            made_dirs.add(parent)
+        if os.path.abspath(parent) not in touched:
+            made = _makedirs_listing(parent)
+            touched.update(made)
+            touched.update(os.path.dirname(d) for d in made)
+            touched.add(os.path.abspath(parent))
         source = os.path.join(src_dir, rel)
         if link:
             try:
@@ -722,10 +902,34 @@ def copy_blobs(src_dir, dst_dir, blobs, link):
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                     raise
-        shutil.copyfile(source, target)
+        src_fd = os.open(source, os.O_RDONLY)
+        try:
+            dst_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                copy_range(src_fd, dst_fd, 0, size)
+                os.fsync(dst_fd)
+            finally:
+                os.close(dst_fd)
+        finally:
+            os.close(src_fd)
+        set_not_writable(target)
         copied += 1
         moved += size
+    for folder in sorted(touched, key=len, reverse=True):
+        fsync_dir(folder, strict=True)
     return copied, linked, moved
+
+
+def _makedirs_listing(path):
+    """``os.makedirs(path)`` that returns the absolute folders it created."""
+    missing = []
+    probe = os.path.abspath(path)
+    while not os.path.isdir(probe):
+        missing.append(probe)
+        probe = os.path.dirname(probe)
+    if missing:
+        os.makedirs(path, exist_ok=True)
+    return missing
 
 
 # --------------------------------------------------------------------------- manifests

@@ -16,7 +16,14 @@ description:
   - B(Idempotence.) The result is C(changed) only if the pack removed something, that is if
     the storage file got smaller or blob files were removed. A second pack with the same
     O(days) finds the history already packed (ZODB marks packed transactions) and does nothing.
-  - Never pack a storage while a snapshot of it is being taken (M(zopeops.stages.zodb_snapshot)).
+  - B(Not during a snapshot.) Offline, the module packs under an exclusive lock on
+    C(<path>.pack.lock), next to the Data.fs. M(zopeops.stages.zodb_snapshot) holds the same
+    lock (shared) while it reads the file, so a pack waits for the snapshots of its file, up
+    to O(lock_timeout), and fails without packing if they take longer. Online the ZEO server
+    packs and this lock is not taken, so do not pack online while a snapshot is taken.
+  - B(Errors.) A failure, a full disk (C(ENOSPC)) included, is reported with the path and
+    what to do. ZODB renames the packed file in only once it is complete, so the storage is
+    as it was after a failed pack.
 version_added: 0.1.0
 author:
   - zopeops.stages developers (@zopeops)
@@ -44,6 +51,12 @@ options:
         because a client cannot turn it off.
     type: bool
     default: true
+  lock_timeout:
+    description:
+      - Offline, seconds to wait for C(<path>.pack.lock) while snapshots of the file are taken,
+        before failing without packing.
+    type: float
+    default: 60
   keep_old:
     description:
       - Keep the pre-pack file as C(Data.fs.old) (offline only). It costs the old file's size
@@ -53,7 +66,8 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Nothing is packed. Offline the module reads the transaction headers and says
+    details: Nothing is packed and no lock is taken. Offline the module reads the transaction
+      headers and says
       whether a pack would run or find the history already packed; online it says which
       server would be asked.
   diff_mode:
@@ -204,16 +218,17 @@ def pack_offline(module, result):
     kwargs = {'pack_gc': module.params['gc'], 'pack_keep_old': module.params['keep_old']}
     if blob_dir:
         kwargs['blob_dir'] = blob_dir
-    try:
-        storage = FileStorage(path, **kwargs)
-    except zc.lockfile.LockError:
-        raise zu.ZODBDataError('Cannot pack %s: it was locked by another process just now '
-                               '(its ZEO server started?). Stop it and run again.' % path)
-    try:
-        storage.pack(pack_t, referencesf, gc=module.params['gc'])
-        last_after = storage.lastTransaction()
-    finally:
-        storage.close()
+    with zu.pack_lock(path, False, module.params['lock_timeout'], 'pack'):
+        try:
+            storage = FileStorage(path, **kwargs)
+        except zc.lockfile.LockError:
+            raise zu.ZODBDataError('Cannot pack %s: it was locked by another process just now '
+                                   '(its ZEO server started?). Stop it and run again.' % path)
+        try:
+            storage.pack(pack_t, referencesf, gc=module.params['gc'])
+            last_after = storage.lastTransaction()
+        finally:
+            storage.close()
     size_after = os.path.getsize(path)
     result.update(size_after=size_after, bytes_freed=state['file_size'] - size_after,
                   last_tid_after=zu.tid_to_hex(last_after))
@@ -280,6 +295,7 @@ def main():
             days=dict(type='float', default=0),
             gc=dict(type='bool', default=True),
             keep_old=dict(type='bool', default=False),
+            lock_timeout=dict(type='float', default=zu.DEFAULT_LOCK_TIMEOUT),
         ),
         required_one_of=[('path', 'zeo_address')],
         mutually_exclusive=[('path', 'zeo_address')],
@@ -298,6 +314,15 @@ def main():
             pack_online(module, result)
     except zu.ZODBDataError as exc:
         module.fail_json(msg=str(exc), duration=zu.elapsed(started), **result)
+    except OSError as exc:
+        where = module.params['path'] or module.params['zeo_address']
+        if exc.filename is None:  # a write through an open file: the packed file's
+            exc.filename = where + '.pack' if module.params['path'] else where
+        module.fail_json(msg=zu.os_error_message(
+            exc, 'Packing %s' % where,
+            'The storage is as it was: ZODB renames the packed file in only once it is '
+            'complete (a leftover %s.pack can be removed).' % where),
+            duration=zu.elapsed(started), **result)
     result['duration'] = zu.elapsed(started)
     module.exit_json(**result)
 
