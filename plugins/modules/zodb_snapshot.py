@@ -312,6 +312,11 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb as zu
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_format as zfmt
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_copy as zcopy
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_manifest as zman
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_blobs as zblob
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_locks as zlock
 
 
 def incremental_problem(src_fd, src_size, src_path, dest, manifest, checksum, verify='spans'):
@@ -322,7 +327,7 @@ def incremental_problem(src_fd, src_size, src_path, dest, manifest, checksum, ve
     if manifest.get('packed'):
         return 'the snapshot in %s is packed, so it is no prefix of the source' % dest
     old_size = manifest['size']
-    data = os.path.join(dest, zu.SNAPSHOT_DATA_NAME)
+    data = os.path.join(dest, zman.SNAPSHOT_DATA_NAME)
     if not manifest['ranges']:
         return 'the snapshot manifest lists no ranges'
     if not os.path.isfile(data) or os.path.getsize(data) < old_size:
@@ -330,19 +335,19 @@ def incremental_problem(src_fd, src_size, src_path, dest, manifest, checksum, ve
     if src_size < old_size:
         return ('the source is now %d bytes, smaller than the snapshot (%d): it was packed or '
                 'replaced' % (src_size, old_size))
-    found = zu.txn_header_before(src_fd, old_size)
-    if found is None or zu.tid_to_hex(found[0]) != manifest['tid'] or found[1] == b'c':
+    found = zfmt.txn_header_before(src_fd, old_size)
+    if found is None or zfmt.tid_to_hex(found[0]) != manifest['tid'] or found[1] == b'c':
         return ('the source has no committed transaction %s ending at byte %d: it was packed '
                 'or its history diverged' % (manifest['tid'], old_size))
-    if zu.checksum_of(manifest) != checksum:
-        return 'the snapshot uses checksum %s, %s was asked for' % (zu.checksum_of(manifest),
+    if zman.checksum_of(manifest) != checksum:
+        return 'the snapshot uses checksum %s, %s was asked for' % (zman.checksum_of(manifest),
                                                                     checksum)
-    if verify == 'full' and zu.manifest_verify(manifest) != 'full':
+    if verify == 'full' and zman.manifest_verify(manifest) != 'full':
         return ('the snapshot in %s has ranges hashed only in spans (verify: spans) and '
                 'verify: full was asked for' % dest)
-    if zu.digest_of_range(src_fd, *tail_span(manifest, checksum)) != \
-            zu.last_span(manifest).get(checksum):
-        last = zu.last_span(manifest)
+    if zcopy.digest_of_range(src_fd, *tail_span(manifest, checksum)) != \
+            zman.last_span(manifest).get(checksum):
+        last = zman.last_span(manifest)
         return ('bytes [%d, %d) of the source differ from the snapshot: it was packed or its '
                 'history diverged' % (last['start'], last['end']))
     return snapshot_damage(dest, manifest, checksum)
@@ -350,7 +355,7 @@ def incremental_problem(src_fd, src_size, src_path, dest, manifest, checksum, ve
 
 def tail_span(manifest, checksum):
     """(start, end, checksum) of the manifest's tail span; ZODBDataError if it has none."""
-    last = zu.last_span(manifest)
+    last = zman.last_span(manifest)
     if not isinstance(last, dict) or not {'start', 'end', checksum} <= set(last) or \
             last['end'] != manifest['size']:
         raise zu.ZODBDataError('the snapshot manifest has no hashed tail span')
@@ -359,7 +364,7 @@ def tail_span(manifest, checksum):
 
 def snapshot_damage(dest, manifest, checksum):
     """None if the snapshot's Data.fs has its manifest's size and tail span, else what differs."""
-    data = os.path.join(dest, zu.SNAPSHOT_DATA_NAME)
+    data = os.path.join(dest, zman.SNAPSHOT_DATA_NAME)
     try:
         start, end, _c = tail_span(manifest, checksum)
     except zu.ZODBDataError:
@@ -368,7 +373,8 @@ def snapshot_damage(dest, manifest, checksum):
         return 'the snapshot file %s is missing or shorter than its manifest says' % data
     dst_fd = os.open(data, os.O_RDONLY)
     try:
-        if zu.digest_of_range(dst_fd, start, end, checksum) != zu.last_span(manifest)[checksum]:
+        recorded = zman.last_span(manifest)[checksum]
+        if zcopy.digest_of_range(dst_fd, start, end, checksum) != recorded:
             return 'the snapshot file %s does not match its manifest (damaged)' % data
     finally:
         os.close(dst_fd)
@@ -384,16 +390,16 @@ def packed_problem(src_fd, src_size, src_path, dest, manifest, params):
         return 'the snapshot in %s was taken from %s, not %s' % (
             dest, manifest.get('source_path'), src_path)
     if manifest['packed'].get('days') != params['pack_days'] or \
-            zu.checksum_of(manifest) != params['checksum'] or \
-            (params['verify'] == 'full' and zu.manifest_verify(manifest) != 'full'):
+            zman.checksum_of(manifest) != params['checksum'] or \
+            (params['verify'] == 'full' and zman.manifest_verify(manifest) != 'full'):
         return 'the packed snapshot in %s was taken with other pack_days, checksum or verify' % dest
     source_size = manifest.get('source_size')
-    found = zu.txn_header_before(src_fd, source_size) if source_size else None
-    if found is None or zu.tid_to_hex(found[0]) != manifest.get('snapshot_tid') or \
+    found = zfmt.txn_header_before(src_fd, source_size) if source_size else None
+    if found is None or zfmt.tid_to_hex(found[0]) != manifest.get('snapshot_tid') or \
             found[1] == b'c':
         return ('the source has no committed transaction %s ending at byte %s: it was packed '
                 'or its history diverged' % (manifest.get('snapshot_tid'), source_size))
-    end, _tid, _n = zu.committed_end(src_fd, source_size, src_size)
+    end, _tid, _n = zfmt.committed_end(src_fd, source_size, src_size)
     if end != source_size:
         return 'the source has new transactions since the packed snapshot in %s' % dest
     return snapshot_damage(dest, manifest, params['checksum'])
@@ -404,11 +410,11 @@ def plan_snapshot(params):
     descriptor (``fd``, with its ``stat``), which the copy and the hashing use; the caller
     closes it."""
     src, dest = params['path'], params['dest']
-    zu.check_filestorage(src, 'source')
+    zfmt.check_filestorage(src, 'source')
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise zu.ZODBDataError('The snapshot destination %s exists and is not a directory. '
                                'Choose another dest.' % dest)
-    manifest = zu.read_manifest(dest) if os.path.isdir(dest) else None
+    manifest = zman.read_manifest(dest) if os.path.isdir(dest) else None
     if manifest is None and os.path.isdir(dest) and os.listdir(dest):
         raise zu.ZODBDataError(
             'The snapshot destination %s is not empty and holds no manifest.json, so it is not '
@@ -425,22 +431,22 @@ def plan_snapshot(params):
                 if reason is None:
                     plan.update(kind='unchanged', start=manifest['source_size'],
                                 end=manifest['source_size'], count=0,
-                                tid=zu.hex_to_tid(manifest['snapshot_tid']))
+                                tid=zfmt.hex_to_tid(manifest['snapshot_tid']))
                     return plan
             else:
                 reason = incremental_problem(src_fd, src_size, src, dest, manifest,
                                              params['checksum'], params['verify'])
                 if reason is None:
-                    end, tid, count = zu.committed_end(src_fd, manifest['size'], src_size)
+                    end, tid, count = zfmt.committed_end(src_fd, manifest['size'], src_size)
                     plan.update(kind='incremental', start=manifest['size'], end=end,
-                                count=count, tid=tid or zu.hex_to_tid(manifest['tid']))
+                                count=count, tid=tid or zfmt.hex_to_tid(manifest['tid']))
                     if end == manifest['size']:
                         plan['kind'] = 'unchanged'
                     return plan
             plan['fallback_reason'] = reason
         elif manifest is not None:
             plan['fallback_reason'] = 'mode is full'
-        end, tid, count = zu.committed_end(src_fd, 4, src_size)
+        end, tid, count = zfmt.committed_end(src_fd, 4, src_size)
         if tid is None:
             raise zu.ZODBDataError('The source FileStorage %s holds no committed transaction; '
                                    'there is nothing to snapshot. Check the path.' % src)
@@ -482,7 +488,7 @@ def check_copy(data_path, start, end, tid, count=None):
     fd = os.open(data_path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
-        found_end, found_tid, found = zu.committed_end(fd, start, size)
+        found_end, found_tid, found = zfmt.committed_end(fd, start, size)
     finally:
         os.close(fd)
     if size != end or found_end != end or (tid is not None and found_tid != tid) or \
@@ -491,23 +497,23 @@ def check_copy(data_path, start, end, tid, count=None):
             'The copy %s does not hold what was written: its transaction headers from byte %d '
             'end at byte %d of %d with last tid %s (%d transactions), expected the end %d, tid '
             '%s%s. Its manifest was not written; check the disk holding it and run the '
-            'snapshot again.' % (data_path, start, found_end, size, zu.tid_to_hex(found_tid),
-                                 found, end, zu.tid_to_hex(tid) if tid else 'any',
+            'snapshot again.' % (data_path, start, found_end, size, zfmt.tid_to_hex(found_tid),
+                                 found, end, zfmt.tid_to_hex(tid) if tid else 'any',
                                  '' if count is None else ' and %d transactions' % count))
     return found_tid, found
 
 
 def planned_verify(params, plan):
     """(bytes hashed in this run, the snapshot's verify afterwards) for ``plan``."""
-    spans = zu.spans_of(plan['start'], plan['end'], params['verify'], params['span_bytes'])
+    spans = zcopy.spans_of(plan['start'], plan['end'], params['verify'], params['span_bytes'])
     hashed = sum(b - a for a, b in spans)
     covered = sum(b - a for a, b in spans) == plan['end'] - plan['start']
     old = plan['manifest']
     if plan['kind'] == 'full':
         return hashed, 'full' if covered else 'spans'
     if plan['kind'] == 'unchanged':
-        return 0, zu.manifest_verify(old)
-    return hashed, 'full' if covered and zu.manifest_verify(old) == 'full' else 'spans'
+        return 0, zman.manifest_verify(old)
+    return hashed, 'full' if covered and zman.manifest_verify(old) == 'full' else 'spans'
 
 
 def plan_blobs(params, plan):
@@ -519,11 +525,11 @@ def plan_blobs(params, plan):
     if not os.path.isdir(blob_dir):
         raise zu.ZODBDataError('The source blob directory %s does not exist. Check blob_dir, or '
                                'omit it for a storage without blobs.' % blob_dir)
-    blobs = zu.committed_blobs(blob_dir, plan['tid'])
+    blobs = zblob.committed_blobs(blob_dir, plan['tid'])
     if plan['kind'] == 'incremental':
-        after = zu.tid_to_int(zu.hex_to_tid(plan['manifest']['tid']))
+        after = zfmt.tid_to_int(zfmt.hex_to_tid(plan['manifest']['tid']))
         blobs = [(rel, size) for rel, size in blobs
-                 if zu.blob_tid(os.path.basename(rel)) > after]
+                 if zblob.blob_tid(os.path.basename(rel)) > after]
     return blobs
 
 
@@ -537,7 +543,7 @@ def take_snapshot(module, result):
         finally:
             os.close(plan['fd'])
         return
-    with zu.pack_lock(src, True, params['lock_timeout'], 'take a snapshot of'):
+    with zlock.pack_lock(src, True, params['lock_timeout'], 'take a snapshot of'):
         plan = plan_snapshot(params)
         plan['dest'] = dest
         try:
@@ -560,27 +566,27 @@ def describe(module, result, plan):
     params = module.params
     src, dest, blob_dir = params['path'], params['dest'], params['blob_dir']
     blobs = plan_blobs(params, plan) if plan['kind'] != 'unchanged' else []
-    will_link = bool(params['blob_link'] and blob_dir and zu.same_filesystem(blob_dir, dest))
+    will_link = bool(params['blob_link'] and blob_dir and zcopy.same_filesystem(blob_dir, dest))
     plan['link'] = will_link
     blob_bytes = 0 if will_link else sum(size for _rel, size in blobs)
     data_bytes = plan['end'] - plan['start']
     old = plan['manifest']
     bytes_hashed, verify = planned_verify(params, plan)
     packing = params['pack'] and plan['kind'] == 'full'
-    pack_tid = zu.pack_time_tid(plan['tid'], params['pack_days']) if params['pack'] else None
+    pack_tid = zcopy.pack_time_tid(plan['tid'], params['pack_days']) if params['pack'] else None
     result.update(
         mode_used=plan['kind'], fallback_reason=plan['fallback_reason'], bytes_copied=data_bytes,
         bytes_hashed=bytes_hashed, verify=verify, packed=bool(params['pack']),
-        pack_time=zu.tid_to_iso(pack_tid) if pack_tid else None,
+        pack_time=zfmt.tid_to_iso(pack_tid) if pack_tid else None,
         size=plan['end'], source_size=plan['end'],
-        tid=zu.tid_to_hex(plan['tid']), snapshot_tid=zu.tid_to_hex(plan['tid']),
-        tid_time=zu.tid_to_iso(plan['tid']),
+        tid=zfmt.tid_to_hex(plan['tid']), snapshot_tid=zfmt.tid_to_hex(plan['tid']),
+        tid_time=zfmt.tid_to_iso(plan['tid']),
         transactions=plan['count'] + (old.get('transactions') or 0
                                       if plan['kind'] == 'incremental' else 0),
         blobs_copied=len(blobs), blobs_linked=len(blobs) if will_link else 0,
         blob_count=len(blobs) + (old.get('blob_count', 0) if old and plan['kind'] != 'full'
                                  else 0),
-        manifest=zu.manifest_path(dest), changed=plan['kind'] != 'unchanged')
+        manifest=zman.manifest_path(dest), changed=plan['kind'] != 'unchanged')
     if plan['kind'] == 'unchanged':
         for key in ('size', 'tid', 'tid_time', 'verify', 'source_size'):
             result[key] = old.get(key, result[key])
@@ -592,10 +598,11 @@ def describe(module, result, plan):
         result['msg'] = 'The snapshot in %s is up to date at tid %s.' % (
             dest, result['snapshot_tid'])
         return blobs
-    zu.require_free(dest, data_bytes + blob_bytes, params['reserve_bytes'],
-                    'take a %s snapshot of %s' % (plan['kind'], src))
+    zcopy.require_free(dest, data_bytes + blob_bytes, params['reserve_bytes'],
+                       'take a %s snapshot of %s' % (plan['kind'], src))
     if module.check_mode:
-        result['msg'] = 'Would take a %s%s snapshot of %s into %s: %d bytes and %d blob files%s.' % (
+        result['msg'] = 'Would take a %s%s snapshot of %s into %s: %d bytes and %d blob ' \
+            'files%s.' % (
             'packed ' if packing else '', plan['kind'], src, dest, data_bytes, len(blobs),
             ' before the pack, which writes only what it keeps' if packing else '')
     return blobs
@@ -604,10 +611,10 @@ def describe(module, result, plan):
 def new_manifest(params, result):
     src, blob_dir = params['path'], params['blob_dir']
     return {
-        'format': zu.MANIFEST_FORMAT,
+        'format': zman.MANIFEST_FORMAT,
         'source_path': os.path.abspath(src),
         'source_blob_dir': os.path.abspath(blob_dir) if blob_dir else None,
-        'blob_layout': zu.blob_layout(blob_dir) if blob_dir else None,
+        'blob_layout': zblob.blob_layout(blob_dir) if blob_dir else None,
         'size': result['size'],
         'source_size': result['source_size'],
         'tid': result['tid'],
@@ -617,11 +624,11 @@ def new_manifest(params, result):
         'packed': None,
         'created': zu.now_iso(),
         'blob_count': result['blob_count'],
-        'data_file': zu.SNAPSHOT_DATA_NAME,
+        'data_file': zman.SNAPSHOT_DATA_NAME,
         'checksum': params['checksum'],
         'verify': result['verify'],
         'span_bytes': params['span_bytes'],
-        'blob_dir': zu.SNAPSHOT_BLOB_NAME if blob_dir else None,
+        'blob_dir': zman.SNAPSHOT_BLOB_NAME if blob_dir else None,
     }
 
 
@@ -629,18 +636,18 @@ def refresh(params, result, plan, blobs):
     """Append the new tail ``[start, end)`` to the snapshot in dest, then its new blobs."""
     dest, blob_dir = params['dest'], params['blob_dir']
     old = plan['manifest']
-    data = os.path.join(dest, zu.SNAPSHOT_DATA_NAME)
+    data = os.path.join(dest, zman.SNAPSHOT_DATA_NAME)
     try:
-        copied_range = zu.copy_and_hash(plan['fd'], data, plan['start'], plan['end'],
-                                        truncate_to=plan['start'], algorithm=params['checksum'],
-                                        verify=params['verify'],
-                                        span_bytes=params['span_bytes'])
+        copied_range = zcopy.copy_and_hash(plan['fd'], data, plan['start'], plan['end'],
+                                           truncate_to=plan['start'], algorithm=params['checksum'],
+                                           verify=params['verify'],
+                                           span_bytes=params['span_bytes'])
         _tid, count = check_copy(data, plan['start'], plan['end'], plan['tid'], plan['count'])
         if 'transactions' not in old:  # taken before the count was recorded: count it once
             _tid, result['transactions'] = check_copy(data, 4, plan['end'], plan['tid'])
         if blob_dir:
-            copied, linked, _moved = zu.copy_blobs(
-                blob_dir, os.path.join(dest, zu.SNAPSHOT_BLOB_NAME), blobs, plan['link'])
+            copied, linked, _moved = zblob.copy_blobs(
+                blob_dir, os.path.join(dest, zman.SNAPSHOT_BLOB_NAME), blobs, plan['link'])
             result.update(blobs_copied=copied + linked, blobs_linked=linked)
     except BaseException:
         # The manifest still describes [0, start): cut the half-appended tail off again.
@@ -649,12 +656,12 @@ def refresh(params, result, plan, blobs):
         raise
     manifest = new_manifest(params, result)
     manifest['ranges'] = old['ranges'] + [copied_range]
-    manifest['verify'] = zu.manifest_verify(manifest)
+    manifest['verify'] = zman.manifest_verify(manifest)
     manifest['history'] = (old.get('history') or [])[-19:] + [
         {'mode': 'incremental', 'start': plan['start'], 'end': plan['end'],
          'tid': result['tid'], 'created': manifest['created'],
          'verify': copied_range['verify'], 'transactions': count}]
-    zu.write_manifest(dest, manifest)
+    zman.write_manifest(dest, manifest)
     result['msg'] = 'Appended %d bytes and %d blob files to the snapshot in %s (tid %s).' % (
         result['bytes_copied'], result['blobs_copied'], dest, result['tid'])
 
@@ -666,19 +673,19 @@ def build_full(params, result, plan, blobs):
     parent = os.path.dirname(os.path.abspath(dest))
     os.makedirs(parent, exist_ok=True)
     building = '%s.new-%d' % (os.path.abspath(dest), os.getpid())
-    zu.remove_path(building)
+    zcopy.remove_path(building)
     os.makedirs(building)
-    data = os.path.join(building, zu.SNAPSHOT_DATA_NAME)
+    data = os.path.join(building, zman.SNAPSHOT_DATA_NAME)
     try:
         packed_size = None
         if params['pack']:
-            pack_tid = zu.pack_time_tid(plan['tid'], params['pack_days'])
-            packed_size = zu.pack_copy(plan['fd'], plan['end'], data, pack_tid)
+            pack_tid = zcopy.pack_time_tid(plan['tid'], params['pack_days'])
+            packed_size = zcopy.pack_copy(plan['fd'], plan['end'], data, pack_tid)
         if packed_size is None:  # no pack asked, or ZODB found the range packed already
-            copied_range = zu.copy_and_hash(plan['fd'], data, 0, plan['end'],
-                                            algorithm=params['checksum'],
-                                            verify=params['verify'],
-                                            span_bytes=params['span_bytes'])
+            copied_range = zcopy.copy_and_hash(plan['fd'], data, 0, plan['end'],
+                                               algorithm=params['checksum'],
+                                               verify=params['verify'],
+                                               span_bytes=params['span_bytes'])
             check_copy(data, 4, plan['end'], plan['tid'], plan['count'])
         else:
             last_tid, count = check_copy(data, 4, packed_size, None)
@@ -686,21 +693,21 @@ def build_full(params, result, plan, blobs):
                 raise zu.ZODBDataError(
                     'The packed copy %s ends with tid %s after %d transactions, beyond the '
                     'snapshot (tid %s, %d transactions). Its manifest was not written.' % (
-                        data, zu.tid_to_hex(last_tid), count, zu.tid_to_hex(plan['tid']),
+                        data, zfmt.tid_to_hex(last_tid), count, zfmt.tid_to_hex(plan['tid']),
                         plan['count']))
-            copied_range = zu.range_entry(0, packed_size, zu.hash_spans(
-                data, zu.spans_of(0, packed_size, params['verify'], params['span_bytes']),
+            copied_range = zcopy.range_entry(0, packed_size, zcopy.hash_spans(
+                data, zcopy.spans_of(0, packed_size, params['verify'], params['span_bytes']),
                 2, params['checksum']))
             result.update(size=packed_size, bytes_copied=packed_size, transactions=count,
-                          tid=zu.tid_to_hex(last_tid), tid_time=zu.tid_to_iso(last_tid),
-                          bytes_hashed=zu.hashed_bytes({'ranges': [copied_range]}),
+                          tid=zfmt.tid_to_hex(last_tid), tid_time=zfmt.tid_to_iso(last_tid),
+                          bytes_hashed=zman.hashed_bytes({'ranges': [copied_range]}),
                           verify=copied_range['verify'])
         if params['pack'] and blob_dir:
-            blobs = zu.blob_records(data, blob_dir)
+            blobs = zblob.blob_records(data, blob_dir)
             result['blob_count'] = len(blobs)
         if blob_dir:
-            copied, linked, _moved = zu.copy_blobs(
-                blob_dir, os.path.join(building, zu.SNAPSHOT_BLOB_NAME), blobs, plan['link'])
+            copied, linked, _moved = zblob.copy_blobs(
+                blob_dir, os.path.join(building, zman.SNAPSHOT_BLOB_NAME), blobs, plan['link'])
             result.update(blobs_copied=copied + linked, blobs_linked=linked)
         manifest = new_manifest(params, result)
         if params['pack']:
@@ -709,20 +716,20 @@ def build_full(params, result, plan, blobs):
                                   'source_size': plan['end'],
                                   'source_transactions': plan['count']}
         manifest['ranges'] = [copied_range]
-        manifest['verify'] = zu.manifest_verify(manifest)
+        manifest['verify'] = zman.manifest_verify(manifest)
         manifest['history'] = [{'mode': 'packed' if params['pack'] else 'full', 'start': 0,
                                 'end': result['size'], 'tid': result['tid'],
                                 'snapshot_tid': result['snapshot_tid'],
                                 'created': manifest['created'],
                                 'verify': copied_range['verify'],
                                 'transactions': result['transactions']}]
-        zu.write_manifest(building, manifest)
+        zman.write_manifest(building, manifest)
         retired = None
         if os.path.exists(dest):
             retired = '%s.old-%d' % (os.path.abspath(dest), os.getpid())
             os.rename(dest, retired)
         os.rename(building, dest)
-        zu.fsync_dir(parent, strict=True)
+        zcopy.fsync_dir(parent, strict=True)
         if retired:
             shutil.rmtree(retired, ignore_errors=True)
     except BaseException:
@@ -747,10 +754,10 @@ def main():
             pack_days=dict(type='float', default=0),
             blob_link=dict(type='bool', default=True),
             reserve_bytes=dict(type='int', default=0),
-            checksum=dict(type='str', choices=list(zu.CHECKSUMS), default='md5'),
-            verify=dict(type='str', choices=list(zu.VERIFY_MODES), default='spans'),
-            span_bytes=dict(type='int', default=zu.DEFAULT_SPAN_BYTES),
-            lock_timeout=dict(type='float', default=zu.DEFAULT_LOCK_TIMEOUT),
+            checksum=dict(type='str', choices=list(zcopy.CHECKSUMS), default='md5'),
+            verify=dict(type='str', choices=list(zcopy.VERIFY_MODES), default='spans'),
+            span_bytes=dict(type='int', default=zcopy.DEFAULT_SPAN_BYTES),
+            lock_timeout=dict(type='float', default=zlock.DEFAULT_LOCK_TIMEOUT),
         ),
         supports_check_mode=True,
     )
@@ -758,7 +765,7 @@ def main():
     params = module.params
     if params['span_bytes'] < 1:
         module.fail_json(msg='span_bytes is %d; use a positive number of bytes (default %d).'
-                         % (params['span_bytes'], zu.DEFAULT_SPAN_BYTES))
+                         % (params['span_bytes'], zcopy.DEFAULT_SPAN_BYTES))
     if params['pack_days'] < 0:
         module.fail_json(msg='pack_days is %s; it must be 0 or more (days of history before '
                          'the snapshot to keep).' % params['pack_days'])

@@ -4,7 +4,6 @@ a full disk."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -12,13 +11,12 @@ import time
 
 import pytest
 
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_copy as zcopy
 from ansible_collections.zopeops.stages.plugins.modules import zodb_pack, zodb_snapshot
 from support.modules import run_module, run_module_in_process, start_module
 from zodbdata import fstest, md5, write_transactions
 
 pytestmark = pytest.mark.integration
-
-zu = zodb_snapshot.zu
 
 
 def snapshot(monkeypatch, capsys, data, blobs, dest, **extra):
@@ -66,7 +64,7 @@ def test_source_replaced_before_a_refresh_keeps_the_snapshot(storage_factory, tm
 def test_a_copy_whose_headers_disagree_gets_no_manifest(storage_factory, tmp_path,
                                                         monkeypatch, capsys):
     data, blobs = storage_factory(count=10, blobs_every=3)
-    real_copy = zu.copy_and_hash
+    real_copy = zcopy.copy_and_hash
 
     def damaging_copy(source, dst_path, start, end, **kwargs):
         entry = real_copy(source, dst_path, start, end, **kwargs)
@@ -77,7 +75,7 @@ def test_a_copy_whose_headers_disagree_gets_no_manifest(storage_factory, tmp_pat
             handle.write(b'c')
         return entry
 
-    monkeypatch.setattr(zu, 'copy_and_hash', damaging_copy)
+    monkeypatch.setattr(zcopy, 'copy_and_hash', damaging_copy)
     dest = tmp_path / 'snap'
     result = snapshot(monkeypatch, capsys, data, blobs, dest)
     assert result['failed'] and 'does not hold what was written' in result['msg'], result
@@ -85,11 +83,11 @@ def test_a_copy_whose_headers_disagree_gets_no_manifest(storage_factory, tmp_pat
     assert not dest.exists() and sorted(os.listdir(tmp_path)) == ['src']
 
     # a refresh that goes wrong the same way is cut back to what its manifest says
-    monkeypatch.setattr(zu, 'copy_and_hash', real_copy)
+    monkeypatch.setattr(zcopy, 'copy_and_hash', real_copy)
     assert snapshot(monkeypatch, capsys, data, blobs, dest)['rc'] == 0
     manifest, copied = (dest / 'manifest.json').read_text(), md5(str(dest / 'Data.fs'))
     write_transactions(data, blobs, count=3, start=100)
-    monkeypatch.setattr(zu, 'copy_and_hash', damaging_copy)
+    monkeypatch.setattr(zcopy, 'copy_and_hash', damaging_copy)
     result = snapshot(monkeypatch, capsys, data, blobs, dest)
     assert result['failed'] and result['mode_used'] == 'incremental', result
     assert (dest / 'manifest.json').read_text() == manifest
@@ -161,7 +159,7 @@ def test_a_full_disk_is_a_clear_failure(storage_factory, tmp_path, monkeypatch, 
     write_transactions(data, count=300, payload=10000)
     assert os.path.getsize(data) > 3 * 1024 * 1024
     # the free-space check would refuse before writing: let the write itself hit ENOSPC
-    monkeypatch.setattr(zu, 'free_bytes', lambda path: 1 << 50)
+    monkeypatch.setattr(zcopy, 'free_bytes', lambda path: 1 << 50)
     with small_filesystem(tmp_path / 'small'):
         for pack in (False, True):
             dest = tmp_path / 'small' / 'snap'
