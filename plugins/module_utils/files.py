@@ -70,15 +70,18 @@ def append_line(path, line, mode=0o640):
 
 
 @contextlib.contextmanager
-def file_lock(lock_path, timeout=30.0, what='the lock'):
+def file_lock(lock_path, timeout=30.0, what='the lock', shared=False):
     """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for a short critical
-    section; raise LockTimeout naming the file if another holder keeps it past ``timeout``."""
+    section; raise LockTimeout naming the file if another holder keeps it past ``timeout``.
+
+    ``shared`` takes a shared lock instead: shared holders run together, an exclusive holder
+    waits for all of them (and they for it)."""
     handle = open(lock_path, 'a')
     deadline = time.monotonic() + timeout
     try:
         while True:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:

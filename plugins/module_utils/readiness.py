@@ -27,6 +27,11 @@ import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+# The collection's one tid normaliser lives with the FileStorage format; zeo_service imports it
+# from here.
+from ansible_collections.zopeops.stages.plugins.module_utils.zodb_format import (  # noqa: F401
+    normalize_tid)
+
 NO_TRANSACTION = '0' * 16
 _HOST_PORT = re.compile(r'^(?:\[(?P<ip6>[^\]]+)\]|(?P<host>[^:\[\]/]+)):(?P<port>\d{1,5})$')
 
@@ -132,16 +137,6 @@ def zeo_status(address, timeout=2.0):
     if not isinstance(status, dict):
         raise ValueError('the ZEO status answer is not a JSON object')
     return status
-
-
-def normalize_tid(tid):
-    """'0x03ABC...' / '03abc...' -> 16 lower-case hex digits; ValueError otherwise."""
-    text = str(tid).strip().lower()
-    if text.startswith('0x'):
-        text = text[2:]
-    if not re.match(r'^[0-9a-f]{1,16}$', text):
-        raise ValueError('%r is not a transaction id (up to 16 hex digits)' % tid)
-    return text.rjust(16, '0')
 
 
 def probe_zeo(address, storage='1', expected_tid=None, timeout=2.0):

@@ -16,7 +16,14 @@ description:
   - B(Idempotence.) The result is C(changed) only if the pack removed something, that is if
     the storage file got smaller or blob files were removed. A second pack with the same
     O(days) finds the history already packed (ZODB marks packed transactions) and does nothing.
-  - Never pack a storage while a snapshot of it is being taken (M(zopeops.stages.zodb_snapshot)).
+  - B(Not during a snapshot.) Offline, the module packs under an exclusive lock on
+    C(<path>.pack.lock), next to the Data.fs. M(zopeops.stages.zodb_snapshot) holds the same
+    lock (shared) while it reads the file, so a pack waits for the snapshots of its file, up
+    to O(lock_timeout), and fails without packing if they take longer. Online the ZEO server
+    packs and this lock is not taken, so do not pack online while a snapshot is taken.
+  - B(Errors.) A failure, a full disk (C(ENOSPC)) included, is reported with the path and
+    what to do. ZODB renames the packed file in only once it is complete, so the storage is
+    as it was after a failed pack.
 version_added: 0.1.0
 author:
   - zopeops.stages developers (@zopeops)
@@ -44,6 +51,12 @@ options:
         because a client cannot turn it off.
     type: bool
     default: true
+  lock_timeout:
+    description:
+      - Offline, seconds to wait for C(<path>.pack.lock) while snapshots of the file are taken,
+        before failing without packing.
+    type: float
+    default: 60
   keep_old:
     description:
       - Keep the pre-pack file as C(Data.fs.old) (offline only). It costs the old file's size
@@ -53,7 +66,8 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Nothing is packed. Offline the module reads the transaction headers and says
+    details: Nothing is packed and no lock is taken. Offline the module reads the transaction
+      headers and says
       whether a pack would run or find the history already packed; online it says which
       server would be asked.
   diff_mode:
@@ -134,12 +148,16 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb as zu
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_format as zfmt
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_blobs as zblob
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_locks as zlock
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_zeo as zzeo
 
 
 def count_blobs(blob_dir):
     if not blob_dir or not os.path.isdir(blob_dir):
         return None
-    return len(zu.committed_blobs(blob_dir, b'\xff' * 8))
+    return len(zblob.committed_blobs(blob_dir, b'\xff' * 8))
 
 
 def pack_would_run(path, pack_tid):
@@ -150,11 +168,11 @@ def pack_would_run(path, pack_tid):
     """
     fd = os.open(path, os.O_RDONLY)
     try:
-        end, last_tid, _count = zu.committed_end(fd)
+        end, last_tid, _count = zfmt.committed_end(fd)
         pos, last_status = 4, None
         while pos < end:
-            header = os.pread(fd, zu.TXN_HEADER_LEN, pos)
-            tid, tlen, status, _u, _d, _e = zu.TXN_HEADER.unpack(header)
+            header = os.pread(fd, zfmt.TXN_HEADER_LEN, pos)
+            tid, tlen, status, _u, _d, _e = zfmt.TXN_HEADER.unpack(header)
             if tid >= pack_tid:
                 break
             last_status = status
@@ -170,14 +188,14 @@ def pack_would_run(path, pack_tid):
 
 def pack_offline(module, result):
     path, blob_dir = module.params['path'], module.params['blob_dir']
-    zu.check_filestorage(path, 'storage')
-    zu.refuse_if_locked(path, 'pack')
-    state = zu.storage_state(path)
+    zfmt.check_filestorage(path, 'storage')
+    zlock.refuse_if_locked(path, 'pack')
+    state = zfmt.storage_state(path)
     pack_t = time.time() - module.params['days'] * 86400
     from persistent.timestamp import TimeStamp
     pack_tid = TimeStamp(*time.gmtime(pack_t)[:5] + (pack_t % 60,)).raw()
-    result.update(size_before=state['file_size'], last_tid_before=zu.tid_to_hex(state['tid']),
-                  pack_time=zu.tid_to_iso(pack_tid))
+    result.update(size_before=state['file_size'], last_tid_before=zfmt.tid_to_hex(state['tid']),
+                  pack_time=zfmt.tid_to_iso(pack_tid))
     blobs_before = count_blobs(blob_dir)
     if blobs_before is not None:
         result['blobs_before'] = blobs_before
@@ -204,19 +222,20 @@ def pack_offline(module, result):
     kwargs = {'pack_gc': module.params['gc'], 'pack_keep_old': module.params['keep_old']}
     if blob_dir:
         kwargs['blob_dir'] = blob_dir
-    try:
-        storage = FileStorage(path, **kwargs)
-    except zc.lockfile.LockError:
-        raise zu.ZODBDataError('Cannot pack %s: it was locked by another process just now '
-                               '(its ZEO server started?). Stop it and run again.' % path)
-    try:
-        storage.pack(pack_t, referencesf, gc=module.params['gc'])
-        last_after = storage.lastTransaction()
-    finally:
-        storage.close()
+    with zlock.pack_lock(path, False, module.params['lock_timeout'], 'pack'):
+        try:
+            storage = FileStorage(path, **kwargs)
+        except zc.lockfile.LockError:
+            raise zu.ZODBDataError('Cannot pack %s: it was locked by another process just now '
+                                   '(its ZEO server started?). Stop it and run again.' % path)
+        try:
+            storage.pack(pack_t, referencesf, gc=module.params['gc'])
+            last_after = storage.lastTransaction()
+        finally:
+            storage.close()
     size_after = os.path.getsize(path)
     result.update(size_after=size_after, bytes_freed=state['file_size'] - size_after,
-                  last_tid_after=zu.tid_to_hex(last_after))
+                  last_tid_after=zfmt.tid_to_hex(last_after))
     blobs_after = count_blobs(blob_dir)
     if blobs_after is not None:
         result['blobs_after'] = blobs_after
@@ -239,13 +258,13 @@ def pack_online(module, result):
     pack_t = time.time() - params['days'] * 86400
     from persistent.timestamp import TimeStamp
     pack_tid = TimeStamp(*time.gmtime(pack_t)[:5] + (pack_t % 60,)).raw()
-    client = zu.open_zeo(address, storage_name, read_only=module.check_mode,
-                         timeout=params['zeo_timeout'])
+    client = zzeo.open_zeo(address, storage_name, read_only=module.check_mode,
+                           timeout=params['zeo_timeout'])
     try:
         size_before = client.getSize()
         last_before = client.lastTransaction()
-        result.update(size_before=size_before, last_tid_before=zu.tid_to_hex(last_before),
-                      pack_time=zu.tid_to_iso(pack_tid))
+        result.update(size_before=size_before, last_tid_before=zfmt.tid_to_hex(last_before),
+                      pack_time=zfmt.tid_to_iso(pack_tid))
         if module.check_mode:
             result.update(size_after=size_before, bytes_freed=0,
                           last_tid_after=result['last_tid_before'], changed=True,
@@ -256,14 +275,14 @@ def pack_online(module, result):
     finally:
         client.close()
     # A new connection reports the size the server has after the pack.
-    client = zu.open_zeo(address, storage_name, read_only=True, timeout=params['zeo_timeout'])
+    client = zzeo.open_zeo(address, storage_name, read_only=True, timeout=params['zeo_timeout'])
     try:
         size_after = client.getSize()
         last_after = client.lastTransaction()
     finally:
         client.close()
     result.update(size_after=size_after, bytes_freed=size_before - size_after,
-                  last_tid_after=zu.tid_to_hex(last_after),
+                  last_tid_after=zfmt.tid_to_hex(last_after),
                   changed=size_after < size_before)
     result['msg'] = ('The ZEO server at %s packed storage %r up to %s: %d bytes freed.'
                      % (address, storage_name, result['pack_time'], result['bytes_freed']))
@@ -280,6 +299,7 @@ def main():
             days=dict(type='float', default=0),
             gc=dict(type='bool', default=True),
             keep_old=dict(type='bool', default=False),
+            lock_timeout=dict(type='float', default=zlock.DEFAULT_LOCK_TIMEOUT),
         ),
         required_one_of=[('path', 'zeo_address')],
         mutually_exclusive=[('path', 'zeo_address')],
@@ -298,6 +318,15 @@ def main():
             pack_online(module, result)
     except zu.ZODBDataError as exc:
         module.fail_json(msg=str(exc), duration=zu.elapsed(started), **result)
+    except OSError as exc:
+        where = module.params['path'] or module.params['zeo_address']
+        if exc.filename is None:  # a write through an open file: the packed file's
+            exc.filename = where + '.pack' if module.params['path'] else where
+        module.fail_json(msg=zu.os_error_message(
+            exc, 'Packing %s' % where,
+            'The storage is as it was: ZODB renames the packed file in only once it is '
+            'complete (a leftover %s.pack can be removed).' % where),
+            duration=zu.elapsed(started), **result)
     result['duration'] = zu.elapsed(started)
     module.exit_json(**result)
 

@@ -188,13 +188,17 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb as zu
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_format as zfmt
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_manifest as zman
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_locks as zlock
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_zeo as zzeo
 
 
 def tid_option(params, name):
     if not params.get(name):
         return None
     try:
-        return zu.hex_to_tid(params[name])
+        return zfmt.hex_to_tid(params[name])
     except ValueError as exc:
         raise zu.ZODBDataError('%s: %s.' % (name, exc)) from None
 
@@ -204,10 +208,10 @@ def after_tid_from(params):
         return tid_option(params, 'after_tid')
     path = params['after_manifest']
     if os.path.isdir(path):
-        path = zu.manifest_path(path)
+        path = zman.manifest_path(path)
     try:
         with open(path, encoding='utf-8') as handle:
-            return zu.hex_to_tid(json.load(handle)['tid'])
+            return zfmt.hex_to_tid(json.load(handle)['tid'])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise zu.ZODBDataError('Cannot read a tid from %s: %s. Give after_tid, or the manifest '
                                'of the snapshot the target was installed from.' % (path, exc))
@@ -217,22 +221,22 @@ def plan_tail(source, after, until):
     """The source's committed transactions in (after, until], read from the headers alone."""
     fd = os.open(source, os.O_RDONLY)
     try:
-        found_after, tail = zu.transactions_after(fd, after)
+        found_after, tail = zfmt.transactions_after(fd, after)
     finally:
         os.close(fd)
     if not found_after:
         raise zu.ZODBDataError(
             'The source %s holds no transaction %s (after_tid), so its history does not '
             'continue the target\'s: it was packed, replaced, or is another storage. Take and '
-            'install a new snapshot instead.' % (source, zu.tid_to_hex(after)))
+            'install a new snapshot instead.' % (source, zfmt.tid_to_hex(after)))
     if until is not None and until != after:
         tids = [tid for tid, _tpos, _end in tail]
         if until not in tids:
             raise zu.ZODBDataError(
                 'The source %s holds no committed transaction %s (until_tid) after %s; its '
                 'last committed one is %s. Read until_tid from the source\'s server again.'
-                % (source, zu.tid_to_hex(until), zu.tid_to_hex(after),
-                   zu.tid_to_hex(tids[-1] if tids else after)))
+                % (source, zfmt.tid_to_hex(until), zfmt.tid_to_hex(after),
+                   zfmt.tid_to_hex(tids[-1] if tids else after)))
         tail = tail[:tids.index(until) + 1]
     elif until is not None:
         tail = []
@@ -247,21 +251,21 @@ class Target:
         self.blob_cache = None
         if self.online:
             self.where = 'the ZEO server at %s (storage %r)' % (params['zeo_address'],
-                                                              params['storage'])
+                                                                params['storage'])
             kwargs = {}
             if not read_only:
                 # ClientStorage.storeBlob streams a blob from a file in the client's own blob
                 # cache; a private temporary one, removed on close.
                 self.blob_cache = tempfile.mkdtemp(prefix='zodb_replay-')
                 kwargs['blob_dir'] = self.blob_cache
-            self.storage = zu.open_zeo(params['zeo_address'], params['storage'],
-                                       read_only=read_only, timeout=params['zeo_timeout'],
-                                       **kwargs)
+            self.storage = zzeo.open_zeo(params['zeo_address'], params['storage'],
+                                         read_only=read_only, timeout=params['zeo_timeout'],
+                                         **kwargs)
             return
         path = params['path']
         self.where = path
-        zu.check_filestorage(path, 'target')
-        zu.refuse_if_locked(path, 'replay into')
+        zfmt.check_filestorage(path, 'target')
+        zlock.refuse_if_locked(path, 'replay into')
         from ZODB.FileStorage import FileStorage
         import zc.lockfile
         kwargs = {'blob_dir': params['target_blob_dir']} if params['target_blob_dir'] else {}
@@ -281,12 +285,12 @@ class Target:
         ``lastTransaction`` server method) so that the check is the server's word.
         """
         if self.online:
-            return self.storage._call('lastTransaction') or zu.Z64
-        return self.storage.lastTransaction() or zu.Z64
+            return self.storage._call('lastTransaction') or zfmt.Z64
+        return self.storage.lastTransaction() or zfmt.Z64
 
     def tids_after(self, after):
         tids = []
-        iterator = self.storage.iterator(zu.int_to_tid(zu.tid_to_int(after) + 1))
+        iterator = self.storage.iterator(zfmt.int_to_tid(zfmt.tid_to_int(after) + 1))
         try:
             for txn in iterator:
                 tids.append(txn.tid)
@@ -309,7 +313,7 @@ def blob_file(source_blobs, record, txn):
     if not os.path.exists(path):
         raise zu.ZODBDataError(
             'The source blob file %s of object %s in transaction %s is missing. Check '
-            'source_blob_dir.' % (path, zu.tid_to_hex(record.oid), zu.tid_to_hex(txn.tid)))
+            'source_blob_dir.' % (path, zfmt.tid_to_hex(record.oid), zfmt.tid_to_hex(txn.tid)))
     return path
 
 
@@ -346,10 +350,10 @@ def write_online(txn, storage, source_fd, source_blobs, blob_cache, counters):
             # unreachable, so no client can hold it in a way that matters.
             storage.restore(record.oid, record.tid, None, '', record.data_txn, txn)
             continue
-        serial = zu.previous_serial(source_fd, record.pos)
+        serial = zfmt.previous_serial(source_fd, record.pos)
         if is_blob_record(record.data):
             temp = os.path.join(blob_cache, 'replay-%s-%s.blob' % (record.oid.hex(),
-                                                                  record.tid.hex()))
+                                                                   record.tid.hex()))
             shutil.copyfile(blob_file(source_blobs, record, txn), temp)
             storage.storeBlob(record.oid, serial, record.data, temp, '', txn)
             counters['blobs'] += 1
@@ -393,14 +397,14 @@ def needs_blobs(source, tail):
 def replay(module, result):
     params = module.params
     source = params['source']
-    zu.check_filestorage(source, 'source')
+    zfmt.check_filestorage(source, 'source')
     after = after_tid_from(params)
     until = tid_option(params, 'until_tid')
     expected = tid_option(params, 'target_tid') or after
-    result.update(after_tid=zu.tid_to_hex(after))
+    result.update(after_tid=zfmt.tid_to_hex(after))
     tail = plan_tail(source, after, until)
-    result.update(transactions=len(tail), first_tid=zu.tid_to_hex(tail[0][0]) if tail else None,
-                  last_tid=zu.tid_to_hex(tail[-1][0]) if tail else None,
+    result.update(transactions=len(tail), first_tid=zfmt.tid_to_hex(tail[0][0]) if tail else None,
+                  last_tid=zfmt.tid_to_hex(tail[-1][0]) if tail else None,
                   bytes=tail[-1][2] - tail[0][1] if tail else 0, changed=bool(tail))
     if not (params['path'] or params['zeo_address']):  # check mode only (see main)
         result['msg'] = 'The source %s has %d committed transactions after %s.' % (
@@ -415,7 +419,7 @@ def replay(module, result):
     target = Target(params, module.check_mode)
     try:
         before = target.last_tid()
-        result['target_tid_before'] = zu.tid_to_hex(before)
+        result['target_tid_before'] = zfmt.tid_to_hex(before)
         if before != expected:
             wanted = [tid for tid, _tpos, _end in tail]
             if tail and before == tail[-1][0] and target.tids_after(expected) == wanted:
@@ -431,7 +435,7 @@ def replay(module, result):
                 'so the target diverged or took writes of its own since it was installed. '
                 'Nothing was written. Find out which side holds the writes to keep; install a '
                 'new snapshot of the source on the target to start over.'
-                % (target.where, zu.tid_to_hex(before), zu.tid_to_hex(expected)))
+                % (target.where, zfmt.tid_to_hex(before), zfmt.tid_to_hex(expected)))
         if module.check_mode or not tail:
             result['msg'] = '%s %d transactions from %s into %s after %s.' % (
                 'Would copy' if tail else 'Nothing to copy:', len(tail), source, target.where,
@@ -459,8 +463,8 @@ def replay_tail(params, source, tail, target, result, base):
                 raise zu.ZODBDataError(
                     'the source %s changed while it was read (transaction %s where %s was '
                     'planned): was it packed? Run the replay again.'
-                    % (source, zu.tid_to_hex(txn.tid),
-                       zu.tid_to_hex(wanted[min(counters['txns'], len(wanted) - 1)])))
+                    % (source, zfmt.tid_to_hex(txn.tid),
+                       zfmt.tid_to_hex(wanted[min(counters['txns'], len(wanted) - 1)])))
             try:
                 copy_transaction(txn, target, source_fd, source_blobs, counters)
             except OSError:
@@ -472,9 +476,9 @@ def replay_tail(params, source, tail, target, result, base):
                     'was aborted: the target holds the source\'s transactions up to %s. Check '
                     'that the target took no writes of its own, then run the replay again '
                     'with target_tid %s.'
-                    % (zu.tid_to_hex(txn.tid), source, target.where,
+                    % (zfmt.tid_to_hex(txn.tid), source, target.where,
                        '' if isinstance(exc, zu.ZODBDataError) else type(exc).__name__ + ': ',
-                       exc, zu.tid_to_hex(held), zu.tid_to_hex(held))) from None
+                       exc, zfmt.tid_to_hex(held), zfmt.tid_to_hex(held))) from None
             counters['txns'] += 1
     finally:
         iterator.close()
@@ -488,7 +492,7 @@ def replay_tail(params, source, tail, target, result, base):
     if reported != last:
         raise zu.ZODBDataError(
             'After the replay %s reports %s as its last transaction, not %s. Check its log.'
-            % (target.where, zu.tid_to_hex(reported), result['last_tid']))
+            % (target.where, zfmt.tid_to_hex(reported), result['last_tid']))
     result.update(transactions=counters['txns'], blobs=counters['blobs'],
                   msg='Copied %d transactions (%s .. %s, %d blobs) from %s into %s.' % (
                       counters['txns'], result['first_tid'], result['last_tid'],
@@ -530,7 +534,7 @@ def main():
     except OSError as exc:
         module.fail_json(msg=zu.os_error_message(
             exc, 'Replaying %s into %s' % (params['source'], params['path'] or
-                                            params['zeo_address']),
+                                           params['zeo_address']),
             'A transaction that failed was aborted, so the target holds a prefix of the '
             'source; fix the cause and run the replay again.'),
             seconds=zu.elapsed(started), **result)

@@ -245,23 +245,29 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb as zu
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_format as zfmt
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_copy as zcopy
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_manifest as zman
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_blobs as zblob
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_locks as zlock
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_zeo as zzeo
 
 
 def verify_snapshot(params, manifest):
     snap = params['snapshot']
-    data = os.path.join(snap, manifest.get('data_file') or zu.SNAPSHOT_DATA_NAME)
-    problems = zu.verify_data_against_manifest(data, manifest)
+    data = os.path.join(snap, manifest.get('data_file') or zman.SNAPSHOT_DATA_NAME)
+    problems = zman.verify_data_against_manifest(data, manifest)
     blob_rel = manifest.get('blob_dir')
     blob_src = os.path.join(snap, blob_rel) if blob_rel else None
     if blob_src:
-        found = len(zu.committed_blobs(blob_src, zu.hex_to_tid(manifest['tid'])))
+        found = len(zblob.committed_blobs(blob_src, zfmt.hex_to_tid(manifest['tid'])))
         if found != manifest.get('blob_count', found):
             problems.append('the snapshot blob directory %s holds %d blob files, the manifest '
                             'says %d' % (blob_src, found, manifest['blob_count']))
         if not params['blob_dir']:
             problems.append('the snapshot has blobs but no blob_dir was given for the target')
     if params['fstest'] and not problems:
-        ok, output = zu.run_fstest(sys.executable, data)
+        ok, output = zfmt.run_fstest(sys.executable, data)
         if not ok:
             problems.append('fstest found damage in %s: %s' % (data, output[-500:]))
     if problems:
@@ -276,11 +282,11 @@ def target_state(path, blob_dir):
     if not os.path.isfile(path):
         return None
     try:
-        state = zu.storage_state(path)
+        state = zfmt.storage_state(path)
     except zu.ZODBDataError:
         return {'size': os.path.getsize(path), 'tid': None}
-    return {'size': state['file_size'], 'tid': zu.tid_to_hex(state['tid']),
-            'blobs': len(zu.committed_blobs(blob_dir, b'\xff' * 8)) if blob_dir else 0}
+    return {'size': state['file_size'], 'tid': zfmt.tid_to_hex(state['tid']),
+            'blobs': len(zblob.committed_blobs(blob_dir, b'\xff' * 8)) if blob_dir else 0}
 
 
 def same_snapshot(record, manifest):
@@ -303,18 +309,18 @@ def already_installed(path, blob_dir, manifest, state):
         return False
     if blob_dir and state['blobs'] < manifest.get('blob_count', 0):
         return False
-    return not zu.verify_data_against_manifest(path, manifest)
+    return not zman.verify_data_against_manifest(path, manifest)
 
 
 def refuse_if_running(params):
     path = params['path']
-    holder = zu.lock_holder(path)
+    holder = zlock.lock_holder(path)
     if holder is not None:
         raise zu.ZODBDataError(
             'Refusing to install into %s: its storage is locked (%s.lock held by %s), so its '
             'ZEO server or another process has it open. Stop the instance first.'
             % (path, path, holder))
-    if params['zeo_address'] and zu.zeo_answers(params['zeo_address']):
+    if params['zeo_address'] and zzeo.zeo_answers(params['zeo_address']):
         raise zu.ZODBDataError(
             'Refusing to install into %s: something answers at its ZEO address %s, so its ZEO '
             'server seems to run. Stop it first.' % (path, params['zeo_address']))
@@ -333,7 +339,7 @@ def prune_previous(path, blob_dir, keep):
                                     + old),
                        blob_dir + '.prev-' + old if blob_dir else None):
             if victim and os.path.lexists(victim):
-                zu.remove_path(victim)
+                zcopy.remove_path(victim)
                 removed.append(victim)
     return removed
 
@@ -406,7 +412,7 @@ def take_lock(path):
         raise zu.ZODBDataError(
             'Cannot change %s: its lock %s.lock is held (%s), so its ZEO server or another '
             'install runs. Stop the instance first.'
-            % (path, path, zu.lock_holder(path) or 'by another process')) from None
+            % (path, path, zlock.lock_holder(path) or 'by another process')) from None
 
 
 class Guard:
@@ -450,17 +456,17 @@ def apply_swap(path, blob_dir, plan):
     step('replace-data')
     if inode(path) != plan['data_new_ino']:
         os.replace(plan['data_new'], path)
-    zu.fsync_dir(folder)
+    zcopy.fsync_dir(folder)
     step('records')
     if plan.get('keep_record') and plan['data_old_ino']:
-        zu.write_json_atomic(plan['keep_record_path'], plan['keep_record'])
-    zu.write_json_atomic(path + '.installed.json', plan['record'])
+        zman.write_json_atomic(plan['keep_record_path'], plan['keep_record'])
+    zman.write_json_atomic(path + '.installed.json', plan['record'])
     for suffix in ('.index', '.tmp'):  # the old file's; never .lock
         if os.path.lexists(path + suffix):
             os.unlink(path + suffix)
     step('journal')
     os.unlink(journal_path(path))
-    zu.fsync_dir(folder)
+    zcopy.fsync_dir(folder)
 
 
 def finish_interrupted(path, blob_dir):
@@ -483,10 +489,10 @@ def finish_interrupted(path, blob_dir):
 
 def kept_state(path, blob_dir):
     """What a pair being kept holds: recorded now, checked before it is swapped back in."""
-    state = zu.storage_state(path)
-    return {'size': state['file_size'], 'end': state['end'], 'tid': zu.tid_to_hex(state['tid']),
+    state = zfmt.storage_state(path)
+    return {'size': state['file_size'], 'end': state['end'], 'tid': zfmt.tid_to_hex(state['tid']),
             'transactions': state['transactions'],
-            'blob_count': len(zu.committed_blobs(blob_dir, b'\xff' * 8)) if blob_dir and
+            'blob_count': len(zblob.committed_blobs(blob_dir, b'\xff' * 8)) if blob_dir and
             os.path.isdir(blob_dir) else None,
             'kept_at': zu.now_iso()}
 
@@ -514,7 +520,7 @@ def swap_plan(path, blob_dir, data_new, blob_new, keep_prefix, when, record, kee
             pass
         kept['kept'] = kept_state(path, blob_dir)
         plan['keep_record'] = kept
-    zu.write_json_atomic(journal_path(path), plan)
+    zman.write_json_atomic(journal_path(path), plan)
     return plan
 
 
@@ -524,12 +530,12 @@ def swap_plan(path, blob_dir, data_new, blob_new, keep_prefix, when, record, kee
 def install(module, result, guard, resumed=None):
     params = module.params
     path, blob_dir, snap = params['path'], params['blob_dir'], params['snapshot']
-    manifest = zu.read_manifest(snap)
+    manifest = zman.read_manifest(snap)
     if manifest is None:
         raise zu.ZODBDataError('%s holds no manifest.json, so it is not a snapshot made by '
                                'zodb_snapshot. Check the snapshot path.' % snap)
     result.update(tid=manifest['tid'], size=manifest['size'],
-                  verify=zu.manifest_verify(manifest), bytes_verified=zu.hashed_bytes(manifest))
+                  verify=zman.manifest_verify(manifest), bytes_verified=zman.hashed_bytes(manifest))
     if resumed and resumed['record'].get('installed_from') == os.path.abspath(snap):
         # An install of this snapshot was killed part way and has just been finished; its
         # files were taken already, so the snapshot is no longer whole to verify again.
@@ -550,13 +556,13 @@ def install(module, result, guard, resumed=None):
     else:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         guard.hold()
-    blobs = zu.committed_blobs(blob_src, zu.hex_to_tid(manifest['tid'])) if blob_src else []
+    blobs = zblob.committed_blobs(blob_src, zfmt.hex_to_tid(manifest['tid'])) if blob_src else []
     folder = os.path.dirname(os.path.abspath(path))
-    take_files = not params['keep_snapshot'] and zu.same_filesystem(data_src, folder)
-    link_blobs = bool(blob_src and zu.same_filesystem(blob_src, blob_dir))
+    take_files = not params['keep_snapshot'] and zcopy.same_filesystem(data_src, folder)
+    link_blobs = bool(blob_src and zcopy.same_filesystem(blob_src, blob_dir))
     needed = (0 if take_files else manifest['size']) + \
         (0 if link_blobs else sum(size for _r, size in blobs))
-    zu.require_free(path, needed, params['reserve_bytes'], 'install the snapshot %s' % snap)
+    zcopy.require_free(path, needed, params['reserve_bytes'], 'install the snapshot %s' % snap)
     result.update(changed=True, blobs_installed=len(blobs),
                   data_copied=not take_files)
     if module.check_mode:
@@ -578,28 +584,28 @@ def install(module, result, guard, resumed=None):
             try:
                 dst_fd = os.open(new_data, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
-                    zu.copy_range(src_fd, dst_fd, 0, manifest['size'])
+                    zcopy.copy_range(src_fd, dst_fd, 0, manifest['size'])
                     os.fsync(dst_fd)
                 finally:
                     os.close(dst_fd)
             finally:
                 os.close(src_fd)
         if new_blobs:
-            zu.remove_path(new_blobs)
+            zcopy.remove_path(new_blobs)
             if blob_src and take_files and link_blobs:
                 os.rename(blob_src, new_blobs)
             elif blob_src:
-                zu.copy_blobs(blob_src, new_blobs, blobs, link_blobs)
+                zblob.copy_blobs(blob_src, new_blobs, blobs, link_blobs)
             else:
                 os.makedirs(new_blobs)
-            zu.fsync_dir(new_blobs)
+            zcopy.fsync_dir(new_blobs)
     except BaseException:
         if new_blobs and blob_src and not os.path.exists(blob_src) and \
                 os.path.exists(new_blobs):
             os.rename(new_blobs, blob_src)  # give the snapshot its blobs back
         for leftover in (new_data, new_blobs):
             if leftover and os.path.lexists(leftover):
-                zu.remove_path(leftover)
+                zcopy.remove_path(leftover)
         raise
     when = zu.stamp()
     previous = {}
@@ -620,17 +626,17 @@ def after_install(params, result, manifest, plan):
     """Verify the installed Data.fs, then clear caches, remove the snapshot, prune."""
     path, blob_dir, snap = params['path'], params['blob_dir'], params['snapshot']
     previous = plan['record'].get('previous') or {}
-    installed = zu.storage_state(path)
+    installed = zfmt.storage_state(path)
     if installed['file_size'] != manifest['size'] or \
-            zu.tid_to_hex(installed['tid']) != manifest['tid']:
+            zfmt.tid_to_hex(installed['tid']) != manifest['tid']:
         raise zu.ZODBDataError(
             'After the install %s is %d bytes with last tid %s, the snapshot says %d and %s. '
             'The previous data is kept as %s; the snapshot %s was left in place.'
-            % (path, installed['file_size'], zu.tid_to_hex(installed['tid']), manifest['size'],
+            % (path, installed['file_size'], zfmt.tid_to_hex(installed['tid']), manifest['size'],
                manifest['tid'], previous.get('path'), snap))
     removed = clear_caches(params)
     if not params['keep_snapshot']:
-        zu.remove_path(snap)
+        zcopy.remove_path(snap)
         result['snapshot_removed'] = True
     result.update(changed=True, previous=previous or None,
                   previous_pair=plan['stamp'] if previous else None, removed_files=removed,
@@ -677,21 +683,21 @@ def verify_pair(path, blob_dir, when):
     problems = []
     if not os.path.isfile(data):
         problems.append('%s does not exist' % data)
-    elif zu.read_magic(data) != zu.MAGIC:
-        problems.append('%s does not start with %r' % (data, zu.MAGIC))
+    elif zfmt.read_magic(data) != zfmt.MAGIC:
+        problems.append('%s does not start with %r' % (data, zfmt.MAGIC))
     else:
-        state = zu.storage_state(data)
+        state = zfmt.storage_state(data)
         if state['file_size'] != kept['size'] or state['end'] != kept['size']:
             problems.append('%s is %d bytes (committed up to %d), it was %d when kept' % (
                 data, state['file_size'], state['end'], kept['size']))
-        if zu.tid_to_hex(state['tid']) != kept['tid']:
+        if zfmt.tid_to_hex(state['tid']) != kept['tid']:
             problems.append('the last transaction of %s is %s, it was %s when kept' % (
-                data, zu.tid_to_hex(state['tid']), kept['tid']))
+                data, zfmt.tid_to_hex(state['tid']), kept['tid']))
     if blob_dir and kept.get('blob_count') is not None:
         if not os.path.isdir(blobs):
             problems.append('the kept blob directory %s does not exist' % blobs)
         else:
-            count = len(zu.committed_blobs(blobs, b'\xff' * 8))
+            count = len(zblob.committed_blobs(blobs, b'\xff' * 8))
             if count != kept['blob_count']:
                 problems.append('%s holds %d blob files, %d when kept' % (
                     blobs, count, kept['blob_count']))
@@ -716,8 +722,8 @@ def rollback(module, result, guard):
         wanted = candidates[0]
     result['pair'] = wanted
     if current == wanted and wanted not in pairs:
-        state = zu.storage_state(path)
-        result.update(tid=zu.tid_to_hex(state['tid']),
+        state = zfmt.storage_state(path)
+        result.update(tid=zfmt.tid_to_hex(state['tid']),
                       msg='The kept pair %s is already the installed one at %s.' % (wanted, path))
         return
     if wanted not in pairs:
@@ -730,10 +736,10 @@ def rollback(module, result, guard):
     archived = {'path': '%s.rolledback-%s' % (path, when)}
     if blob_dir:
         archived['blob_dir'] = '%s.rolledback-%s' % (blob_dir.rstrip('/'), when)
-    now = zu.storage_state(path) if os.path.isfile(path) else None
+    now = zfmt.storage_state(path) if os.path.isfile(path) else None
     result.update(changed=True, tid=kept['tid'], archived=archived,
                   archived_transactions=now and now['transactions'],
-                  archived_last_tid=now and zu.tid_to_hex(now['tid']))
+                  archived_last_tid=now and zfmt.tid_to_hex(now['tid']))
     if module.check_mode:
         result['msg'] = ('Would swap in the kept pair %s (tid %s) at %s and archive the current '
                          'pair (%s transactions, last tid %s) as %s.'
@@ -755,10 +761,10 @@ def rollback(module, result, guard):
                    'transactions': result['archived_transactions'],
                    'last_tid': result['archived_last_tid']}, handle, indent=2)
     os.unlink('%s.installed.json.prev-%s' % (path, wanted))
-    state = zu.storage_state(path)
-    if zu.tid_to_hex(state['tid']) != kept['tid']:
+    state = zfmt.storage_state(path)
+    if zfmt.tid_to_hex(state['tid']) != kept['tid']:
         raise zu.ZODBDataError('After the swap %s reports last tid %s, not %s. The current pair '
-                               'was archived as %s.' % (path, zu.tid_to_hex(state['tid']),
+                               'was archived as %s.' % (path, zfmt.tid_to_hex(state['tid']),
                                                         kept['tid'], archived['path']))
     result['removed_files'] = clear_caches(params)
     result['msg'] = ('Swapped in the kept pair %s (tid %s) at %s; the pair it replaced (%s '

@@ -46,11 +46,50 @@ description:
     a snapshot that has ranges hashed only in spans takes a full snapshot, with
     RV(fallback_reason) saying so, because the old part could not be vouched for byte by
     byte.
+  - B(Packed snapshots) (O(pack=true)), for a twin whose copy must be packed before its ZEO
+    server starts. ZODB's own C(FileStoragePacker) reads the committed range of the source
+    and writes the packed transactions straight into the snapshot, so the data is written
+    once (a snapshot followed by M(zopeops.stages.zodb_pack) writes it twice). Old revisions
+    (older than O(pack_days) before the snapshot's last transaction) and objects no longer
+    reachable from the root are left out, and only the blob files that the packed records
+    refer to are copied. The source and its blob directory are only read. The result is the
+    same file, byte for byte, as a copy packed by M(zopeops.stages.zodb_pack) with O(pack_days)
+    days; C(docs/benchmarks.md) has the measurements.
+  - A pack may drop whole transactions, so a packed snapshot has two tids. RV(snapshot_tid)
+    is the source's last transaction at the snapshot, where a catch-up
+    (M(zopeops.stages.zodb_replay)) goes on from. RV(tid) is the last transaction of the
+    packed copy, what its ZEO server reports once it is installed. The manifest records both,
+    and the checksums of the packed file, so M(zopeops.stages.zodb_restore) verifies and
+    installs it as any other snapshot.
+  - A packed snapshot is always taken in full; it is C(unchanged) when O(dest) already holds
+    a packed snapshot of the source with the same settings and the source has no new
+    committed transaction. A snapshot without O(pack) of a packed one is taken in full.
+  - B(One source file.) The source is opened once; the plan (header walk), the copy or pack
+    and the hashing all read that one descriptor. If the path names another file by the time
+    the copy starts (a pack or an install renamed a new file in), the module refuses and
+    writes nothing.
+  - B(Checked before the manifest.) The copy's transaction headers are walked again (headers
+    only, cheap); they must end exactly at the copied size with the expected last tid and
+    transaction count, or the module fails without writing the manifest.
+  - B(Blob files) are hard-linked, or copied and fsynced, in ZODB's layout, with folders made
+    as ZODB makes them and committed blob files not writable (as
+    C(ZODB.blob.set_not_writable) leaves them). Every
+    folder that got a new entry is fsynced before the manifest is written.
   - A full snapshot is built beside O(dest) and renamed into place, so an existing snapshot
-    is replaced only by a complete one. Free space is checked before anything is written.
+    is replaced only by a complete one. Free space is checked before anything is written
+    (for O(pack=true), room for the unpacked size, since the packed size is known only by
+    packing).
+  - B(No pack at the same time.) The module holds a shared lock on C(<path>.pack.lock) (next
+    to the Data.fs) while it reads the source; M(zopeops.stages.zodb_pack) takes the same lock
+    exclusively, so a pack of the file waits for its snapshots and they for it (up to
+    O(lock_timeout)), while two snapshots of one source run together. A pack through a running
+    ZEO server (C(zeopack), the online M(zopeops.stages.zodb_pack)) is not held back by this
+    lock, so do not start one while a snapshot is taken.
+  - B(Errors.) Every failure, a full disk (C(ENOSPC)) included, is reported with the path and
+    what to do. The source is never changed, and O(dest) keeps the snapshot it held (a
+    cut-off refresh is cut back to what its manifest describes).
   - B(Idempotence.) C(changed) is false when the source has no new committed transaction
     since the snapshot in O(dest).
-  - Do not pack the source while a snapshot of it is taken.
 version_added: 0.1.0
 author:
   - zopeops.stages developers (@zopeops)
@@ -107,6 +146,26 @@ options:
         an incremental refresh compares in the source and in the snapshot.
     type: int
     default: 1048576
+  pack:
+    description:
+      - Write the snapshot packed, in one pass (see the description). The manifest and the
+        result then carry RV(snapshot_tid) (the source's last tid) beside RV(tid) (the packed
+        copy's last tid).
+    type: bool
+    default: false
+  pack_days:
+    description:
+      - With O(pack), days of history to keep, counted back from the time of the snapshot's
+        last transaction (so the same snapshot always packs the same way); fractions
+        allowed. C(0) keeps only the current revisions.
+    type: float
+    default: 0
+  lock_timeout:
+    description:
+      - Seconds to wait for C(<path>.pack.lock) while M(zopeops.stages.zodb_pack) packs the
+        source, before failing without writing anything.
+    type: float
+    default: 60
   blob_link:
     description:
       - Hard-link blob files instead of copying them when O(dest) is on the same filesystem as
@@ -117,8 +176,10 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Nothing is written; the result says which mode would be used, why, and how many
-      bytes and blob files would be copied.
+    details: Nothing is written and no lock is taken; the result says which mode would be
+      used, why, and how many bytes and blob files would be copied. With O(pack=true) the
+      sizes, RV(tid) and RV(transactions) are those of the source before the pack (an upper
+      bound), since what a pack keeps is known only by packing.
   diff_mode:
     support: none
   platform:
@@ -141,6 +202,21 @@ EXAMPLES = r'''
 - name: Show what the snapshot holds.
   ansible.builtin.debug:
     msg: "{{ snapshot.mode_used }} snapshot at tid {{ snapshot.tid }}, {{ snapshot.size }} bytes"
+
+- name: Take a packed snapshot of beta for the test twin, in one pass.
+  zopeops.stages.zodb_snapshot:
+    path: "{{ zopeops_root }}/beta/var/filestorage/Data.fs"
+    blob_dir: "{{ zopeops_root }}/beta/var/blobstorage"
+    dest: "{{ zopeops_root }}/test_upgrade/var/snapshots/incoming"
+    mode: full
+    pack: true
+  register: twin_snapshot
+
+- name: Say where the catch-up starts and what the twin's ZEO server will report.
+  ansible.builtin.debug:
+    msg: >-
+      source at {{ twin_snapshot.snapshot_tid }}, packed copy ends at {{ twin_snapshot.tid }}
+      ({{ twin_snapshot.transactions }} transactions, {{ twin_snapshot.size }} bytes)
 '''
 
 RETURN = r'''
@@ -154,7 +230,8 @@ fallback_reason:
   type: str
   returned: always
 bytes_copied:
-  description: Bytes of Data.fs copied (in check mode, that would be copied).
+  description: Bytes of Data.fs written into the snapshot (in check mode, that would be
+    copied; for O(pack) the packed size, in check mode the unpacked one).
   type: int
   returned: always
 bytes_hashed:
@@ -168,19 +245,47 @@ verify:
   type: str
   returned: always
 size:
-  description: Size of the snapshot's Data.fs, the committed end of the source when copied.
+  description: Size of the snapshot's Data.fs; for a packed snapshot the packed size (in check
+    mode the source's committed size).
+  type: int
+  returned: always
+source_size:
+  description: The committed end of the source at the snapshot (the bytes the snapshot was
+    taken from; the same as RV(size) without O(pack)).
   type: int
   returned: always
 tid:
-  description: The snapshot's last transaction id, 16 hex digits.
+  description: The last transaction id of the snapshot's Data.fs, 16 hex digits. For a
+    packed snapshot this may be older than RV(snapshot_tid), since a pack can drop whole
+    transactions; it is what the installed copy's ZEO server reports.
+  type: str
+  returned: always
+snapshot_tid:
+  description: The source's last committed transaction id at the snapshot, 16 hex digits;
+    where a catch-up of the copy goes on from. Equal to RV(tid) without O(pack).
   type: str
   returned: always
 tid_time:
-  description: When that transaction was committed, ISO 8601 UTC.
+  description: When RV(tid) was committed, ISO 8601 UTC.
+  type: str
+  returned: always
+transactions:
+  description: How many transactions the snapshot's Data.fs holds (null for an unchanged
+    snapshot taken by an older version that did not record it).
+  type: int
+  returned: always
+packed:
+  description: Whether the snapshot is packed (O(pack)).
+  type: bool
+  returned: always
+pack_time:
+  description: With O(pack), the pack time as ISO 8601 UTC (history before it was left out),
+    else null.
   type: str
   returned: always
 blobs_copied:
-  description: Blob files copied or linked in this run.
+  description: Blob files copied or linked in this run (for O(pack), those the packed
+    records refer to; in check mode an upper bound).
   type: int
   returned: always
 blobs_linked:
@@ -207,6 +312,11 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb as zu
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_format as zfmt
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_copy as zcopy
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_manifest as zman
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_blobs as zblob
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_locks as zlock
 
 
 def incremental_problem(src_fd, src_size, src_path, dest, manifest, checksum, verify='spans'):
@@ -214,8 +324,10 @@ def incremental_problem(src_fd, src_size, src_path, dest, manifest, checksum, ve
     if os.path.abspath(manifest.get('source_path', '')) != os.path.abspath(src_path):
         return 'the snapshot in %s was taken from %s, not %s' % (
             dest, manifest.get('source_path'), src_path)
+    if manifest.get('packed'):
+        return 'the snapshot in %s is packed, so it is no prefix of the source' % dest
     old_size = manifest['size']
-    data = os.path.join(dest, zu.SNAPSHOT_DATA_NAME)
+    data = os.path.join(dest, zman.SNAPSHOT_DATA_NAME)
     if not manifest['ranges']:
         return 'the snapshot manifest lists no ranges'
     if not os.path.isfile(data) or os.path.getsize(data) < old_size:
@@ -223,199 +335,412 @@ def incremental_problem(src_fd, src_size, src_path, dest, manifest, checksum, ve
     if src_size < old_size:
         return ('the source is now %d bytes, smaller than the snapshot (%d): it was packed or '
                 'replaced' % (src_size, old_size))
-    found = zu.txn_header_before(src_fd, old_size)
-    if found is None or zu.tid_to_hex(found[0]) != manifest['tid'] or found[1] == b'c':
+    found = zfmt.txn_header_before(src_fd, old_size)
+    if found is None or zfmt.tid_to_hex(found[0]) != manifest['tid'] or found[1] == b'c':
         return ('the source has no committed transaction %s ending at byte %d: it was packed '
                 'or its history diverged' % (manifest['tid'], old_size))
-    if zu.checksum_of(manifest) != checksum:
-        return 'the snapshot uses checksum %s, %s was asked for' % (zu.checksum_of(manifest),
+    if zman.checksum_of(manifest) != checksum:
+        return 'the snapshot uses checksum %s, %s was asked for' % (zman.checksum_of(manifest),
                                                                     checksum)
-    if verify == 'full' and zu.manifest_verify(manifest) != 'full':
+    if verify == 'full' and zman.manifest_verify(manifest) != 'full':
         return ('the snapshot in %s has ranges hashed only in spans (verify: spans) and '
                 'verify: full was asked for' % dest)
-    last = zu.last_span(manifest)
-    if not isinstance(last, dict) or not {'start', 'end', checksum} <= set(last) or \
-            last['end'] != old_size:
-        return 'the snapshot manifest in %s has no hashed tail span' % dest
-    if zu.digest_of_range(src_fd, last['start'], last['end'], checksum) != last.get(checksum):
+    if zcopy.digest_of_range(src_fd, *tail_span(manifest, checksum)) != \
+            zman.last_span(manifest).get(checksum):
+        last = zman.last_span(manifest)
         return ('bytes [%d, %d) of the source differ from the snapshot: it was packed or its '
                 'history diverged' % (last['start'], last['end']))
+    return snapshot_damage(dest, manifest, checksum)
+
+
+def tail_span(manifest, checksum):
+    """(start, end, checksum) of the manifest's tail span; ZODBDataError if it has none."""
+    last = zman.last_span(manifest)
+    if not isinstance(last, dict) or not {'start', 'end', checksum} <= set(last) or \
+            last['end'] != manifest['size']:
+        raise zu.ZODBDataError('the snapshot manifest has no hashed tail span')
+    return last['start'], last['end'], checksum
+
+
+def snapshot_damage(dest, manifest, checksum):
+    """None if the snapshot's Data.fs has its manifest's size and tail span, else what differs."""
+    data = os.path.join(dest, zman.SNAPSHOT_DATA_NAME)
+    try:
+        start, end, _c = tail_span(manifest, checksum)
+    except zu.ZODBDataError:
+        return 'the snapshot manifest in %s has no hashed tail span' % dest
+    if not os.path.isfile(data) or os.path.getsize(data) < manifest['size']:
+        return 'the snapshot file %s is missing or shorter than its manifest says' % data
     dst_fd = os.open(data, os.O_RDONLY)
     try:
-        if zu.digest_of_range(dst_fd, last['start'], last['end'], checksum) != last.get(checksum):
+        recorded = zman.last_span(manifest)[checksum]
+        if zcopy.digest_of_range(dst_fd, start, end, checksum) != recorded:
             return 'the snapshot file %s does not match its manifest (damaged)' % data
     finally:
         os.close(dst_fd)
     return None
 
 
+def packed_problem(src_fd, src_size, src_path, dest, manifest, params):
+    """None if ``dest`` holds a packed snapshot of the source as it is now, with the asked
+    pack and checksum settings; else why a new packed snapshot is needed."""
+    if not manifest.get('packed'):
+        return 'the snapshot in %s is not packed and pack: true was asked for' % dest
+    if os.path.abspath(manifest.get('source_path', '')) != os.path.abspath(src_path):
+        return 'the snapshot in %s was taken from %s, not %s' % (
+            dest, manifest.get('source_path'), src_path)
+    if manifest['packed'].get('days') != params['pack_days'] or \
+            zman.checksum_of(manifest) != params['checksum'] or \
+            (params['verify'] == 'full' and zman.manifest_verify(manifest) != 'full'):
+        return 'the packed snapshot in %s was taken with other pack_days, checksum or verify' % dest
+    source_size = manifest.get('source_size')
+    found = zfmt.txn_header_before(src_fd, source_size) if source_size else None
+    if found is None or zfmt.tid_to_hex(found[0]) != manifest.get('snapshot_tid') or \
+            found[1] == b'c':
+        return ('the source has no committed transaction %s ending at byte %s: it was packed '
+                'or its history diverged' % (manifest.get('snapshot_tid'), source_size))
+    end, _tid, _n = zfmt.committed_end(src_fd, source_size, src_size)
+    if end != source_size:
+        return 'the source has new transactions since the packed snapshot in %s' % dest
+    return snapshot_damage(dest, manifest, params['checksum'])
+
+
 def plan_snapshot(params):
-    """Decide what to copy; read only. Returns a dict the copy step and the result use."""
+    """Decide what to copy, reading only. The returned plan holds the source's one open
+    descriptor (``fd``, with its ``stat``), which the copy and the hashing use; the caller
+    closes it."""
     src, dest = params['path'], params['dest']
-    zu.check_filestorage(src, 'source')
+    zfmt.check_filestorage(src, 'source')
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise zu.ZODBDataError('The snapshot destination %s exists and is not a directory. '
                                'Choose another dest.' % dest)
-    manifest = zu.read_manifest(dest) if os.path.isdir(dest) else None
+    manifest = zman.read_manifest(dest) if os.path.isdir(dest) else None
     if manifest is None and os.path.isdir(dest) and os.listdir(dest):
         raise zu.ZODBDataError(
             'The snapshot destination %s is not empty and holds no manifest.json, so it is not '
             'a snapshot this module made; refusing to replace it. Choose an empty or new '
             'directory.' % dest)
-    plan = {'manifest': manifest, 'fallback_reason': None}
     src_fd = os.open(src, os.O_RDONLY)
+    plan = {'manifest': manifest, 'fallback_reason': None, 'fd': src_fd,
+            'stat': os.fstat(src_fd)}
     try:
-        src_size = os.fstat(src_fd).st_size
+        src_size = plan['stat'].st_size
         if manifest is not None and params['mode'] == 'auto':
-            reason = incremental_problem(src_fd, src_size, src, dest, manifest,
-                                         params['checksum'], params['verify'])
-            if reason is None:
-                end, tid, _n = zu.committed_end(src_fd, manifest['size'], src_size)
-                plan.update(kind='incremental', start=manifest['size'], end=end,
-                            tid=tid or zu.hex_to_tid(manifest['tid']))
-                if end == manifest['size']:
-                    plan['kind'] = 'unchanged'
-                return plan
+            if params['pack']:
+                reason = packed_problem(src_fd, src_size, src, dest, manifest, params)
+                if reason is None:
+                    plan.update(kind='unchanged', start=manifest['source_size'],
+                                end=manifest['source_size'], count=0,
+                                tid=zfmt.hex_to_tid(manifest['snapshot_tid']))
+                    return plan
+            else:
+                reason = incremental_problem(src_fd, src_size, src, dest, manifest,
+                                             params['checksum'], params['verify'])
+                if reason is None:
+                    end, tid, count = zfmt.committed_end(src_fd, manifest['size'], src_size)
+                    plan.update(kind='incremental', start=manifest['size'], end=end,
+                                count=count, tid=tid or zfmt.hex_to_tid(manifest['tid']))
+                    if end == manifest['size']:
+                        plan['kind'] = 'unchanged'
+                    return plan
             plan['fallback_reason'] = reason
         elif manifest is not None:
             plan['fallback_reason'] = 'mode is full'
-        end, tid, _n = zu.committed_end(src_fd, 4, src_size)
-    finally:
+        end, tid, count = zfmt.committed_end(src_fd, 4, src_size)
+        if tid is None:
+            raise zu.ZODBDataError('The source FileStorage %s holds no committed transaction; '
+                                   'there is nothing to snapshot. Check the path.' % src)
+    except BaseException:
         os.close(src_fd)
-    if tid is None:
-        raise zu.ZODBDataError('The source FileStorage %s holds no committed transaction; there '
-                               'is nothing to snapshot. Check the path.' % src)
-    plan.update(kind='full', start=0, end=end, tid=tid)
+        raise
+    plan.update(kind='full', start=0, end=end, tid=tid, count=count)
     return plan
+
+
+def between_plan_and_copy(plan):
+    """Nothing; the tests replace it to change the source between the plan and the copy."""
+
+
+def refuse_if_replaced(path, plan):
+    """The copy reads the descriptor opened for the plan. If ``path`` now names another file
+    (a pack or an install renamed a new one in), the snapshot would not be of what ``path``
+    serves: refuse, before anything is written."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        now = None
+    then = plan['stat']
+    if now is None or (now.st_ino, now.st_dev) != (then.st_ino, then.st_dev):
+        raise zu.ZODBDataError(
+            'The source %s was replaced while the snapshot was planned (inode %d on device %d '
+            'then, %s now): a pack or an install renamed another file in. Nothing was written; '
+            'the snapshot in %s is as it was. Run the snapshot again once the source is '
+            'settled (never pack a source while it is snapshotted).' % (
+                path, then.st_ino, then.st_dev,
+                'no such file' if now is None else 'inode %d on device %d' % (
+                    now.st_ino, now.st_dev), plan['dest']))
+
+
+def check_copy(data_path, start, end, tid, count=None):
+    """Walk the copy's transaction headers from ``start`` again (headers only): they must end
+    exactly at ``end`` (the file's size) with the last tid ``tid`` (or, for ``tid=None``, any
+    tid) and, given ``count``, hold that many transactions. Returns (last tid, count)."""
+    fd = os.open(data_path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        found_end, found_tid, found = zfmt.committed_end(fd, start, size)
+    finally:
+        os.close(fd)
+    if size != end or found_end != end or (tid is not None and found_tid != tid) or \
+            (count is not None and found != count) or found_tid is None:
+        raise zu.ZODBDataError(
+            'The copy %s does not hold what was written: its transaction headers from byte %d '
+            'end at byte %d of %d with last tid %s (%d transactions), expected the end %d, tid '
+            '%s%s. Its manifest was not written; check the disk holding it and run the '
+            'snapshot again.' % (data_path, start, found_end, size, zfmt.tid_to_hex(found_tid),
+                                 found, end, zfmt.tid_to_hex(tid) if tid else 'any',
+                                 '' if count is None else ' and %d transactions' % count))
+    return found_tid, found
 
 
 def planned_verify(params, plan):
     """(bytes hashed in this run, the snapshot's verify afterwards) for ``plan``."""
-    spans = zu.spans_of(plan['start'], plan['end'], params['verify'], params['span_bytes'])
+    spans = zcopy.spans_of(plan['start'], plan['end'], params['verify'], params['span_bytes'])
     hashed = sum(b - a for a, b in spans)
     covered = sum(b - a for a, b in spans) == plan['end'] - plan['start']
     old = plan['manifest']
     if plan['kind'] == 'full':
         return hashed, 'full' if covered else 'spans'
     if plan['kind'] == 'unchanged':
-        return 0, zu.manifest_verify(old)
-    return hashed, 'full' if covered and zu.manifest_verify(old) == 'full' else 'spans'
+        return 0, zman.manifest_verify(old)
+    return hashed, 'full' if covered and zman.manifest_verify(old) == 'full' else 'spans'
 
 
 def plan_blobs(params, plan):
-    """The blob files to copy for ``plan``: all committed ones (full) or the new ones."""
+    """The blob files to copy for ``plan``: all committed ones (full) or the new ones. For a
+    packed copy an upper bound: the copy takes those its records refer to."""
     blob_dir = params['blob_dir']
     if not blob_dir:
         return []
     if not os.path.isdir(blob_dir):
         raise zu.ZODBDataError('The source blob directory %s does not exist. Check blob_dir, or '
                                'omit it for a storage without blobs.' % blob_dir)
-    blobs = zu.committed_blobs(blob_dir, plan['tid'])
-    if plan['kind'] != 'full':
-        after = zu.tid_to_int(zu.hex_to_tid(plan['manifest']['tid']))
+    blobs = zblob.committed_blobs(blob_dir, plan['tid'])
+    if plan['kind'] == 'incremental':
+        after = zfmt.tid_to_int(zfmt.hex_to_tid(plan['manifest']['tid']))
         blobs = [(rel, size) for rel, size in blobs
-                 if zu.blob_tid(os.path.basename(rel)) > after]
+                 if zblob.blob_tid(os.path.basename(rel)) > after]
     return blobs
 
 
 def take_snapshot(module, result):
     params = module.params
+    src, dest = params['path'], params['dest']
+    if module.check_mode:
+        plan = plan_snapshot(params)
+        try:
+            describe(module, result, plan)
+        finally:
+            os.close(plan['fd'])
+        return
+    with zlock.pack_lock(src, True, params['lock_timeout'], 'take a snapshot of'):
+        plan = plan_snapshot(params)
+        plan['dest'] = dest
+        try:
+            blobs = describe(module, result, plan)
+            if plan['kind'] == 'unchanged':
+                return
+            between_plan_and_copy(plan)
+            refuse_if_replaced(src, plan)
+            if plan['kind'] == 'incremental':
+                refresh(params, result, plan, blobs)
+            else:
+                build_full(params, result, plan, blobs)
+        finally:
+            os.close(plan['fd'])
+
+
+def describe(module, result, plan):
+    """Fill ``result`` with what the plan does (what check mode reports); check free space.
+    Returns the blob files to copy."""
+    params = module.params
     src, dest, blob_dir = params['path'], params['dest'], params['blob_dir']
-    plan = plan_snapshot(params)
-    blobs = plan_blobs(params, plan)
-    will_link = bool(params['blob_link'] and blob_dir and zu.same_filesystem(blob_dir, dest))
+    blobs = plan_blobs(params, plan) if plan['kind'] != 'unchanged' else []
+    will_link = bool(params['blob_link'] and blob_dir and zcopy.same_filesystem(blob_dir, dest))
+    plan['link'] = will_link
     blob_bytes = 0 if will_link else sum(size for _rel, size in blobs)
     data_bytes = plan['end'] - plan['start']
     old = plan['manifest']
     bytes_hashed, verify = planned_verify(params, plan)
+    packing = params['pack'] and plan['kind'] == 'full'
+    pack_tid = zcopy.pack_time_tid(plan['tid'], params['pack_days']) if params['pack'] else None
     result.update(
         mode_used=plan['kind'], fallback_reason=plan['fallback_reason'], bytes_copied=data_bytes,
-        bytes_hashed=bytes_hashed, verify=verify,
-        size=plan['end'], tid=zu.tid_to_hex(plan['tid']), tid_time=zu.tid_to_iso(plan['tid']),
+        bytes_hashed=bytes_hashed, verify=verify, packed=bool(params['pack']),
+        pack_time=zfmt.tid_to_iso(pack_tid) if pack_tid else None,
+        size=plan['end'], source_size=plan['end'],
+        tid=zfmt.tid_to_hex(plan['tid']), snapshot_tid=zfmt.tid_to_hex(plan['tid']),
+        tid_time=zfmt.tid_to_iso(plan['tid']),
+        transactions=plan['count'] + (old.get('transactions') or 0
+                                      if plan['kind'] == 'incremental' else 0),
         blobs_copied=len(blobs), blobs_linked=len(blobs) if will_link else 0,
         blob_count=len(blobs) + (old.get('blob_count', 0) if old and plan['kind'] != 'full'
                                  else 0),
-        manifest=zu.manifest_path(dest), changed=plan['kind'] != 'unchanged')
+        manifest=zman.manifest_path(dest), changed=plan['kind'] != 'unchanged')
     if plan['kind'] == 'unchanged':
-        result['msg'] = 'The snapshot in %s is up to date at tid %s.' % (dest, result['tid'])
-        return
-    zu.require_free(dest, data_bytes + blob_bytes, params['reserve_bytes'],
-                    'take a %s snapshot of %s' % (plan['kind'], src))
+        for key in ('size', 'tid', 'tid_time', 'verify', 'source_size'):
+            result[key] = old.get(key, result[key])
+        result['transactions'] = old.get('transactions')
+        result.update(bytes_copied=0, blob_count=old.get('blob_count', 0),
+                      snapshot_tid=old.get('snapshot_tid', old['tid']),
+                      pack_time=(old.get('packed') or {}).get('pack_time'),
+                      packed=bool(old.get('packed')))
+        result['msg'] = 'The snapshot in %s is up to date at tid %s.' % (
+            dest, result['snapshot_tid'])
+        return blobs
+    zcopy.require_free(dest, data_bytes + blob_bytes, params['reserve_bytes'],
+                       'take a %s snapshot of %s' % (plan['kind'], src))
     if module.check_mode:
-        result['msg'] = 'Would take a %s snapshot of %s into %s: %d bytes and %d blob files.' % (
-            plan['kind'], src, dest, data_bytes, len(blobs))
-        return
-    manifest = {
-        'format': zu.MANIFEST_FORMAT,
+        result['msg'] = 'Would take a %s%s snapshot of %s into %s: %d bytes and %d blob ' \
+            'files%s.' % (
+            'packed ' if packing else '', plan['kind'], src, dest, data_bytes, len(blobs),
+            ' before the pack, which writes only what it keeps' if packing else '')
+    return blobs
+
+
+def new_manifest(params, result):
+    src, blob_dir = params['path'], params['blob_dir']
+    return {
+        'format': zman.MANIFEST_FORMAT,
         'source_path': os.path.abspath(src),
         'source_blob_dir': os.path.abspath(blob_dir) if blob_dir else None,
-        'blob_layout': zu.blob_layout(blob_dir) if blob_dir else None,
-        'size': plan['end'],
+        'blob_layout': zblob.blob_layout(blob_dir) if blob_dir else None,
+        'size': result['size'],
+        'source_size': result['source_size'],
         'tid': result['tid'],
         'tid_time': result['tid_time'],
+        'snapshot_tid': result['snapshot_tid'],
+        'transactions': result['transactions'],
+        'packed': None,
         'created': zu.now_iso(),
         'blob_count': result['blob_count'],
-        'data_file': zu.SNAPSHOT_DATA_NAME,
+        'data_file': zman.SNAPSHOT_DATA_NAME,
         'checksum': params['checksum'],
-        'verify': verify,
+        'verify': result['verify'],
         'span_bytes': params['span_bytes'],
-        'blob_dir': zu.SNAPSHOT_BLOB_NAME if blob_dir else None,
+        'blob_dir': zman.SNAPSHOT_BLOB_NAME if blob_dir else None,
     }
-    if plan['kind'] == 'incremental':
-        data = os.path.join(dest, zu.SNAPSHOT_DATA_NAME)
-        copied_range = zu.copy_and_hash(src, data, plan['start'], plan['end'],
-                                        truncate_to=plan['start'], algorithm=params['checksum'],
-                                        verify=params['verify'],
-                                        span_bytes=params['span_bytes'])
+
+
+def refresh(params, result, plan, blobs):
+    """Append the new tail ``[start, end)`` to the snapshot in dest, then its new blobs."""
+    dest, blob_dir = params['dest'], params['blob_dir']
+    old = plan['manifest']
+    data = os.path.join(dest, zman.SNAPSHOT_DATA_NAME)
+    try:
+        copied_range = zcopy.copy_and_hash(plan['fd'], data, plan['start'], plan['end'],
+                                           truncate_to=plan['start'], algorithm=params['checksum'],
+                                           verify=params['verify'],
+                                           span_bytes=params['span_bytes'])
+        _tid, count = check_copy(data, plan['start'], plan['end'], plan['tid'], plan['count'])
+        if 'transactions' not in old:  # taken before the count was recorded: count it once
+            _tid, result['transactions'] = check_copy(data, 4, plan['end'], plan['tid'])
         if blob_dir:
-            copied, linked, _moved = zu.copy_blobs(
-                blob_dir, os.path.join(dest, zu.SNAPSHOT_BLOB_NAME), blobs, will_link)
+            copied, linked, _moved = zblob.copy_blobs(
+                blob_dir, os.path.join(dest, zman.SNAPSHOT_BLOB_NAME), blobs, plan['link'])
             result.update(blobs_copied=copied + linked, blobs_linked=linked)
-        manifest['ranges'] = old['ranges'] + [copied_range]
-        manifest['verify'] = zu.manifest_verify(manifest)
-        manifest['history'] = (old.get('history') or [])[-19:] + [
-            {'mode': 'incremental', 'start': plan['start'], 'end': plan['end'],
-             'tid': result['tid'], 'created': manifest['created'],
-             'verify': copied_range['verify']}]
-        zu.write_manifest(dest, manifest)
-        result['msg'] = 'Appended %d bytes and %d blob files to the snapshot in %s (tid %s).' % (
-            data_bytes, result['blobs_copied'], dest, result['tid'])
-        return
-    # Full: build beside dest, then swap, so dest holds either the old or the new snapshot.
+    except BaseException:
+        # The manifest still describes [0, start): cut the half-appended tail off again.
+        if os.path.exists(data):
+            os.truncate(data, plan['start'])
+        raise
+    manifest = new_manifest(params, result)
+    manifest['ranges'] = old['ranges'] + [copied_range]
+    manifest['verify'] = zman.manifest_verify(manifest)
+    manifest['history'] = (old.get('history') or [])[-19:] + [
+        {'mode': 'incremental', 'start': plan['start'], 'end': plan['end'],
+         'tid': result['tid'], 'created': manifest['created'],
+         'verify': copied_range['verify'], 'transactions': count}]
+    zman.write_manifest(dest, manifest)
+    result['msg'] = 'Appended %d bytes and %d blob files to the snapshot in %s (tid %s).' % (
+        result['bytes_copied'], result['blobs_copied'], dest, result['tid'])
+
+
+def build_full(params, result, plan, blobs):
+    """Build a full (or packed) snapshot beside dest, then swap it in, so dest holds either
+    the old or the new snapshot."""
+    src, dest, blob_dir = params['path'], params['dest'], params['blob_dir']
     parent = os.path.dirname(os.path.abspath(dest))
     os.makedirs(parent, exist_ok=True)
     building = '%s.new-%d' % (os.path.abspath(dest), os.getpid())
-    zu.remove_path(building)
+    zcopy.remove_path(building)
     os.makedirs(building)
+    data = os.path.join(building, zman.SNAPSHOT_DATA_NAME)
     try:
-        copied_range = zu.copy_and_hash(src, os.path.join(building, zu.SNAPSHOT_DATA_NAME),
-                                        0, plan['end'], algorithm=params['checksum'],
-                                        verify=params['verify'],
-                                        span_bytes=params['span_bytes'])
+        packed_size = None
+        if params['pack']:
+            pack_tid = zcopy.pack_time_tid(plan['tid'], params['pack_days'])
+            packed_size = zcopy.pack_copy(plan['fd'], plan['end'], data, pack_tid)
+        if packed_size is None:  # no pack asked, or ZODB found the range packed already
+            copied_range = zcopy.copy_and_hash(plan['fd'], data, 0, plan['end'],
+                                               algorithm=params['checksum'],
+                                               verify=params['verify'],
+                                               span_bytes=params['span_bytes'])
+            check_copy(data, 4, plan['end'], plan['tid'], plan['count'])
+        else:
+            last_tid, count = check_copy(data, 4, packed_size, None)
+            if last_tid > plan['tid'] or count > plan['count']:
+                raise zu.ZODBDataError(
+                    'The packed copy %s ends with tid %s after %d transactions, beyond the '
+                    'snapshot (tid %s, %d transactions). Its manifest was not written.' % (
+                        data, zfmt.tid_to_hex(last_tid), count, zfmt.tid_to_hex(plan['tid']),
+                        plan['count']))
+            copied_range = zcopy.range_entry(0, packed_size, zcopy.hash_spans(
+                data, zcopy.spans_of(0, packed_size, params['verify'], params['span_bytes']),
+                2, params['checksum']))
+            result.update(size=packed_size, bytes_copied=packed_size, transactions=count,
+                          tid=zfmt.tid_to_hex(last_tid), tid_time=zfmt.tid_to_iso(last_tid),
+                          bytes_hashed=zman.hashed_bytes({'ranges': [copied_range]}),
+                          verify=copied_range['verify'])
+        if params['pack'] and blob_dir:
+            blobs = zblob.blob_records(data, blob_dir)
+            result['blob_count'] = len(blobs)
         if blob_dir:
-            copied, linked, _moved = zu.copy_blobs(
-                blob_dir, os.path.join(building, zu.SNAPSHOT_BLOB_NAME), blobs, will_link)
+            copied, linked, _moved = zblob.copy_blobs(
+                blob_dir, os.path.join(building, zman.SNAPSHOT_BLOB_NAME), blobs, plan['link'])
             result.update(blobs_copied=copied + linked, blobs_linked=linked)
+        manifest = new_manifest(params, result)
+        if params['pack']:
+            manifest['packed'] = {'days': params['pack_days'], 'gc': True,
+                                  'pack_time': result['pack_time'],
+                                  'source_size': plan['end'],
+                                  'source_transactions': plan['count']}
         manifest['ranges'] = [copied_range]
-        manifest['verify'] = zu.manifest_verify(manifest)
-        manifest['history'] = [{'mode': 'full', 'start': 0, 'end': plan['end'],
-                                'tid': result['tid'], 'created': manifest['created'],
-                                'verify': copied_range['verify']}]
-        zu.write_manifest(building, manifest)
+        manifest['verify'] = zman.manifest_verify(manifest)
+        manifest['history'] = [{'mode': 'packed' if params['pack'] else 'full', 'start': 0,
+                                'end': result['size'], 'tid': result['tid'],
+                                'snapshot_tid': result['snapshot_tid'],
+                                'created': manifest['created'],
+                                'verify': copied_range['verify'],
+                                'transactions': result['transactions']}]
+        zman.write_manifest(building, manifest)
         retired = None
         if os.path.exists(dest):
             retired = '%s.old-%d' % (os.path.abspath(dest), os.getpid())
             os.rename(dest, retired)
         os.rename(building, dest)
-        zu.fsync_dir(parent)
+        zcopy.fsync_dir(parent, strict=True)
         if retired:
             shutil.rmtree(retired, ignore_errors=True)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-    result['msg'] = 'Took a full snapshot of %s into %s: %d bytes, %d blob files, tid %s.%s' % (
-        src, dest, data_bytes, result['blobs_copied'], result['tid'],
-        ' (%s)' % plan['fallback_reason'] if plan['fallback_reason'] else '')
+    result['msg'] = 'Took a %s snapshot of %s into %s: %d bytes, %d transactions, %d blob ' \
+        'files, tid %s (source at %s).%s' % (
+            'packed' if params['pack'] else 'full', src, dest, result['size'],
+            result['transactions'], result['blobs_copied'], result['tid'],
+            result['snapshot_tid'],
+            ' (%s)' % plan['fallback_reason'] if plan['fallback_reason'] else '')
 
 
 def main():
@@ -425,25 +750,40 @@ def main():
             blob_dir=dict(type='path'),
             dest=dict(type='path', required=True),
             mode=dict(type='str', choices=['auto', 'full'], default='auto'),
+            pack=dict(type='bool', default=False),
+            pack_days=dict(type='float', default=0),
             blob_link=dict(type='bool', default=True),
             reserve_bytes=dict(type='int', default=0),
-            checksum=dict(type='str', choices=list(zu.CHECKSUMS), default='md5'),
-            verify=dict(type='str', choices=list(zu.VERIFY_MODES), default='spans'),
-            span_bytes=dict(type='int', default=zu.DEFAULT_SPAN_BYTES),
+            checksum=dict(type='str', choices=list(zcopy.CHECKSUMS), default='md5'),
+            verify=dict(type='str', choices=list(zcopy.VERIFY_MODES), default='spans'),
+            span_bytes=dict(type='int', default=zcopy.DEFAULT_SPAN_BYTES),
+            lock_timeout=dict(type='float', default=zlock.DEFAULT_LOCK_TIMEOUT),
         ),
         supports_check_mode=True,
     )
     zu.import_zodb(module)
-    if module.params['span_bytes'] < 1:
+    params = module.params
+    if params['span_bytes'] < 1:
         module.fail_json(msg='span_bytes is %d; use a positive number of bytes (default %d).'
-                         % (module.params['span_bytes'], zu.DEFAULT_SPAN_BYTES))
+                         % (params['span_bytes'], zcopy.DEFAULT_SPAN_BYTES))
+    if params['pack_days'] < 0:
+        module.fail_json(msg='pack_days is %s; it must be 0 or more (days of history before '
+                         'the snapshot to keep).' % params['pack_days'])
     started = time.monotonic()
     result = {'changed': False}
     try:
         take_snapshot(module, result)
-    except (zu.ZODBDataError, OSError) as exc:
+    except zu.ZODBDataError as exc:
         module.fail_json(msg='Snapshot of %s into %s failed: %s' % (
-            module.params['path'], module.params['dest'], exc), **result)
+            params['path'], params['dest'], exc), duration=zu.elapsed(started), **result)
+    except OSError as exc:
+        if exc.filename is None:  # a write through a descriptor: the destination's
+            exc.filename = params['dest']
+        module.fail_json(msg=zu.os_error_message(
+            exc, 'The snapshot of %s into %s' % (params['path'], params['dest']),
+            'The source was only read. %s holds the snapshot it held before, if any (a full '
+            'snapshot is built beside it and removed on failure; a cut-off refresh is cut back '
+            'to its manifest).' % params['dest']), duration=zu.elapsed(started), **result)
     result['duration'] = zu.elapsed(started)
     module.exit_json(**result)
 

@@ -20,6 +20,33 @@ def run_module(name, args=None, check=False, diff=False, python=None, env=None, 
 
     The result has ``rc`` (the process's exit code) added; a failed module has ``failed``.
     """
+    return start_module(name, args, check, diff, python, env).result(timeout)
+
+
+class StartedModule:
+    """A module started by ``start_module``: ``proc`` runs it; ``result()`` waits for it."""
+
+    def __init__(self, name, proc, args_path):
+        self.name, self.proc, self.args_path = name, proc, args_path
+
+    def result(self, timeout=300):
+        try:
+            stdout, stderr = self.proc.communicate(timeout=timeout)
+        finally:
+            if os.path.exists(self.args_path):
+                os.unlink(self.args_path)
+        try:
+            result = json.loads(stdout)
+        except ValueError:
+            raise AssertionError('module %s printed no JSON (rc=%d)\nstdout:\n%s\nstderr:\n%s'
+                                 % (self.name, self.proc.returncode, stdout, stderr)) from None
+        result['rc'] = self.proc.returncode
+        result['_stderr'] = stderr
+        return result
+
+
+def start_module(name, args=None, check=False, diff=False, python=None, env=None):
+    """Start plugins/modules/<name>.py with ``args`` in the background (see run_module)."""
     payload = dict(args or {})
     payload['_ansible_check_mode'] = check
     payload['_ansible_diff'] = diff
@@ -30,18 +57,26 @@ def run_module(name, args=None, check=False, diff=False, python=None, env=None, 
     run_env['PYTHONPATH'] = os.pathsep.join(
         [str(COLLECTIONS)] + [p for p in [run_env.get('PYTHONPATH')] if p])
     run_env.update(env or {})
-    try:
-        proc = subprocess.run(
-            [python or sys.executable, str(REPO / 'plugins' / 'modules' / (name + '.py')),
-             args_path],
-            capture_output=True, text=True, env=run_env, timeout=timeout, check=False)
-    finally:
-        os.unlink(args_path)
-    try:
-        result = json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError('module %s printed no JSON (rc=%d)\nstdout:\n%s\nstderr:\n%s'
-                             % (name, proc.returncode, proc.stdout, proc.stderr)) from None
-    result['rc'] = proc.returncode
-    result['_stderr'] = proc.stderr
+    proc = subprocess.Popen(
+        [python or sys.executable, str(REPO / 'plugins' / 'modules' / (name + '.py')),
+         args_path],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env)
+    return StartedModule(name, proc, args_path)
+
+
+def run_module_in_process(module, args, monkeypatch, capsys, check=False):
+    """Run an imported module's ``main()`` in this process, so a test can monkeypatch what it
+    calls; return its parsed JSON result as ``run_module`` does (``rc`` 1 when it failed)."""
+    import pytest
+    from ansible.module_utils import basic
+    payload = dict(args)
+    payload['_ansible_check_mode'] = check
+    monkeypatch.setattr(basic, '_ANSIBLE_ARGS',
+                        json.dumps({'ANSIBLE_MODULE_ARGS': payload}).encode())
+    monkeypatch.setattr(basic, '_ANSIBLE_PROFILE', 'legacy')
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        module.main()
+    result = json.loads(capsys.readouterr().out)
+    result['rc'] = exited.value.code or 0
     return result

@@ -291,12 +291,12 @@ def test_incremental_refresh_across_verify_modes(storage_factory, tmp_path):
 
 def test_format_1_snapshot_refreshes_incrementally_and_installs(storage_factory, tmp_path):
     """A snapshot taken before verify existed (ranges = fully hashed pieces) still works."""
-    from ansible_collections.zopeops.stages.plugins.module_utils import zodb as zu
+    from ansible_collections.zopeops.stages.plugins.module_utils import zodb_copy as zcopy
     data, blobs = storage_factory(count=10, blobs_every=5)
     dest = tmp_path / 'snap'
     first = snap(data, blobs, dest, verify='full')
     manifest = json.loads((dest / 'manifest.json').read_text())
-    manifest.update(format=1, ranges=zu.hash_pieces(str(dest / 'Data.fs'), 0, first['size']))
+    manifest.update(format=1, ranges=zcopy.hash_pieces(str(dest / 'Data.fs'), 0, first['size']))
     manifest.pop('verify')
     (dest / 'manifest.json').write_text(json.dumps(manifest))
     write_transactions(data, blobs, count=3, start=100)

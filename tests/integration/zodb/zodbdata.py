@@ -125,3 +125,49 @@ class Zeo:
 
     def stop(self):
         self.processes.stop(self.proc)
+
+
+def churn_blobs(path, blob_dir):
+    """Give the blobs of ``write_transactions(blobs_every=...)`` history and garbage: a new
+    revision of the first blob (its old file is history) and the second one dropped from the
+    root (its object and file become unreachable). Returns the dropped key."""
+    import ZODB
+    import ZODB.FileStorage
+    storage = ZODB.FileStorage.FileStorage(path, blob_dir=blob_dir)
+    db = ZODB.DB(storage)
+    try:
+        with db.transaction() as conn:
+            root = conn.root()
+            keys = sorted(k for k in root.keys() if k.startswith('blob-'))
+            with root[keys[0]].open('w') as handle:
+                handle.write(b'second revision of ' + keys[0].encode())
+            del root[keys[1]]
+        return keys[1]
+    finally:
+        db.close()
+
+
+def current_objects(path, blob_dir=None):
+    """{oid: (tid, data, blob bytes or None)} of every object reachable from the root of a
+    FileStorage opened read-only: what a packed copy must still serve, byte for byte."""
+    import ZODB.FileStorage
+    from ZODB.blob import is_blob_record
+    from ZODB.serialize import referencesf
+    from ZODB.utils import z64
+    storage = ZODB.FileStorage.FileStorage(path, read_only=True, blob_dir=blob_dir)
+    try:
+        found, todo = {}, [z64]
+        while todo:
+            oid = todo.pop()
+            if oid in found:
+                continue
+            data, tid = storage.load(oid)
+            blob = None
+            if is_blob_record(data):
+                with open(storage.loadBlob(oid, tid), 'rb') as handle:
+                    blob = handle.read()
+            found[oid] = (tid, data, blob)
+            todo.extend(referencesf(data))
+        return found
+    finally:
+        storage.close()
