@@ -19,6 +19,15 @@ description:
     interrupted run) is removed and built again.
   - With O(installer=uv), a rebuild whose dependencies did not change takes seconds, because uv's
     cache under C(<root>/releases/.cache) holds every wheel already installed once.
+  - Bytecode is compiled once, when the release is installed (C(uv pip install
+    --compile-bytecode); pip compiles by default), so no process that runs it compiles again.
+  - With O(instance_dir), the same call also deploys the release to an instance; it points
+    C(<instance_dir>/current) at it (a new symlink renamed over the old one, atomic) and writes
+    C(<instance_dir>/deployed.json) (atomically, a temporary file renamed into place) with
+    C(revision), C(previous_revision), C(requested), C(deployed_at) and C(deployed_by); other
+    keys of the file (what the data modules record) are kept.
+  - Credentials in O(repo) (C(https://user:password@host/...)) never appear in the result, an
+    error message or C(release.json); the URL is shown as C(https://********@host/...).
 author:
   - zopeops.stages developers (@zopeops)
 extends_documentation_fragment:
@@ -73,11 +82,28 @@ options:
     description: Seconds one build step (fetch, install) may take before it is abandoned.
     type: int
     default: 900
+  instance_dir:
+    description:
+      - An instance folder (C(<root>/<instance>)) to deploy the release to, created if missing;
+        see the description. Without it, the release is only built (or found).
+    type: path
+  follow_deployed:
+    description:
+      - With O(instance_dir), deploy the revision recorded in C(deployed.json) when there is one
+        (what a promotion deployed), instead of O(revision). O(revision) is used for an
+        instance that has no C(deployed.json) yet.
+      - True for every stage but the pipeline's head, which follows its configured revision.
+    type: bool
+    default: false
+  deployed_by:
+    description: Who deploys, recorded in C(deployed.json) (with O(instance_dir)).
+    type: str
+    default: ansible
 attributes:
   check_mode:
     support: full
     details: Resolves the revision from the mirror as it is (no fetch) and says whether a build
-      would happen; writes nothing.
+      would happen and whether O(instance_dir)'s C(current) would change; writes nothing.
   diff_mode:
     support: none
   platform:
@@ -97,11 +123,22 @@ EXAMPLES = r"""
     revision: 3f2c1a9e0b7d4c55a1e2f3b4c5d6e7f8a9b0c1d2
   register: release
 
-- name: Point the stage at it.
-  ansible.builtin.file:
-    src: "{{ release.release_dir }}"
-    dest: /srv/zopeops/test/current
-    state: link
+- name: Ensure test runs beta's revision (built once, current relinked, deployed.json written).
+  zopeops.stages.app_release:
+    root: /srv/zopeops
+    repo: https://git.example.com/site.git
+    revision: 3f2c1a9e0b7d4c55a1e2f3b4c5d6e7f8a9b0c1d2
+    instance_dir: /srv/zopeops/test
+    deployed_by: "{{ lookup('ansible.builtin.env', 'USER') }}"
+  register: test_code
+
+- name: Ensure a stage that is not the pipeline's head keeps what a promotion deployed.
+  zopeops.stages.app_release:
+    root: /srv/zopeops
+    repo: https://git.example.com/site.git
+    revision: demo-v1            # only for a first deployment
+    instance_dir: /srv/zopeops/prod
+    follow_deployed: true
 """
 
 RETURN = r"""
@@ -124,10 +161,27 @@ build_seconds:
   returned: success
   type: float
 steps:
-  description: The commands the build ran, as argv lists.
+  description: The commands the build ran, as argv lists (credentials in URLs redacted).
   returned: success
   type: list
   elements: list
+code_changed:
+  description: Whether O(instance_dir)'s C(current) now points at another release than before
+    (would, in check mode). The roles restart the services when it is true.
+  returned: with O(instance_dir)
+  type: bool
+previous_revision:
+  description: The revision the instance ran before this call (from C(deployed.json), else
+    from its C(current) link); null for a new instance.
+  returned: with O(instance_dir)
+  type: str
+  sample: 9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b
+deployed:
+  description: The content of C(deployed.json) after the call (predicted in check mode).
+  returned: with O(instance_dir)
+  type: dict
+  sample: {revision: 3f2c1a9e0b7d4c55a1e2f3b4c5d6e7f8a9b0c1d2, previous_revision: null,
+           requested: demo-v1, deployed_at: "2026-11-29T12:00:00Z", deployed_by: alice}
 """
 
 import contextlib
@@ -143,6 +197,9 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.zopeops.stages.plugins.module_utils.http_checks import (
+    Scrubber, redact_url, secrets_of)
 
 SHA_RE = re.compile(r'^[0-9a-f]{40}$')
 
@@ -253,8 +310,8 @@ def build(params, sha, release_dir, steps):
                    UV_LINK_MODE='hardlink', UV_PYTHON_DOWNLOADS='never')
         run([uv, 'venv', '--quiet', '--python', python, venv], steps, timeout, env=env)
         for extra in installs:
-            run([uv, 'pip', 'install', '--quiet', '--python', os.path.join(venv, 'bin', 'python')]
-                + extra, steps, timeout, env=env)
+            run([uv, 'pip', 'install', '--quiet', '--compile-bytecode', '--python',
+                 os.path.join(venv, 'bin', 'python')] + extra, steps, timeout, env=env)
     else:
         env = dict(os.environ, PIP_CACHE_DIR=os.path.join(cache, 'pip'))
         run([python, '-m', 'venv', venv], steps, timeout, env=env)
@@ -263,6 +320,75 @@ def build(params, sha, release_dir, steps):
                 env=env)
     with open(os.path.join(release_dir, 'REVISION'), 'w') as handle:
         handle.write(sha + '\n')
+
+
+def read_deployed(instance_dir):
+    """The instance's deployed.json as a dict ({} when missing); ValueError when unreadable."""
+    path = os.path.join(instance_dir, 'deployed.json')
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    if not isinstance(record, dict):
+        raise ValueError('%s is not a JSON object' % path)
+    return record
+
+
+def linked_release(current):
+    """The release folder ``current`` points at (absolute), or None."""
+    try:
+        target = os.readlink(current)
+    except OSError:
+        return None
+    return os.path.normpath(os.path.join(os.path.dirname(current), target))
+
+
+def relink(current, release_dir):
+    """Point ``current`` at ``release_dir`` atomically: a new link renamed over the old one."""
+    tmp = '%s.tmp-%d' % (current, os.getpid())
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(release_dir, tmp)
+    os.replace(tmp, current)
+
+
+def write_json_atomically(module, path, record):
+    handle, tmp = tempfile.mkstemp(prefix='.deployed-', suffix='.json', dir=os.path.dirname(path))
+    with os.fdopen(handle, 'w') as out:
+        json.dump(record, out, indent=2, sort_keys=True)
+        out.write('\n')
+        out.flush()
+        os.fsync(out.fileno())
+    os.chmod(tmp, 0o644)
+    module.atomic_move(tmp, path)
+
+
+def deploy(module, params, sha, release_dir, requested, previous, result):
+    """Point the instance at the release and record it in deployed.json."""
+    instance_dir = params['instance_dir']
+    current = os.path.join(instance_dir, 'current')
+    before = linked_release(current)
+    previous_revision = previous.get('revision') or (
+        os.path.basename(before) if before else None)
+    code_changed = before != os.path.normpath(release_dir)
+    record_changed = code_changed or previous.get('revision') != sha
+    if record_changed:
+        record = dict(previous, revision=sha, previous_revision=previous_revision,
+                      requested=requested,
+                      deployed_at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+                      deployed_by=params['deployed_by'])
+    else:
+        record = previous
+    result.update(code_changed=code_changed, previous_revision=previous_revision,
+                  deployed=record, changed=result['changed'] or record_changed)
+    if module.check_mode:
+        return
+    os.makedirs(instance_dir, mode=0o755, exist_ok=True)
+    if code_changed:
+        relink(current, release_dir)
+    if record_changed:
+        write_json_atomically(module, os.path.join(instance_dir, 'deployed.json'), record)
 
 
 def main():
@@ -279,13 +405,36 @@ def main():
             cache_dir=dict(type='path'),
             fetch=dict(type='bool', default=True),
             timeout=dict(type='int', default=900),
+            instance_dir=dict(type='path'),
+            follow_deployed=dict(type='bool', default=False),
+            deployed_by=dict(type='str', default='ansible'),
         ),
         supports_check_mode=True,
     )
     params = dict(module.params)
+    # Credentials in the repository URL: Ansible masks the password in everything it prints,
+    # the scrubber covers texts we build (git's own errors), release.json gets the redacted URL.
+    scrub = Scrubber(secrets_of(urls=[params['repo']]))
+    for secret in scrub.secrets:
+        module.no_log_values.add(secret)
+    shown_repo = redact_url(params['repo'])
+
+    def fail(msg, **extra):
+        module.fail_json(msg=scrub.text(msg.replace(params['repo'], shown_repo)),
+                         **scrub.deep(extra))
+
     releases = os.path.join(params['root'], 'releases')
     mirror = params['_mirror'] = os.path.join(releases, '.mirror.git')
     revision = params['revision'].strip()
+    previous = {}
+    if params['instance_dir']:
+        try:
+            previous = read_deployed(params['instance_dir'])
+        except ValueError as exc:
+            fail('%s. Fix or remove that file (it records what the instance runs), then run '
+                 'again.' % exc)
+        if params['follow_deployed'] and previous.get('revision'):
+            revision = str(previous['revision']).strip()
     steps = []
     result = dict(changed=False, built=False, build_seconds=0.0, steps=steps)
 
@@ -296,7 +445,10 @@ def main():
         ready = sha and os.path.isfile(os.path.join(releases, sha, 'release.json'))
         result.update(revision=sha or revision, release_dir=os.path.join(releases, sha or revision),
                       changed=not ready, msg='would build' if not ready else 'release exists')
-        module.exit_json(**result)
+        if params['instance_dir']:
+            deploy(module, params, sha or revision, result['release_dir'], revision, previous,
+                   result)
+        module.exit_json(**scrub.deep(result))
 
     try:
         os.makedirs(releases, exist_ok=True)
@@ -308,7 +460,7 @@ def main():
                 sha = resolve(mirror, revision, steps, params['timeout'])
             if sha is None:
                 raise BuildError('Revision %r is not in %s: name a commit, tag or branch that '
-                                 'exists there.' % (revision, params['repo']))
+                                 'exists there.' % (revision, shown_repo))
             release_dir = os.path.join(releases, sha)
             marker = os.path.join(release_dir, 'release.json')
             if not os.path.isfile(marker):
@@ -320,7 +472,7 @@ def main():
                 except BaseException:
                     shutil.rmtree(release_dir, ignore_errors=True)
                     raise
-                info = dict(revision=sha, requested=revision, repo=params['repo'],
+                info = dict(revision=sha, requested=revision, repo=shown_repo,
                             installer=params['installer'],
                             built_at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
                 tmp = marker + '.tmp'
@@ -329,12 +481,17 @@ def main():
                 os.rename(tmp, marker)
                 result.update(built=True, changed=True,
                               build_seconds=round(time.monotonic() - started, 3))
+        result.update(revision=sha, release_dir=release_dir)
+        if params['instance_dir']:
+            deploy(module, params, sha, release_dir, revision, previous, result)
     except BuildError as exc:
-        module.fail_json(msg='Building the release of %r under %s failed: %s'
-                         % (revision, releases, exc), **result)
-    result.update(revision=sha, release_dir=release_dir)
-    module.exit_json(**result)
-
+        fail('Building the release of %r under %s failed: %s' % (revision, releases, exc),
+             **result)
+    except OSError as exc:
+        fail('Deploying the release of %r to %s failed: %s. Check that the folder is writable '
+             'by this account.' % (revision, params['instance_dir'] or releases, exc), **result)
+    module.exit_json(**scrub.deep(
+        dict(result, steps=[[redact_url(arg) for arg in argv] for argv in steps])))
 
 if __name__ == '__main__':
     main()

@@ -32,6 +32,22 @@ def test_every_live_program_runs_and_twins_do_not(pipeline):
     assert not [name for name in lines if '_upgrade' in name and lines[name] == 'RUNNING']
 
 
+def test_twins_are_configured_but_not_started(pipeline, host):
+    # site.yml configures the twins, so a promotion only relinks releases and starts programs.
+    for twin in ('beta_upgrade', 'test_upgrade', 'prod_upgrade'):
+        root = pipeline.sandbox / twin
+        for path in ('etc/zeo.conf', 'etc/zope-client1.conf', 'etc/zope-client1.ini',
+                     'etc/supervisor-zeo.conf', 'etc/supervisor-clients.conf'):
+            assert host.file(str(root / path)).is_file, (twin, path)
+        for folder in ('var/filestorage', 'var/blobstorage', 'var/snapshots', 'var/client1',
+                       'log'):
+            assert host.file(str(root / folder)).is_directory, (twin, folder)
+        for program in ('supervisor-zeo.conf', 'supervisor-clients.conf'):
+            text = (root / 'etc' / program).read_text()
+            assert 'autostart = false' in text and 'startsecs = 0' in text
+        assert not (root / 'current').exists() and not (root / 'deployed.json').exists()
+
+
 def test_every_port_listens(pipeline, host):
     for stage, clients in LIVE.items():
         ports = [pipeline.lb_port(stage), pipeline.port_base + ZEO_OFFSET[stage]]

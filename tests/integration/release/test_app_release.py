@@ -123,3 +123,96 @@ def test_failing_install_leaves_no_release(tmp_path, repo):
     result = build(root, bare, 'main')
     assert result.get('failed') and 'uv pip install' in result['msg']
     assert not (root / 'releases' / git(work, 'rev-parse', 'HEAD')).exists()
+
+
+# -- instance_dir: build (or reuse), relink current, record deployed.json, in one call -----
+
+def deploy(root, bare, revision, instance, check=False, **extra):
+    return run_module('app_release', dict(root=str(root), repo=str(bare), revision=revision,
+                                          instance_dir=str(instance), deployed_by='tester',
+                                          **extra), check=check)
+
+
+def test_instance_dir_links_current_and_records_deployed_json(tmp_path, repo):
+    work, bare = repo
+    root, instance = tmp_path / 'root', tmp_path / 'root' / 'test'
+    v1 = git(work, 'rev-parse', 'v1')
+    first = deploy(root, bare, 'v1', instance)
+    assert first['rc'] == 0, first
+    assert first['code_changed'] is True and first['previous_revision'] is None
+    assert os.readlink(instance / 'current') == first['release_dir']
+    record = json.loads((instance / 'deployed.json').read_text())
+    assert record['revision'] == v1 and record['requested'] == 'v1'
+    assert record['previous_revision'] is None and record['deployed_by'] == 'tester'
+    assert first['deployed'] == record
+    assert not list(instance.glob('*.tmp*')) and not list(instance.glob('.deployed-*'))
+
+    again = deploy(root, bare, 'v1', instance)
+    assert again['changed'] is False and again['code_changed'] is False
+    assert json.loads((instance / 'deployed.json').read_text()) == record   # untouched
+
+    (work / 'demo_pkg' / '__init__.py').write_text('VERSION = 2\n')
+    git(work, 'commit', '-qam', 'v2')
+    git(work, 'push', '-q', str(bare), 'main')
+    v2 = git(work, 'rev-parse', 'HEAD')
+    check = deploy(root, bare, v2, instance, check=True, fetch=False)
+    assert check['changed'] is True and check['code_changed'] is True
+    assert os.readlink(instance / 'current') == first['release_dir']       # check: no change
+    second = deploy(root, bare, 'main', instance)
+    assert second['code_changed'] is True and second['previous_revision'] == v1
+    record2 = json.loads((instance / 'deployed.json').read_text())
+    assert (record2['revision'], record2['previous_revision']) == (v2, v1)
+    third = deploy(root, bare, 'main', instance)
+    assert third['changed'] is False
+    assert json.loads((instance / 'deployed.json').read_text())['previous_revision'] == v1
+
+
+def test_follow_deployed_keeps_what_a_promotion_deployed(tmp_path, repo):
+    work, bare = repo
+    root, instance = tmp_path / 'root', tmp_path / 'root' / 'prod'
+    v1 = git(work, 'rev-parse', 'v1')
+    deploy(root, bare, 'v1', instance)
+    (instance / 'deployed.json').write_text(json.dumps(
+        {'revision': v1, 'data_source': 'beta', 'last_tid': '03ab'}))
+    (work / 'demo_pkg' / '__init__.py').write_text('VERSION = 2\n')
+    git(work, 'commit', '-qam', 'v2')
+    git(work, 'push', '-q', str(bare), 'main')
+    result = deploy(root, bare, 'main', instance, follow_deployed=True)
+    assert result['revision'] == v1 and result['changed'] is False
+    moved = deploy(root, bare, 'main', instance)            # the head follows its revision
+    record = json.loads((instance / 'deployed.json').read_text())
+    assert moved['code_changed'] and record['previous_revision'] == v1
+    assert record['data_source'] == 'beta' and record['last_tid'] == '03ab'   # kept
+
+
+def test_release_is_installed_with_compiled_bytecode(tmp_path, repo):
+    work, bare = repo
+    result = build(tmp_path / 'root', bare, 'v1')
+    assert any('--compile-bytecode' in argv for argv in result['steps'])
+    site = next((tmp_path / 'root' / 'releases' / result['revision'] / 'venv').glob(
+        'lib/python*/site-packages'))
+    assert list((site / 'demo_pkg' / '__pycache__').glob('__init__.*.pyc'))
+
+
+def test_credentials_in_the_repository_url_never_show(tmp_path, repo):
+    work, bare = repo
+    url = 'https://deployer:s3cret-Pw@git.example.invalid/site.git'
+    # git rewrites the URL to the local bare repository, so the build really happens.
+    env = {'GIT_CONFIG_COUNT': '1', 'GIT_CONFIG_KEY_0': 'url.%s.insteadOf' % bare,
+           'GIT_CONFIG_VALUE_0': url}
+    root = tmp_path / 'root'
+    ok = run_module('app_release', dict(root=str(root), repo=url, revision='v1',
+                                        instance_dir=str(root / 'test')), env=env)
+    assert ok['rc'] == 0, ok
+    release_json = (root / 'releases' / ok['revision'] / 'release.json').read_text()
+    bad = run_module('app_release', dict(root=str(root), repo=url, revision='no-such-tag'),
+                     env=env)
+    refused = run_module('app_release', dict(
+        root=str(tmp_path / 'other'), repo='https://deployer:s3cret-Pw@127.0.0.1:1/x.git',
+        revision='v1', timeout=30))
+    assert bad['failed'] and refused['failed']
+    for text in (json.dumps(ok), release_json, json.dumps(bad), json.dumps(refused),
+                 (root / 'test' / 'deployed.json').read_text()):
+        assert 's3cret-Pw' not in text
+    assert 'https://********@git.example.invalid/site.git' in release_json
+    assert "Revision 'no-such-tag' is not in https://********@git.example.invalid" in bad['msg']

@@ -1,0 +1,33 @@
+# -*- coding: utf-8 -*-
+# Copyright: zopeops.stages developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The client_programs filter; its documentation is in client_programs.yml beside this file."""
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+
+def client_programs(clients, instance, probe_host, log_dir, process_manager='supervisord'):
+    """[{name, port}] -> zeo_service's ``programs``: [{name, address, log_path}].
+
+    The program names follow docs/architecture.md (Processes): ``<instance>-<client>`` under
+    supervisord, ``zopeops-<instance>-<client>`` under systemd.
+    """
+    prefix = '' if process_manager == 'supervisord' else 'zopeops-'
+    programs = []
+    for client in clients or []:
+        try:
+            name, port = client['name'], int(client['port'])
+        except (KeyError, TypeError, ValueError):
+            raise AnsibleFilterError('client_programs: every client needs a name and a numeric '
+                                     'port, got %r' % (client,)) from None
+        host = '[%s]' % probe_host if ':' in probe_host else probe_host
+        programs.append({'name': '%s%s-%s' % (prefix, instance, name),
+                         'address': '%s:%d' % (host, port),
+                         'log_path': '%s/%s.log' % (log_dir.rstrip('/'), name)})
+    return programs
+
+
+class FilterModule:
+    def filters(self):
+        return {'client_programs': client_programs}

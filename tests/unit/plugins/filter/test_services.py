@@ -1,0 +1,28 @@
+"""client_programs: zopeops_clients -> zeo_service's programs."""
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.zopeops.stages.plugins.filter.services import client_programs
+
+CLIENTS = [{'name': 'client1', 'port': '18431'}, {'name': 'client2', 'port': 18432}]
+
+
+def test_supervisord_names_addresses_and_logs():
+    assert client_programs(CLIENTS, 'test', '127.0.0.1', '/srv/z/test/log') == [
+        {'name': 'test-client1', 'address': '127.0.0.1:18431',
+         'log_path': '/srv/z/test/log/client1.log'},
+        {'name': 'test-client2', 'address': '127.0.0.1:18432',
+         'log_path': '/srv/z/test/log/client2.log'}]
+
+
+def test_systemd_units_and_ipv6():
+    programs = client_programs(CLIENTS[:1], 'prod_upgrade', '::1', '/l/', 'systemd')
+    assert programs == [{'name': 'zopeops-prod_upgrade-client1', 'address': '[::1]:18431',
+                         'log_path': '/l/client1.log'}]
+
+
+def test_a_client_without_port_is_refused():
+    with pytest.raises(AnsibleFilterError, match='name and a numeric port'):
+        client_programs([{'name': 'client1'}], 'test', '127.0.0.1', '/l')
