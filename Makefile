@@ -6,12 +6,13 @@ SANDBOX ?= $(CURDIR)/.sandbox
 PLAYBOOK := $(BIN)/ansible-playbook -i inventories/local -e zopeops_sandbox=$(SANDBOX)
 SYSTEM_PACKAGES := haproxy:haproxy nginx:nginx rsync:rsync git:git chromium:chromium
 
-.PHONY: help deps demo status test test-unit gates clean
+.PHONY: help deps demo status test test-unit gates clean bench bench-cutover bench-deps
 
 help:
 	@echo "make demo   bring up the local four-stage pipeline, promote beta, test and prod, show each stage"
 	@echo "make test   run the whole test suite"
 	@echo "make clean  stop every process of the sandbox and remove it"
+	@echo "make bench  promote.yml against its bare baseline (BENCH_ARGS='--sizes demo,100M,1G --clients 1,2,4 --rounds 3')"
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
@@ -59,6 +60,20 @@ gates: deps
 
 test-unit: deps
 	$(BIN)/pytest tests/unit
+
+# Benchmarks of the promotion on a pipeline of their own (.sandbox-bench, a free port block
+# from 50000), stopped at the end. Quick by default (demo and 100 MB data, 1 and 2 clients);
+# bigger cases with BENCH_ARGS. The plots need matplotlib (requirements-dev.txt, pinned).
+BENCH_ARGS ?=
+bench-deps: deps
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || \
+	  $(BIN)/pip install -q "$$(grep -i '^matplotlib==' requirements-dev.txt)"
+
+bench: bench-deps
+	$(BIN)/python bench/promotion_bench.py $(BENCH_ARGS)
+
+bench-cutover: bench-deps
+	$(BIN)/python bench/cutover_bench.py $(BENCH_ARGS)
 
 clean:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/sandbox-stop $(SANDBOX); fi
