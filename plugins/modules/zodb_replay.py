@@ -79,6 +79,17 @@ options:
         O(after_tid). Give it to go on after a replay that stopped part way (the error names
         it).
     type: str
+  passes:
+    description:
+      - Replay again what the source committed while a pass ran, up to this many passes in all,
+        until a pass copies at most O(settle) transactions. For the catch-up before a write
+        freeze, so that the frozen part of a cutover copies only what arrived meanwhile.
+    type: int
+    default: 1
+  settle:
+    description: With O(passes), stop once a pass copied at most this many transactions.
+    type: int
+    default: 5
   zeo_address:
     description:
       - The target's RUNNING ZEO server, C(host:port) or a unix socket path. Exactly one of
@@ -170,6 +181,11 @@ bytes:
   description: Bytes of the source's transaction records copied (that would be copied).
   type: int
   returned: always
+passes:
+  description: How many passes the replay made (see O(passes)).
+  returned: when something was copied
+  type: int
+  sample: 2
 seconds:
   description: Seconds the module spent, from its start to its result.
   type: float
@@ -442,6 +458,27 @@ def replay(module, result):
                 result['after_tid'])
             return
         replay_tail(params, source, tail, target, result, expected)
+        # A source that keeps serving writes while it is read has a new tail by the time a
+        # pass ends: further passes shrink it, so that what is left for the write freeze is
+        # only what arrives while the freeze is being set.
+        totals = {key: result[key] for key in ('transactions', 'blobs', 'bytes')}
+        first, passes = result['first_tid'], 1
+        while passes < params['passes'] and result['transactions'] > params['settle']:
+            base = zfmt.hex_to_tid(result['last_tid'])
+            tail = plan_tail(source, base, until)
+            if not tail:
+                break
+            result.update(first_tid=zfmt.tid_to_hex(tail[0][0]),
+                          last_tid=zfmt.tid_to_hex(tail[-1][0]), bytes=tail[-1][2] - tail[0][1])
+            replay_tail(params, source, tail, target, result, base)
+            passes += 1
+            for key in totals:
+                totals[key] += result[key]
+        result.update(totals, first_tid=first, passes=passes)
+        if passes > 1:
+            result['msg'] = 'Copied %d transactions (%s .. %s, %d blobs) in %d passes from %s ' \
+                'into %s.' % (totals['transactions'], first, result['last_tid'], totals['blobs'],
+                              passes, source, target.where)
     finally:
         target.close()
 
@@ -506,6 +543,8 @@ def main():
             source_blob_dir=dict(type='path'),
             after_tid=dict(type='str'),
             after_manifest=dict(type='path'),
+            passes=dict(type='int', default=1),
+            settle=dict(type='int', default=5),
             until_tid=dict(type='str'),
             target_tid=dict(type='str'),
             path=dict(type='path'),

@@ -730,8 +730,14 @@ def rollback(module, result, guard):
         raise zu.ZODBDataError('There is no kept pair %s at %s (kept: %s). Nothing was changed.'
                                % (wanted, path, ', '.join(pairs) or 'none'))
     data, blobs, kept = verify_pair(path, blob_dir, wanted)
+    running = None
     if module.check_mode:  # a run refuses a running instance in guard.hold()
-        refuse_if_running(params)
+        # Check mode verifies the pair also while the instance runs (a rollback's preflight
+        # does, before the stage is stopped); it says what a real run would need first.
+        try:
+            refuse_if_running(params)
+        except zu.ZODBDataError as exc:
+            running = str(exc)
     when = zu.stamp()
     archived = {'path': '%s.rolledback-%s' % (path, when)}
     if blob_dir:
@@ -745,6 +751,8 @@ def rollback(module, result, guard):
                          'pair (%s transactions, last tid %s) as %s.'
                          % (wanted, kept['tid'], path, result['archived_transactions'],
                             result['archived_last_tid'], archived['path']))
+        if running:
+            result['msg'] += ' The instance runs now; a real run refuses until it is stopped.'
         return
     guard.hold()
     try:

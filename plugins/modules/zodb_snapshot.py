@@ -304,6 +304,10 @@ duration:
   description: Seconds the module spent.
   type: float
   returned: always
+msg:
+  description: What happened, or would happen in check mode.
+  type: str
+  returned: always
 '''
 
 import os

@@ -69,7 +69,7 @@ def run_under_load(pipeline, playbook, stage, extra=None, during=None, timeout=9
     acted = None
     with LoadGenerator(base + '/@@zopeops-info', threads=2, max_seconds=timeout) as reads, \
             WriteLoad(base, auth=pipeline.admin_auth(), threads=write_threads,
-                      max_seconds=timeout, pause=0.05) as writes:
+                      max_seconds=timeout, pause=0.15) as writes:
         time.sleep(0.5)  # both loads running before the run starts
         background = pipeline.background_playbook(playbook, dict({'stage': stage}, **(extra or {})))
         if during is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -92,6 +93,12 @@ def stop_sandbox(sandbox):
 
 @pytest.fixture(scope='session')
 def pipeline(tmp_path_factory):
+    reuse = os.environ.get('ZOPEOPS_PIPELINE_SANDBOX')
+    if reuse:
+        # While developing: run the pipeline tests against a sandbox brought up already
+        # (ZOPEOPS_PIPELINE_SANDBOX=<dir> ZOPEOPS_PIPELINE_PORT_BASE=<port>); it is left running.
+        yield Pipeline(pathlib.Path(reuse), int(os.environ['ZOPEOPS_PIPELINE_PORT_BASE']), None)
+        return
     sandbox = tmp_path_factory.mktemp('pipeline') / 'sandbox'
     base = free_port_block(PORTS)
     try:
