@@ -425,6 +425,10 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def fmt_mb(value):
+    return '%.1f MB' % (value / 1e6) if value >= 1e5 else '%.0f kB' % (value / 1e3)
+
+
 def host_info():
     import platform
     return {'python': sys.version.split()[0], 'machine': platform.machine(),

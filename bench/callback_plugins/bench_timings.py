@@ -28,7 +28,8 @@ from ansible.plugins.callback import CallbackBase
 
 # Result keys worth keeping for the profile (small values only).
 KEEP = ('duration', 'transactions', 'last_tid', 'frozen_at', 'switched_at', 'unfrozen_at',
-        'elapsed_seconds', 'changed', 'bytes_copied', 'size', 'tid')
+        'elapsed_seconds', 'changed', 'bytes_copied', 'size', 'tid', 'seconds', 'passes',
+        'blobs', 'bytes')
 
 
 class CallbackModule(CallbackBase):
@@ -65,9 +66,8 @@ class CallbackModule(CallbackBase):
         record = {'play': self._play, 'task': task.get_name(), 'action': task.action,
                   'host': result._host.get_name(), 'status': status, 'start': started,
                   'end': now, 'seconds': None if started is None else round(now - started, 3)}
-        for key in KEEP:
-            if key in data and isinstance(data[key], (int, float, str, bool, type(None))):
-                record[key] = data[key]
+        record['result'] = {key: data[key] for key in KEEP if key in data and isinstance(
+            data[key], (int, float, str, bool, type(None)))}
         if 'results' in data:  # a loop: keep each item's module duration
             record['items'] = [{k: item.get(k) for k in KEEP if k in item}
                                for item in data['results'] if isinstance(item, dict)]
