@@ -49,6 +49,9 @@ def parse_args(argv=None):
                         help='use the running sandbox that promotion_bench.py --keep left')
     parser.add_argument('--keep', action='store_true', help='leave the sandbox running')
     parser.add_argument('--no-doc', action='store_true', help='do not touch docs/')
+    parser.add_argument('--from-results', metavar='JSON', nargs='+',
+                        help='rewrite the table from results files (their runs together; the '
+                             'profile again from the timings files where they are), run nothing')
     args = parser.parse_args(argv)
     args.rates = [float(r) for r in args.rates.split(',') if r.strip()]
     return args
@@ -76,11 +79,11 @@ def cutover_profile(tasks):
             'freeze_call': round(sum(t['seconds'] or 0 for t in tasks
                                      if switch in (t.get('play') or '')
                                      and t['action'].endswith('lb_switch')
-                                     and t['task'].startswith('Freeze')), 2),
+                                     and 'Freeze' in t['task']), 2),
             'switch_call': round(sum(t['seconds'] or 0 for t in tasks
                                      if switch in (t.get('play') or '')
                                      and t['action'].endswith('lb_switch')
-                                     and t['task'].startswith('Switch')), 2)}
+                                     and 'Switch every' in t['task']), 2)}
     return profile
 
 
@@ -117,7 +120,10 @@ def one_run(pipeline, rate, label, counter):
                       'abandoned': len(writes.abandoned),
                       'max_attempts': max([e['attempts'] for e in writes.acknowledged.values()]
                                           or [0])},
-           'reads': {'total': reads.total, 'failed': len(reads.failures)},
+           'reads': {'total': reads.total, 'failed': len(reads.failures),
+                     'statuses': {str(k): v for k, v in reads.statuses.items()},
+                     'first_failures': reads.failures[:5]},
+           'write_failures': writes.failed[:5], 'timings': str(timings),
            'lost': lost['missing_datafs'], 'lost_http': lost['missing_http'],
            'lost_ids': lost['datafs'][:5], 'load_average': [round(x, 2) for x in
                                                             pl.os.getloadavg()]}
@@ -147,10 +153,10 @@ def markdown(result):
              % (pl.fmt_mb(result['datafs_bytes']), result['blob_files'],
                 'writer threads = max(2, rate / 8)', result['clients'], result['load_start'],
                 result['host']['load_average'], result['host']['cpus']), '',
-             '| writes/s (achieved) | switch | freeze | target | caught up (in freeze) | '
+             '| writes/s (achieved) | load avg | switch | freeze | target | caught up (in freeze) | '
              'catch-up before freeze (passes) | catch-up in freeze | freeze call | '
              'switch call | whole step | lost writes |',
-             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for run in result['runs']:
         windows = {w['switch']: w for w in run['freeze_windows']}
         for switch in SWITCHES:
@@ -160,9 +166,10 @@ def markdown(result):
             target = '-'
             if run['rate'] <= 10 and frozen is not None:
                 target = '< 1 s met' if frozen < 1 else '< 1 s missed'
-            lines.append('| %g (%.1f) | %s | %s | %s | %s (%s) | %.2f s (%d) | %.2f s | %.2f s '
-                         '| %.2f s | %s | **%d** |' % (
-                             run['rate'], run['writes']['achieved_rate'], switch,
+            lines.append('| %g (%.1f) | %.1f | %s | %s | %s | %s (%s) | %.2f s (%d) | %.2f s '
+                         '| %.2f s | %.2f s | %s | **%d** |' % (
+                             run['rate'], run['writes']['achieved_rate'],
+                             run['load_average'][0], switch,
                              '-' if frozen is None else '%.2f s' % frozen, target,
                              window.get('replayed', '-'), window.get('replayed_frozen', '-'),
                              prof['catch_up_before'], prof['passes'], prof['catch_up_frozen'],
@@ -180,8 +187,30 @@ def markdown(result):
     return '\n'.join(lines)
 
 
+def from_results(paths):
+    results = [json.loads(pathlib.Path(p).read_text()) for p in paths]
+    result = dict(results[-1], runs=[], file=', '.join(pathlib.Path(p).name for p in paths))
+    result['load_start'] = ' / '.join(str(r['load_start']) for r in results)
+    result['host'] = dict(result['host'], load_average=' / '.join(
+        str(r['host']['load_average']) for r in results))
+    for number, one in enumerate(results):
+        for run in one['runs']:
+            timings = pathlib.Path(run.get('timings') or pl.REPO / '.sandbox-bench' / 'timings'
+                                   / (run['tag'] + '.jsonl'))
+            if timings.exists():
+                run['profile'] = cutover_profile(pl.read_timings(timings))
+            run['series'] = number + 1
+            result['runs'].append(run)
+    return result
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.from_results:
+        result = from_results(args.from_results)
+        pl.update_doc('cutover_bench', markdown(result))
+        print(markdown(result))
+        return
     if args.reuse:
         pipeline = pl.reuse_pipeline(args.workdir)
     else:

@@ -50,6 +50,8 @@ def parse_args(argv=None):
                         help='sandbox, inventories, data sets, logs (default .sandbox-bench)')
     parser.add_argument('--keep', action='store_true', help='leave the sandbox running')
     parser.add_argument('--no-doc', action='store_true', help='do not touch docs/')
+    parser.add_argument('--from-results', metavar='JSON',
+                        help='rewrite the table and the plots from a results file, run nothing')
     args = parser.parse_args(argv)
     args.sizes = [s.strip() for s in args.sizes.split(',') if s.strip()]
     args.clients = sorted(int(c) for c in args.clients.split(',') if c.strip())
@@ -255,7 +257,8 @@ def markdown(result):
              'Stage `test` promoted from `beta` with the `upstream` policy on a local pipeline of '
              'the bench\'s own (%s); medians of %s alternating A/B rounds without load; '
              'load average %s at the start and %s at the end on %d cores, shared with other '
-             'jobs, so single timings vary a lot: compare the ratios. Baseline: '
+             'jobs (the last column: median 1-minute load average after each run of the case), '
+             'so single timings vary a lot: compare the ratios. Baseline: '
              '`bench/baseline_promote.py` (cp, `cp -al`, relink, `supervisorctl`, HTTP wait, '
              '`set map`). Bytes written: `/proc/<pid>/io` `write_bytes` of the runner\'s reaped '
              'children (ansible-playbook and its module processes, or the baseline and its '
@@ -264,21 +267,22 @@ def markdown(result):
              % (result['command'], result['rounds'], result['load_start'],
                 result['host']['load_average'], result['host']['cpus']), '',
              '| Data.fs | blobs | clients/side | promote.yml | baseline | ratio | target | '
-             'written (promote.yml) | written (baseline) | module calls | sandbox du |',
-             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+             'written (promote.yml) | written (baseline) | task results | sandbox du | load avg |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for case in cases:
         s = case['summary']
         target = 2.0 if case['size'] == 'demo' else 1.5 if case['size'] == '1G' else None
         ratio = s.get('ratio')
         verdict = '-' if target is None or ratio is None else (
             '<= %.1fx met' % target if ratio <= target else '<= %.1fx missed' % target)
-        lines.append('| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |' % (
+        lines.append('| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
             fmt_bytes(case['datafs_bytes']), case['blob_files'], case['clients'],
             fmt_s(s['playbook']), fmt_s(s['baseline']),
             '-' if ratio is None else '%.2fx' % ratio, verdict,
             fmt_bytes(s['playbook_written']), fmt_bytes(s['baseline_written']),
             '-' if s['calls'] is None else '%d' % s['calls'],
-            fmt_bytes(case['sandbox_du'])))
+            fmt_bytes(case['sandbox_du']),
+            '%.1f' % pl.median([r['load_average'][0] for r in case['runs']])))
     lines += ['', 'Phases (medians, seconds; playbook phases from the ledger, baseline steps '
               'mapped to them; "freeze" is the ledger\'s `frozen_seconds`):', '',
               '| phase | ' + ' | '.join('%s %dc' % (c['size'], c['clients']) for c in cases)
@@ -336,11 +340,20 @@ def plots(result):
     for name, series, xkey, xlabel, xscale in (
             ('size', by_size, 'datafs_bytes', 'Data.fs of the predecessor (MB)', 'log'),
             ('clients', by_clients, 'clients', 'Zope clients per side', 'linear')):
-        fig, ax = plt.subplots(figsize=(6.4, 4))
+        fig, ax = plt.subplots(figsize=(7, 4.2))
         xs = [c[xkey] / 1e6 if xkey == 'datafs_bytes' else c[xkey] for c in series]
-        for kind, marker in (('playbook', 'o-'), ('baseline', 's--')):
+        for kind, marker, color in (('playbook', 'o-', 'C0'), ('baseline', 's--', 'C1')):
             ys = [c['summary'][kind] for c in series]
-            ax.plot(xs, ys, marker, label='promote.yml' if kind == 'playbook' else 'baseline')
+            ax.plot(xs, ys, marker, color=color, label='%s (median)' % (
+                'promote.yml' if kind == 'playbook' else 'baseline'))
+            for x, case in zip(xs, series):  # every run, so the spread shows
+                walls = [r['wall'] for r in case['runs']
+                         if r['kind'] == kind and 'load' not in r and r['ok']]
+                loaded = [r['wall'] for r in case['runs'] if r['kind'] == kind and 'load' in r]
+                ax.plot([x] * len(walls), walls, '.', color=color, alpha=0.5)
+                ax.plot([x] * len(loaded), loaded, 'x', color=color, alpha=0.6)
+        ax.plot([], [], 'k.', alpha=0.5, label='single runs')
+        ax.plot([], [], 'kx', alpha=0.6, label='under read+write load')
         ax.set_xscale(xscale)
         ax.set_xlabel(xlabel)
         ax.set_ylabel('seconds (median)')
@@ -392,6 +405,16 @@ def plots(result):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.from_results:
+        result = json.loads(pathlib.Path(args.from_results).read_text())
+        result['file'] = pathlib.Path(args.from_results).name
+        for case in result['cases']:
+            case['summary'] = summarise(case)
+        pl.update_doc('promotion_bench', markdown(result))
+        for png in plots(result):
+            pl.log('plot: %s' % png)
+        print(markdown(result))
+        return
     cases = cases_of(args)
     pl.log('cases: %s; %d rounds, %d under load each'
            % (', '.join('%s/%dc' % c for c in cases), args.rounds, args.load_rounds))
