@@ -190,6 +190,12 @@ def _start(zope_conf, read_only, zu):
                 storage_config.read_only = True
     handleWSGIConfig(opts.configroot, opts.confighandlers)
     setConfiguration(opts.configroot)
+    # Zope's start-up initializes the application: it creates the admin account from
+    # <instancehome>/inituser (deleting the file, even when a read-only storage then refuses
+    # the commit) and adds missing standard objects. That is the site's own clients' job; a
+    # module that moves one subtree must write nothing else, so it skips that step.
+    import OFS.Application
+    OFS.Application.initialize = _leave_application_as_is
     starter = Zope2.Startup.get_wsgi_starter()
     starter.setConfiguration(opts.configroot)
     starter.prepare()
@@ -203,6 +209,10 @@ def _start(zope_conf, read_only, zu):
     setRequest(app.REQUEST)
     newSecurityManager(None, system)
     return app
+
+
+def _leave_application_as_is(application):
+    """Stands in for OFS.Application.initialize (see _start)."""
 
 
 def last_tid(app):
