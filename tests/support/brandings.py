@@ -57,7 +57,7 @@ TREE_SCRIPT = textwrap.dedent('''
 EDIT_SCRIPT = textwrap.dedent('''
     import sys, transaction
     from ZODB.blob import Blob
-    text, blob_text = sys.argv[1], sys.argv[2]
+    text, blob_text = sys.argv[-2], sys.argv[-1]  # zconsole run CONF SCRIPT TEXT BLOB
     branding = app.partners.acme
     branding.index_html.pt_edit(text, 'text/html')
     blob = Blob()
