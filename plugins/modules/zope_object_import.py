@@ -10,7 +10,7 @@ short_description: Replace one Zope object and everything below it with a ZEXP e
 description:
   - Starts Zope against a stage's ZEO server and puts the object exported by
     M(zopeops.stages.zope_object_export) at O(path), replacing what is there, blobs
-    included, in one ZODB transaction: the site serves the old subtree until the commit and
+    included, in one ZODB transaction. The site serves the old subtree until the commit and
     the new one after it.
   - The object at O(path) keeps its oid, its place among its siblings, its local roles
     (O(keep_local_roles)) and its properties (O(keep_properties)); its parent and every object
@@ -20,7 +20,7 @@ description:
   - Reports what changes, item by item (added, replaced, removed, unchanged, with sizes), and
     after writing checks that the site holds exactly what the export holds.
   - B(Idempotence.) Nothing is written when every item already matches the export (kept
-    attributes aside): a second import of the same file reports C(changed=false).
+    attributes aside). A second import of the same file reports C(changed=false).
   - Fails, changing nothing, when the parent of O(path) does not exist, the file is not a
     ZEXP export, or another writer changed the subtree during the import (a ZODB conflict).
 version_added: 0.2.0
@@ -107,7 +107,7 @@ path:
   returned: always
 how:
   description: C(added), C(in-place) (the object kept its oid and took the export's state),
-    C(swapped) (another class: the parent's reference changed), C(removed), or C(none).
+    C(swapped) (another class, so the parent's reference changed), C(removed), or C(none).
   type: str
   returned: success
 added:
