@@ -6,12 +6,13 @@ SANDBOX ?= $(CURDIR)/.sandbox
 PLAYBOOK := $(BIN)/ansible-playbook -i inventories/local -e zopeops_sandbox=$(SANDBOX)
 SYSTEM_PACKAGES := haproxy:haproxy nginx:nginx rsync:rsync git:git chromium:chromium
 
-.PHONY: help deps demo status test test-unit gates clean
+.PHONY: help deps demo status test test-unit gates clean push-branding
 
 help:
 	@echo "make demo   bring up the local four-stage pipeline, promote beta, test and prod, show each stage"
 	@echo "make test   run the whole test suite"
 	@echo "make clean  stop every process of the sandbox and remove it"
+	@echo "make push-branding PARTNER=acme FROM=dev [TO=test]  push one partner's branding downstream"
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
@@ -44,6 +45,11 @@ demo: deps
 status: deps
 	@ANSIBLE_STDOUT_CALLBACK=zopeops.stages.steps ZOPEOPS_STEPS_LOG=$(SANDBOX)/status.log \
 	  $(PLAYBOOK) playbooks/status.yml
+
+# One partner's branding from a stage to the next (or to TO), without a promotion.
+push-branding: deps
+	@test -n "$(PARTNER)" -a -n "$(FROM)" || { echo "usage: make push-branding PARTNER=acme FROM=dev [TO=test]"; exit 2; }
+	$(PLAYBOOK) playbooks/push_branding.yml -e partner=$(PARTNER) -e from_stage=$(FROM) $(if $(TO),-e to_stage=$(TO))
 
 # Two workers: the whole-pipeline tests (one sandbox, long waits on real services) on one,
 # everything else on the other.
