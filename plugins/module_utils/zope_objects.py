@@ -169,6 +169,7 @@ def zope_app(zope_conf=None, zeo_address=None, storage='1', read_only=False):
 
 
 def _start(zope_conf, read_only, zu):
+    from ansible_collections.zopeops.stages.plugins.module_utils import zodb_zeo as zzeo
     import Zope2
     import Zope2.Startup
     from App.config import setConfiguration
@@ -216,7 +217,6 @@ def _leave_application_as_is(application):
 
 
 def last_tid(app):
-    from ansible_collections.zopeops.stages.plugins.module_utils import zodb as zu
     from ansible_collections.zopeops.stages.plugins.module_utils import zodb_format as zfmt
     app._p_jar.sync()
     return zfmt.tid_to_hex(app._p_jar.db().lastTransaction())
@@ -460,7 +460,6 @@ def export_zexp(obj, directory):
 
 def commit_file(tmp_path, dest, mode=0o640):
     """Move a finished file into place atomically, durable once this returns."""
-    from ansible_collections.zopeops.stages.plugins.module_utils import zodb as zu
     from ansible_collections.zopeops.stages.plugins.module_utils import zodb_copy as zcopy
     os.chmod(tmp_path, mode)
     os.replace(tmp_path, dest)
