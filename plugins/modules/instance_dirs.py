@@ -19,6 +19,8 @@ description:
 version_added: 0.2.0
 author:
   - zopeops.stages developers (@zopeops)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   directories:
     description:
@@ -32,11 +34,11 @@ options:
     required: true
 attributes:
   check_mode:
-    description: Can run in check mode and report what would change without changing it.
     support: full
+    details: Reports which folders would be created or changed; creates and changes nothing.
   diff_mode:
-    description: Reports, per folder that changes, its state, mode, owner and group before and after.
     support: full
+    details: Reports, per folder that changes, its state, mode, owner and group before and after.
   platform:
     support: full
     platforms: posix
