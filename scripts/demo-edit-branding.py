@@ -10,8 +10,10 @@ import sys
 
 import transaction
 
+# pylint: disable=undefined-variable
+
 partner, text = sys.argv[-2], sys.argv[-1]  # zconsole run CONF SCRIPT PARTNER TEXT
-branding = app.partners[partner]  # noqa: F821 (zconsole binds app)
+branding = app.partners[partner]  # noqa: F821 (zconsole binds app)  # pylint: disable=undefined-variable
 branding.index_html.pt_edit('<html><body><h1>%s</h1></body></html>' % text, 'text/html')
 transaction.commit()
 print('edited %s: %s' % (partner, text))

@@ -387,8 +387,8 @@ def compare(before, after):
             report['replaced'].append(entry(path, new=new, old=old))
         else:
             report['unchanged'].append(entry(path, new=new))
-    report['counts'] = {key: len(report[key]) for key in ('added', 'replaced', 'removed',
-                                                           'unchanged')}
+    report['counts'] = {key: len(report[key])
+                        for key in ('added', 'replaced', 'removed', 'unchanged')}
     report['bytes_before'] = sum(e['bytes'] for e in before.values())
     report['bytes_after'] = sum(e['bytes'] for e in after.values())
     return report

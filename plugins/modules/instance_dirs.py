@@ -111,7 +111,7 @@ def normalise(module, items):
         mode = spec.get('mode')
         for path in paths:
             # An int is the mode itself (YAML's unquoted 0755 is 493 = 0o755), as for file.
-            entries.append({'path': os.path.abspath(os.path.expanduser(path)),
+            entries.append({'path': os.path.abspath(path),
                             'mode': None if mode in (None, '') else mode,
                             'owner': spec.get('owner') or None,
                             'group': spec.get('group') or None})

@@ -121,7 +121,7 @@ def assert_zero_loss(pipeline, run, stage, policy, min_writes=5):
     assert run.reads.total > 20, run.report()
     assert len(run.writes.acknowledged) >= min_writes, run.report()
     assert not run.writes.failed, run.report()
-    _, events = state_events(pipeline, stage)
+    events = state_events(pipeline, stage)[1]
     expected = expected_writes(run, stage, policy, events.get(('cutover_to_live', 'start')))
     lost = lost_writes(pipeline, stage, expected)
     assert lost['missing_http'] == 0 and lost['missing_datafs'] == 0, (lost, run.report())

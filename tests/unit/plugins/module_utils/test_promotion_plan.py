@@ -18,9 +18,9 @@ LIVE = [{'active': 'live', 'frozen': False}]
 TWIN = [{'active': 'upgrade', 'frozen': False}]
 
 
-def plan(policy='upstream', action='run', previous=None, views=LIVE, **kwargs):
+def plan(policy='upstream', action='run', previous=None, views=None, **kwargs):
     return make_plan(model(policy), 'test', action, previous or {}, {'revision': 'new'},
-                     {'revision': 'old'}, views, **kwargs)
+                     {'revision': 'old'}, views or LIVE, **kwargs)
 
 
 @pytest.mark.parametrize('policy,data_from,catch_up,live_data', [
