@@ -137,6 +137,11 @@ def info(pipeline, stage):
     return response.json()
 
 
+def said(proc):
+    """What a run printed, with the wrapping of its result lines undone (for message checks)."""
+    return ' '.join((proc.stdout + proc.stderr).split())
+
+
 def output(proc):
     return proc.stdout[-15000:] + proc.stderr[-4000:]
 
@@ -150,7 +155,7 @@ def refused(pipeline, stage, message, watch=('beta', 'test', 'prod'), **extra):
     state_before = pipeline.state(stage)
     proc = pipeline.playbook('promote.yml', dict({'stage': stage}, **extra))
     assert proc.returncode != 0, output(proc)
-    assert message in proc.stdout + proc.stderr, output(proc)
+    assert message in said(proc), output(proc)
     assert 'Traceback' not in proc.stdout + proc.stderr
     assert {s: info(pipeline, s)['revision'] for s in before} == before
     assert pipeline.state(stage) == state_before  # a refused run writes no state

@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from support.procs import wait_for
-from support.promotion import (assert_zero_loss, info, lock_dir, lost_writes, map_file,
-                               refused, run_under_load)
+from support.promotion import (assert_zero_loss, info, lock_dir, lost_writes, map_file, refused,
+                               run_under_load, said)
 from support.zodbcheck import write_ids_in_datafs
 
 # One xdist worker runs the whole pipeline (one sandbox, in file order).
@@ -51,7 +51,7 @@ def test_refuses_a_running_twin(pipeline):
         listener.bind(('127.0.0.1', pipeline.port_base + 35))
         listener.listen()
         proc = refused(pipeline, 'test', 'Nothing was changed')
-    assert str(pipeline.port_base + 35) in proc.stdout
+    assert str(pipeline.port_base + 35) in said(proc)
     assert not lock_dir(pipeline, 'test').exists()
 
 
@@ -90,13 +90,13 @@ def test_refuses_an_unhealthy_predecessor(pipeline):
     for client in ('beta-client1', 'beta-client2'):
         assert pipeline.supervisorctl('stop', client).returncode == 0
     try:
-        refused(pipeline, 'test', 'is not healthy', watch=('test', 'prod'))
+        refused(pipeline, 'test', 'The predecessor beta is not healthy', watch=('test', 'prod'))
     finally:
         for client in ('beta-client1', 'beta-client2'):
             pipeline.supervisorctl('start', client)
-    wait_for(lambda: requests.get('http://127.0.0.1:%d/@@zopeops-info' % pipeline.lb_port('beta'),
-                                  timeout=5).status_code == 200,
-             timeout=120, what='beta to serve through HAProxy again')
+        wait_for(lambda: requests.get('http://127.0.0.1:%d/@@zopeops-info'
+                                      % pipeline.lb_port('beta'), timeout=5).status_code == 200,
+                 timeout=120, what='beta to serve through HAProxy again')
     assert not lock_dir(pipeline, 'test').exists()
 
 
@@ -122,7 +122,7 @@ def test_dev_change_and_content_reach_prod_through_beta_and_test(pipeline):
         state = pipeline.state(stage)
         assert state['status'] == 'done' and state['traffic'] == 'live'
         assert state['rollback_target']['revision'] == pipeline.revision_of('demo-v1')
-        assert 'Promoted %s from' % stage in run.proc.stdout
+        assert 'Promoted %s from' % stage in said(run.proc)
         assert not lock_dir(pipeline, stage).exists()
     entries = [e for e in pipeline.ledger() if e['result'] == 'success']
     assert [e['stage'] for e in entries][-3:] == ['beta', 'test', 'prod']
@@ -143,7 +143,7 @@ def test_self_policy_keeps_every_write_and_reports_the_freeze(pipeline):
     assert [w['switch'] for w in windows] == ['cutover_to_twin', 'cutover_to_live'], windows
     assert all(0 < w['frozen_seconds'] < 30 for w in windows), windows
     print('freeze windows: %s' % windows)
-    assert 'Writes: frozen' in run.proc.stdout
+    assert 'Writes: frozen' in said(run.proc)
 
 
 def test_rollback_returns_prod_to_its_previous_release_and_archives_every_write(pipeline):

@@ -13,7 +13,7 @@ import pytest
 
 from support.procs import wait_for
 from support.promotion import (assert_zero_loss, info, lock_dir, lost_writes, map_file, output,
-                               run_under_load, wait_for_text)
+                               run_under_load, said, wait_for_text)
 
 pytestmark = [pytest.mark.integration, pytest.mark.pipeline,
               pytest.mark.xdist_group('pipeline-faults')]
@@ -42,7 +42,7 @@ def test_a_release_that_cannot_start_aborts_before_the_switch(pipeline, tmp_path
     before = info(pipeline, 'prod')
     run = run_under_load(pipeline, 'promote.yml', 'prod', {'promote_revision': 'broken'})
     assert run.proc.returncode != 0, run.output
-    assert 'Nothing moved' in run.proc.stdout, run.output
+    assert 'Nothing moved' in said(run.proc), run.output
     assert_zero_loss(pipeline, run, 'prod', 'none')
     assert info(pipeline, 'prod')['revision'] == before['revision'] != broken
     states = pipeline.program_states()
@@ -62,7 +62,7 @@ def test_a_full_disk_on_the_twin_aborts_before_the_switch(pipeline):
     finally:
         subprocess.run(['umount', str(target)], check=True)
     assert run.proc.returncode != 0, run.output
-    assert 'Nothing moved' in run.proc.stdout and 'Traceback' not in run.output, run.output
+    assert 'Nothing moved' in said(run.proc) and 'Traceback' not in run.output, run.output
     assert_zero_loss(pipeline, run, 'test', 'none')
     assert pipeline.state('test')['status'] == 'aborted'
 
@@ -74,13 +74,13 @@ def test_live_failure_keeps_traffic_on_the_twin_until_resumed(pipeline):
     try:
         first = run_under_load(pipeline, 'promote.yml', 'test', extra)
         assert first.proc.returncode != 0, first.output
-        assert 'TRAFFIC IS SERVED BY THE TWIN test_upgrade' in first.proc.stdout, first.output
-        assert 'Do not stop the twin' in first.proc.stdout
+        assert 'TRAFFIC IS SERVED BY THE TWIN test_upgrade' in said(first.proc), first.output
+        assert 'Do not stop the twin' in said(first.proc)
         assert info(pipeline, 'test')['instance'] == 'test_upgrade'
         state = pipeline.state('test')
         assert state['status'] == 'failed' and state['traffic'] == 'upgrade'
         again = pipeline.playbook('promote.yml', dict({'stage': 'test'}, **extra))
-        assert again.returncode != 0 and '-e action=resume' in again.stdout, output(again)
+        assert again.returncode != 0 and '-e action=resume' in said(again), output(again)
     finally:
         fault.unlink(missing_ok=True)
     second = run_under_load(pipeline, 'promote.yml', 'test', dict(extra, action='resume'))
@@ -119,7 +119,7 @@ def test_interrupt_then_resume_loses_nothing(pipeline, moment, waits):
     assert first.interrupted_at, 'the moment (%s) never came: %s' % (moment, first.output)
     assert first.proc.returncode != 0
     refused_run = pipeline.playbook('promote.yml', dict({'stage': 'test'}, **extra))
-    assert refused_run.returncode != 0 and 'was interrupted' in refused_run.stdout, \
+    assert refused_run.returncode != 0 and 'was interrupted' in said(refused_run), \
         output(refused_run)
     second = run_under_load(pipeline, 'promote.yml', 'test', dict(extra, action='resume'))
     assert second.proc.returncode == 0, second.output
@@ -158,7 +158,7 @@ def test_concurrent_runs_exactly_one_proceeds(pipeline):
     owner = 'run %s' % pipeline.state('test')['run_id']
     for name, proc in results.items():
         assert proc.returncode != 0, (name, output(proc))
-        assert owner in proc.stdout, (name, output(proc))
+        assert owner in said(proc), (name, output(proc))
 
 
 # --- services killed during a cutover ---------------------------------------------------
@@ -186,7 +186,7 @@ def test_target_zeo_killed_during_the_catch_up_calls_the_switch_off(pipeline):
         # through on a server that holds every transaction (the catch-up verifies the last tid)
         assert_zero_loss(pipeline, run, 'test', 'self')
     else:
-        assert 'Nothing moved' in run.proc.stdout, run.output
+        assert 'Nothing moved' in said(run.proc), run.output
         assert_zero_loss(pipeline, run, 'test', 'self')
         assert info(pipeline, 'test')['instance'] == 'test'
         assert pipeline.state('test')['status'] == 'aborted'
