@@ -201,9 +201,10 @@ def run(module):
     result = {'changed': False, 'previous': {}, 'state': {}, 'taken_over': None,
               'released': False, 'durations': {}}
     if module.check_mode:
-        holder = read_owner(params['dir'], params['stage'])
+        # Nothing is taken or written; the caller learns what a real run would find.
         result['state'] = read_state(params['dir'], params['stage'])
-        result['holder'] = holder
+        result['previous'] = result['state']
+        result['holder'] = read_owner(params['dir'], params['stage'])
         return result
     if params['lock'] == 'acquired':
         owner = dict(params['owner'], run_id=params['run_id'])

@@ -18,7 +18,8 @@ import pytest
 import requests
 
 from support.procs import wait_for
-from support.promotion import (assert_zero_loss, info, lock_dir, lost_writes, map_file, refused,
+from support.promotion import (assert_zero_loss, info, lock_dir, lost_writes, map_file, output,
+                               refused,
                                run_under_load, said)
 from support.zodbcheck import write_ids_in_datafs
 
@@ -98,6 +99,25 @@ def test_refuses_an_unhealthy_predecessor(pipeline):
                                       % pipeline.lb_port('beta'), timeout=5).status_code == 200,
                  timeout=120, what='beta to serve through HAProxy again')
     assert not lock_dir(pipeline, 'test').exists()
+
+
+def test_check_mode_prints_the_plan_and_changes_nothing(pipeline):
+    before = {s: info(pipeline, s)['revision'] for s in ('beta', 'test', 'prod')}
+    states, ledger = pipeline.state('test'), pipeline.ledger()
+    datafs = pipeline.datafs('test').stat().st_size
+    programs = pipeline.program_states()
+    proc = pipeline.playbook('promote.yml', {'stage': 'test'}, check=True)
+    assert proc.returncode == 0, output(proc)
+    text = said(proc)
+    for line in ('would start at step twin_code', "Data: beta's Data.fs", 'Processes: start',
+                 'Switches: every balancer', 'Disk: about',
+                 'Check mode: nothing was locked, started, stopped, copied or switched.'):
+        assert line in text, (line, output(proc))
+    assert {s: info(pipeline, s)['revision'] for s in before} == before
+    assert pipeline.state('test') == states and pipeline.ledger() == ledger
+    assert not lock_dir(pipeline, 'test').exists()
+    assert pipeline.datafs('test').stat().st_size == datafs
+    assert pipeline.program_states() == programs
 
 
 # --- promotions under reads and writes: nothing acknowledged is lost ---------------------
