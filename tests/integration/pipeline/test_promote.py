@@ -19,8 +19,7 @@ import requests
 
 from support.procs import wait_for
 from support.promotion import (assert_zero_loss, info, lock_dir, lost_writes, map_file, output,
-                               refused,
-                               run_under_load, said)
+                               refused, run_under_load, said)
 from support.zodbcheck import write_ids_in_datafs
 
 # One xdist worker runs the whole pipeline (one sandbox, in file order).
