@@ -163,23 +163,23 @@ def test_concurrent_runs_exactly_one_proceeds(pipeline):
 
 # --- services killed during a cutover ---------------------------------------------------
 
-def zeo_pid(pipeline, instance):
-    return int(pipeline.supervisorctl('pid', '%s-zeo' % instance).stdout.strip() or 0)
+def kill_zeo_when_frozen(pipeline, instance):
+    """A `during` action: SIGKILL the instance's ZEO server as soon as writes are frozen."""
+    def kill(background):
+        seen = wait_for_text(map_file(pipeline, 'frozen.map'), 'test 1', background)
+        pid = int(pipeline.supervisorctl('pid', '%s-zeo' % instance).stdout.strip() or 0)
+        if seen and pid > 0:
+            os.kill(pid, signal.SIGKILL)
+            return seen
+        return None
+    return kill
 
 
 def test_target_zeo_killed_during_the_catch_up_calls_the_switch_off(pipeline):
     """The twin's ZEO dies while writes are frozen: the freeze is lifted, traffic stays on the
     stage (which holds every write), the twin is stopped, the run is aborted."""
-    def kill_twin(background):
-        seen = wait_for_text(map_file(pipeline, 'frozen.map'), 'test 1', background)
-        pid = zeo_pid(pipeline, 'test_upgrade')
-        if seen and pid > 0:
-            os.kill(pid, signal.SIGKILL)
-            return seen
-        return None
-
-    run = run_under_load(pipeline, 'promote.yml', 'test',
-                         {'zopeops_data_policy': 'self'}, during=kill_twin)
+    run = run_under_load(pipeline, 'promote.yml', 'test', {'zopeops_data_policy': 'self'},
+                         during=kill_zeo_when_frozen(pipeline, 'test_upgrade'))
     assert run.interrupted_at, run.output
     if run.proc.returncode == 0:
         # supervisord restarted the twin's ZEO before the replay noticed: the cutover went
@@ -196,16 +196,8 @@ def test_target_zeo_killed_during_the_catch_up_calls_the_switch_off(pipeline):
 def test_source_zeo_killed_during_the_freeze_loses_nothing(pipeline):
     """The stage's own ZEO dies while writes are frozen: the catch-up reads its file, which
     holds every acknowledged write, so the twin still gets all of them."""
-    def kill_source(background):
-        seen = wait_for_text(map_file(pipeline, 'frozen.map'), 'test 1', background)
-        pid = zeo_pid(pipeline, 'test')
-        if seen and pid > 0:
-            os.kill(pid, signal.SIGKILL)
-            return seen
-        return None
-
-    run = run_under_load(pipeline, 'promote.yml', 'test',
-                         {'zopeops_data_policy': 'self'}, during=kill_source)
+    run = run_under_load(pipeline, 'promote.yml', 'test', {'zopeops_data_policy': 'self'},
+                         during=kill_zeo_when_frozen(pipeline, 'test'))
     assert run.interrupted_at, run.output
     assert not run.reads.failures, run.report()
     if run.proc.returncode != 0:
