@@ -3,15 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 SANDBOX ?= $(CURDIR)/.sandbox
-PLAYBOOK := $(BIN)/ansible-playbook -i inventories/local -e zopeops_sandbox=$(SANDBOX)
+# The local pipeline's ports are offsets from this (inventories/local/group_vars/all.yml).
+PORT_BASE ?= 18400
+PLAYBOOK := $(BIN)/ansible-playbook -i inventories/local -e zopeops_sandbox=$(SANDBOX) -e zopeops_port_base=$(PORT_BASE)
 SYSTEM_PACKAGES := haproxy:haproxy nginx:nginx rsync:rsync git:git chromium:chromium
 
-.PHONY: help deps demo status test test-unit gates clean bench bench-cutover bench-deps
+.PHONY: help deps demo status test test-unit check gates clean push-branding bench bench-cutover bench-deps
 
 help:
 	@echo "make demo   bring up the local four-stage pipeline, promote beta, test and prod, show each stage"
 	@echo "make test   run the whole test suite"
+	@echo "make check  the fast tier: unit tests and single-component integration tests"
 	@echo "make clean  stop every process of the sandbox and remove it"
+	@echo "make push-branding PARTNER=acme FROM=dev [TO=test]  push one partner's branding downstream"
 	@echo "make bench  promote.yml against its bare baseline (BENCH_ARGS='--sizes demo,100M,1G --clients 1,2,4 --rounds 3')"
 
 $(VENV)/.installed: requirements.txt
@@ -39,12 +43,23 @@ demo: deps
 	  $(STEPS) $(PLAYBOOK) playbooks/promote.yml -e stage=$$stage || exit 1; \
 	done && \
 	echo && $(STEPS) $(PLAYBOOK) playbooks/status.yml -e status_heading=After && \
+	echo && echo "=== Pushing acme's branding from dev to beta, without a promotion ===" && \
+	stamp="acme, edited on dev at $$(date +%H:%M:%S)" && \
+	$(SANDBOX)/dev/current/venv/bin/zconsole run $(SANDBOX)/dev/etc/zope-console.conf \
+	  scripts/demo-edit-branding.py acme "$$stamp" && \
+	$(STEPS) $(PLAYBOOK) playbooks/push_branding.yml -e partner=acme -e from_stage=dev && \
+	echo "beta's /partners/acme now says: $$(curl -s http://127.0.0.1:$$(( $(PORT_BASE) + 1 ))/partners/acme/ | sed 's/<[^>]*>//g')" && \
 	echo && echo "make demo took $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s." && \
 	echo "Status page: $(SANDBOX)/lb/status/status.html (and status.json); full output: $(DEMO_LOG)"
 
 status: deps
 	@ANSIBLE_STDOUT_CALLBACK=zopeops.stages.steps ZOPEOPS_STEPS_LOG=$(SANDBOX)/status.log \
 	  $(PLAYBOOK) playbooks/status.yml
+
+# One partner's branding from a stage to the next (or to TO), without a promotion.
+push-branding: deps
+	@test -n "$(PARTNER)" -a -n "$(FROM)" || { echo "usage: make push-branding PARTNER=acme FROM=dev [TO=test]"; exit 2; }
+	$(PLAYBOOK) playbooks/push_branding.yml -e partner=$(PARTNER) -e from_stage=$(FROM) $(if $(TO),-e to_stage=$(TO))
 
 # Two workers: the whole-pipeline tests (one sandbox, long waits on real services) on one,
 # everything else on the other.
@@ -60,6 +75,11 @@ gates: deps
 
 test-unit: deps
 	$(BIN)/pytest tests/unit
+
+# The fast tier while working: unit tests and the integration tests of single components
+# (real ZEO, Zope, HAProxy, nginx), without the whole-pipeline tests.
+check: deps
+	$(BIN)/pytest -n 2 -m "not pipeline" tests
 
 # Benchmarks of the promotion on a pipeline of their own (.sandbox-bench, a free port block
 # from 50000), stopped at the end. Quick by default (demo and 100 MB data, 1 and 2 clients);

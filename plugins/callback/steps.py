@@ -80,8 +80,8 @@ def timeline_lines(phases, end):
             note = '' if phase['active'] else '  (skipped)'
             if phase.get('failed'):
                 note = '  FAILED'
-            lines.append('  %s  %7.1f s%s' % (phase['label'].ljust(width), stop - phase['started'],
-                                               note))
+            lines.append('  %s  %7.1f s%s' % (phase['label'].ljust(width),
+                                              stop - phase['started'], note))
     return lines
 
 
@@ -233,7 +233,7 @@ class CallbackModule(DefaultCallback):
         self._mark(failed=True)
         self._failures += 1
         self._say('    UNREACHABLE %s: %s' % (result._host.get_name(),
-                                               result._result.get('msg', '')),
+                                              result._result.get('msg', '')),
                   color=C.COLOR_UNREACHABLE)
 
     def v2_playbook_on_stats(self, stats):

@@ -21,7 +21,6 @@ import io
 import os
 import re
 import socket
-import tempfile
 import time
 
 # A stage, backend, server or map value goes into a command line: HAProxy splits commands on
@@ -226,39 +225,6 @@ def set_map_line(text, key, value):
     if not found:
         result.append(new_line)
     return '\n'.join(result) + '\n'
-
-
-def atomic_write(path, text):
-    """Replace ``path`` with ``text`` in one rename, keeping an existing file's mode and owner.
-
-    A reader (HAProxy reloading, nginx -t) sees the old file or the new one, never half of it.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        current = os.stat(path)
-    except FileNotFoundError:
-        current = None
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, 'w') as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if current is not None:
-            os.chmod(tmp, current.st_mode & 0o7777)
-            try:
-                os.chown(tmp, current.st_uid, current.st_gid)
-            except PermissionError:
-                pass  # not root: the file stays ours, which is what the writer can do
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 @contextlib.contextmanager

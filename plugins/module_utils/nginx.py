@@ -17,8 +17,9 @@ import subprocess
 import urllib.error
 
 from ansible.module_utils.urls import ConnectionError as UrlConnectionError, open_url
+from ansible_collections.zopeops.stages.plugins.module_utils.files import atomic_write
 from ansible_collections.zopeops.stages.plugins.module_utils.haproxy import (
-    atomic_write, check_token, read_text)
+    check_token, read_text)
 
 _HEADER = re.compile(r'^# zopeops lb_switch: stage=(\S+) active=(\S+)')
 

@@ -50,7 +50,7 @@ def _short(revision):
 
 
 def make_plan(model, stage, action, previous, predecessor_deployed, stage_deployed, lb_views,
-              revision=None, rollback_data=True):
+              revision=None, rollback_data=True, force=False):
     """Return the plan dict, or raise PlanRefused with one clear sentence."""
     entry = model['stages'][stage]
     policy = entry['data_policy']
@@ -85,6 +85,11 @@ def make_plan(model, stage, action, previous, predecessor_deployed, stage_deploy
             raise PlanRefused('%s has no deployed revision to promote (no deployed.json): '
                               'deploy it first.' % predecessor)
         upstream = policy == 'upstream'
+        if policy == 'none' and target == stage_revision and not force:
+            raise PlanRefused(
+                '%s runs %s already and its data policy is none: a promotion would change '
+                'nothing. Nothing to do (-e promote_force=true goes through the twin anyway).'
+                % (stage, _short(target)))
         plan.update(
             twin_revision=target, live_revision=target,
             data_from=predecessor if upstream else stage,
@@ -178,14 +183,16 @@ def _live_data_on_resume(previous, mode):
 
 def describe(plan):
     """One line per fact of the plan, for the run's output and --check."""
-    lines = ['%s %s: twin gets %s, the stage gets %s; start at step %s.' % (
+    start = ('would start at step %s (check mode: nothing is done)' % plan.get('would_start')
+             if plan['start'] == 'check' else 'start at step %s' % plan['start'])
+    lines = ['%s %s: twin gets %s, the stage gets %s; %s.' % (
         plan['action'], plan['stage'], _short(plan.get('twin_revision')),
-        _short(plan.get('live_revision')), plan['start'])]
+        _short(plan.get('live_revision')), start)]
     lines.append('Data: policy %s; the twin gets a snapshot of %s%s; the stage\'s data: %s.' % (
         plan['policy'], plan.get('data_from'),
         ', caught up at the first switch' if plan.get('catch_up_to_twin') else '',
         plan.get('live_data')))
     if plan.get('code_only_refresh'):
-        lines.append('%s already runs %s: this run refreshes its data only.'
-                     % (plan['stage'], _short(plan.get('live_revision'))))
+        lines.append('%s already runs %s: this run refreshes its data only (%s policy).'
+                     % (plan['stage'], _short(plan.get('live_revision')), plan['policy']))
     return lines

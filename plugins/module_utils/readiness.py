@@ -27,10 +27,6 @@ import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-# The collection's one tid normaliser lives with the FileStorage format; zeo_service imports it
-# from here.
-from ansible_collections.zopeops.stages.plugins.module_utils.zodb_format import (  # noqa: F401
-    normalize_tid)
 
 NO_TRANSACTION = '0' * 16
 _HOST_PORT = re.compile(r'^(?:\[(?P<ip6>[^\]]+)\]|(?P<host>[^:\[\]/]+)):(?P<port>\d{1,5})$')

@@ -164,7 +164,7 @@ def _side_report(stage, side_model, instances, refs, serving, expected):
                              % (client['id'], client['revision'][:SHORT], revision['short']))
     if expected and revision and expected['commit'] != revision['commit']:
         drift.append('the inventory asks for %s, which is %s now; %s runs %s (run site.yml)'
-                      % (expected['ref'], expected['commit'][:SHORT], inst, revision['short']))
+                     % (expected['ref'], expected['commit'][:SHORT], inst, revision['short']))
     if side_model['side'] == 'live':
         health = 'ok' if len(healthy_clients) == len(clients) and zeo_running else 'failed'
     else:
@@ -387,8 +387,8 @@ def table_lines(report):
                    for st in stages]),
     ]
     rows = [(label, cells) for label, cells in rows if any(cells)]
-    label_width = max(len(label) for label, _ in rows)
-    widths = [max(len(str(cells[i])) for _, cells in rows) for i in range(len(stages))]
+    label_width = max(len(label) for label, _cells in rows)
+    widths = [max(len(str(cells[i])) for _label, cells in rows) for i in range(len(stages))]
     lines = []
     for number, (label, cells) in enumerate(rows):
         line = label.ljust(label_width) + '  ' + '  '.join(
@@ -444,8 +444,8 @@ def _side_html(side):
     classes = 'side' + (' serving' if side['serving'] else '')
     title = side['instance'] + (' (twin)' if side['side'] == 'upgrade' else '')
     if side['side'] == 'upgrade' and not side['running'] and side['health'] != 'starting':
-        badge = '<span class="badge off">%s</span>' % ('stopped' if side['exists']
-                                                         else 'not set up')
+        badge = '<span class="badge off">%s</span>' % (
+            'stopped' if side['exists'] else 'not set up')
     elif side['health'] == 'starting':
         badge = '<span class="badge warn">promotion under way</span>'
     else:

@@ -493,5 +493,6 @@ def main():
     module.exit_json(**scrub.deep(
         dict(result, steps=[[redact_url(arg) for arg in argv] for argv in steps])))
 
+
 if __name__ == '__main__':
     main()

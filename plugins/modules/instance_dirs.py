@@ -19,6 +19,8 @@ description:
 version_added: 0.2.0
 author:
   - zopeops.stages developers (@zopeops)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   directories:
     description:
@@ -32,11 +34,11 @@ options:
     required: true
 attributes:
   check_mode:
-    description: Can run in check mode and report what would change without changing it.
     support: full
+    details: Reports which folders would be created or changed; creates and changes nothing.
   diff_mode:
-    description: Reports, per folder that changes, its state, mode, owner and group before and after.
     support: full
+    details: Reports, per folder that changes, its state, mode, owner and group before and after.
   platform:
     support: full
     platforms: posix
@@ -109,7 +111,7 @@ def normalise(module, items):
         mode = spec.get('mode')
         for path in paths:
             # An int is the mode itself (YAML's unquoted 0755 is 493 = 0o755), as for file.
-            entries.append({'path': os.path.abspath(os.path.expanduser(path)),
+            entries.append({'path': os.path.abspath(path),
                             'mode': None if mode in (None, '') else mode,
                             'owner': spec.get('owner') or None,
                             'group': spec.get('group') or None})

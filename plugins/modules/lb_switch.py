@@ -327,8 +327,9 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.zopeops.stages.plugins.module_utils.files import atomic_write
 from ansible_collections.zopeops.stages.plugins.module_utils.haproxy import (
-    HAProxyError, RuntimeAPI, atomic_write, check_token, file_lock, parse_map_text, read_text,
+    HAProxyError, RuntimeAPI, check_token, file_lock, parse_map_text, read_text,
     server_is_up, server_state, set_map_line, wait_until_idle, wait_until_no_writes)
 from ansible_collections.zopeops.stages.plugins.module_utils import nginx as nginx_utils
 

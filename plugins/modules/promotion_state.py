@@ -9,25 +9,25 @@ module: promotion_state
 short_description: Take, record and release the lock and state of a stage's promotion
 version_added: 0.2.0
 description:
-  - The bookkeeping of C(playbooks/promote.yml), on the conductor (the first C(lb) host):
-    the stage's lock, shared claims on the stages whose data the run reads, the state of the
-    run (its plan, the step reached, the intent before each switch and the outcome after it)
-    and the ledger. See C(docs/promotion.md).
-  - B(The lock) is a directory C(<dir>/<stage>.lock) made with C(mkdir), which is atomic: of two
-    runs started together exactly one gets it. It holds C(owner.json) (run id, who, action,
-    the controller host and its C(ansible-playbook) process id, the time, the step).
-  - B(Claims.) O(claims) names stages whose data the run reads (the predecessor, under the
+  - "The bookkeeping of C(playbooks/promote.yml), on the conductor (the first C(lb) host): the
+    stage's lock, shared claims on the stages whose data the run reads, the state of the run
+    (its plan, the step reached, the intent before each switch and the outcome after it) and the
+    ledger. See C(docs/promotion.md)."
+  - "B(The lock) is a directory C(<dir>/<stage>.lock) made with C(mkdir), which is atomic: of two
+    runs started together exactly one gets it. It holds C(owner.json) (run id, who, action, the
+    controller host and its C(ansible-playbook) process id, the time, the step)."
+  - "B(Claims.) O(claims) names stages whose data the run reads (the predecessor, under the
     C(upstream) policy). Such a stage may not be locked or left unfinished by its own last run;
     while the claim stands, that stage cannot be promoted or rolled back. Lock and claims are
-    checked and taken under one short C(flock) of C(<dir>/.mutex).
-  - B(Taking over.) The action plugin of this module runs on the controller. When the lock is
+    checked and taken under one short C(flock) of C(<dir>/.mutex)."
+  - "B(Taking over.) The action plugin of this module runs on the controller. When the lock is
     held by a run of this controller whose C(ansible-playbook) process is gone (interrupted,
     killed), a run with O(purpose=resume) or O(purpose=rollback) takes the lock over, and
-    O(purpose=run) is refused with what to do. A lock of another controller is taken over
-    only with O(break_lock), and is reported as stale after O(stale_after) seconds without a
-    state update.
-  - One call can take the lock, update the state, append to the ledger and release the lock,
-    in that order; what is not asked for is left alone.
+    O(purpose=run) is refused with what to do. A lock of another controller is taken over only
+    with O(break_lock), and is reported as stale after O(stale_after) seconds without a state
+    update."
+  - "One call can take the lock, update the state, append to the ledger and release the lock, in
+    that order; what is not asked for is left alone."
 author:
   - zopeops.stages developers (@zopeops)
 extends_documentation_fragment:
@@ -201,9 +201,10 @@ def run(module):
     result = {'changed': False, 'previous': {}, 'state': {}, 'taken_over': None,
               'released': False, 'durations': {}}
     if module.check_mode:
-        holder = read_owner(params['dir'], params['stage'])
+        # Nothing is taken or written; the caller learns what a real run would find.
         result['state'] = read_state(params['dir'], params['stage'])
-        result['holder'] = holder
+        result['previous'] = result['state']
+        result['holder'] = read_owner(params['dir'], params['stage'])
         return result
     if params['lock'] == 'acquired':
         owner = dict(params['owner'], run_id=params['run_id'])

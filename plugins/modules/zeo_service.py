@@ -326,8 +326,9 @@ from ansible_collections.zopeops.stages.plugins.module_utils.process_manager imp
     default_supervisorctl)
 from ansible_collections.zopeops.stages.plugins.module_utils.http_checks import (
     HAS_REQUESTS, Check, check_once, fetch_with_ansible, fetch_with_requests)
+from ansible_collections.zopeops.stages.plugins.module_utils.zodb_format import normalize_tid
 from ansible_collections.zopeops.stages.plugins.module_utils.readiness import (
-    ProbeResult, normalize_tid, parse_address, port_open, probe_http, probe_zeo,
+    ProbeResult, parse_address, port_open, probe_http, probe_zeo,
     tail_file, tail_text, wait_all, wait_until_gone)
 
 LOG_LINES = 40
@@ -961,7 +962,7 @@ def main():
             expected_tid=dict(type='str'),
             health_path=dict(type='str', default='/'),
             expected_revision=dict(type='str'),
-            revision_json_key=dict(type='str'),
+            revision_json_key=dict(type='str', no_log=False),
             revision_regex=dict(type='str'),
             timeout=dict(type='int', default=120),
             log_path=dict(type='path'),
@@ -988,6 +989,7 @@ def main():
     except ProcessManagerError as exc:
         module.fail_json(msg='zeo_service %s: %s' % (what, exc), **service.result)
     module.exit_json(**result)
+
 
 if __name__ == '__main__':
     main()

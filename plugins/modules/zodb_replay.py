@@ -543,7 +543,7 @@ def main():
             source_blob_dir=dict(type='path'),
             after_tid=dict(type='str'),
             after_manifest=dict(type='path'),
-            passes=dict(type='int', default=1),
+            passes=dict(type='int', default=1, no_log=False),
             settle=dict(type='int', default=5),
             until_tid=dict(type='str'),
             target_tid=dict(type='str'),

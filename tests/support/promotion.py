@@ -15,6 +15,8 @@ import signal
 import subprocess
 import time
 
+import requests
+
 from .load import LoadGenerator
 from .writeload import WriteLoad
 from .zodbcheck import write_ids_in_datafs, write_ids_over_http
@@ -119,8 +121,59 @@ def assert_zero_loss(pipeline, run, stage, policy, min_writes=5):
     assert run.reads.total > 20, run.report()
     assert len(run.writes.acknowledged) >= min_writes, run.report()
     assert not run.writes.failed, run.report()
-    _, events = state_events(pipeline, stage)
+    events = state_events(pipeline, stage)[1]
     expected = expected_writes(run, stage, policy, events.get(('cutover_to_live', 'start')))
     lost = lost_writes(pipeline, stage, expected)
     assert lost['missing_http'] == 0 and lost['missing_datafs'] == 0, (lost, run.report())
     return expected
+
+
+# --- what the pipeline tests ask of a stage ----------------------------------------------
+
+def info(pipeline, stage):
+    response = requests.get('http://127.0.0.1:%d/@@zopeops-info' % pipeline.lb_port(stage),
+                            timeout=15)
+    response.raise_for_status()
+    return response.json()
+
+
+def said(proc):
+    """What a run printed, with the wrapping of its result lines undone (for message checks)."""
+    return ' '.join((proc.stdout + proc.stderr).split())
+
+
+def output(proc):
+    return proc.stdout[-15000:] + proc.stderr[-4000:]
+
+
+def lock_dir(pipeline, stage):
+    return pipeline.sandbox / 'lb' / 'promotions' / ('%s.lock' % stage)
+
+
+def refused(pipeline, stage, message, watch=('beta', 'test', 'prod'), **extra):
+    before = {s: info(pipeline, s)['revision'] for s in watch}
+    state_before = pipeline.state(stage)
+    proc = pipeline.playbook('promote.yml', dict({'stage': stage}, **extra))
+    assert proc.returncode != 0, output(proc)
+    assert message in said(proc), output(proc)
+    assert 'Traceback' not in proc.stdout + proc.stderr
+    assert {s: info(pipeline, s)['revision'] for s in before} == before
+    assert pipeline.state(stage) == state_before  # a refused run writes no state
+    return proc
+
+
+def wait_for_text(path, text, background, timeout=300):
+    """Poll a file (a map file the balancer's switch rewrites) until it holds ``text``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and background.proc.poll() is None:
+        try:
+            if text in path.read_text():
+                return time.time()
+        except FileNotFoundError:
+            pass
+        time.sleep(0.005)
+    return None
+
+
+def map_file(pipeline, name):
+    return pipeline.sandbox / 'lb' / 'etc' / name

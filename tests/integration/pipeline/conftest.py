@@ -100,7 +100,11 @@ def pipeline(tmp_path_factory):
         yield Pipeline(pathlib.Path(reuse), int(os.environ['ZOPEOPS_PIPELINE_PORT_BASE']), None)
         return
     sandbox = tmp_path_factory.mktemp('pipeline') / 'sandbox'
-    base = free_port_block(PORTS)
+    # Each xdist worker brings up its own pipeline: search a range of its own, so that two
+    # workers looking at the same moment cannot both find one block free.
+    worker = os.environ.get('PYTEST_XDIST_WORKER', 'gw0')
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    base = free_port_block(PORTS, start=20000 + 2500 * index, stop=22500 + 2500 * index)
     try:
         first = run_playbook('site.yml', REPO / 'inventories' / 'local',
                              {'zopeops_sandbox': str(sandbox), 'zopeops_port_base': base})

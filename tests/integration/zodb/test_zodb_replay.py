@@ -140,8 +140,8 @@ def test_a_failing_transaction_is_aborted_and_the_target_keeps_a_prefix(installe
     assert fstest(args['path'])[0] == 0
 
 
-def test_replay_online_with_blobs_invalidates_running_clients(installed, zeo_factory,
-                                                               tmp_path):
+def test_replay_online_with_blobs_invalidates_running_clients(
+        installed, zeo_factory, tmp_path):
     """The target's Zope clients stay connected: they must see the replayed state at once."""
     taken, args = installed
     zeo = zeo_factory(args['path'], args['target_blob_dir'])

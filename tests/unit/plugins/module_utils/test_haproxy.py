@@ -11,6 +11,7 @@ import time
 import pytest
 
 from ansible_collections.zopeops.stages.plugins.module_utils import haproxy as hx
+from ansible_collections.zopeops.stages.plugins.module_utils.files import atomic_write
 
 # Replies captured from HAProxy 2.6.12.
 SHOW_MAP = ("# id (file) description\n2 (/srv/lb/etc/active.map) pattern loaded from file "
@@ -120,11 +121,11 @@ def test_atomic_write_keeps_mode_and_leaves_no_temporary_file(tmp_path):
     path = tmp_path / 'active.map'
     path.write_text('dev be_dev_live\n')
     os.chmod(path, 0o640)
-    hx.atomic_write(str(path), 'dev be_dev_upgrade\n')
+    atomic_write(str(path), 'dev be_dev_upgrade\n')
     assert path.read_text() == 'dev be_dev_upgrade\n'
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
     assert os.listdir(tmp_path) == ['active.map']
-    hx.atomic_write(str(tmp_path / 'new.map'), 'x 1\n')
+    atomic_write(str(tmp_path / 'new.map'), 'x 1\n')
     assert stat.S_IMODE(os.stat(tmp_path / 'new.map').st_mode) == 0o644
 
 
@@ -292,12 +293,12 @@ def test_file_lock_serialises_rewrites_of_one_map(tmp_path):
 
 def test_concurrent_rewrites_of_different_keys_keep_both(tmp_path):
     path = str(tmp_path / 'active.map')
-    hx.atomic_write(path, 'dev be_dev_live\ntest be_test_live\nprod be_prod_live\n')
+    atomic_write(path, 'dev be_dev_live\ntest be_test_live\nprod be_prod_live\n')
 
     def switch(key, value):
         for attempt in range(20):
             with hx.file_lock(path):
-                hx.atomic_write(path, hx.set_map_line(hx.read_text(path), key, value))
+                atomic_write(path, hx.set_map_line(hx.read_text(path), key, value))
 
     threads = [threading.Thread(target=switch, args=(k, 'be_%s_upgrade' % k))
                for k in ('dev', 'test', 'prod')]

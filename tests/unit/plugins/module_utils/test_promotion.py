@@ -52,7 +52,7 @@ def test_of_two_racing_runs_exactly_one_proceeds(tmp_path, contenders):
             proc.start()
         for proc in procs:
             proc.join(30)
-        outcomes = dict(results.get(timeout=5) for _ in procs)
+        outcomes = dict(results.get(timeout=5) for _proc in procs)
         assert sorted(v == 'won' for v in outcomes.values()) == [False, True], outcomes
 
 

@@ -18,9 +18,9 @@ LIVE = [{'active': 'live', 'frozen': False}]
 TWIN = [{'active': 'upgrade', 'frozen': False}]
 
 
-def plan(policy='upstream', action='run', previous=None, views=LIVE, **kwargs):
+def plan(policy='upstream', action='run', previous=None, views=None, **kwargs):
     return make_plan(model(policy), 'test', action, previous or {}, {'revision': 'new'},
-                     {'revision': 'old'}, views, **kwargs)
+                     {'revision': 'old'}, views or LIVE, **kwargs)
 
 
 @pytest.mark.parametrize('policy,data_from,catch_up,live_data', [
@@ -97,3 +97,11 @@ def test_disagreeing_balancers_follow_the_unfrozen_one():
     assert serving_side([{'active': 'live', 'frozen': True},
                          {'active': 'upgrade', 'frozen': False}]) == ('upgrade', False)
     assert serving_side([{'active': 'live', 'frozen': True}]) == ('live', True)
+
+
+def test_none_policy_with_the_code_in_place_is_nothing_to_do_unless_forced():
+    same = {'revision': 'old'}
+    with pytest.raises(PlanRefused, match='Nothing to do'):
+        make_plan(model('none'), 'test', 'run', {}, same, same, LIVE)
+    forced = make_plan(model('none'), 'test', 'run', {}, same, same, LIVE, force=True)
+    assert forced['code_only_refresh'] and forced['live_data'] == 'own'

@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from ansible_collections.zopeops.stages.plugins.module_utils import readiness
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_format
 from ansible_collections.zopeops.stages.plugins.module_utils.process_manager import (
     ProcessManagerError, ProcessStatus)
 from ansible_collections.zopeops.stages.plugins.modules import zeo_service
@@ -276,12 +277,12 @@ def test_probe_zeo_refused_is_not_final():
 @pytest.mark.parametrize('text, expected', [
     ('0x03F2A1B7C0D4E5F6', TID), ('3f2a1b7c0d4e5f6', TID), (TID, TID)])
 def test_normalize_tid(text, expected):
-    assert readiness.normalize_tid(text) == expected
+    assert zodb_format.normalize_tid(text) == expected
 
 
 def test_bad_tid_is_refused():
     with pytest.raises(ValueError):
-        readiness.normalize_tid('not-a-tid')
+        zodb_format.normalize_tid('not-a-tid')
 
 
 @pytest.mark.parametrize('address, family', [
@@ -532,13 +533,13 @@ class FakeZope:
         import http.server
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(handler):  # noqa: N805
-                handler.send_response(status)
-                handler.send_header('Content-Type', 'application/json')
-                handler.end_headers()
-                handler.wfile.write(body.encode())
+            def do_GET(self):
+                self.send_response(status)
+                self.send_header('Content-Type', 'application/json')
+                self.end_headers()
+                self.wfile.write(body.encode())
 
-            def log_message(handler, *args):  # noqa: N805
+            def log_message(self, *args):  # pylint: disable=arguments-differ
                 pass
 
         self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
