@@ -89,7 +89,7 @@ def cutover_profile(tasks):
 
 def one_run(pipeline, rate, label, counter):
     base = 'http://127.0.0.1:%d' % pipeline.lb_port(pl.STAGE)
-    tag = '%03d-cutover-%s' % (counter, label)
+    tag = '%s-%03d-cutover-%s' % (time.strftime('%H%M%S'), counter, label)
     timings = pipeline.timings_dir / (tag + '.jsonl')
     log_path = pipeline.timings_dir / (tag + '.log')
     threads = max(2, int(rate // 8))
@@ -198,7 +198,17 @@ def from_results(paths):
             timings = pathlib.Path(run.get('timings') or pl.REPO / '.sandbox-bench' / 'timings'
                                    / (run['tag'] + '.jsonl'))
             if timings.exists():
-                run['profile'] = cutover_profile(pl.read_timings(timings))
+                # an earlier bench without a time in its tags may have appended a later run's
+                # tasks to the same file: take the series' own stretch (runs lie minutes apart)
+                records = pl.read_timings(timings)
+                stretches, last_end = [], None
+                for record in records:
+                    if last_end is None or (record['start'] or 0) - last_end > 120:
+                        stretches.append([])
+                    stretches[-1].append(record)
+                    last_end = record['end']
+                own = stretches[min(number, len(stretches) - 1)]
+                run['profile'] = cutover_profile(own)
             run['series'] = number + 1
             result['runs'].append(run)
     return result

@@ -49,6 +49,12 @@ def parse_args(argv=None):
     parser.add_argument('--workdir', default=str(pl.REPO / '.sandbox-bench'),
                         help='sandbox, inventories, data sets, logs (default .sandbox-bench)')
     parser.add_argument('--keep', action='store_true', help='leave the sandbox running')
+    parser.add_argument('--reuse', action='store_true',
+                        help='use the running sandbox a --keep run left (its client count only)')
+    parser.add_argument('--ansible-env', action='append', default=[], metavar='KEY=VALUE',
+                        help='environment for ansible-playbook only, e.g. a strategy plugin')
+    parser.add_argument('--variant', default='', help='a label for these cases (with '
+                        '--ansible-env)')
     parser.add_argument('--no-doc', action='store_true', help='do not touch docs/')
     parser.add_argument('--from-results', metavar='JSON',
                         help='rewrite the table and the plots from a results file, run nothing')
@@ -82,7 +88,7 @@ class Runner:
         """Run ``func`` (a promotion of either kind) and measure around it."""
         pipeline = self.pipeline
         self.counter += 1
-        tag = '%03d-%s-%s' % (self.counter, label, kind)
+        tag = '%s-%03d-%s-%s' % (time.strftime('%H%M%S'), self.counter, label, kind)
         ledger_before = (pipeline.ledger() or [{}])[-1].get('run_id')
         du_before = pl.disk_usage(pipeline.sandbox)
         io_before = self.io.sample()
@@ -175,7 +181,7 @@ def run_case(runner, size, clients, args, datasets):
     pl.log('case %s, %d client(s) per side: the predecessor gets the %s data set'
            % (size, clients, size))
     pl.set_instance_data(pipeline, pl.PREDECESSOR, dataset)
-    label = '%s-%dc' % (size, clients)
+    label = '%s-%dc%s' % (size, clients, '-' + args.variant if args.variant else '')
     runs = []
     for number in range(args.rounds):
         order = ('playbook', 'baseline') if number % 2 == 0 else ('baseline', 'playbook')
@@ -320,8 +326,10 @@ def markdown(result):
     top = sorted(big['summary']['tasks'].items(), key=lambda kv: -kv[1])[:12]
     lines += ['| module \\| task | seconds |', '| --- | --- |']
     lines += ['| %s | %.1f |' % (k.replace('|', '\\|'), v) for k, v in top]
-    lines += ['', 'Raw numbers: `bench/results/%s`; plots: `docs/images/bench-promotion-size.png`, '
-              '`-clients.png`, `-phases.png`.' % result['file']]
+    lines += ['', 'Raw numbers: `bench/results/%s`.' % result['file'], '',
+              '![time against data size](images/bench-promotion-size.png)',
+              '![time against clients](images/bench-promotion-clients.png)',
+              '![phases](images/bench-promotion-phases.png)']
     return '\n'.join(lines)
 
 
@@ -418,15 +426,22 @@ def main(argv=None):
     cases = cases_of(args)
     pl.log('cases: %s; %d rounds, %d under load each'
            % (', '.join('%s/%dc' % c for c in cases), args.rounds, args.load_rounds))
-    pipeline = pl.new_pipeline(args.workdir)
+    if args.reuse:
+        pipeline = pl.reuse_pipeline(args.workdir)
+        cases = [case for case in cases if case[1] == pipeline.clients]
+    else:
+        pipeline = pl.new_pipeline(args.workdir)
+    pipeline.extra_env = dict(item.split('=', 1) for item in args.ansible_env)
     runner = Runner(pipeline)
     result = {'command': 'promotion_bench.py ' + ' '.join(sys.argv[1:] if argv is None else argv),
               'rounds': args.rounds, 'load_rounds': args.load_rounds,
               'load_start': [round(x, 2) for x in pl.os.getloadavg()],
+              'variant': args.variant, 'ansible_env': sorted(pipeline.extra_env),
               'port_base': pipeline.port_base, 'cases': []}
     try:
         for size, clients in cases:
             case = run_case(runner, size, clients, args, pipeline.workdir / 'datasets')
+            case['variant'] = args.variant
             case['summary'] = summarise(case)
             result['cases'].append(case)
             s = case['summary']

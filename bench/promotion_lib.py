@@ -73,6 +73,7 @@ class BenchPipeline:
     workdir: pathlib.Path
     port_base: int
     clients: int = 0
+    extra_env: dict = dataclasses.field(default_factory=dict)
 
     @property
     def sandbox(self):
@@ -131,6 +132,7 @@ class BenchPipeline:
     def env(self, timings_file=None):
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
                    ANSIBLE_FORCE_COLOR='0', PYTHONUNBUFFERED='1')
+        env.update(self.extra_env)
         if timings_file:
             env.update(ANSIBLE_CALLBACK_PLUGINS=str(REPO / 'bench' / 'callback_plugins'),
                        ANSIBLE_CALLBACKS_ENABLED='bench_timings',
