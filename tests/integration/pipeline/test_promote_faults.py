@@ -60,11 +60,10 @@ def test_a_full_disk_on_the_twin_aborts_before_the_switch(pipeline):
     try:
         # Leave almost nothing free: less than the smallest Data.fs of a stage.
         filler = target / 'filler'
-        with open(filler, 'wb') as handle:
+        with open(filler, 'wb', buffering=0) as handle:
             try:
                 while True:
                     handle.write(b'\0' * 4096)
-                    handle.flush()
             except OSError:
                 pass
         run = run_under_load(pipeline, 'promote.yml', 'test')
