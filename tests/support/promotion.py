@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 
 import requests
@@ -38,11 +39,17 @@ class Run:
 
 
 class Background:
-    """ansible-playbook running in the background, in its own process group."""
+    """ansible-playbook running in the background, in its own process group.
+
+    Its output goes to temporary files, not pipes: a test that polls for a moment to act
+    does not read a pipe meanwhile, and a full pipe would stop the playbook where it is.
+    """
 
     def __init__(self, argv, env, cwd):
-        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.out = tempfile.TemporaryFile(mode='w+')
+        self.err = tempfile.TemporaryFile(mode='w+')
+        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self.out, stderr=self.err,
+                                     text=True, start_new_session=True)
 
     def interrupt(self):
         """Ctrl-C, as a person at the terminal sends it: SIGINT to the whole process group."""
@@ -53,11 +60,16 @@ class Background:
 
     def wait(self, timeout):
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            out, err = self.proc.communicate()
-        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
+            self.proc.wait()
+        texts = []
+        for handle in (self.out, self.err):
+            handle.seek(0)
+            texts.append(handle.read())
+            handle.close()
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, *texts)
 
 
 def run_under_load(pipeline, playbook, stage, extra=None, during=None, timeout=900,

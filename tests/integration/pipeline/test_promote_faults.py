@@ -56,8 +56,16 @@ def test_a_full_disk_on_the_twin_aborts_before_the_switch(pipeline):
     target.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         pytest.skip('mounting a small tmpfs needs root (CI runs as root)')
-    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', str(target)], check=True)
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(target)], check=True)
     try:
+        # Leave almost nothing free: less than the smallest Data.fs of a stage.
+        filler = target / 'filler'
+        with open(filler, 'wb', buffering=0) as handle:
+            try:
+                while True:
+                    handle.write(b'\0' * 4096)
+            except OSError:
+                pass
         run = run_under_load(pipeline, 'promote.yml', 'test')
     finally:
         subprocess.run(['umount', str(target)], check=True)
