@@ -218,7 +218,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.from_results:
         result = from_results(args.from_results)
-        pl.update_doc('cutover_bench', markdown(result))
+        if not args.no_doc:
+            pl.update_doc('cutover_bench', markdown(result))
         print(markdown(result))
         return
     if args.reuse:

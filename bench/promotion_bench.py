@@ -418,9 +418,10 @@ def main(argv=None):
         result['file'] = pathlib.Path(args.from_results).name
         for case in result['cases']:
             case['summary'] = summarise(case)
-        pl.update_doc('promotion_bench', markdown(result))
-        for png in plots(result):
-            pl.log('plot: %s' % png)
+        if not args.no_doc:
+            pl.update_doc('promotion_bench', markdown(result))
+            for png in plots(result):
+                pl.log('plot: %s' % png)
         print(markdown(result))
         return
     cases = cases_of(args)
