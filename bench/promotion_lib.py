@@ -291,9 +291,19 @@ def stop_instance(pipeline, instance):
 
 
 def start_instance(pipeline, instance):
+    """Start an instance's ZEO and clients, wait for HTTP 200 from each client and, for a
+    stage whose traffic is on this side, for HAProxy's checks to pass (else the frontend
+    answers 503 for a moment, even to reads)."""
     programs = [instance + '-' + p for p in _client_names(pipeline, instance)]
     pipeline.supervisorctl('start', instance + '-zeo', *programs)
     wait_http(pipeline.client_ports(instance))
+    backend = 'be_%s_%s' % (instance.replace('_upgrade', ''),
+                            'upgrade' if instance.endswith('_upgrade') else 'live')
+    if pipeline.active_side(instance.replace('_upgrade', '')) == backend:
+        sys.path.insert(0, str(REPO / 'bench'))
+        import baseline_promote
+        baseline_promote.wait_checks_pass(baseline_promote.Sandbox(str(pipeline.sandbox)),
+                                          backend)
 
 
 def _client_names(pipeline, instance):
