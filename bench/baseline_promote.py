@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The bare baseline of one promotion with the ``upstream`` data policy: the same inherent
 steps as ``playbooks/promote.yml``, by hand, on the same local sandbox, without Ansible.
 
@@ -78,8 +77,8 @@ class Sandbox:
                               capture_output=True, text=True, timeout=300, check=False)
         if proc.returncode not in (0, 3, 4) or (args[0] != 'status' and 'ERROR' in proc.stdout):
             # 3: some not running, 4: no such process (status only)
-            raise SystemExit('supervisorctl %s: %s %s' % (' '.join(args), proc.stdout,
-                                                         proc.stderr))
+            raise SystemExit('supervisorctl %s: %s %s'
+                             % (' '.join(args), proc.stdout, proc.stderr))
         return proc.stdout
 
     def haproxy(self, command):
@@ -205,7 +204,7 @@ def promote(sandbox, stage):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--sandbox', required=True)
     parser.add_argument('--stage', default='test', choices=PIPELINE[1:])
     parser.add_argument('--supervisorctl', default=None)

@@ -39,7 +39,7 @@ SWITCHES = ('cutover_to_twin', 'cutover_to_live')
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--rates', default='10,100', help='writes a second (default 10,100)')
     parser.add_argument('--rounds', type=int, default=1, help='promotions per rate')
     parser.add_argument('--size', default='100M', choices=sorted(pl.SIZES))

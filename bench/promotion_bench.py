@@ -37,7 +37,7 @@ from support.promotion import expected_writes, lost_writes, state_events  # noqa
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--sizes', default='demo,100M',
                         help='data sizes of the predecessor: demo, 100M, 1G (default demo,100M)')
     parser.add_argument('--clients', default='1,2',
@@ -392,7 +392,7 @@ def plots(result):
     bottoms = [0.0] * len(bars)
     colors = plt.get_cmap('tab20').colors
     for index, phase in enumerate(PHASES):
-        heights = [bar.get(phase) or 0 for bar in bars]
+        heights = [row.get(phase) or 0 for row in bars]
         if not any(heights):
             continue
         ax.bar(range(len(bars)), heights, bottom=bottoms, label=phase,

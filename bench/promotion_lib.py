@@ -125,8 +125,8 @@ class BenchPipeline:
                                str(self.sandbox / 'supervisor' / 'supervisord.conf'), *args],
                               capture_output=True, text=True, timeout=300, check=False)
         if check and proc.returncode not in (0, 3):
-            raise RuntimeError('supervisorctl %s: %s%s' % (' '.join(args), proc.stdout,
-                                                          proc.stderr))
+            raise RuntimeError('supervisorctl %s: %s%s'
+                               % (' '.join(args), proc.stdout, proc.stderr))
         return proc.stdout
 
     def env(self, timings_file=None):
@@ -257,7 +257,7 @@ def grow_zodb(path, blob_dir, target_bytes, blob_every=10, blob_bytes=256 * 1024
         while storage.getSize() < target_bytes:
             with db.transaction() as conn:
                 tree = conn.root()['zopeops_bench']
-                for _ in range(objects_per_txn):
+                for _object in range(objects_per_txn):
                     key = 'doc-%09d' % len(tree)
                     tree[key] = PersistentMapping({
                         'title': key, 'body': os.urandom(object_bytes // 2).hex()[:object_bytes]})
@@ -356,7 +356,7 @@ def ensure_dataset(pipeline, size, datasets_dir):
         work.rename(folder)
         log('data set %s: %s' % (size, made))
     made.update(datafs_bytes=(folder / 'Data.fs').stat().st_size,
-                blob_files=sum(1 for _ in (folder / 'blobstorage').rglob('*.blob')))
+                blob_files=sum(1 for _blob in (folder / 'blobstorage').rglob('*.blob')))
     (folder / 'done.json').write_text(json.dumps(made) + '\n')
     return folder
 

@@ -186,6 +186,12 @@ passes:
   returned: when something was copied
   type: int
   sample: 2
+settled:
+  description: Whether the last pass copied at most O(settle) transactions, that is whether
+    the replay caught up with a source that keeps writing.
+  returned: when something was copied
+  type: bool
+  sample: true
 seconds:
   description: Seconds the module spent, from its start to its result.
   type: float
@@ -474,7 +480,8 @@ def replay(module, result):
             passes += 1
             for key in totals:
                 totals[key] += result[key]
-        result.update(totals, first_tid=first, passes=passes)
+        settled = result['transactions'] <= params['settle']
+        result.update(totals, first_tid=first, passes=passes, settled=settled)
         if passes > 1:
             result['msg'] = 'Copied %d transactions (%s .. %s, %d blobs) in %d passes from %s ' \
                 'into %s.' % (totals['transactions'], first, result['last_tid'], totals['blobs'],

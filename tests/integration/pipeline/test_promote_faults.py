@@ -94,7 +94,7 @@ def test_live_failure_keeps_traffic_on_the_twin_until_resumed(pipeline):
     second = run_under_load(pipeline, 'promote.yml', 'test', dict(extra, action='resume'))
     assert second.proc.returncode == 0, second.output
     served = info(pipeline, 'test')
-    assert served['instance'] == 'test' and served['revision'] == pipeline.revision_of('demo-v2')
+    assert served['instance'] == 'test' and served['revision'] == info(pipeline, 'beta')['revision']
     assert pipeline.state('test')['status'] == 'done'
     assert not [p for p, s in pipeline.program_states().items()
                 if p.startswith('test_upgrade') and s == 'RUNNING']

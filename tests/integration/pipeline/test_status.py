@@ -83,7 +83,9 @@ def test_table_at_the_end_of_the_run(status):
     proc, _out, report = status
     text = proc.stdout[proc.stdout.index('TASK [Show the pipeline.]'):]
     head = next(line for line in text.splitlines() if line.strip().startswith("- 'Now: "))
-    assert 'dev runs' in head and '.' in head
+    # "dev runs demo-v2 (...); beta, test, prod run demo-v1 (...)." before any promotion,
+    # "dev, beta, test, prod run demo-v2 (...)." once every stage runs the same revision
+    assert re.search(r'dev(, [a-z]+)* runs? demo-v[12] \(', head) and head.rstrip("'").endswith('.'), head
     for stage in report['stages']:
         assert stage['revision']['short'] in text
         assert stage['sides'][0]['data']['last_tid'] in text
