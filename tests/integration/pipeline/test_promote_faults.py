@@ -144,25 +144,31 @@ def test_interrupt_then_resume_loses_nothing(pipeline, moment, waits):
 # --- races: exactly one run proceeds, the others are refused with the owner named ---------
 
 def test_concurrent_runs_exactly_one_proceeds(pipeline):
-    first = pipeline.background_playbook('promote.yml', {'stage': 'test'})
-    wait_for(lambda: lock_dir(pipeline, 'test').exists() or first.proc.poll() is not None,
-             timeout=120, what='the first run to take the lock')
     results = {}
 
-    def contend(name, extra):
-        results[name] = pipeline.playbook('promote.yml', extra)
+    def contend(background):
+        """Once the first run holds the lock, three others start at once."""
+        wait_for(lambda: lock_dir(pipeline, 'test').exists() or background.proc.poll() is not None,
+                 timeout=120, what='the first run to take the lock')
 
-    threads = [threading.Thread(target=contend, args=args) for args in (
-        ('again', {'stage': 'test'}),
-        ('rollback', {'stage': 'test', 'action': 'rollback'}),
-        ('successor', {'stage': 'prod'}),
-    )]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(600)
-    done = first.wait(900)
-    assert done.returncode == 0, output(done)
+        def one(name, extra):
+            results[name] = pipeline.playbook('promote.yml', extra)
+
+        threads = [threading.Thread(target=one, args=args) for args in (
+            ('again', {'stage': 'test'}),
+            ('rollback', {'stage': 'test', 'action': 'rollback'}),
+            ('successor', {'stage': 'prod'}),
+        )]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(600)
+        return True
+
+    # The run that proceeds is a whole promotion: it runs under reads and writes like any other.
+    run = run_under_load(pipeline, 'promote.yml', 'test', during=contend)
+    assert run.proc.returncode == 0, run.output
+    assert_zero_loss(pipeline, run, 'test', 'upstream')
     owner = 'run %s' % pipeline.state('test')['run_id']
     for name, proc in results.items():
         assert proc.returncode != 0, (name, output(proc))
