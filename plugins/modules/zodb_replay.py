@@ -468,19 +468,20 @@ def replay(module, result):
         # pass ends: further passes shrink it, so that what is left for the write freeze is
         # only what arrives while the freeze is being set.
         totals = {key: result[key] for key in ('transactions', 'blobs', 'bytes')}
-        first, passes = result['first_tid'], 1
-        while passes < params['passes'] and result['transactions'] > params['settle']:
+        first, passes, last_pass = result['first_tid'], 1, result['transactions']
+        while passes < params['passes'] and last_pass > params['settle']:
             base = zfmt.hex_to_tid(result['last_tid'])
             tail = plan_tail(source, base, until)
-            if not tail:
+            passes += 1
+            last_pass = len(tail)
+            if not tail:  # the source wrote nothing while the last pass ran: settled
                 break
             result.update(first_tid=zfmt.tid_to_hex(tail[0][0]),
                           last_tid=zfmt.tid_to_hex(tail[-1][0]), bytes=tail[-1][2] - tail[0][1])
             replay_tail(params, source, tail, target, result, base)
-            passes += 1
             for key in totals:
                 totals[key] += result[key]
-        settled = result['transactions'] <= params['settle']
+        settled = last_pass <= params['settle']
         result.update(totals, first_tid=first, passes=passes, settled=settled)
         if passes > 1:
             result['msg'] = 'Copied %d transactions (%s .. %s, %d blobs) in %d passes from %s ' \

@@ -102,6 +102,21 @@ def test_until_tid_and_target_tid(installed):
     assert rest['rc'] == 0 and rest['transactions'] == 3 and rest['last_tid'] == tids[-1], rest
 
 
+def test_passes_settle_when_a_pass_finds_nothing_new(installed):
+    """A source that stopped writing is caught up: an empty pass settles the replay, whatever
+    the pass before it copied (a cutover must not call that "did not keep up")."""
+    taken, args = installed
+    tids = source_tids(args['source'], taken['tid'])
+    one = run_module('zodb_replay', dict(args, until_tid=tids[2], passes=1, settle=2))
+    assert one['rc'] == 0 and one['transactions'] == 3, one
+    assert one['passes'] == 1 and one['settled'] is False, one  # 3 > settle, no pass left
+
+    rest = run_module('zodb_replay', dict(args, after_tid=tids[2], target_tid=tids[2], passes=4,
+                                          settle=2))
+    assert rest['rc'] == 0 and rest['transactions'] == 3 and rest['last_tid'] == tids[-1], rest
+    assert rest['passes'] == 2 and rest['settled'] is True, rest
+
+
 def test_replay_refuses_a_diverged_target(installed):
     taken, args = installed
     write_transactions(args['path'], args['target_blob_dir'], count=1, start=999)
