@@ -40,7 +40,8 @@ TREE_SCRIPT = textwrap.dedent('''
     for path in paths:
         obj = app
         for part in path.strip('/').split('/'):
-            obj = obj._getOb(part, None) if obj is not None else None
+            # _getOb skips ids with a leading underscore (the demo's write container).
+            obj = (obj._getOb(part, None) or getattr(obj, part, None)) if obj is not None else None
         if obj is not None:
             out['oids'][path] = obj._p_oid.hex()
             out['subtrees'][path] = sorted(o.hex() for o in reachable(obj._p_oid))
@@ -104,7 +105,10 @@ def edit_acme(pipeline, instance, text, blob_text, tmp_path):
     zconsole(pipeline, instance, EDIT_SCRIPT, text, blob_text, tmp_path=tmp_path)
 
 
-def tree(python, zeo_port, paths=('/partners', '/partners/acme', '/partners/globex')):
+PATHS = ('/partners', '/partners/acme', '/partners/globex')
+
+
+def tree(python, zeo_port, paths=PATHS):
     proc = subprocess.run([python, '-c', TREE_SCRIPT, str(zeo_port), json.dumps(list(paths))],
                           capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr

@@ -20,6 +20,8 @@ from support import brandings
 from support.load import LoadGenerator
 from support.procs import ProcessGroup, wait_for
 from support.ports import port_is_free
+from support.promotion import lost_writes
+from support.writeload import WriteLoad
 
 pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.xdist_group('pipeline')]
 
@@ -42,8 +44,12 @@ def push(pipeline, extra=None, check=False):
                                                        **(extra or {})), check=check)
 
 
+WRITES = '/_zopeops_writes'  # the demo's write container (examples/zopeapp writes.py)
+
+
 def beta_tree(pipeline):
-    return brandings.tree(brandings.python_of(pipeline, 'beta'), pipeline.port_base + 20)
+    return brandings.tree(brandings.python_of(pipeline, 'beta'), pipeline.port_base + 20,
+                          paths=brandings.PATHS + (WRITES,))
 
 
 def page(pipeline, stage, path='/partners/acme'):
@@ -164,12 +170,20 @@ def test_push_reaches_beta_and_its_twin_and_changes_nothing_else(seeded, beta_tw
     text = '<html><body><p>acme v%s</p></body></html>' % uuid.uuid4().hex[:8]
     blob_text = 'blob-%s' % uuid.uuid4().hex
     brandings.edit_acme(seeded, 'dev', text, blob_text, tmp_path)
-    before = beta_tree(seeded)
-    with LoadGenerator('http://127.0.0.1:%d/partners/acme' % seeded.lb_port('beta'),
-                       threads=2) as load:
+    base = 'http://127.0.0.1:%d' % seeded.lb_port('beta')
+    with LoadGenerator(base + '/partners/acme', threads=2) as load, \
+            WriteLoad(base, auth=seeded.admin_auth(), threads=2, max_seconds=600,
+                      pause=0.15) as writes:
+        # The write container exists before the comparison's first read (the first write
+        # creates it, and that changes the application root).
+        wait_for(lambda: writes.acknowledged, timeout=60, what='a first acknowledged write')
+        before = beta_tree(seeded)
         proc = push(seeded)
     assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-2000:]
     assert load.total > 0 and not load.failures, load.report()
+    assert len(writes.acknowledged) >= 5 and not writes.failed, writes.report()
+    lost = lost_writes(seeded, 'beta', set(writes.acknowledged))
+    assert lost['missing_http'] == 0 and lost['missing_datafs'] == 0, lost
 
     # beta and its twin serve / hold the new branding, blob included.
     assert text in page(seeded, 'beta').text
@@ -178,14 +192,16 @@ def test_push_reaches_beta_and_its_twin_and_changes_nothing_else(seeded, beta_tw
     twin = brandings.tree(brandings.python_of(seeded, 'beta'), beta_twin)
     assert twin['acme_text'] == text and twin['acme_blob'] == blob_text
 
-    # Nothing outside acme's subtree changed: same records, same tids; acme kept its oid and
-    # its parent /partners was not written.
+    # Nothing outside acme's subtree changed: same records, same tids (the write load's own
+    # container aside); acme kept its oid and its parent /partners was not written.
     old_acme, new_acme = set(before['subtrees']['/partners/acme']), set(
         after['subtrees']['/partners/acme'])
+    written = set(after['subtrees'][WRITES])
     assert after['oids']['/partners/acme'] == before['oids']['/partners/acme']
-    changed = {oid for oid, tid in before['tids'].items() if after['tids'].get(oid) != tid}
+    changed = {oid for oid, tid in before['tids'].items()
+               if after['tids'].get(oid) != tid} - written
     assert changed and changed <= old_acme, changed - old_acme
-    assert set(after['tids']) - set(before['tids']) <= new_acme
+    assert set(after['tids']) - set(before['tids']) - written <= new_acme
     for oid in before['subtrees']['/partners/globex'] + [before['oids']['/partners']]:
         assert after['tids'][oid] == before['tids'][oid], oid
 
