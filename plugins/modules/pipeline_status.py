@@ -160,6 +160,8 @@ from ansible_collections.zopeops.stages.plugins.module_utils.revision_proof impo
     PROOFS, RevisionProof)
 
 INFO_FIELDS = ('revision', 'last_tid', 'marker', 'instance', 'stage', 'banner')
+from ansible_collections.zopeops.stages.plugins.module_utils.redact import (
+    module_scrubber, redact_deep)
 
 TXN_HEADER = struct.Struct('>8sQcHHH')
 MAGIC = b'FS21'
@@ -377,6 +379,9 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    module_scrubber(module, urls=[probe.get('url') or '' for probe in params['probes']]
+                    + [client.get('url') or '' for spec in params['instances']
+                       for client in spec['clients']])
     proof = RevisionProof.from_params(params)
     problems = proof.problems()
     if problems:
@@ -393,8 +398,10 @@ def main():
                                                    params['process_manager'])
                  for spec in params['instances']}
     probes = {probe['name']: ask(probe['url'], params['timeout']) for probe in params['probes']}
-    module.exit_json(changed=False, instances=instances, probes=probes,
-                     promotions=promotions_status(params['promotions_dir']))
+    # A probe URL or a file read (deployed.json, the ledger) may hold user:password@: never
+    # returned.
+    module.exit_json(**redact_deep(dict(changed=False, instances=instances, probes=probes,
+                                        promotions=promotions_status(params['promotions_dir']))))
 
 
 if __name__ == '__main__':
