@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import time
@@ -54,6 +55,12 @@ class PloneSandbox:
 
     def revision(self, instance):
         return (self.sandbox / instance / 'current' / 'REVISION').read_text().strip()
+
+    def supervisorctl(self, *args):
+        return subprocess.run(
+            [str(pathlib.Path(sys.executable).parent / 'supervisorctl'), '-c',
+             str(self.sandbox / 'supervisor' / 'supervisord.conf'), *args],
+            capture_output=True, text=True, timeout=60, check=False)
 
     def zconsole(self, instance, script, *args):
         base = self.sandbox / instance
@@ -122,11 +129,18 @@ def test_site_yml_creates_the_site_on_dev_only(plone):
     assert welcome.status_code == 200 and 'A Plone 6 site run by zopeops.stages.' in welcome.text
 
 
-def test_the_release_is_installed_with_its_bytecode(plone):
+def test_clients_run_the_releases_compiled_bytecode(plone):
     release = plone.sandbox / 'dev' / 'current'
     compiled = list((release / 'venv' / 'lib').glob(
         'python3*/site-packages/Products/CMFPlone/__pycache__/*.pyc'))
     assert compiled, 'no compiled bytecode in %s' % release
+    # A non-empty PYTHONDONTWRITEBYTECODE (Ansible sets one) must not reach the clients: the
+    # process manager gives them an empty one, which Python treats as unset.
+    pid = plone.supervisorctl('pid', 'dev-client1').stdout.strip()
+    assert pid.isdigit(), pid
+    environ = pathlib.Path('/proc', pid, 'environ').read_bytes().split(b'\0')
+    setting = [item for item in environ if item.startswith(b'PYTHONDONTWRITEBYTECODE=')]
+    assert setting in ([], [b'PYTHONDONTWRITEBYTECODE=']), setting
 
 
 def test_promotion_carries_devs_page_banner_and_revision_to_beta(plone, promoted):
