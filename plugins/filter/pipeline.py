@@ -1,14 +1,16 @@
 # -*- coding: utf-8 -*-
 # Copyright: zopeops.stages developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The pipeline_model and pipeline_check_urls filters; their documentation is in
-pipeline_model.yml and pipeline_check_urls.yml beside this file."""
+"""The pipeline_model, pipeline_check_urls and revision_check filters; their documentation is
+in pipeline_model.yml, pipeline_check_urls.yml and revision_check.yml beside this file."""
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.zopeops.stages.plugins.module_utils.pipeline import (
     PipelineError, build_model, check_urls)
+from ansible_collections.zopeops.stages.plugins.module_utils.revision_proof import (
+    proof_problems)
 
 
 def pipeline_model(groups, hostvars, pipeline):
@@ -18,6 +20,23 @@ def pipeline_model(groups, hostvars, pipeline):
         raise AnsibleFilterError(str(exc)) from None
 
 
+def revision_check(settings):
+    """The inventory's zopeops_health_path and zopeops_revision_* settings, validated, as the
+    options of the modules that prove a revision (health_path, revision_proof, ...)."""
+    proof = settings.get('proof')
+    page = settings.get('json_path') if proof == 'json' else settings.get('page')
+    problems = proof_problems(proof, settings.get('health_path'), page,
+                              settings.get('json_key'), settings.get('regex'))
+    if problems:
+        raise AnsibleFilterError('The revision proof is misconfigured: %s (docs/applications.md).'
+                                 % '; '.join(problems))
+    return {'health_path': settings['health_path'], 'revision_proof': proof,
+            'revision_page': page or None,
+            'revision_json_key': settings.get('json_key') if proof == 'json' else None,
+            'revision_regex': settings.get('regex') if proof == 'regex' else None}
+
+
 class FilterModule:
     def filters(self):
-        return {'pipeline_model': pipeline_model, 'pipeline_check_urls': check_urls}
+        return {'pipeline_model': pipeline_model, 'pipeline_check_urls': check_urls,
+                'revision_check': revision_check}

@@ -456,3 +456,20 @@ def default_supervisorctl(python_executable, which):
     if os.path.isfile(beside) and os.access(beside, os.X_OK):
         return beside
     return which('supervisorctl')
+
+
+def manager_from_params(params, get_bin_path, python_executable, command_timeout=60):
+    """The Supervisord or Systemd a module's process_manager options name (doc fragment
+    zopeops.stages.process_manager); ProcessManagerError when supervisorctl is not found."""
+    if params['process_manager'] == 'systemd':
+        return Systemd(systemctl=get_bin_path('systemctl') or 'systemctl',
+                       journalctl=get_bin_path('journalctl') or 'journalctl',
+                       command_timeout=command_timeout)
+    supervisorctl = params.get('supervisorctl') or default_supervisorctl(
+        python_executable, get_bin_path)
+    if not supervisorctl:
+        raise ProcessManagerError(
+            'supervisorctl was found neither beside %s nor on PATH. Install supervisor or set '
+            'the supervisorctl option to its path.' % python_executable)
+    return Supervisord(supervisorctl, params.get('supervisor_config'),
+                       command_timeout=command_timeout)

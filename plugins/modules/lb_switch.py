@@ -28,7 +28,10 @@ description:
     writes are frozen for the switch only, not for the drain. RV(frozen_at), RV(switched_at)
     and RV(unfrozen_at) let the caller compute the freeze window."
   - "With O(stage) and neither O(active) nor O(frozen), a read-only query: RV(before) and
-    RV(after) report the stage's side, freeze and servers as HAProxy has them now."
+    RV(after) report the stage's side, freeze and servers as HAProxy has them now, and
+    RV(healthy_servers) the servers of the side that takes the traffic which pass their
+    health checks. With O(wait_healthy) the query waits for one to pass and warns, naming the
+    stage and O(frontend_url), when none does: the stage's frontend would answer 503."
   - Also sets the administrative state of one server (O(backend), O(server), O(state)) for
     users of a single backend, waiting for it to drain when it is taken out.
   - With O(balancer=nginx) it rewrites the stage's upstream include file, validates the whole
@@ -78,6 +81,17 @@ options:
         leaves the freeze set for the caller to lift. Check mode does not wait.
     type: float
     default: 0.0
+  wait_healthy:
+    description:
+      - Read-only query only (HAProxy only); wait at most this many seconds until a server of the
+        stage's active backend passes HAProxy's health checks, then warn if none does. V(0)
+        reads the state as it is and does not warn. A server HAProxy has not checked yet
+        counts as not passing, so give it at least C(rise) checks' time.
+    type: float
+    default: 0.0
+  frontend_url:
+    description: The stage's URL through the load balancer, named in the warning of O(wait_healthy).
+    type: str
   map_file:
     description:
       - The map file that the stage's C(use_backend) rule reads, exactly as HAProxy loaded it
@@ -265,6 +279,14 @@ after:
   returned: always
   type: dict
   sample: {active: upgrade, frozen: false, servers: {be_test_upgrade: {test_upgrade-client1: UP}}}
+healthy_servers:
+  description:
+    - For a read-only query of a stage with O(map_file) (HAProxy), the servers of the active side's
+      backend that pass HAProxy's health checks; null otherwise.
+  returned: always (null where it does not apply)
+  type: list
+  elements: str
+  sample: [test-client1, test-client2]
 drain_seconds:
   description: Seconds until the old backend (or the server) had no current sessions; null
     when nothing was switched or no wait was asked for.
@@ -396,6 +418,21 @@ def _gate(api, stage, side, rows, before, timeout, clock=time.monotonic, sleep=t
             % (stage, side, target, timeout, ', '.join(down)), before=before)
 
 
+def _healthy_servers(api, stage, side, rows, timeout, clock=time.monotonic, sleep=time.sleep):
+    """The servers of the stage's ``side`` that pass their checks, waiting at most ``timeout``
+    seconds for one to."""
+    backend = backend_name(stage, side)
+    deadline = clock() + timeout
+    while True:
+        servers = api.backend_stats(backend, rows)['servers']
+        healthy = sorted(name for name, srv in servers.items()
+                         if server_is_up(srv['status'], srv['check']))
+        if healthy or clock() >= deadline:
+            return healthy
+        sleep(0.25)
+        rows = api.show_stat()
+
+
 def _set_map_entry(api, map_file, key, value, check_mode, result, diffs):
     """Make runtime map and file say key -> value; return True if anything changed."""
     if check_mode:
@@ -439,7 +476,7 @@ def haproxy_stage(api, params, check_mode):
     result = {'changed': False, 'drain_seconds': None, 'drained': None, 'files': [],
               'commands': api.sent, 'warnings': [], 'writes_in_flight_seconds': None,
               'writes_in_flight': [], 'frozen_at': None, 'switched_at': None,
-              'unfrozen_at': None}
+              'unfrozen_at': None, 'healthy_servers': None}
     diffs = []
     rows = api.show_stat()
     known = {row['pxname'] for row in rows if row['svname'] == 'BACKEND'}
@@ -536,6 +573,21 @@ def haproxy_stage(api, params, check_mode):
     elif params['frozen'] is False:
         changed |= freeze(False)
 
+    if params['active'] is None and params['frozen'] is None and params['map_file']:
+        result['healthy_servers'] = _healthy_servers(
+            api, stage, before['active'], rows, 0.0 if check_mode else params['wait_healthy'])
+        if params['wait_healthy'] > 0 and not result['healthy_servers']:
+            result['warnings'].append(
+                'Stage %s has no healthy backend: no server of %s passes HAProxy\'s health '
+                'check (%s), so %s answers 503. Check its Zope clients (playbooks/status.yml), '
+                'the health page (zopeops_health_path) and whether the site exists (an init '
+                'script: zopeops_init_script).'
+                % (stage, backend_name(stage, before['active']), ', '.join(
+                    '%s %s%s' % (name, srv['status'] or '?', ' ' + srv['check'] if srv['check']
+                                 else '')
+                    for name, srv in sorted(api.backend_stats(
+                        backend_name(stage, before['active']))['servers'].items())) or 'none',
+                   params['frontend_url'] or 'its frontend'))
     if not check_mode and changed:
         after['servers'] = _statuses(api, backends, api.show_stat())
     result.update(changed=changed, before=before, after=after)
@@ -550,7 +602,7 @@ def haproxy_server(api, params, check_mode):
     result = {'changed': False, 'drain_seconds': None, 'drained': None, 'files': [],
               'commands': api.sent, 'warnings': [], 'writes_in_flight_seconds': None,
               'writes_in_flight': [], 'frozen_at': None, 'switched_at': None,
-              'unfrozen_at': None}
+              'unfrozen_at': None, 'healthy_servers': None}
     stats = api.backend_stats(backend)
     if server not in stats['servers']:
         raise SwitchError('Backend %s in HAProxy at %s has no server %s; it has: %s.'
@@ -646,6 +698,8 @@ ARGUMENT_SPEC = dict(
     drain_timeout=dict(type='float', default=30.0),
     fail_on_drain_timeout=dict(type='bool', default=False),
     wait_writes=dict(type='float', default=0.0),
+    wait_healthy=dict(type='float', default=0.0),
+    frontend_url=dict(type='str'),
     backend=dict(type='str'),
     server=dict(type='str'),
     state=dict(type='str', choices=['ready', 'drain', 'maint']),

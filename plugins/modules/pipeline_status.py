@@ -12,7 +12,9 @@ description:
     each instance of O(instances), the deployed revision (C(deployed.json) and the
     C(current) link), the size and the last transaction of its C(Data.fs) (read from the end
     of the file, so the cost does not grow with the file), whether its ZEO server accepts
-    connections, and asks each of its Zope clients for O(info_path), timing the answer.
+    connections, and asks each of its Zope clients for O(health_path), timing the answer, and
+    proves the revision each client runs the O(revision_proof) way (the same proof a
+    promotion makes: docs/applications.md).
   - "It also names cheap signs of drift from the inventory: a C(current) link that disagrees
     with C(deployed.json), a C(zeo.conf) or client C(.ini) whose port is not the inventory's."
   - With O(probes), it asks those URLs too (a stage's frontend through the load balancer).
@@ -21,6 +23,8 @@ description:
 version_added: 0.1.0
 author:
   - zopeops.stages developers (@zopeops)
+extends_documentation_fragment:
+  - zopeops.stages.process_manager
 options:
   instances:
     description:
@@ -45,19 +49,44 @@ options:
         description: Where the ZEO server listens, C(host:port), as seen from this host.
         type: str
       clients:
-        description: The instance's Zope clients on this host, each C({id, name, url, port}).
+        description:
+          - The instance's Zope clients on this host, each C({id, name, url, port}); C(id)
+            (C(<instance>-<client>)) names its supervisord program, C(zopeops-<id>) its
+            systemd unit.
         type: list
         elements: dict
         default: []
   probes:
-    description: Further URLs to ask, each C({name, url}); the answer is timed.
+    description:
+      - Further URLs to ask, each C({name, url}); the answer is timed, and a JSON answer's
+        C(revision) is read.
     type: list
     elements: dict
     default: []
-  info_path:
-    description: The path each Zope client is asked for (the example app's JSON view).
+  health_path:
+    description: The path every Zope client must answer with HTTP C(200) (C(zopeops_health_path)).
     type: str
-    default: /@@zopeops-info
+    default: /
+  revision_proof:
+    description:
+      - How the revision each client runs is proven (C(zopeops_revision_proof)); C(release)
+        reads the REVISION file of the folder the client's process was started in, with its
+        pid from O(process_manager); C(json) and C(regex) read O(revision_page).
+      - A JSON answer of the revision page also gives the status its C(last_tid), C(marker),
+        C(instance), C(stage) and C(banner) fields, where the application shows them.
+    type: str
+    choices: [release, json, regex]
+    default: release
+  revision_page:
+    description: The page showing the revision for C(json) and C(regex); default O(health_path).
+    type: str
+  revision_json_key:
+    description: The dotted JSON key holding the revision (C(json)).
+    type: str
+    default: revision
+  revision_regex:
+    description: The regular expression whose group 1 is the revision (C(regex)).
+    type: str
   promotions_dir:
     description: The conductor's promotions folder, for the ledger, the states and the locks.
     type: path
@@ -117,10 +146,20 @@ import os
 import re
 import socket
 import struct
+import sys
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
+
+from ansible_collections.zopeops.stages.plugins.module_utils.http_checks import (
+    HAS_REQUESTS, fetch_with_ansible, fetch_with_requests)
+from ansible_collections.zopeops.stages.plugins.module_utils.process_manager import (
+    ProcessManagerError, manager_from_params)
+from ansible_collections.zopeops.stages.plugins.module_utils.revision_proof import (
+    PROOFS, RevisionProof)
+
+INFO_FIELDS = ('revision', 'last_tid', 'marker', 'instance', 'stage', 'banner')
 
 TXN_HEADER = struct.Struct('>8sQcHHH')
 MAGIC = b'FS21'
@@ -198,9 +237,35 @@ def ask(url, timeout):
     except ValueError:
         info = None
     if isinstance(info, dict):
-        for key in ('revision', 'last_tid', 'marker', 'instance', 'stage', 'banner'):
+        for key in INFO_FIELDS:
             result[key] = info.get(key)
     return result
+
+
+def program_name(client, process_manager):
+    return client['id'] if process_manager == 'supervisord' else 'zopeops-%s' % client['id']
+
+
+def prove_client(client, proof, manager, timeout, process_manager='supervisord'):
+    """The client's answer to the health page and the revision it runs, proven."""
+    fetch = fetch_with_requests if HAS_REQUESTS else fetch_with_ansible
+
+    def pid_of():
+        try:
+            return manager.status(program_name(client, process_manager)).pid
+        except ProcessManagerError:
+            return None
+    seen = proof.prove(client['url'], fetch, {'Accept': 'application/json'}, timeout,
+                       pid_of=pid_of)
+    body = seen.pop('body', None)
+    seen['url'] = client['url'].rstrip('/') + proof.health_path
+    try:
+        info = json.loads(body) if body and proof.proof == 'json' else None
+    except ValueError:
+        info = None
+    for key in INFO_FIELDS[1:]:
+        seen[key] = info.get(key) if isinstance(info, dict) else None
+    return seen
 
 
 def read_json(path):
@@ -224,7 +289,7 @@ def read_text(path):
         return None
 
 
-def instance_status(spec, timeout, info_path):
+def instance_status(spec, timeout, proof, manager, process_manager='supervisord'):
     folder = spec['dir']
     found = {'instance': spec['instance'], 'zeo_host': spec['zeo_host'], 'drift': [],
              'clients': {}}
@@ -246,8 +311,8 @@ def instance_status(spec, timeout, info_path):
             found['drift'].append('%s: zeo.conf listens on port %d, the inventory says %d'
                                   % (spec['instance'], port, wanted))
     for client in spec.get('clients') or []:
-        answer = ask(client['url'].rstrip('/') + info_path, timeout)
-        found['clients'][client['id']] = answer
+        found['clients'][client['id']] = prove_client(client, proof, manager, timeout,
+                                                      process_manager)
         ini = read_text(os.path.join(folder, 'etc', 'zope-%s.ini' % client['name']))
         port = listen_port_of(ini, r'^\s*port\s*=\s*(\d+)\s*$')
         if ini is not None and port and client.get('port') and port != int(client['port']):
@@ -297,14 +362,35 @@ def main():
                 clients=dict(type='list', elements='dict', default=[]),
             )),
             probes=dict(type='list', elements='dict', default=[]),
-            info_path=dict(type='str', default='/@@zopeops-info'),
+            health_path=dict(type='str', default='/'),
+            revision_proof=dict(type='str', choices=list(PROOFS), default='release'),
+            revision_page=dict(type='str'),
+            revision_json_key=dict(type='str', default='revision', no_log=False),
+            revision_regex=dict(type='str'),
+            process_manager=dict(type='str', default='supervisord',
+                                 choices=['supervisord', 'systemd']),
+            supervisor_config=dict(type='path'),
+            supervisorctl=dict(type='path'),
             promotions_dir=dict(type='path'),
             timeout=dict(type='float', default=3),
         ),
         supports_check_mode=True,
     )
     params = module.params
-    instances = {spec['instance']: instance_status(spec, params['timeout'], params['info_path'])
+    proof = RevisionProof.from_params(params)
+    problems = proof.problems()
+    if problems:
+        module.fail_json(msg='pipeline_status: the revision proof is not usable: %s.'
+                         % '; '.join(problems))
+    manager = None
+    if any(spec['clients'] for spec in params['instances']):
+        try:
+            manager = manager_from_params(params, module.get_bin_path, sys.executable,
+                                          command_timeout=30)
+        except ProcessManagerError as exc:
+            module.fail_json(msg='pipeline_status: %s' % exc)
+    instances = {spec['instance']: instance_status(spec, params['timeout'], proof, manager,
+                                                   params['process_manager'])
                  for spec in params['instances']}
     probes = {probe['name']: ask(probe['url'], params['timeout']) for probe in params['probes']}
     module.exit_json(changed=False, instances=instances, probes=probes,

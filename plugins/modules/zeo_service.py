@@ -23,11 +23,12 @@ description:
   - A Zope client is ready when it answers HTTP on O(address) with any status below 500 for
     O(health_path). A 401, 403, 404 or redirect proves the WSGI server and Zope's publisher
     answer; a 5xx (for example a client that cannot reach ZEO) or no answer means not ready.
-  - With O(revision_json_key) or O(revision_regex) a Zope client is ready only when
-    O(health_path) answers C(200) and the code revision read from the body is O(expected_revision)
-    (the check of M(zopeops.stages.zope_healthcheck), from the same C(module_utils)), so one call
-    means started and proven to serve that revision. A client that serves another revision
-    fails at once.
+  - With O(revision_proof) a Zope client is ready only when O(health_path) answers C(200) and
+    the code revision it runs, proven the O(revision_proof) way, is O(expected_revision), so
+    one call means started and proven to serve that revision. A client that serves another
+    revision fails at once. C(release) reads the C(REVISION) file of the folder the process
+    was started in (C(/proc/<pid>/cwd), the pid from the process manager); the roles start
+    clients in C(<instance>/current), which the kernel resolves at the start.
   - With supervisord, the module first runs C(supervisorctl reread); if the program is new or
     its definition changed it runs C(supervisorctl update <group>), so freshly templated program
     files take effect. With systemd, C(systemctl daemon-reload) plays that part.
@@ -115,14 +116,30 @@ options:
     default: /
   expected_revision:
     description:
-      - The code revision (a git commit id) every Zope client must serve once ready, read from
-        the answer to O(health_path) with O(revision_json_key) or O(revision_regex).
+      - The code revision (a git commit id) every Zope client must serve once ready, proven
+        the O(revision_proof) way.
       - A client that answers C(200) with another revision fails at once (waiting cannot
         change its code). Only for O(kind=zope).
     type: str
+  revision_proof:
+    description:
+      - How the revision a Zope client runs is proven (docs/applications.md).
+      - C(release), the REVISION file of the release the running process was started in
+        (read on this host through C(/proc/<pid>/cwd)); needs no code in the application.
+      - C(json), O(revision_json_key) of the JSON answer of O(revision_page).
+      - C(regex), group 1 of O(revision_regex) searched in the answer of O(revision_page).
+      - Default C(json) with O(revision_json_key), C(regex) with O(revision_regex), else no
+        revision is proven. Only for O(kind=zope).
+    type: str
+    choices: [release, json, regex]
+  revision_page:
+    description:
+      - The path of the page showing the revision for O(revision_proof=json) or C(regex);
+        default O(health_path).
+    type: str
   revision_json_key:
     description:
-      - A dotted key into the JSON answer of O(health_path) whose value is the revision, e.g.
+      - A dotted key into the JSON answer of O(revision_page) whose value is the revision, e.g.
         C(revision) for the example application's C(/@@zopeops-info).
       - With it (or O(revision_regex)) readiness needs HTTP C(200), and RV(revision) reports
         what each client serves. Only for O(kind=zope).
@@ -208,8 +225,8 @@ EXAMPLES = r'''
          log_path: "{{ zopeops_instance_dir }}/log/client1.log"}
       - {name: test_upgrade-client2, address: "127.0.0.1:18437",
          log_path: "{{ zopeops_instance_dir }}/log/client2.log"}
-    health_path: /@@zopeops-info
-    revision_json_key: revision
+    health_path: /
+    revision_proof: release
     expected_revision: "{{ plan.twin_revision }}"
   register: twin_clients
 
@@ -239,7 +256,7 @@ programs:
       done to it (C(update), C(daemon-reload), C(start), C(restart), C(stop)).
     - C(ready_seconds) (from the start of the common wait until this program was ready) and
       C(ready_detail), when it was waited for and became ready; C(last_tid) for ZEO;
-      C(revision) for Zope with O(revision_json_key) or O(revision_regex).
+      C(revision) for Zope with O(revision_proof).
     - C(error) and C(log_tail) for a program that failed.
   returned: with O(programs)
   type: list
@@ -247,10 +264,10 @@ programs:
   sample:
     - {name: test-client1, state_before: STOPPED, state_after: RUNNING, pid: 4242,
        actions: [start], ready_seconds: 1.2, revision: 3f2c1a9e0b7d4c55a1e2f3b4c5d6e7f8a9b0c1d2,
-       ready_detail: "http://127.0.0.1:18431/@@zopeops-info answered HTTP 200 with revision 3f2c..."}
+       ready_detail: "http://127.0.0.1:18431/ answered HTTP 200 with revision 3f2c... (release)"}
 revision:
-  description: The code revision the Zope client serves (see O(revision_json_key)).
-  returned: with O(name), O(kind=zope) and O(revision_json_key) or O(revision_regex), when ready
+  description: The code revision the Zope client serves (see O(revision_proof)).
+  returned: with O(name), O(kind=zope) and O(revision_proof), when ready
   type: str
   sample: 3f2c1a9e0b7d4c55a1e2f3b4c5d6e7f8a9b0c1d2
 state_before:
@@ -322,10 +339,11 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zopeops.stages.plugins.module_utils.process_manager import (
-    ACTIVE_STATES, RUNNING_STATES, ProcessManagerError, Supervisord, Systemd,
-    default_supervisorctl)
+    ACTIVE_STATES, RUNNING_STATES, ProcessManagerError, manager_from_params)
 from ansible_collections.zopeops.stages.plugins.module_utils.http_checks import (
-    HAS_REQUESTS, Check, check_once, fetch_with_ansible, fetch_with_requests)
+    HAS_REQUESTS, fetch_with_ansible, fetch_with_requests)
+from ansible_collections.zopeops.stages.plugins.module_utils.revision_proof import (
+    PROOFS, RevisionProof)
 from ansible_collections.zopeops.stages.plugins.module_utils.zodb_format import normalize_tid
 from ansible_collections.zopeops.stages.plugins.module_utils.readiness import (
     ProbeResult, parse_address, port_open, probe_http, probe_zeo,
@@ -334,44 +352,47 @@ from ansible_collections.zopeops.stages.plugins.module_utils.readiness import (
 LOG_LINES = 40
 
 
-def revision_probe(address, params, timeout=2.0):
+def revision_probe(address, params, pid_of=None, timeout=2.0):
     """A readiness probe that also proves which code revision a Zope client serves.
 
-    It is ``http_checks``' check (the one ``zope_healthcheck`` runs), made once per attempt:
-    ready means HTTP 200 on O(health_path) and the revision read from the body (by
-    ``revision_json_key`` or ``revision_regex``) equal to ``expected_revision`` when one is
-    given. A 200 that serves another revision is final: waiting cannot change the code.
+    It is ``revision_proof``'s proof (the one promote's preflight and pipeline_status make),
+    made once per attempt: ready means HTTP 200 on O(health_path) and the revision proven by
+    O(revision_proof) (the client's release, a JSON key, or a regex) equal to
+    ``expected_revision`` when one is given. A proven other revision is final: waiting cannot
+    change the code; so is a release proof that cannot be read from a process that answers.
     """
     host, port = parse_address(address)[1]
-    url = 'http://%s:%d%s' % (host if ':' not in host else '[%s]' % host, port,
-                              params['health_path'])
-    check = Check(url, status_codes=(200,), expected_revision=params.get('expected_revision'),
-                  revision_json_key=params.get('revision_json_key'),
-                  revision_regex=params.get('revision_regex'))
+    base = 'http://%s:%d' % (host if ':' not in host else '[%s]' % host, port)
+    proof = RevisionProof.from_params(params)
     fetch = fetch_with_requests if HAS_REQUESTS else fetch_with_ansible
     headers = {'User-Agent': 'zopeops-readiness', 'Connection': 'close'}
 
     def probe():
-        result = check_once(check, fetch, headers, None, timeout, True)
+        result = proof.prove(base, fetch, headers, timeout, params.get('expected_revision'),
+                             pid_of=pid_of)
         if result['ok']:
-            return ProbeResult(True, '%s answered HTTP 200 with revision %s'
-                               % (url, result['revision']), result['revision'])
-        final = (result['status'] == 200 and result['revision'] is not None
-                 and check.expected_revision is not None
-                 and result['revision'] != check.expected_revision)
-        return ProbeResult(False, '%s: %s' % (url, result['error']), result['revision'],
+            return ProbeResult(True, '%s%s answered HTTP 200 with revision %s (%s)'
+                               % (base, proof.health_path, result['revision'], proof.proof),
+                               result['revision'])
+        final = result['mismatch'] or (proof.proof == 'release' and result['status'] == 200)
+        return ProbeResult(False, '%s: %s' % (base, result['error']), result['revision'],
                            final=final)
     return probe
 
 
-def make_probe(kind, address, params):
+def proves_revision(params):
+    return bool(params.get('revision_proof') or params.get('revision_json_key')
+                or params.get('revision_regex'))
+
+
+def make_probe(kind, address, params, pid_of=None):
     """The readiness probe of one program: ZEO's ruok, HTTP, or HTTP + revision."""
     if kind == 'zeo':
         expected_tid = (normalize_tid(params['expected_tid'])
                         if params.get('expected_tid') else None)
         return lambda: probe_zeo(address, params['storage'], expected_tid)
-    if params.get('revision_json_key') or params.get('revision_regex'):
-        return revision_probe(address, params)
+    if proves_revision(params):
+        return revision_probe(address, params, pid_of)
     return lambda: probe_http(address, params['health_path'])
 
 
@@ -534,7 +555,8 @@ class Service:
                 % (self.what, pid, address))
 
     def _probe(self):
-        return make_probe(self.kind, self.params['address'], self.params)
+        return make_probe(self.kind, self.params['address'], self.params,
+                          pid_of=lambda: self.manager.status(self.name).pid)
 
     def _wait_ready(self):
         def states_of(names):
@@ -562,7 +584,7 @@ class Service:
                            ready_seconds=round(elapsed, 3), ready_detail=probe.detail)
         if self.kind == 'zeo':
             self.result['last_tid'] = probe.value
-        elif self.params.get('revision_json_key') or self.params.get('revision_regex'):
+        elif proves_revision(self.params):
             self.result['revision'] = probe.value
         return self.result
 
@@ -797,8 +819,13 @@ class ProgramSet:
                 'by its pid.' % (self.noun, self.manager.describe(), '; '.join(problems)),
                 self._log_tails([problem.split(' ', 1)[0] for problem in problems]))
 
+    def _pid_reader(self, name):
+        # Asked only once the client answers its health page (the release proof's pid).
+        return lambda: self.manager.status(name).pid
+
     def _wait_ready(self):
-        probes = {name: make_probe(self.kind, self.by_name[name]['address'], self.params)
+        probes = {name: make_probe(self.kind, self.by_name[name]['address'], self.params,
+                                   pid_of=self._pid_reader(name))
                   for name in self.names}
         after_start = self._status()
         for name, status in after_start.items():
@@ -821,7 +848,7 @@ class ProgramSet:
             entry.update(ready_seconds=round(elapsed, 3), ready_detail=probe.detail)
             if self.kind == 'zeo':
                 entry['last_tid'] = probe.value
-            elif self.params.get('revision_json_key') or self.params.get('revision_regex'):
+            elif proves_revision(self.params):
                 entry['revision'] = probe.value
         if failed:
             failing = [name for name in self.names if name in failed]
@@ -855,20 +882,11 @@ class ProgramSet:
 
 
 def make_manager(module):
-    params = module.params
-    command_timeout = params['timeout'] + 60
-    if params['process_manager'] == 'systemd':
-        return Systemd(systemctl=module.get_bin_path('systemctl') or 'systemctl',
-                       journalctl=module.get_bin_path('journalctl') or 'journalctl',
-                       command_timeout=command_timeout)
-    supervisorctl = params['supervisorctl'] or default_supervisorctl(
-        sys.executable, module.get_bin_path)
-    if not supervisorctl:
-        module.fail_json(msg='supervisorctl was found neither beside %s nor on PATH. Install '
-                             'supervisor or set the supervisorctl option to its path.'
-                             % sys.executable)
-    return Supervisord(supervisorctl, params['supervisor_config'],
-                       command_timeout=command_timeout)
+    try:
+        return manager_from_params(module.params, module.get_bin_path, sys.executable,
+                                   command_timeout=module.params['timeout'] + 60)
+    except ProcessManagerError as exc:
+        module.fail_json(msg=str(exc))
 
 
 def _check_address(module, what, kind, address):
@@ -917,15 +935,23 @@ def validate(module):
         except ValueError as exc:
             module.fail_json(msg='zeo_service %s: expected_tid: %s.' % (what, exc))
     wants_revision = any(params.get(key) for key in (
-        'expected_revision', 'revision_json_key', 'revision_regex'))
+        'expected_revision', 'revision_proof', 'revision_json_key', 'revision_regex'))
     if wants_revision and params['kind'] != 'zope':
-        module.fail_json(msg='zeo_service %s: expected_revision, revision_json_key and '
-                             'revision_regex are only for kind=zope.' % what)
-    if params.get('expected_revision') and not (
-            params.get('revision_json_key') or params.get('revision_regex')):
-        module.fail_json(msg='zeo_service %s: expected_revision needs revision_json_key or '
-                             'revision_regex to say where the revision is in the answer to '
-                             'health_path.' % what)
+        module.fail_json(msg='zeo_service %s: expected_revision, revision_proof, '
+                             'revision_json_key and revision_regex are only for kind=zope.'
+                             % what)
+    if params.get('expected_revision') and not proves_revision(params):
+        module.fail_json(msg='zeo_service %s: expected_revision needs revision_proof (release, '
+                             'json with revision_json_key, or regex with revision_regex) to '
+                             'say how the revision is proven.' % what)
+    if params.get('revision_json_key') and params.get('revision_regex'):
+        module.fail_json(msg='zeo_service %s: give revision_json_key or revision_regex, not '
+                         'both.' % what)
+    if proves_revision(params):
+        problems = RevisionProof.from_params(params).problems()
+        if problems:
+            module.fail_json(msg='zeo_service %s: the revision proof is not usable: %s.'
+                             % (what, '; '.join(problems)))
     if params.get('revision_regex'):
         try:
             if re.compile(params['revision_regex']).groups < 1:
@@ -962,6 +988,8 @@ def main():
             expected_tid=dict(type='str'),
             health_path=dict(type='str', default='/'),
             expected_revision=dict(type='str'),
+            revision_proof=dict(type='str', choices=list(PROOFS)),
+            revision_page=dict(type='str'),
             revision_json_key=dict(type='str', no_log=False),
             revision_regex=dict(type='str'),
             timeout=dict(type='int', default=120),

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from ansible_collections.zopeops.stages.plugins.module_utils.revision_proof import (
+    RevisionProof)
 from ansible_collections.zopeops.stages.plugins.modules.pipeline_status import (
     ask, data_fs_state, instance_status, promotions_status)
 
@@ -57,12 +59,15 @@ def test_instance_drift_current_link_and_ports(tmp_path):
     found = instance_status({'instance': 'test', 'dir': str(inst), 'zeo_host': True,
                              'zeo_address': '127.0.0.1:1', 'clients': [
                                  {'id': 'test-client1', 'name': 'client1', 'port': 2,
-                                  'url': 'http://127.0.0.1:1'}]}, 0.5, '/@@zopeops-info')
+                                  'url': 'http://127.0.0.1:1'}]}, 0.5,
+                            RevisionProof('/', 'release'), manager=None)
     assert found['drift'] == [
         'test/current points at aaa, deployed.json says bbbbbbb',
         'test: zeo.conf listens on port 9001, the inventory says 1',
         'test-client1: zope-client1.ini listens on port 9002, the inventory says 2']
     assert found['zeo_running'] is False and found['data']['missing']
     answer = found['clients']['test-client1']
-    assert not answer['ok'] and answer['status'] is None and answer['error'].startswith('no answer')
+    assert not answer['ok'] and answer['status'] is None
+    assert answer['health_error'] == '/: connection refused (nothing listens there)'
+    assert answer['proof_error'] is None
     assert ask('http://127.0.0.1:1/', 0.5)['latency'] is not None

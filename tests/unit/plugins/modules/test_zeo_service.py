@@ -637,9 +637,14 @@ esac
     (dict(kind='zeo', programs=[{'name': 'y', 'address': '127.0.0.1:1'}],
           expected_revision='abc', revision_json_key='revision'), 'only for kind=zope'),
     (dict(kind='zope', name='y', address='127.0.0.1:1', expected_revision='abc'),
-     'needs revision_json_key or revision_regex'),
+     'needs revision_proof (release, json with revision_json_key, or regex'),
     (dict(kind='zope', name='y', address='127.0.0.1:1', revision_regex='nogroup'),
      'has no group'),
+    (dict(kind='zope', name='y', address='127.0.0.1:1', revision_proof='json',
+          revision_page='/@@info'),
+     'zopeops_revision_proof is json, so zopeops_revision_json_key must name the key'),
+    (dict(kind='zope', name='y', address='127.0.0.1:1', revision_proof='regex'),
+     'zopeops_revision_proof is regex, so zopeops_revision_regex must be a regular'),
 ])
 def test_module_refuses_bad_programs_arguments(args, message):
     result = run_module('zeo_service', args)
