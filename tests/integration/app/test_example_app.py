@@ -22,9 +22,11 @@ import urllib.request
 
 import pytest
 
+from support.modules import run_module
 from support.paths import ANSIBLE_PLAYBOOK, COLLECTIONS, REPO, VENV_BIN
 from support.ports import free_port
 from support.procs import wait_for
+from support.supervisor import running_supervisor
 from support.writeload import WriteLoad, admin_auth
 from support.zodbcheck import write_entries_in_datafs, write_ids_over_http
 
@@ -335,3 +337,97 @@ def test_every_acknowledged_write_is_in_the_zodb(release, tmp_path, processes):
 
     for log_file in (instance_dir / 'log').iterdir():
         assert auth[1] not in log_file.read_text(errors='replace'), log_file
+
+
+def test_revision_proofs_and_the_init_script(release, tmp_path, processes):
+    """The application contract against the example app, under a real supervisord: each
+    revision-proof mode (release, json, regex) proves the revision client1 runs, through
+    zeo_service (readiness) and pipeline_status (status, preflight); the release proof follows
+    the running process, not the current link; the init runner seeds once, through zconsole."""
+    root, sha, release_dir = release
+    instance_dir, client_port, extra_vars = instance_vars(root, release_dir, 'proof')
+    run_playbook(tmp_path, extra_vars)
+    etc = instance_dir / 'etc'
+    assert 'directory = %s/current' % instance_dir in (etc / 'supervisor-clients.conf').read_text()
+    processes.start(program_command(etc / 'supervisor-zeo.conf', 'proof-zeo'),
+                    log_path=instance_dir / 'log' / 'zeo-stdout.log', cwd=instance_dir)
+    wait_for((instance_dir / 'var' / 'zeo.pid').exists, timeout=60,
+             what='the ZEO server to write its pid file')
+    address = '127.0.0.1:%d' % client_port
+    client = {'id': 'proof-client1', 'name': 'client1', 'port': client_port,
+              'url': 'http://' + address}
+
+    with running_supervisor(extra_includes=str(etc / 'supervisor-clients.conf')) as sup:
+        manager = {'supervisor_config': str(sup.config),
+                   'supervisorctl': str(VENV_BIN / 'supervisorctl')}
+
+        def ensure(**proof):
+            return run_module('zeo_service', dict(
+                manager, kind='zope', state='started', timeout=120,
+                programs=[{'name': 'proof-client1', 'address': address}], **proof))
+
+        def status(**proof):
+            result = run_module('pipeline_status', dict(manager, instances=[{
+                'instance': 'proof', 'dir': str(instance_dir), 'clients': [client]}], **proof))
+            assert not result.get('failed'), result
+            return result['instances']['proof']['clients']['proof-client1']
+
+        modes = {
+            'release': {'revision_proof': 'release'},
+            'json': {'revision_proof': 'json', 'revision_page': '/@@zopeops-info',
+                     'revision_json_key': 'revision'},
+            'regex': {'revision_proof': 'regex', 'revision_page': '/@@zopeops-info',
+                      'revision_regex': r'"revision":\s*"([0-9a-f]{40})"'},
+        }
+        for mode, proof in modes.items():
+            result = ensure(expected_revision=sha, **proof)
+            assert not result.get('failed'), (mode, result.get('msg'))
+            assert result['programs'][0]['revision'] == sha, mode
+            seen = status(**proof)
+            assert seen['ok'] and seen['revision'] == sha, (mode, seen)
+        assert status(**modes['json'])['banner'].startswith('ZopeOps demo v2')
+
+        # Another revision is refused at once, naming both.
+        wrong = ensure(expected_revision='0' * 40, revision_proof='release')
+        assert wrong['failed'] and 'serves revision %s, expected %s' % (sha, '0' * 40) in wrong['msg']
+
+        # A misconfigured JSON proof is a proof error naming the variables, not ill health.
+        unproven = status(revision_proof='json', revision_page='/@@no-such-view')
+        assert unproven['health_error'] is None and not unproven['ok']
+        assert 'zopeops_revision_json_path' in unproven['proof_error']
+
+        # current now points at another release; the running process still runs its own.
+        other = root / 'releases' / ('f' * 40)
+        other.mkdir()
+        (other / 'REVISION').write_text('f' * 40 + '\n')
+        link = instance_dir / 'current'
+        link.unlink()
+        link.symlink_to(other)
+        try:
+            assert status(revision_proof='release')['revision'] == sha
+        finally:
+            link.unlink()
+            link.symlink_to(release_dir)
+
+        # Site initialisation: the runner the zope_client role copies, through zconsole and
+        # the console configuration, while client1 runs: it seeds once, then finds /partners.
+        runner = REPO / 'roles' / 'zope_client' / 'files' / 'zopeops_init.py'
+        init = [str(release_dir / 'venv' / 'bin' / 'zconsole'), 'run', str(etc / 'zope-console.conf'),
+                str(runner)]
+        seed = str(release_dir / 'src' / 'seed_demo_content.py')
+        outputs = []
+        for argv in ([init + ['--check', '/partners', seed]], [init + ['/partners', seed]],
+                     [init + ['/partners', seed]]):
+            proc = subprocess.run(argv[0], cwd=instance_dir, capture_output=True, text=True,
+                                  timeout=120, check=False)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            outputs.append(proc.stdout.strip().splitlines())
+        assert outputs[0][-1] == 'zopeops-init: would run %s' % seed
+        assert outputs[1][-2:] == ['created', 'zopeops-init: ran %s' % seed]
+        assert outputs[2] == ['zopeops-init: /partners exists']
+        assert http_get(client['url'] + '/partners/globex/')[0] == 200
+        # A script that does not create what it should is caught.
+        proc = subprocess.run(init + ['/not-created', seed], cwd=instance_dir,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode != 0
+        assert '/not-created still does not exist' in proc.stderr

@@ -7,9 +7,7 @@ reread/update path is exercised.
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -17,73 +15,13 @@ import pytest
 
 from support.paths import VENV_BIN
 from support.ports import free_port
-from support.procs import ProcessGroup, wait_for
-
-
-class Supervisor:
-    """A supervisord of our own, and helpers to define programs for it."""
-
-    def __init__(self, root):
-        self.root = Path(root)
-        self.config = self.root / 'supervisord.conf'
-        self.socket = self.root / 's.sock'
-        self.programs = self.root / 'programs'
-        self.programs.mkdir()
-        self.config.write_text(textwrap.dedent(f'''\
-            [unix_http_server]
-            file={self.socket}
-            [supervisord]
-            logfile={self.root}/supervisord.log
-            pidfile={self.root}/supervisord.pid
-            childlogdir={self.root}
-            nodaemon=true
-            user=root
-            [rpcinterface:supervisor]
-            supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-            [supervisorctl]
-            serverurl=unix://{self.socket}
-            [include]
-            files={self.programs}/*.conf
-            '''))
-
-    def argv(self):
-        return [str(VENV_BIN / 'supervisord'), '-c', str(self.config)]
-
-    def ctl(self, *args):
-        proc = subprocess.run([str(VENV_BIN / 'supervisorctl'), '-c', str(self.config)]
-                              + list(args), capture_output=True, text=True, check=False)
-        return proc.stdout + proc.stderr
-
-    def add_program(self, name, command, **options):
-        lines = [f'[program:{name}]', f'command={command}', 'autostart=false',
-                 'autorestart=false', 'redirect_stderr=true', 'stopwaitsecs=10',
-                 f'stdout_logfile={self.root}/{name}.out']
-        lines += [f'{key}={value}' for key, value in options.items()]
-        (self.programs / f'{name}.conf').write_text('\n'.join(lines) + '\n')
-
-    def module_args(self, **args):
-        args.setdefault('supervisor_config', str(self.config))
-        args.setdefault('supervisorctl', str(VENV_BIN / 'supervisorctl'))
-        return args
+from support.supervisor import running_supervisor
 
 
 @pytest.fixture(scope='module')
 def supervisor():
-    root = tempfile.mkdtemp(prefix='zt-', dir='/tmp')
-    sup = Supervisor(root)
-    with ProcessGroup() as group:
-        proc = group.start(sup.argv(), log_path=str(Path(root) / 'supervisord.out'))
-        try:
-            wait_for(lambda: proc.poll() is not None or sup.ctl('pid').strip().isdigit(),
-                     timeout=30,
-                     what='supervisord to answer on %s' % sup.socket)
-            assert proc.poll() is None, (Path(root) / 'supervisord.out').read_text()
-            yield sup
-        finally:
-            # Stop the programs gracefully first, then supervisord itself by its PID.
-            if proc.poll() is None:
-                sup.ctl('stop', 'all')
-    shutil.rmtree(root, ignore_errors=True)
+    with running_supervisor() as sup:
+        yield sup
 
 
 def make_filestorage(path, value='hello'):

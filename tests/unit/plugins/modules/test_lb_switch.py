@@ -280,6 +280,39 @@ def test_query_reads_without_writing(haproxy):
     assert bare['after']['active'] is None and bare['after']['frozen'] is None
 
 
+def test_query_reports_the_healthy_servers_of_the_active_side(haproxy):
+    result = run(haproxy, stage='test', wait_healthy=5, frontend_url='http://127.0.0.1:8002/')
+    assert result['healthy_servers'] == ['test-client1', 'test-client2']
+    assert result['warnings'] == []
+
+
+def test_query_warns_naming_the_stage_and_url_when_no_server_passes(haproxy):
+    haproxy.servers['be_dev_live'] = {'dev-client1': ['DOWN', 0]}
+    haproxy.check_status = 'L7STS'
+    result = run(haproxy, stage='dev', wait_healthy=0.3, frontend_url='http://127.0.0.1:8000/')
+    assert result['healthy_servers'] == []
+    assert result['warnings'] == [
+        "Stage dev has no healthy backend: no server of be_dev_live passes HAProxy's health "
+        "check (dev-client1 DOWN L7STS), so http://127.0.0.1:8000/ answers 503. Check its Zope "
+        "clients (playbooks/status.yml), the health page (zopeops_health_path) and whether the "
+        "site exists (an init script: zopeops_init_script)."]
+    # Without wait_healthy the query only reports.
+    assert run(haproxy, stage='dev')['warnings'] == []
+
+
+def test_query_waits_for_a_server_whose_first_check_is_pending(haproxy):
+    haproxy.check_status = 'INI'
+    original = haproxy.execute
+
+    def execute(command):
+        if command == 'show stat' and haproxy.sent.count('show stat') >= 2:
+            haproxy.check_status = 'L7OK'
+        return original(command)
+    haproxy.execute = execute
+    result = run(haproxy, stage='dev', wait_healthy=5)
+    assert result['healthy_servers'] == ['dev-client1'] and result['warnings'] == []
+
+
 def test_unknown_stage_names_the_known_ones(haproxy):
     with pytest.raises(lb_switch.SwitchError, match=r"no backend be_prod_live.*Stages it serves: "
                                                     r"dev, test"):
