@@ -8,13 +8,14 @@ PORT_BASE ?= 18400
 PLAYBOOK := $(BIN)/ansible-playbook -i inventories/local -e zopeops_sandbox=$(SANDBOX) -e zopeops_port_base=$(PORT_BASE)
 SYSTEM_PACKAGES := haproxy:haproxy nginx:nginx rsync:rsync git:git chromium:chromium
 
-.PHONY: help deps demo status test test-unit check gates clean push-branding bench bench-cutover bench-deps
+.PHONY: help deps demo demo-plone status test test-unit check gates clean push-branding bench bench-cutover bench-deps
 
 help:
 	@echo "make demo   bring up the local four-stage pipeline, promote beta, test and prod, show each stage"
+	@echo "make demo-plone  a Plone 6 site (examples/plone) on dev and beta: create it, add a page on dev, promote beta"
 	@echo "make test   run the whole test suite"
 	@echo "make check  the fast tier: unit tests and single-component integration tests"
-	@echo "make clean  stop every process of the sandbox and remove it"
+	@echo "make clean  stop every process of the sandboxes (demo and demo-plone) and remove them"
 	@echo "make push-branding PARTNER=acme FROM=dev [TO=test]  push one partner's branding downstream"
 	@echo "make bench  promote.yml against its bare baseline (BENCH_ARGS='--sizes demo,100M,1G --clients 1,2,4 --rounds 3')"
 
@@ -51,6 +52,34 @@ demo: deps
 	echo "beta's /partners/acme now says: $$(curl -s http://127.0.0.1:$$(( $(PORT_BASE) + 1 ))/partners/acme/ | sed 's/<[^>]*>//g')" && \
 	echo && echo "make demo took $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s." && \
 	echo "Status page: $(SANDBOX)/lb/status/status.html (and status.json); full output: $(DEMO_LOG)"
+
+# The Plone example (examples/plone, inventories/plone) on a sandbox of its own: dev and beta.
+# site.yml builds both releases (Plone 6.2 from the shared wheel cache) and creates the site on
+# dev (its init script); a page is added on dev as an editor would, then beta is promoted and
+# shows dev's page, banner and revision.
+PLONE_SANDBOX ?= $(CURDIR)/.sandbox-plone
+PLONE_PORT_BASE ?= 18500
+PLONE_PLAYBOOK := $(BIN)/ansible-playbook -i inventories/plone -e zopeops_sandbox=$(PLONE_SANDBOX) -e zopeops_port_base=$(PLONE_PORT_BASE)
+PLONE_LOG := $(PLONE_SANDBOX)/demo.log
+PLONE_STEPS := ANSIBLE_STDOUT_CALLBACK=zopeops.stages.steps ZOPEOPS_STEPS_LOG=$(PLONE_LOG)
+PLONE_BETA := http://127.0.0.1:$$(( $(PLONE_PORT_BASE) + 1 ))
+demo-plone: deps
+	@mkdir -p $(PLONE_SANDBOX) && : > $(PLONE_LOG) && start=$$(date +%s) && \
+	$(BIN)/python examples/zopeapp/build_demo_repo.py --source examples/plone $(PLONE_SANDBOX)/plone.git >/dev/null && \
+	$(PLONE_STEPS) $(PLONE_PLAYBOOK) playbooks/site.yml && \
+	echo && $(PLONE_STEPS) $(PLONE_PLAYBOOK) playbooks/status.yml -e status_heading=Before && \
+	echo && echo "=== Adding a page on dev, as an editor would ===" && \
+	$(PLONE_SANDBOX)/dev/current/venv/bin/zconsole run $(PLONE_SANDBOX)/dev/etc/zope-console.conf \
+	  $(PLONE_SANDBOX)/dev/current/src/add_page.py news "News from dev" \
+	  "Written on dev at $$(date +%H:%M:%S), promoted to beta." 2>/dev/null && \
+	echo && echo "=== Promoting beta to what dev runs ===" && \
+	$(PLONE_STEPS) $(PLONE_PLAYBOOK) playbooks/promote.yml -e stage=beta && \
+	echo && $(PLONE_STEPS) $(PLONE_PLAYBOOK) playbooks/status.yml -e status_heading=After && \
+	echo && echo "beta's /Plone/news: $$(curl -s $(PLONE_BETA)/Plone/news | grep -o '<h1[^>]*>[^<]*</h1>' | sed 's/<[^>]*>//g')" && \
+	echo "beta's banner: $$(curl -s $(PLONE_BETA)/Plone | grep -o '<div id="zopeops-banner"[^>]*>[^<]*' | sed 's/<[^>]*>//g')" && \
+	echo "beta runs $$(cat $(PLONE_SANDBOX)/beta/current/REVISION), dev runs $$(cat $(PLONE_SANDBOX)/dev/current/REVISION)" && \
+	echo && echo "make demo-plone took $$(( ($$(date +%s) - start) / 60 )) min $$(( ($$(date +%s) - start) % 60 )) s." && \
+	echo "Plone on dev: http://127.0.0.1:$(PLONE_PORT_BASE)/Plone, on beta: $(PLONE_BETA)/Plone (admin password: $(PLONE_SANDBOX)/secrets/zope-admin-password); full output: $(PLONE_LOG)"
 
 status: deps
 	@ANSIBLE_STDOUT_CALLBACK=zopeops.stages.steps ZOPEOPS_STEPS_LOG=$(SANDBOX)/status.log \
@@ -96,5 +125,6 @@ bench-cutover: bench-deps
 	$(BIN)/python bench/cutover_bench.py $(BENCH_ARGS)
 
 clean:
-	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/sandbox-stop $(SANDBOX); fi
-	rm -rf $(SANDBOX)
+	@if [ -x $(BIN)/python ]; then for sandbox in $(SANDBOX) $(PLONE_SANDBOX); do \
+	  $(BIN)/python scripts/sandbox-stop $$sandbox; done; fi
+	rm -rf $(SANDBOX) $(PLONE_SANDBOX)

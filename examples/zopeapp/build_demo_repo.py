@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Turn this example into a bare git repository with the two demo revisions.
+"""Turn an example application into a bare git repository with the two demo revisions.
 
-    python build_demo_repo.py DEST        # e.g. <sandbox>/app.git
+    python build_demo_repo.py DEST                          # this example, e.g. <sandbox>/app.git
+    python build_demo_repo.py --source ../plone DEST        # the Plone example (examples/plone)
 
-DEST gets two commits of this folder's files: first with the banner of v1 (tag ``demo-v1``),
-then the files as they are (tag ``demo-v2``, branch ``main``). Author, committer and dates are
-fixed, so the same source always gives the same SHAs. If DEST already holds both tags nothing
-changes: prints ``exists``; otherwise prints ``created``. Exit code 0 on success.
+DEST gets two commits of the source folder's files: first with the banner of v1 (tag
+``demo-v1``), then the files as they are (tag ``demo-v2``, branch ``main``). Which file holds
+the banner, and its v1 text, is in ``BANNERS`` (by the source folder's name). Author, committer
+and dates are fixed, so the same source always gives the same SHAs. If DEST already holds both
+tags nothing changes: prints ``exists``; otherwise prints ``created``. Exit code 0 on success.
 """
 from __future__ import annotations
 
@@ -19,8 +21,13 @@ import tempfile
 
 HERE = pathlib.Path(__file__).resolve().parent
 TAGS = ('demo-v1', 'demo-v2')
-BANNER_FILE = pathlib.Path('Products', 'ZopeOpsDemo', 'banner.py')
-BANNER_V1 = 'ZopeOps demo v1: partner brandings'
+# Per example (its folder's name): the file whose BANNER differs between the tags, and v1's text.
+BANNERS = {
+    'zopeapp': (pathlib.Path('Products', 'ZopeOpsDemo', 'banner.py'),
+                'ZopeOps demo v1: partner brandings'),
+    'plone': (pathlib.Path('zopeops_plonedemo', 'banner.py'),
+              'ZopeOps Plone demo v1: the banner viewlet'),
+}
 # What is built or cached in the working folder, never source.
 SKIP_NAMES = {'__pycache__', '.pytest_cache', 'build', 'dist', '.git', '.venv', 'venv'}
 SKIP_SUFFIXES = ('.pyc', '.pyo', '.egg-info')
@@ -65,26 +72,26 @@ def has_tags(dest):
     return True
 
 
-def source_files():
-    """This folder's source files, relative paths, sorted (so the tree never depends on
+def source_files(source):
+    """The source folder's files, relative paths, sorted (so the tree never depends on
     directory order)."""
     files = []
-    for dirpath, dirnames, filenames in os.walk(HERE):
+    for dirpath, dirnames, filenames in os.walk(source):
         dirnames[:] = sorted(d for d in dirnames
                              if d not in SKIP_NAMES and not d.endswith(SKIP_SUFFIXES))
         for name in sorted(filenames):
             if not name.endswith(SKIP_SUFFIXES):
-                files.append(pathlib.Path(dirpath, name).relative_to(HERE))
+                files.append(pathlib.Path(dirpath, name).relative_to(source))
     return files
 
 
-def copy_source(work):
-    for relative in source_files():
+def copy_source(source, work):
+    for relative in source_files(source):
         target = work / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(HERE / relative, target)
+        shutil.copyfile(source / relative, target)
         # git records only the executable bit: keep it, so the tree matches the source.
-        os.chmod(target, 0o755 if os.access(HERE / relative, os.X_OK) else 0o644)
+        os.chmod(target, 0o755 if os.access(source / relative, os.X_OK) else 0o644)
 
 
 def commit(work, tag):
@@ -94,19 +101,20 @@ def commit(work, tag):
     git('tag', tag, cwd=work)
 
 
-def build(dest):
+def build(source, dest):
+    banner_file, banner_v1 = BANNERS[source.name]
     with tempfile.TemporaryDirectory(prefix='zopeops-demo-repo-') as tmp:
         work = pathlib.Path(tmp, 'work')
         work.mkdir()
         git('init', '-q', '-b', 'main', str(work))
-        copy_source(work)
-        banner = work / BANNER_FILE
+        copy_source(source, work)
+        banner = work / banner_file
         banner.write_text(
             "# The one line that differs between the demo revisions "
             "(build_demo_repo.py rewrites it for v1).\n"
-            "BANNER = %r\n" % BANNER_V1, encoding='utf-8')
+            "BANNER = %r\n" % banner_v1, encoding='utf-8')
         commit(work, 'demo-v1')
-        copy_source(work)
+        copy_source(source, work)
         commit(work, 'demo-v2')
         if not (dest / 'HEAD').exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -116,11 +124,20 @@ def build(dest):
 
 
 def main(argv):
-    if len(argv) != 2:
-        print('usage: build_demo_repo.py DEST  (a bare git repository to create)',
-              file=sys.stderr)
+    args = argv[1:]
+    source = HERE
+    if len(args) == 3 and args[0] == '--source':
+        source = pathlib.Path(args[1]).resolve()
+        args = args[2:]
+    if len(args) != 1:
+        print('usage: build_demo_repo.py [--source EXAMPLE_DIR] DEST  (a bare git repository '
+              'to create)', file=sys.stderr)
         return 2
-    dest = pathlib.Path(argv[1]).absolute()
+    if source.name not in BANNERS:
+        print('%s is not one of the examples (%s); --source takes examples/<name>.'
+              % (source, ', '.join(sorted(BANNERS))), file=sys.stderr)
+        return 2
+    dest = pathlib.Path(args[0]).absolute()
     if has_tags(dest):
         print('exists')
         return 0
@@ -128,7 +145,7 @@ def main(argv):
         print('%s exists and is not a git repository; remove it or choose another DEST.'
               % dest, file=sys.stderr)
         return 1
-    build(dest)
+    build(source, dest)
     print('created')
     return 0
 

@@ -56,8 +56,9 @@ def git(*args, git_dir):
                           text=True, check=True).stdout.strip()
 
 
-def build_demo_repo(dest):
-    proc = subprocess.run([sys.executable, str(BUILD_REPO), str(dest)], capture_output=True,
+def build_demo_repo(dest, source=None):
+    argv = [sys.executable, str(BUILD_REPO)] + (['--source', str(source)] if source else [])
+    proc = subprocess.run(argv + [str(dest)], capture_output=True,
                           text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
@@ -117,21 +118,25 @@ def run_playbook(workdir, extra_vars, password=ADMIN_PASSWORD):
     return int(recap.group(1))
 
 
-def test_demo_repository_is_deterministic_and_idempotent(tmp_path):
+@pytest.mark.parametrize('source, banner_file', [
+    (None, 'Products/ZopeOpsDemo/banner.py'),
+    (APP.parent / 'plone', 'zopeops_plonedemo/banner.py'),
+], ids=['zopeapp', 'plone'])
+def test_demo_repository_is_deterministic_and_idempotent(tmp_path, source, banner_file):
     first, second = tmp_path / 'a' / 'app.git', tmp_path / 'b' / 'app.git'
-    assert build_demo_repo(first) == 'created'
-    assert build_demo_repo(second) == 'created'
+    assert build_demo_repo(first, source) == 'created'
+    assert build_demo_repo(second, source) == 'created'
     assert refs(first) == refs(second)
     shas = refs(first)
     assert shas['refs/heads/main'] == shas['refs/tags/demo-v2']
     assert shas['refs/tags/demo-v1'] != shas['refs/tags/demo-v2']
     assert git('rev-parse', 'demo-v2^', git_dir=first) == shas['refs/tags/demo-v1']
     assert git('symbolic-ref', 'HEAD', git_dir=first) == 'refs/heads/main'
-    v1_banner = git('show', 'demo-v1:Products/ZopeOpsDemo/banner.py', git_dir=first)
-    v2_banner = git('show', 'demo-v2:Products/ZopeOpsDemo/banner.py', git_dir=first)
+    v1_banner = git('show', 'demo-v1:' + banner_file, git_dir=first)
+    v2_banner = git('show', 'demo-v2:' + banner_file, git_dir=first)
     assert 'demo v1' in v1_banner and 'demo v2' in v2_banner
     # A second run changes nothing.
-    assert build_demo_repo(first) == 'exists'
+    assert build_demo_repo(first, source) == 'exists'
     assert refs(first) == shas
 
 
