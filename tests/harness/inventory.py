@@ -121,7 +121,10 @@ def build(addresses, workdir, ssh_key, known_hosts, ssh_user, prod_clients=(3, 3
 
 
 def group_vars(workdir, ssh_key, known_hosts, ssh_user, service_user):
-    python = os.path.realpath(sys.executable)
+    # The project's venv (its own folder, not the interpreter it links to).
+    venv_bin = os.path.join(os.path.realpath(os.path.dirname(os.path.dirname(sys.executable))),
+                            'bin')
+    python = os.path.join(venv_bin, 'python')
     workdir = pathlib.Path(workdir)
     return {
         'ansible_connection': 'ssh',
@@ -134,6 +137,8 @@ def group_vars(workdir, ssh_key, known_hosts, ssh_user, service_user):
         # The machines share /usr and /work with this one: the project's venv is their Python.
         'ansible_python_interpreter': python,
         'zopeops_pipeline': ['dev', 'beta', 'test', 'prod'],
+        # Where every stage starts (dev follows main: host var of dev-dev1).
+        'zopeops_revision': 'demo-v1',
         'zopeops_root': '/srv/zopeops',
         'zopeops_runtime_dir': '/run/zopeops',
         'zopeops_process_manager': 'supervisord',
@@ -142,10 +147,12 @@ def group_vars(workdir, ssh_key, known_hosts, ssh_user, service_user):
         # The demo repository is built once, in the harness's folder that every machine sees.
         'zopeops_app_repo': str(workdir / 'app.git'),
         'zopeops_demo_app': True,
-        'zopeops_tools_bin': os.path.dirname(python),
+        'zopeops_tools_bin': venv_bin,
         'zope_client_environment': {'ZOPEOPS_FAULT_FILE': '{{ zopeops_instance_dir }}/var/FAULT'},
         # The wheel cache of this machine, shared: each machine builds its own releases fast.
         'app_release_cache_dir': os.path.expanduser('~/.cache/zopeops-stages'),
+        # The machines have no route out: releases install from that cache only.
+        'app_release_installer_env': {'UV_OFFLINE': '1'},
         'zopeops_admin_password_file': str(workdir / 'secrets' / 'zope-admin-password'),
         'zope_client_admin_password': (
             "{{ lookup('ansible.builtin.password', zopeops_admin_password_file, "
