@@ -53,6 +53,33 @@ options:
     default: 30
 '''
 
+    # Owner, group and mode of the files the module writes (like ansible.builtin.file's).
+    OWNERSHIP = r'''
+options:
+  owner:
+    description:
+      - The account that owns the files the module writes or installs (and the folders it
+        makes), usually the service user ZEO and Zope run as (C(zopeops_service_user)). A
+        name or a uid; it must exist on the host. Omit it to leave the owner to the user the
+        module runs as.
+    type: str
+  group:
+    description:
+      - The group of those files; a name or a gid. Omit it to leave the group as it is.
+    type: str
+  file_mode:
+    description:
+      - Permissions of those files, an octal string like C("0600"). Folders get the same with
+        C(x) wherever C(r) is set (C(0600) -> C(0700), C(0640) -> C(0750)); a file that is
+        not writable (a committed blob) stays not writable. Not called C(mode) because
+        M(zopeops.stages.zodb_snapshot) has a C(mode) option already.
+      - Default C(0600), or C(0640) when O(group) is given.
+    type: raw
+notes:
+  - Files that already have the wanted owner, group and mode are not touched; the module
+    reports C(changed) when it had to change any (RV(attributes_changed)).
+'''
+
     # Free space kept on the destination filesystem.
     RESERVE = r'''
 options:

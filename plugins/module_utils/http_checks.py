@@ -21,7 +21,9 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from ansible_collections.zopeops.stages.plugins.module_utils.redact import redact_url
 
 try:
     import requests
@@ -32,7 +34,6 @@ except ImportError:  # pragma: no cover - requests is in requirements.txt
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_WORKERS = 32
-REDACTED = '********'
 
 
 class CheckSpecError(ValueError):
@@ -41,69 +42,6 @@ class CheckSpecError(ValueError):
     def __init__(self, problems):
         self.problems = list(problems)
         super().__init__('; '.join(self.problems))
-
-
-def redact_url(url):
-    """``http://user:pw@host/x`` -> ``http://********@host/x``; other URLs unchanged."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ''
-    if parts.port:
-        host = '%s:%d' % (host, parts.port)
-    return urlunsplit((parts.scheme, REDACTED + '@' + host, parts.path, parts.query,
-                       parts.fragment))
-
-
-class Scrubber:
-    """Replaces every secret value in texts (and nested results) by ``********``."""
-
-    def __init__(self, secrets):
-        expanded = set()
-        for secret in secrets:
-            if secret and len(str(secret)) >= 3:
-                expanded.add(str(secret))
-        self.secrets = sorted(expanded, key=len, reverse=True)
-
-    def text(self, value):
-        if not isinstance(value, str):
-            return value
-        for secret in self.secrets:
-            value = value.replace(secret, REDACTED)
-        return value
-
-    def deep(self, value):
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, dict):
-            return {key: self.deep(item) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.deep(item) for item in value]
-        return value
-
-
-def secrets_of(password=None, headers=None, urls=()):
-    """The values to scrub: the password, its basic-auth token, header values, URL passwords."""
-    secrets = []
-    if password:
-        secrets.append(password)
-    for value in (headers or {}).values():
-        value = str(value)
-        secrets.append(value)
-        # 'Basic abc' / 'Bearer xyz': the token alone is a secret too.
-        if ' ' in value:
-            secrets.append(value.split(' ', 1)[1])
-    for url in urls:
-        try:
-            url_password = urlsplit(url).password
-        except ValueError:
-            url_password = None
-        if url_password:
-            secrets.append(url_password)
-    return secrets
 
 
 def basic_auth_token(username, password):

@@ -6,9 +6,13 @@
 Every role and playbook reads the topology from this one model instead of walking groups and
 hostvars itself, so that a bad inventory is refused once, early, with every mistake named.
 
-Inventory conventions (see docs/inventory.md):
-  groups   S_zeo (one host), S_clients, and for the twin S_upgrade_zeo, S_upgrade_clients
-  hostvars zopeops_zeo_port, zopeops_clients: [{name, port}], ansible_host
+Inventory conventions (see docs/architecture.md):
+  groups   S_zeo (one host), S_clients, and for the twin S_upgrade_zeo, S_upgrade_clients;
+           lb (at least one host: every promotion switches the traffic there)
+  hostvars zopeops_zeo_port, zopeops_clients: [{name, port}], ansible_host,
+           zopeops_bind_address (the private address ZEO and Zope listen on; ansible_host
+           when unset), zopeops_service_user (never empty or root outside the local sandbox,
+           which zopeops_sandbox marks)
   stage    zopeops_lb_port and zopeops_data_policy, read from the stage's ZEO host
 """
 from __future__ import annotations
@@ -45,6 +49,34 @@ def _as_port(value, what, problems):
 
 def _machine(hostvars, host):
     return str(hostvars.get('ansible_host') or host)
+
+
+def _address(hostvars, host):
+    """Where a host's ZEO server or Zope clients listen, and where their peers reach them: the
+    inventory's private address (zopeops_bind_address), else the machine's ansible_host."""
+    return str(hostvars.get('zopeops_bind_address') or _machine(hostvars, host))
+
+
+ROOT_ACCOUNTS = ('', 'root', '0')
+
+
+def _check_service_users(hosts, hostvars, problems):
+    """Outside the local sandbox (zopeops_sandbox), ZEO and Zope must not run as root."""
+    refused = {}
+    for host in hosts:
+        host_vars = hostvars[host]
+        if host_vars.get('zopeops_sandbox'):
+            continue
+        user = str(host_vars.get('zopeops_service_user') or '').strip()
+        if user in ROOT_ACCOUNTS:
+            refused.setdefault(user or 'empty', []).append(host)
+    for user, names in sorted(refused.items()):
+        problems.append(
+            'zopeops_service_user is %s on %s: on a real host ZEO and Zope must not run as '
+            'root. Set zopeops_service_user to an unprivileged account that exists on the '
+            'machines (e.g. zope, in group_vars/all); only the local sandbox (zopeops_sandbox '
+            'set) may run them as the connecting user.'
+            % ('root' if user != 'empty' else 'empty', ', '.join(sorted(names))))
 
 
 def _side(groups, hostvars, stage, side, problems):
@@ -85,14 +117,16 @@ def _side(groups, hostvars, stage, side, problems):
                 continue
             port = _as_port(entry.get('port'), 'port of client %s on %s' % (entry['name'], host),
                             problems)
+            address = _address(hostvars[host], host)
             clients.append({'host': host, 'name': str(entry['name']),
-                            'address': _machine(hostvars[host], host), 'port': port,
-                            'id': '%s-%s' % (inst, entry['name']),
-                            'url': 'http://%s:%s' % (_machine(hostvars[host], host), port)})
+                            'address': address, 'machine': _machine(hostvars[host], host),
+                            'port': port, 'id': '%s-%s' % (inst, entry['name']),
+                            'url': 'http://%s:%s' % (_url_host(address), port)})
     return {
         'instance': inst,
         'side': side,
-        'zeo': {'host': zeo_host, 'address': _machine(zeo_vars, zeo_host), 'port': zeo_port},
+        'zeo': {'host': zeo_host, 'address': _address(zeo_vars, zeo_host),
+                'machine': _machine(zeo_vars, zeo_host), 'port': zeo_port},
         'clients': clients,
         'hosts': sorted(set([zeo_host] + client_hosts)),
     }
@@ -140,14 +174,26 @@ def build_model(groups, hostvars, pipeline):
         stages[stage] = entry
 
     lb_hosts = list(groups.get('lb') or [])
-    lb_address = _machine(hostvars[lb_hosts[0]], lb_hosts[0]) if lb_hosts else None
-    _check_ports(stages, lb_address, problems)
+    if not lb_hosts:
+        problems.append(
+            "Group 'lb' has no hosts: every promotion switches, freezes and verifies the "
+            "traffic on the load balancers listed there, and without one it would do nothing. "
+            "Add the HAProxy (or nginx) machines to group 'lb'.")
+    _check_ports(stages, [_machine(hostvars[host], host) for host in lb_hosts], problems)
+    instance_hosts = sorted(set(host for stage in stages.values()
+                                for side in (stage['live'], stage['upgrade']) if side
+                                for host in side['hosts']))
+    _check_service_users(instance_hosts, hostvars, problems)
     if problems:
         raise PipelineError(problems)
     return {'pipeline': pipeline, 'stages': stages, 'lb_hosts': lb_hosts}
 
 
-def _check_ports(stages, lb_address, problems):
+def _url_host(address):
+    return '[%s]' % address if ':' in address else address
+
+
+def _check_ports(stages, lb_machines, problems):
     """Two listeners on one machine and port would collide: name both."""
     owners = {}
 
@@ -162,15 +208,15 @@ def _check_ports(stages, lb_address, problems):
             owners[key] = owner
 
     for stage in stages.values():
-        if lb_address is not None:
-            claim(lb_address, stage['lb_port'], 'the load-balancer frontend of %s' % stage['name'])
+        for lb_machine in lb_machines:
+            claim(lb_machine, stage['lb_port'], 'the load-balancer frontend of %s' % stage['name'])
         for side in (stage['live'], stage['upgrade']):
             if not side:
                 continue
-            claim(side['zeo']['address'], side['zeo']['port'],
+            claim(side['zeo']['machine'], side['zeo']['port'],
                   'the ZEO server of %s' % side['instance'])
             for client in side['clients']:
-                claim(client['address'], client['port'], 'Zope client %s' % client['id'])
+                claim(client['machine'], client['port'], 'Zope client %s' % client['id'])
 
 
 def check_urls(model, lb_address, path='/'):

@@ -32,6 +32,7 @@ import time
 
 from ansible_collections.zopeops.stages.plugins.module_utils.files import (
     LockTimeout, append_line, atomic_write, file_lock, read_json)
+from ansible_collections.zopeops.stages.plugins.module_utils.redact import redact_deep
 
 # A run whose state says one of these has traffic somewhere unusual or a half-done plan: a
 # plain new promotion of that stage is refused until it is resumed or rolled back, and the
@@ -213,6 +214,7 @@ def update_state(state_dir, stage, run_id, update=None, event=None, now=time.tim
             state['step'] = event['phase']
     state['updated_epoch'] = int(stamp)
     state['updated_at'] = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(stamp))
+    state = redact_deep(state)  # a failure message may quote a URL with credentials
     atomic_write(paths['state'], json.dumps(state, indent=2, sort_keys=True) + '\n', mode=0o640)
     if state.get('step') and holder.get('step') != state['step']:
         atomic_write(paths['owner'], json.dumps(dict(holder, step=state['step']), indent=2,
@@ -230,6 +232,7 @@ def start_state(state_dir, stage, previous, fresh, run_id):
     state = {key: previous[key] for key in ('rollback_target',) if key in previous}
     state.update(fresh)
     state.setdefault('events', [])
+    state = redact_deep(state)
     atomic_write(_paths(state_dir, stage)['state'],
                  json.dumps(state, indent=2, sort_keys=True) + '\n', mode=0o640)
     return state
@@ -237,7 +240,7 @@ def start_state(state_dir, stage, previous, fresh, run_id):
 
 def append_ledger(state_dir, entry):
     path = os.path.join(state_dir, 'ledger.jsonl')
-    append_line(path, json.dumps(entry, sort_keys=True))
+    append_line(path, json.dumps(redact_deep(entry), sort_keys=True))
     return path
 
 

@@ -18,6 +18,8 @@ import datetime
 import html
 import struct
 
+from ansible_collections.zopeops.stages.plugins.module_utils.redact import redact_deep
+
 SHORT = 7
 
 
@@ -297,14 +299,15 @@ def build_report(model, instances, lb=None, probes=None, promotions=None, refs=N
                 if (side['side'] == 'live' or side['health'] == 'failed') and not client['ok']:
                     problems.append('%s: %s' % (client['id'], client['error'] or 'HTTP %s'
                                                 % client['status']))
-    return {
+    # status.json and status.html are made from this: no user:password@ of a URL gets there.
+    return redact_deep({
         'generated_at': generated_at,
         'pipeline': list(model['pipeline']),
         'stages': stages,
         'healthy': all(s['health'] == 'ok' for s in stages),
         'problems': problems,
         'drift': ['%s: %s' % (s['name'], d) for s in stages for d in s['drift']],
-    }
+    })
 
 
 # --------------------------------------------------------------------------- text

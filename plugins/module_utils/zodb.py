@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import datetime
 import errno
+import os
 import sys
 import time
+
+from ansible_collections.zopeops.stages.plugins.module_utils import files
 
 
 class ZODBDataError(Exception):
@@ -36,6 +39,52 @@ def import_zodb(module):
                 'ansible_python_interpreter: <root>/<instance>/current/venv/bin/python for '
                 'this task.' % (sys.executable, exc),
             python=sys.executable)
+
+
+def ownership_of(module):
+    """The module's owner/group/file_mode options as a files.Ownership, or fail naming the
+    option before anything is written."""
+    try:
+        return files.Ownership.from_params(module.params)
+    except files.OwnershipError as exc:
+        module.fail_json(msg=str(exc))
+
+
+def storage_paths(path, blob_dir=None):
+    """What the data modules write for a FileStorage: the Data.fs, its install record, the
+    pairs kept beside them (``.prev-<stamp>``, a pack's ``.old``) and the blob folder with its
+    kept pairs. Not the index and lock files, which the ZEO server writes itself (as the service
+    user, with its unit's umask)."""
+    paths = []
+    for base, extra in ((path, ('.installed.json', '.old')), (blob_dir, ())):
+        if not base:
+            continue
+        base = os.path.abspath(base).rstrip('/')
+        folder, name = os.path.split(base)
+        try:
+            entries = sorted(os.listdir(folder))
+        except FileNotFoundError:
+            continue
+        owned = [name] + [name + suffix for suffix in extra]
+        kept = tuple(prefix + '.prev-' for prefix in owned)
+        paths.extend(os.path.join(folder, entry) for entry in entries
+                     if entry in owned or entry.startswith(kept))
+    return paths
+
+
+def apply_ownership(module, ownership, paths, result, folders=()):
+    """Give every path and what is below it (and each of ``folders`` itself, not what is in
+    it) the service's owner, group and modes; records ``attributes_changed`` and marks the
+    result changed if any path changed."""
+    count = sum(ownership.apply_tree(folder, check=module.check_mode, recurse=False)
+                for folder in folders)
+    # A blob folder's tmp/ is the ZEO server's (or a reader's) own, made while it runs;
+    # .removed is the list of removed blobs that every pack writes anew.
+    count += sum(ownership.apply_tree(path, check=module.check_mode, skip=('tmp', '.removed'))
+                 for path in paths)
+    result['attributes_changed'] = count
+    if count:
+        result['changed'] = True
 
 
 def now_iso():

@@ -146,6 +146,13 @@ def write_json_atomic(path, data):
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
+def snapshot_paths(snapshot_dir):
+    """What a snapshot folder holds that the snapshot consists of (for its owner and modes):
+    its Data.fs, its manifest and its blob folder; not an index or lock a reader left."""
+    return [os.path.join(snapshot_dir, name) for name in
+            (SNAPSHOT_DATA_NAME, MANIFEST_NAME, SNAPSHOT_BLOB_NAME)]
+
+
 def write_manifest(snapshot_dir, manifest):
     manifest = dict(manifest)
     manifest.setdefault('format', MANIFEST_FORMAT)

@@ -205,8 +205,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.zopeops.stages.plugins.module_utils.http_checks import (
-    Scrubber, redact_url, secrets_of)
+from ansible_collections.zopeops.stages.plugins.module_utils.redact import (
+    module_scrubber, redact_url)
 
 SHA_RE = re.compile(r'^[0-9a-f]{40}$')
 
@@ -427,9 +427,7 @@ def main():
     params = dict(module.params)
     # Credentials in the repository URL: Ansible masks the password in everything it prints,
     # the scrubber covers texts we build (git's own errors), release.json gets the redacted URL.
-    scrub = Scrubber(secrets_of(urls=[params['repo']]))
-    for secret in scrub.secrets:
-        module.no_log_values.add(secret)
+    scrub = module_scrubber(module, urls=[params['repo']])
     shown_repo = redact_url(params['repo'])
 
     def fail(msg, **extra):

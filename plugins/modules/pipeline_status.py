@@ -122,6 +122,9 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.zopeops.stages.plugins.module_utils.redact import (
+    module_scrubber, redact_deep)
+
 TXN_HEADER = struct.Struct('>8sQcHHH')
 MAGIC = b'FS21'
 
@@ -304,11 +307,16 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    module_scrubber(module, urls=[probe.get('url') or '' for probe in params['probes']]
+                    + [client.get('url') or '' for spec in params['instances']
+                       for client in spec['clients']])
     instances = {spec['instance']: instance_status(spec, params['timeout'], params['info_path'])
                  for spec in params['instances']}
     probes = {probe['name']: ask(probe['url'], params['timeout']) for probe in params['probes']}
-    module.exit_json(changed=False, instances=instances, probes=probes,
-                     promotions=promotions_status(params['promotions_dir']))
+    # A probe URL or a file read (deployed.json, the ledger) may hold user:password@: never
+    # returned.
+    module.exit_json(**redact_deep(dict(changed=False, instances=instances, probes=probes,
+                                        promotions=promotions_status(params['promotions_dir']))))
 
 
 if __name__ == '__main__':

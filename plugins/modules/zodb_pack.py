@@ -24,6 +24,7 @@ description:
   - B(Errors.) A failure, a full disk (C(ENOSPC)) included, is reported with the path and
     what to do. ZODB renames the packed file in only once it is complete, so the storage is
     as it was after a failed pack.
+  - "B(Ownership): The packed Data.fs and the files named after it beside it, and the blob folder get O(owner), O(group) and O(file_mode) (C(0600) by default: the data is the service's alone)."
 version_added: 0.1.0
 author:
   - zopeops.stages developers (@zopeops)
@@ -31,6 +32,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - zopeops.stages.zodb
   - zopeops.stages.zodb.storage
+  - zopeops.stages.zodb.ownership
   - zopeops.stages.zodb.zeo
 options:
   path:
@@ -97,6 +99,12 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+attributes_changed:
+  description: How many of the packed Data.fs, a kept C(.old) and the blob folder (offline packs) got (in check mode, would get) the owner, group or mode of
+    O(owner), O(group) and O(file_mode); 0 when they had them already.
+  type: int
+  returned: success
+  sample: 3
 mode:
   description: C(offline) or C(online).
   type: str
@@ -152,6 +160,7 @@ from ansible_collections.zopeops.stages.plugins.module_utils import zodb_format 
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_blobs as zblob
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_locks as zlock
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_zeo as zzeo
+from ansible_collections.zopeops.stages.plugins.module_utils import files
 
 
 def count_blobs(blob_dir):
@@ -300,12 +309,14 @@ def main():
             gc=dict(type='bool', default=True),
             keep_old=dict(type='bool', default=False),
             lock_timeout=dict(type='float', default=zlock.DEFAULT_LOCK_TIMEOUT),
+            **files.OWNERSHIP_ARGS
         ),
         required_one_of=[('path', 'zeo_address')],
         mutually_exclusive=[('path', 'zeo_address')],
         supports_check_mode=True,
     )
     zu.import_zodb(module)
+    ownership = zu.ownership_of(module)
     if module.params['days'] < 0:
         module.fail_json(msg='days is %s; it must be 0 or more (days of history to keep).'
                          % module.params['days'])
@@ -314,6 +325,8 @@ def main():
     try:
         if module.params['path']:
             pack_offline(module, result)
+            zu.apply_ownership(module, ownership, zu.storage_paths(
+                module.params['path'], module.params['blob_dir']), result)
         else:
             pack_online(module, result)
     except zu.ZODBDataError as exc:

@@ -57,6 +57,7 @@ description:
     the target's last transaction is still the snapshot's tid and either that record names the
     same snapshot or, without a record, the target's Data.fs has the snapshot's size and
     checksums. A swap is C(changed) false when the record names the asked pair as installed.
+  - "B(Ownership): The installed Data.fs and the files named after it beside it (index, manifests, kept pairs), the blob folder and its kept pairs get O(owner), O(group) and O(file_mode) (C(0600) by default: the data is the service's alone)."
 version_added: 0.1.0
 author:
   - zopeops.stages developers (@zopeops)
@@ -64,6 +65,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - zopeops.stages.zodb
   - zopeops.stages.zodb.storage
+  - zopeops.stages.zodb.ownership
   - zopeops.stages.zodb.reserve
 options:
   snapshot:
@@ -160,6 +162,12 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+attributes_changed:
+  description: How many of the installed Data.fs, its install record, the kept pairs and the blob folders got (in check mode, would get) the owner, group or mode of
+    O(owner), O(group) and O(file_mode); 0 when they had them already.
+  type: int
+  returned: success
+  sample: 3
 tid:
   description: The installed last transaction id (the manifest's, or the kept pair's), 16 hex
     digits.
@@ -251,6 +259,7 @@ from ansible_collections.zopeops.stages.plugins.module_utils import zodb_manifes
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_blobs as zblob
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_locks as zlock
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_zeo as zzeo
+from ansible_collections.zopeops.stages.plugins.module_utils import files
 
 
 def verify_snapshot(params, manifest):
@@ -795,12 +804,14 @@ def main():
             zeo_address=dict(type='str'),
             fstest=dict(type='bool', default=False),
             reserve_bytes=dict(type='int', default=0),
+            **files.OWNERSHIP_ARGS
         ),
         required_one_of=[('snapshot', 'previous')],
         mutually_exclusive=[('snapshot', 'previous')],
         supports_check_mode=True,
     )
     zu.import_zodb(module)
+    ownership = zu.ownership_of(module)
     params = module.params
     if params['keep_previous'] < 0:
         module.fail_json(msg='keep_previous is %d; use 0 or more.' % params['keep_previous'])
@@ -823,6 +834,8 @@ def main():
             rollback(module, result, guard)
         else:
             install(module, result, guard, resumed)
+        zu.apply_ownership(module, ownership,
+                           zu.storage_paths(params['path'], params['blob_dir']), result)
     except zu.ZODBDataError as exc:
         result.pop('diff', None)
         module.fail_json(msg=str(exc), **result)

@@ -90,6 +90,7 @@ description:
     cut-off refresh is cut back to what its manifest describes).
   - B(Idempotence.) C(changed) is false when the source has no new committed transaction
     since the snapshot in O(dest).
+  - "B(Ownership): The snapshot folder O(dest) and everything in it get O(owner), O(group) and O(file_mode) (C(0600) by default: the data is the service's alone)."
 version_added: 0.1.0
 author:
   - zopeops.stages developers (@zopeops)
@@ -97,6 +98,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - zopeops.stages.zodb
   - zopeops.stages.zodb.storage
+  - zopeops.stages.zodb.ownership
   - zopeops.stages.zodb.reserve
 options:
   path:
@@ -220,6 +222,12 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+attributes_changed:
+  description: How many of the snapshot's files and folders (O(dest), its Data.fs, manifest and blobs) got (in check mode, would get) the owner, group or mode of
+    O(owner), O(group) and O(file_mode); 0 when they had them already.
+  type: int
+  returned: success
+  sample: 3
 mode_used:
   description: C(full), C(incremental), or C(unchanged) when nothing new was committed.
   type: str
@@ -321,6 +329,7 @@ from ansible_collections.zopeops.stages.plugins.module_utils import zodb_copy as
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_manifest as zman
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_blobs as zblob
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_locks as zlock
+from ansible_collections.zopeops.stages.plugins.module_utils import files
 
 
 def incremental_problem(src_fd, src_size, src_path, dest, manifest, checksum, verify='spans'):
@@ -762,10 +771,12 @@ def main():
             verify=dict(type='str', choices=list(zcopy.VERIFY_MODES), default='spans'),
             span_bytes=dict(type='int', default=zcopy.DEFAULT_SPAN_BYTES),
             lock_timeout=dict(type='float', default=zlock.DEFAULT_LOCK_TIMEOUT),
+            **files.OWNERSHIP_ARGS
         ),
         supports_check_mode=True,
     )
     zu.import_zodb(module)
+    ownership = zu.ownership_of(module)
     params = module.params
     if params['span_bytes'] < 1:
         module.fail_json(msg='span_bytes is %d; use a positive number of bytes (default %d).'
@@ -777,6 +788,8 @@ def main():
     result = {'changed': False}
     try:
         take_snapshot(module, result)
+        zu.apply_ownership(module, ownership, zman.snapshot_paths(params['dest']), result,
+                           folders=[params['dest']])
     except zu.ZODBDataError as exc:
         module.fail_json(msg='Snapshot of %s into %s failed: %s' % (
             params['path'], params['dest'], exc), duration=zu.elapsed(started), **result)

@@ -178,7 +178,8 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zopeops.stages.plugins.module_utils.http_checks import (
-    CheckSpecError, Scrubber, build_checks, failure_summary, run_checks, secrets_of)
+    CheckSpecError, build_checks, failure_summary, run_checks)
+from ansible_collections.zopeops.stages.plugins.module_utils.redact import module_scrubber
 
 
 def main():
@@ -204,12 +205,9 @@ def main():
     )
     params = module.params
     urls = params['urls']
-    secrets = secrets_of(params['url_password'], params['headers'],
-                         [u if isinstance(u, str) else str((u or {}).get('url', ''))
-                          for u in urls])
-    # Also masks a password written into a URL where Ansible echoes the module's arguments.
-    module.no_log_values.update(secret for secret in secrets if len(secret) >= 3)
-    scrub = Scrubber(secrets)
+    scrub = module_scrubber(module, params['url_password'], params['headers'],
+                            [u if isinstance(u, str) else str((u or {}).get('url', ''))
+                             for u in urls])
     try:
         checks = build_checks(urls, params['status_codes'], params['body_regex'],
                               params['max_latency'], params['expected_revision'],

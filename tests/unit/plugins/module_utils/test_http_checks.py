@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ansible_collections.zopeops.stages.plugins.module_utils import http_checks as hc
+from ansible_collections.zopeops.stages.plugins.module_utils import redact
 
 
 def fake_fetch(answers):
@@ -28,12 +29,12 @@ def one(url='http://h/', **kwargs):
 
 
 def test_redact_url():
-    assert hc.redact_url('http://u:secret@h:8080/x?y=1') == 'http://********@h:8080/x?y=1'
-    assert hc.redact_url('http://h/x') == 'http://h/x'
+    assert redact.redact_url('http://u:secret@h:8080/x?y=1') == 'http://********@h:8080/x?y=1'
+    assert redact.redact_url('http://h/x') == 'http://h/x'
 
 
 def test_scrubber_removes_secrets_everywhere():
-    scrub = hc.Scrubber(hc.secrets_of('pw123', {'Authorization': 'Bearer tok999'},
+    scrub = redact.Scrubber(redact.secrets_of('pw123', {'Authorization': 'Bearer tok999'},
                                       ['http://a:urlpw@h/']))
     data = {'a': ['x pw123 y', {'b': 'Bearer tok999'}], 'c': 'urlpw and tok999', 'n': 3}
     assert json.dumps(scrub.deep(data)).count('********') == 4

@@ -29,6 +29,8 @@ def inventory():
         'test_upgrade-a': {'ansible_host': 'm3',
                            'zopeops_clients': [{'name': 'client1', 'port': 8090}]},
     }
+    for host_vars in hostvars.values():
+        host_vars['zopeops_service_user'] = 'zope'
     return groups, hostvars
 
 
@@ -44,7 +46,8 @@ def test_model_derives_predecessors_addresses_and_twins():
     assert test['predecessor'] == 'dev' and test['successor'] is None
     assert model['stages']['dev']['predecessor'] is None
     assert test['lb_port'] == 82 and test['data_policy'] == 'self'
-    assert test['live']['zeo'] == {'host': 'test-db', 'address': 'm2', 'port': 8100}
+    assert test['live']['zeo'] == {'host': 'test-db', 'address': 'm2', 'machine': 'm2',
+                                   'port': 8100}
     assert [(c['address'], c['port'], c['id']) for c in test['live']['clients']] == [
         ('m2', 8080, 'test-client1'), ('m3', 8080, 'test-client2')]
     assert test['upgrade']['instance'] == 'test_upgrade'
@@ -122,3 +125,64 @@ def test_check_urls_cover_every_frontend_and_live_client():
         {'name': 'dev-client1', 'url': 'http://m1:8080/@@ok'},
         {'name': 'test-client1', 'url': 'http://m2:8080/@@ok'},
         {'name': 'test-client2', 'url': 'http://m3:8080/@@ok'}]
+
+
+def test_an_inventory_without_balancers_is_refused():
+    groups, hostvars = inventory()
+    del groups['lb']
+    problems = problems_of(groups, hostvars)
+    assert problems == [
+        "Group 'lb' has no hosts: every promotion switches, freezes and verifies the traffic "
+        "on the load balancers listed there, and without one it would do nothing. Add the "
+        "HAProxy (or nginx) machines to group 'lb'."]
+    groups['lb'] = []
+    assert problems_of(groups, hostvars) == problems
+
+
+def test_every_balancer_machine_claims_the_frontend_ports():
+    groups, hostvars = inventory()
+    groups['lb'] = ['lb1', 'lb2']
+    hostvars['lb2'] = {'ansible_host': 'm1', 'zopeops_service_user': 'zope'}
+    hostvars['dev-a']['zopeops_lb_port'] = 8080  # dev's client listens there on m1
+    problems = problems_of(groups, hostvars)
+    assert problems == ['Port 8080 on m1 is given twice: to the load-balancer frontend of dev '
+                        'and to Zope client dev-client1.']
+
+
+@pytest.mark.parametrize('user, shown', [('', 'empty'), (None, 'empty'), ('root', 'root'),
+                                         (' root ', 'root'), ('0', 'root')])
+def test_a_root_or_empty_service_user_is_refused_outside_the_sandbox(user, shown):
+    groups, hostvars = inventory()
+    hostvars['test-a']['zopeops_service_user'] = user
+    hostvars['test-b'].pop('zopeops_service_user')
+    problems = problems_of(groups, hostvars)
+    hosts = 'test-a, test-b' if shown == 'empty' else 'test-a'  # test-b has none
+    assert any(p.startswith('zopeops_service_user is %s on %s: on a real host ZEO and Zope '
+                            'must not run as root.' % (shown, hosts)) for p in problems), problems
+    assert all('zopeops_service_user' in p for p in problems)
+
+
+def test_the_local_sandbox_may_run_as_the_connecting_user():
+    groups, hostvars = inventory()
+    for host_vars in hostvars.values():
+        host_vars.pop('zopeops_service_user')
+        host_vars['zopeops_sandbox'] = '/tmp/sandbox'
+    build_model(groups, hostvars, ['dev', 'test'])
+
+
+def test_the_bind_address_is_where_peers_connect_and_the_machine_keys_ports():
+    groups, hostvars = inventory()
+    hostvars['test-db']['zopeops_bind_address'] = '10.0.0.2'
+    hostvars['test-a']['zopeops_bind_address'] = '10.0.0.2'
+    hostvars['test_upgrade-db']['zopeops_bind_address'] = '10.0.0.2'
+    model = build_model(groups, hostvars, ['dev', 'test'])
+    test = model['stages']['test']
+    assert test['live']['zeo'] == {'host': 'test-db', 'address': '10.0.0.2', 'machine': 'm2',
+                                   'port': 8100}
+    assert test['live']['clients'][0]['url'] == 'http://10.0.0.2:8080'
+    # Ports collide per machine, whatever address each listener names.
+    hostvars['test_upgrade-db']['zopeops_bind_address'] = '10.0.0.9'
+    hostvars['test_upgrade-db']['zopeops_zeo_port'] = 8100
+    assert problems_of(groups, hostvars) == [
+        'Port 8100 on m2 is given twice: to the ZEO server of test and to the ZEO server of '
+        'test_upgrade.']

@@ -1,6 +1,9 @@
 """The status report and its renderings, on fixed data."""
 from __future__ import annotations
 
+import copy
+import json
+
 import pytest
 
 from ansible_collections.zopeops.stages.plugins.filter.status import (
@@ -192,3 +195,14 @@ def test_a_twin_coming_up_during_a_promotion_is_not_a_failure():
                for line in status_render(rep, 'text'))
     rep = status_report(MODEL, found, LB, CONDUCTOR, LS_REMOTE)
     assert not rep['healthy'] and rep['problems'] == ['test_upgrade-client1: no answer: refused']
+
+
+def test_the_status_report_and_its_page_hold_no_credentials():
+    conductor = copy.deepcopy(CONDUCTOR)
+    conductor['probes']['dev']['url'] = 'http://admin:tok3n-s3cret@lb:100/'
+    conductor['probes']['dev']['error'] = 'no answer from http://admin:tok3n-s3cret@lb:100/'
+    report = status_report(MODEL, hosts(), LB, conductor, LS_REMOTE, {'dev': 'main'},
+                           '2026-11-29T13:01:00Z')
+    assert 'tok3n-s3cret' not in json.dumps(report)
+    assert 'tok3n-s3cret' not in status_render(report, 'html')
+    assert 'http://********@lb:100/' in json.dumps(report)

@@ -317,3 +317,26 @@ def test_import_zodb_failure_names_the_interpreter(monkeypatch):
     import sys
     assert sys.executable in failures[0]['msg']
     assert 'ansible_python_interpreter' in failures[0]['msg']
+
+
+def test_ownership_modes_and_refusals(tmp_path):
+    from ansible_collections.zopeops.stages.plugins.module_utils.files import (
+        Ownership, OwnershipError)
+    alone = Ownership()
+    assert (alone.uid, alone.gid, alone.file_mode, alone.dir_mode) == (-1, -1, 0o600, 0o700)
+    shared = Ownership(group='0')
+    assert (shared.gid, shared.file_mode, shared.dir_mode) == (0, 0o640, 0o750)
+    assert Ownership(file_mode='0644').dir_mode == 0o755
+    assert Ownership(file_mode=0o400).dir_mode == 0o500
+    with pytest.raises(OwnershipError, match='file_mode is 0o1777'):
+        Ownership(file_mode='1777')
+    # A read-only file (a committed blob) stays read-only; check mode changes nothing.
+    blob = tmp_path / 'x.blob'
+    blob.write_bytes(b'blob')
+    blob.chmod(0o444)
+    tmp_path.chmod(0o755)
+    assert alone.apply(str(blob), check=True) is True and (blob.stat().st_mode & 0o777) == 0o444
+    assert alone.apply_tree(str(tmp_path)) == 2
+    assert (blob.stat().st_mode & 0o777) == 0o400 and (tmp_path.stat().st_mode & 0o777) == 0o700
+    assert alone.apply_tree(str(tmp_path)) == 0
+    assert alone.apply_tree(str(tmp_path / 'missing')) == 0

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from ansible_collections.zopeops.stages.plugins.doc_fragments.zodb import ModuleDocFragment
+from ansible_collections.zopeops.stages.plugins.module_utils.files import OWNERSHIP_ARGS
 
 MODULES = pathlib.Path(__file__).resolve().parents[4] / 'plugins' / 'modules'
 NAMES = ['zodb_pack', 'zodb_snapshot', 'zodb_restore', 'zodb_replay']
@@ -26,7 +27,9 @@ def module_strings(name):
 def spec_options(tree):
     for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg == 'argument_spec':
-            return {kw.arg for kw in node.value.keywords}
+            # **files.OWNERSHIP_ARGS: the shared owner/group/file_mode options
+            return set().union(*({kw.arg} if kw.arg else set(OWNERSHIP_ARGS)
+                                 for kw in node.value.keywords))
     raise AssertionError('no argument_spec')
 
 
