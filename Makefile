@@ -7,8 +7,10 @@ SANDBOX ?= $(CURDIR)/.sandbox
 PORT_BASE ?= 18400
 PLAYBOOK := $(BIN)/ansible-playbook -i inventories/local -e zopeops_sandbox=$(SANDBOX) -e zopeops_port_base=$(PORT_BASE)
 SYSTEM_PACKAGES := haproxy:haproxy nginx:nginx rsync:rsync git:git chromium:chromium
+# The multi-machine harness of the tests (tests/harness: root, network namespaces, sshd).
+HARNESS_PACKAGES := sshd:openssh-server sudo:sudo ip:iproute2 nsenter:util-linux ssh:openssh-client
 
-.PHONY: help deps demo demo-plone status test test-unit check gates clean push-branding bench bench-cutover bench-deps
+.PHONY: help deps harness-deps demo demo-plone status test test-unit check gates clean push-branding bench bench-cutover bench-deps
 
 help:
 	@echo "make demo   bring up the local four-stage pipeline, promote beta, test and prod, show each stage"
@@ -95,9 +97,14 @@ push-branding: deps
 # Then the Ansible ecosystem's gates: ansible-test sanity, ansible-lint (production profile),
 # Galaxy build + install + FQCN runs, ansible-builder, changelog lint, Molecule scenarios
 # (their unit gate is the pytest run above).
-test: deps
+test: deps harness-deps
 	$(BIN)/pytest -n 2 --dist loadgroup tests
 	ZOPEOPS_GATES_SKIP=units scripts/ecosystem-gates
+
+# Without root the packages cannot be installed, and the multihost tests skip and say why.
+harness-deps:
+	@scripts/ensure-system-packages $(HARNESS_PACKAGES) || \
+	  echo "The multi-machine tests (tests/integration/multihost) will be skipped."
 
 gates: deps
 	scripts/ecosystem-gates

@@ -74,6 +74,13 @@ options:
         C(<root>/releases/.cache); a folder shared by several roots on one machine (the
         sandboxes of a test run) makes their first builds cheap too.
     type: path
+  installer_env:
+    description:
+      - Environment variables for the installer, on top of the module's own (for example
+        C(UV_INDEX_URL) or C(PIP_INDEX_URL) for a private package index, or C(UV_OFFLINE=1)
+        on a machine without access to an index, installing from O(cache_dir) only).
+    type: dict
+    default: {}
   fetch:
     description: Fetch the repository before resolving a revision that is not a known commit.
     type: bool
@@ -287,6 +294,10 @@ def export_tree(mirror, sha, dest, steps, timeout):
         os.unlink(tar_path)
 
 
+def _installer_env(params):
+    return {str(key): str(value) for key, value in params['installer_env'].items()}
+
+
 def build(params, sha, release_dir, steps):
     timeout = params['timeout']
     src = os.path.join(release_dir, 'src')
@@ -307,13 +318,14 @@ def build(params, sha, release_dir, steps):
         if not os.path.exists(uv):
             uv = shutil.which('uv') or uv
         env = dict(os.environ, UV_CACHE_DIR=os.path.join(cache, 'uv'),
-                   UV_LINK_MODE='hardlink', UV_PYTHON_DOWNLOADS='never')
+                   UV_LINK_MODE='hardlink', UV_PYTHON_DOWNLOADS='never',
+                   **_installer_env(params))
         run([uv, 'venv', '--quiet', '--python', python, venv], steps, timeout, env=env)
         for extra in installs:
             run([uv, 'pip', 'install', '--quiet', '--compile-bytecode', '--python',
                  os.path.join(venv, 'bin', 'python')] + extra, steps, timeout, env=env)
     else:
-        env = dict(os.environ, PIP_CACHE_DIR=os.path.join(cache, 'pip'))
+        env = dict(os.environ, PIP_CACHE_DIR=os.path.join(cache, 'pip'), **_installer_env(params))
         run([python, '-m', 'venv', venv], steps, timeout, env=env)
         for extra in installs:
             run([os.path.join(venv, 'bin', 'pip'), 'install', '--quiet'] + extra, steps, timeout,
@@ -403,6 +415,7 @@ def main():
             uv=dict(type='path'),
             python=dict(type='path'),
             cache_dir=dict(type='path'),
+            installer_env=dict(type='dict', default={}),
             fetch=dict(type='bool', default=True),
             timeout=dict(type='int', default=900),
             instance_dir=dict(type='path'),
