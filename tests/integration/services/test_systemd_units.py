@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 
 import pytest
 import yaml
 
+from support.modules import run_module
 from support.paths import ANSIBLE_PLAYBOOK, REPO
+from support.ports import free_port, port_is_free
 
 pytestmark = pytest.mark.integration
 
@@ -36,43 +42,53 @@ def systemd_analyze():
 
 
 VARIANTS = {'user': ('daemon', ''), 'user-and-group': ('daemon', 'daemon')}
+ROLES = REPO / 'roles'
 
 
-@pytest.fixture(scope='module')
-def rendered(tmp_path_factory):
-    """The units as the roles template them, one folder per VARIANTS entry (one playbook run),
-    for an instance whose release is the project's own virtualenv (so that runzeo and runwsgi
-    exist where ExecStart names them)."""
-    tmp_path = tmp_path_factory.mktemp('units')
-    instance = tmp_path / 'srv' / 'prod'
-    (instance / 'current').mkdir(parents=True)
-    (instance / 'current' / 'venv').symlink_to(sys.prefix)
-    facts = {
+def instance_facts(instance, zeo_port=8100, client_ports=(8080, 8081), bind='10.0.0.3'):
+    """The pipeline role's facts for one instance whose ZEO and clients run on this machine."""
+    return {
         'zopeops_instance': 'prod', 'zopeops_instance_dir': str(instance), 'zopeops_stage': 'prod',
-        'zopeops_side': 'live', 'zopeops_zeo_address': '10.0.0.2:8100',
-        'zopeops_bind_address': '10.0.0.3', 'zopeops_process_manager': 'systemd',
-        'zopeops_clients': [{'name': 'client1', 'port': 8080}, {'name': 'client2', 'port': 8081}],
-        'zopeops_side_model': {'zeo': {'machine': 'db1'}}, 'ansible_host': 'app1',
+        'zopeops_side': 'live', 'zopeops_zeo_address': '%s:%d' % (bind, zeo_port),
+        'zopeops_bind_address': bind, 'zopeops_process_manager': 'systemd',
+        'zopeops_clients': [{'name': 'client%d' % (index + 1), 'port': port}
+                            for index, port in enumerate(client_ports)],
+        'zopeops_side_model': {'zeo': {'machine': 'app1'}}, 'ansible_host': 'app1',
     }
+
+
+def render(folder, facts, variants, configs=False):
+    """Template the roles' units (and, with ``configs``, zeo.conf and each client's zope.conf
+    and zope.ini into the instance's etc/) as the roles do: one folder per variant
+    (service user, group), one playbook run."""
+    def template(role, src, dest, **extra):
+        return dict({'name': 'Render %s.' % src, 'ansible.builtin.template': {
+            'src': str(ROLES / role / 'templates' / src), 'dest': dest, 'mode': '0644'}}, **extra)
+
+    clients = {'loop': '{{ zope_client_clients }}'}
+    etc = facts['zopeops_instance_dir'] + '/etc'
     blocks = []
-    for name, (user, group) in VARIANTS.items():
-        units = tmp_path / name
+    for name, (user, group) in variants.items():
+        units = folder / name
         units.mkdir()
-        blocks.append({'name': 'Render the units: %s.' % name, 'vars': {
-            'zopeops_service_user': user, 'zopeops_service_group': group}, 'block': [
-                {'name': 'Render the ZEO unit.', 'ansible.builtin.template': {
-                    'src': str(REPO / 'roles' / 'zeo_server' / 'templates' / 'zeo.service.j2'),
-                    'dest': str(units / 'zopeops-prod-zeo.service'), 'mode': '0644'}},
-                {'name': 'Render the client units.', 'ansible.builtin.template': {
-                    'src': str(REPO / 'roles' / 'zope_client' / 'templates' / 'zope.service.j2'),
-                    'dest': str(units) + '/zopeops-prod-{{ item.name }}.service',
-                    'mode': '0644'},
-                 'loop': '{{ zope_client_clients }}'}]})
-    playbook = tmp_path / 'render.yml'
+        tasks = [template('zeo_server', 'zeo.service.j2', str(units / 'zopeops-prod-zeo.service')),
+                 template('zope_client', 'zope.service.j2',
+                          str(units) + '/zopeops-prod-{{ item.name }}.service', **clients)]
+        if configs:
+            tasks += [template('zeo_server', 'etc/zeo.conf.j2', etc + '/zeo.conf'),
+                      dict(template('zope_client', 'etc/zope.conf.j2',
+                                    etc + '/zope-{{ item.name }}.conf', **clients),
+                           vars={'zope_client_conf_name': '{{ item.name }}',
+                                 'zope_client_conf_persistent_cache': True}),
+                      template('zope_client', 'etc/zope.ini.j2',
+                               etc + '/zope-{{ item.name }}.ini', **clients)]
+        blocks.append({'name': 'Render: %s.' % name, 'block': tasks, 'vars': {
+            'zopeops_service_user': user, 'zopeops_service_group': group}})
+    playbook = folder / 'render.yml'
     playbook.write_text(yaml.safe_dump([{
         'hosts': 'localhost', 'gather_facts': False,
-        'vars_files': [str(REPO / 'roles' / 'zeo_server' / 'defaults' / 'main.yml'),
-                       str(REPO / 'roles' / 'zope_client' / 'defaults' / 'main.yml')],
+        'vars_files': [str(ROLES / 'zeo_server' / 'defaults' / 'main.yml'),
+                       str(ROLES / 'zope_client' / 'defaults' / 'main.yml')],
         'tasks': blocks}]))
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1')
     proc = subprocess.run([str(ANSIBLE_PLAYBOOK), '-i', 'localhost,', '-c', 'local',
@@ -80,7 +96,22 @@ def rendered(tmp_path_factory):
                            '-e', json.dumps(facts), str(playbook)], cwd=str(REPO),
                           capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    return {name: sorted((tmp_path / name).iterdir()) for name in VARIANTS}
+    return {name: sorted((folder / name).glob('*.service')) for name in variants}
+
+
+def release_of_this_venv(instance):
+    """An instance whose `current` release is the project's own virtualenv, so that runzeo and
+    runwsgi exist where ExecStart names them."""
+    (instance / 'current').mkdir(parents=True)
+    (instance / 'current' / 'venv').symlink_to(sys.prefix)
+
+
+@pytest.fixture(scope='module')
+def rendered(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp('units')
+    instance = tmp_path / 'srv' / 'prod'
+    release_of_this_venv(instance)
+    return render(tmp_path, instance_facts(instance), VARIANTS)
 
 
 def verify(analyze, unit):
@@ -119,3 +150,166 @@ def test_verify_catches_a_broken_unit(rendered, tmp_path):
     code, problems = verify(analyze, unit)
     assert code != 0 or problems
     assert any('UMask' in line or 'mode' in line for line in problems), problems
+
+
+# --------------------------------------------------------------------------- a real systemd
+# A Debian rootfs booted by systemd-nspawn is a real systemd as PID 1 (docs/ecosystem.md,
+# "systemd"). Build it once per machine (about 1 min on a quiet machine, 288 MB):
+#   apt-get install systemd-container debootstrap
+#   debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,python3 bookworm \
+#       /var/cache/zopeops-stages/nspawn-bookworm
+ROOTFS = pathlib.Path(os.environ.get('ZOPEOPS_NSPAWN_ROOTFS',
+                                     '/var/cache/zopeops-stages/nspawn-bookworm'))
+
+
+class Container:
+    """A booted systemd-nspawn container sharing the host's network, with the project's
+    virtualenv (and the Python it is made from) read-only and ``folder`` writable at their own
+    paths. Its root is a throw-away overlay: the cached rootfs is never changed."""
+
+    def __init__(self, folder):
+        self.log = open(folder / 'nspawn.log', 'w')
+        base = pathlib.Path(os.path.realpath(sys.executable)).parents[1]
+        argv = ['systemd-nspawn', '-D', str(ROOTFS), '--boot', '--register=no', '--keep-unit',
+                '--volatile=overlay', '--bind-ro=%s' % sys.prefix, '--bind-ro=%s' % base,
+                '--bind=%s' % folder]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.leader = None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            self.leader = self._init_pid()
+            if self.leader:
+                state = self.run(['systemctl', 'is-system-running']).stdout.strip()
+                if state in ('running', 'degraded'):
+                    return
+            time.sleep(0.5)
+        self.stop()
+        raise AssertionError('the container did not boot within 90 s: %s'
+                             % (folder / 'nspawn.log').read_text()[-2000:])
+
+    def _init_pid(self):
+        """The container's systemd: the descendant of nspawn that is PID 1 in its own PID
+        namespace (its NSpid line ends in 1)."""
+        pending = [self.proc.pid]
+        while pending:
+            pid = pending.pop()
+            try:
+                status = pathlib.Path('/proc/%d/status' % pid).read_text()
+                nspid = [line.split()[1:] for line in status.splitlines()
+                         if line.startswith('NSpid:')]
+                if pid != self.proc.pid and nspid and nspid[0][-1] == '1':
+                    return pid
+                for task in pathlib.Path('/proc/%d/task' % pid).iterdir():
+                    pending += [int(c) for c in (task / 'children').read_text().split()]
+            except OSError:
+                continue
+        return None
+
+    def run(self, argv, check=False):
+        return subprocess.run(['nsenter', '-t', str(self.leader), '-a'] + argv,
+                              capture_output=True, text=True, timeout=60, check=check)
+
+    def stop(self):
+        """Shut the container down (its systemd stops every unit), by the PID we started."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def container():
+    if os.geteuid() != 0 or not shutil.which('systemd-nspawn') or not shutil.which('nsenter'):
+        pytest.skip('a real systemd needs root, systemd-nspawn (apt-get install '
+                    'systemd-container) and nsenter')
+    if not (ROOTFS / 'usr' / 'lib' / 'systemd' / 'systemd').exists():
+        pytest.skip('no Debian rootfs with systemd at %s (ZOPEOPS_NSPAWN_ROOTFS): build it with '
+                    'debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,python3 '
+                    'bookworm %s' % (ROOTFS, ROOTFS))
+    # pytest's own folders are root's alone (0700): the service user could not reach the
+    # instance there. A folder of this test's, traversable, removed afterwards.
+    folder = pathlib.Path(tempfile.mkdtemp(prefix='zopeops-systemd-'))
+    folder.chmod(0o755)
+    try:
+        box = Container(folder)
+        box.folder = folder
+        try:
+            yield box
+        finally:
+            box.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_stage_runs_under_a_real_systemd_as_the_service_user(container):
+    """ZEO and two Zope clients as the roles' units, started, checked and stopped by zeo_service
+    through systemctl of a booted systemd, running as the service user with private files."""
+    tmp_path = container.folder
+    instance = tmp_path / 'srv' / 'prod'
+    release_of_this_venv(instance)
+    (instance / 'etc').mkdir()
+    zeo_port, ports = free_port(), (free_port(), free_port())
+    facts = instance_facts(instance, zeo_port, ports, bind='127.0.0.1')
+    units = render(tmp_path, facts, {'real': ('daemon', '')}, configs=True)['real']
+    # The folders as the roles make them: the service user's, 0700.
+    clients = [c['name'] for c in facts['zopeops_clients']]
+    for path in ['var', 'log', 'var/filestorage', 'var/blobstorage'] + [
+            'var/%s' % name for name in clients] + ['var/%s/chameleon' % name for name in clients]:
+        (instance / path).mkdir(parents=True, exist_ok=True)
+        os.chown(instance / path, 1, 1)
+        (instance / path).chmod(0o700)
+    # The throw-away root: the Python the virtualenv is made from may live below /root.
+    container.run(['chmod', '0755', '/root'], check=True)
+    for unit in units:
+        container.run(['systemctl', 'link', str(unit)], check=True)
+    # zeo_service runs on this host and drives the container's systemd through its systemctl.
+    wrappers = tmp_path / 'bin'
+    wrappers.mkdir()
+    for tool in ('systemctl', 'journalctl'):
+        # The container's own binary by its path: this folder is on PATH in there too.
+        (wrappers / tool).write_text('#!/bin/sh\nexec nsenter -t %d -a /usr/bin/%s "$@"\n'
+                                     % (container.leader, tool))
+        (wrappers / tool).chmod(0o755)
+    env = {'PATH': '%s:%s' % (wrappers, os.environ['PATH'])}
+    zeo = {'name': 'zopeops-prod-zeo', 'kind': 'zeo', 'process_manager': 'systemd',
+           'address': '127.0.0.1:%d' % zeo_port, 'timeout': 90,
+           'log_path': str(instance / 'log' / 'zeo.log')}
+    zope = {'kind': 'zope', 'process_manager': 'systemd', 'timeout': 180, 'programs': [
+        {'name': 'zopeops-prod-%s' % name, 'address': '127.0.0.1:%d' % port,
+         'log_path': str(instance / 'log' / ('%s.log' % name))}
+        for name, port in zip(clients, ports)]}
+
+    started = run_module('zeo_service', dict(zeo, state='started'), env=env)
+    assert started['rc'] == 0 and started['changed'], started.get('msg')
+    # The first client alone creates the empty database's Zope application (two clients at once
+    # would both try, and one would fail with a ConflictError); then all of them.
+    first = run_module('zeo_service', dict(zope, state='started', programs=zope['programs'][:1]),
+                       env=env)
+    assert first['rc'] == 0 and first['changed'], first.get('msg')
+    up = run_module('zeo_service', dict(zope, state='started'), env=env)
+    assert up['rc'] == 0 and up['changed'], up.get('msg')
+    again = run_module('zeo_service', dict(zope, state='started'), env=env)
+    assert again['rc'] == 0 and not again['changed'], again
+
+    # As the service user, never root; what they write is private.
+    running = subprocess.run(['ps', '-ww', '-eo', 'user:20,args'], capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    ours = [line.split(None, 1) for line in running if str(instance) + '/' in line
+            and ('runzeo' in line or 'runwsgi' in line)]
+    assert len(ours) == 3 and {user for user, _args in ours} == {'daemon'}, ours
+    data = os.stat(instance / 'var' / 'filestorage' / 'Data.fs')
+    assert (data.st_uid, data.st_mode & 0o777) == (1, 0o600)
+    status = container.run(['systemctl', 'show', '-p', 'User', '-p', 'UMask',
+                            'zopeops-prod-client1']).stdout
+    assert 'User=daemon' in status and 'UMask=0077' in status, status
+
+    stopped = run_module('zeo_service', dict(zope, state='stopped'), env=env)
+    assert stopped['rc'] == 0 and stopped['changed'], stopped
+    stopped = run_module('zeo_service', dict(zeo, state='stopped'), env=env)
+    assert stopped['rc'] == 0 and stopped['changed'], stopped
+    assert all(port_is_free(port) for port in (zeo_port,) + ports)
