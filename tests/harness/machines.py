@@ -74,6 +74,12 @@ def _run(argv, check=True, timeout=60, **kwargs):
     return proc
 
 
+def ensure_account(name, useradd_options):
+    """Create an account on this machine (shared by the machines) only when it is absent."""
+    if _run(['id', '-u', name], check=False).returncode != 0:
+        _run(['useradd', *useradd_options, name])
+
+
 @dataclasses.dataclass
 class Machine:
     name: str
@@ -144,10 +150,9 @@ class Machines:
 
     def _ensure_user(self):
         """The login user, created only when absent; sudo without a password for become."""
-        if _run(['id', '-u', self.ssh_user], check=False).returncode != 0:
-            # '*': no password login, but not a locked account (sshd refuses '!' without PAM).
-            _run(['useradd', '--create-home', '--shell', '/bin/bash', '--password', '*',
-                  self.ssh_user])
+        # '*': no password login, but not a locked account (sshd refuses '!' without PAM).
+        ensure_account(self.ssh_user, ['--create-home', '--shell', '/bin/bash', '--password',
+                                       '*'])
         sudoers = pathlib.Path('/etc/sudoers.d') / self.ssh_user
         if not sudoers.exists():
             candidate = self.workdir / 'sudoers'

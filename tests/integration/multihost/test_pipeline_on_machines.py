@@ -1,0 +1,97 @@
+"""The pipeline on production-shaped machines (tests/harness): site.yml twice, then the
+promotions of beta, test and prod under reads through both balancers and acknowledged writes,
+data moving machine to machine, services running as the service user, status.yml.
+
+The tests run in this order on one harness (one xdist group): each builds on the last.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+import yaml
+
+from harness import inventory
+from support.ansible import assert_no_changes, recap
+from support.promotion import assert_zero_loss, output, run_under_load
+
+pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.multihost,
+              pytest.mark.xdist_group('multihost')]
+
+
+@pytest.fixture(scope='module')
+def deployed(harness):
+    """site.yml twice on fresh machines, timed."""
+    runs = []
+    for _ in range(2):
+        started = time.monotonic()
+        runs.append((harness.playbook('site.yml'), time.monotonic() - started))
+    first = runs[0][0]
+    if first.returncode != 0:
+        pytest.fail('site.yml failed on the machines:\n%s' % output(first), pytrace=False)
+    return runs
+
+
+def live_clients(harness, stage):
+    """[(host, address, port)] of every Zope client of a stage's live side, on every machine."""
+    found = []
+    for path in sorted((harness.inventory / 'host_vars').glob('*.yml')):
+        host_vars = yaml.safe_load(path.read_text())
+        if host_vars.get('zopeops_stage') == stage and host_vars.get('zopeops_side') == 'live':
+            found += [(path.stem, host_vars['ansible_host'], client['port'])
+                      for client in host_vars.get('zopeops_clients', [])]
+    return found
+
+
+def served_revisions(harness, stage):
+    return {'%s:%s' % (host, port): requests.get('http://%s:%d/@@zopeops-info' % (address, port),
+                                                 timeout=15).json()['revision']
+            for host, address, port in live_clients(harness, stage)}
+
+
+def test_site_twice_the_second_run_changes_nothing(deployed):
+    (first, first_s), (second, second_s) = deployed
+    assert recap(first.stdout), output(first)
+    assert_no_changes(second)
+    print('site.yml: first %.0f s, second %.0f s' % (first_s, second_s))
+
+
+def test_every_stage_answers_through_both_balancers(harness, deployed):
+    for stage in inventory.LB_PORTS:
+        for base in harness.lb_bases(stage):
+            answer = requests.get(base + '/@@zopeops-info', timeout=15)
+            assert answer.status_code == 200, (base, answer.text[:300])
+            assert answer.json()['stage'] == stage
+
+
+def test_services_run_as_the_service_user(harness, deployed):
+    for machine, command in (('db1', 'runzeo'), ('app1', 'runwsgi'), ('app3', 'runwsgi'),
+                             ('stage1', 'runzeo')):
+        table = harness[machine].run(['ps', '-eo', 'user:32,args'], check=True).stdout
+        users = {line.split(None, 1)[0] for line in table.splitlines() if command in line
+                 and 'ps -eo' not in line}
+        assert users == {harness.service_user}, (machine, command, table)
+
+
+@pytest.mark.parametrize('stage', ['beta', 'test', 'prod'])
+def test_promote_under_load_through_both_balancers(harness, deployed, stage):
+    predecessor = {'beta': 'dev', 'test': 'beta', 'prod': 'test'}[stage]
+    wanted = set(served_revisions(harness, predecessor).values())
+    assert len(wanted) == 1, wanted
+    started = time.monotonic()
+    run = run_under_load(harness, 'promote.yml', stage, timeout=600)
+    took = time.monotonic() - started
+    assert run.proc.returncode == 0, output(run.proc)
+    assert_zero_loss(harness, run, stage, 'upstream')
+    assert set(served_revisions(harness, stage).values()) == wanted, run.report()
+    # Data moved machine to machine: pulled over SSH by the machine that needed it.
+    assert 'Ensure the snapshot is pulled here over SSH' in run.proc.stdout, output(run.proc)
+    print('promote %s: %.0f s; %s' % (stage, took, run.report()))
+
+
+def test_status_reports_every_stage(harness, deployed):
+    proc = harness.playbook('status.yml')
+    assert proc.returncode == 0, output(proc)
+    for stage in inventory.LB_PORTS:
+        assert stage in proc.stdout
