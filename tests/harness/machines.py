@@ -284,6 +284,26 @@ class Machines:
                      '%s@%s' % (self.ssh_user, self.machines[name].address), command],
                     check=False, timeout=timeout)
 
+    def stop_sshd(self, name):
+        """Cut a machine off from SSH (its services keep running): every sshd in it stops."""
+        machine = self.machines[name]
+        for pid in machine.pids():
+            try:
+                comm = pathlib.Path('/proc/%d/comm' % pid).read_text().strip()
+            except OSError:
+                continue
+            if comm == 'sshd':
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        machine.sshd.wait(timeout=10)
+
+    def start_sshd(self, name, timeout=60):
+        """Start a machine's sshd again (a new mount namespace with the same folders)."""
+        self._start_sshd(self.machines[name])
+        self._wait_for_sshd(timeout)
+
     # --- tear down --------------------------------------------------------------------------
 
     def stop(self):

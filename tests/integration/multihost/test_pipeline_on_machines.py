@@ -14,7 +14,7 @@ import yaml
 
 from harness import inventory
 from support.ansible import assert_no_changes, recap
-from support.promotion import assert_zero_loss, output, run_under_load
+from support.promotion import assert_zero_loss, output, run_under_load, said
 
 pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.multihost,
               pytest.mark.xdist_group('multihost')]
@@ -68,10 +68,26 @@ def test_every_stage_answers_through_both_balancers(harness, deployed):
 def test_services_run_as_the_service_user(harness, deployed):
     for machine, command in (('db1', 'runzeo'), ('app1', 'runwsgi'), ('app3', 'runwsgi'),
                              ('stage1', 'runzeo')):
-        table = harness[machine].run(['ps', '-eo', 'user:32,args'], check=True).stdout
-        users = {line.split(None, 1)[0] for line in table.splitlines() if command in line
-                 and 'ps -eo' not in line}
+        # The machines share this one's process table: ps is asked about the machine's own.
+        pids = ','.join(str(pid) for pid in harness[machine].pids())
+        table = harness[machine].run(['ps', '-ww', '-o', 'user:32=,args=', '-p', pids],
+                                     check=True).stdout
+        users = {line.split(None, 1)[0] for line in table.splitlines() if command in line}
         assert users == {harness.service_user}, (machine, command, table)
+
+
+def test_a_machine_unreachable_at_preflight_is_named_and_nothing_changes(harness, deployed):
+    before, state_before = served_revisions(harness, 'prod'), harness.state('prod')
+    harness.machines.stop_sshd('app3')
+    try:
+        proc = harness.playbook('promote.yml', {'stage': 'prod'})
+    finally:
+        harness.machines.start_sshd('app3')
+    assert proc.returncode != 0, output(proc)
+    assert 'Refused before anything changed' in said(proc), output(proc)
+    assert 'prod-app3 on machine %s' % harness['app3'].address in said(proc), output(proc)
+    assert served_revisions(harness, 'prod') == before
+    assert harness.state('prod') == state_before
 
 
 @pytest.mark.parametrize('stage', ['beta', 'test', 'prod'])
