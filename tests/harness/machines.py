@@ -346,4 +346,3 @@ class Machines:
                 machine.sshd.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-

@@ -6,6 +6,8 @@ The tests run in this order on one harness (one xdist group): each builds on the
 """
 from __future__ import annotations
 
+import re
+import socket
 import time
 
 import pytest
@@ -111,3 +113,45 @@ def test_status_reports_every_stage(harness, deployed):
     assert proc.returncode == 0, output(proc)
     for stage in inventory.LB_PORTS:
         assert stage in proc.stdout
+
+
+def haproxy_command(socket_path, command):
+    """One command on a balancer's admin socket (its path as this machine sees it)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(socket_path))
+        sock.sendall(command.encode() + b'\n')
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b''.join(chunks).decode()
+            chunks.append(chunk)
+
+
+def test_one_balancer_refusing_the_switch_puts_both_back_on_live(harness, deployed):
+    """lb2 cannot pass its gate (the twin's servers are in maintenance there): the switch is
+    refused on lb2, lb1 is put back, both send prod to its live side, reads never fail."""
+    lb2 = harness['lb2']
+    config = lb2.path('/srv/zopeops/lb/etc/haproxy.cfg').read_text()
+    backend = config[config.index('backend be_prod_upgrade'):].split('\nbackend ', 1)[0]
+    servers = re.findall(r'^\s*server (\S+) ', backend, re.M)
+    assert servers, backend
+    admin = lb2.path('/run/zopeops/haproxy.sock')
+    for server in servers:
+        haproxy_command(admin, 'disable server be_prod_upgrade/%s' % server)
+    try:
+        run = run_under_load(harness, 'promote.yml', 'prod', timeout=600,
+                             extra={'promote_force': True, 'promote_gate_timeout': 10})
+    finally:
+        for server in servers:
+            haproxy_command(admin, 'enable server be_prod_upgrade/%s' % server)
+    assert run.proc.returncode != 0, output(run.proc)
+    assert not run.reads.failures, run.report()
+    assert not run.writes.failed, run.report()
+    for lb in ('lb1', 'lb2'):
+        active = haproxy_command(harness[lb].path('/run/zopeops/haproxy.sock'),
+                                 'show map %s' % '/srv/zopeops/lb/etc/active.map')
+        assert re.search(r'\bprod be_prod_live\b', active), (lb, active)
+        frozen = harness[lb].path('/srv/zopeops/lb/etc/frozen.map').read_text()
+        assert not re.search(r'^prod\s+1', frozen, re.M), (lb, frozen)
