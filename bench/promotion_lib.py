@@ -97,6 +97,13 @@ class BenchPipeline:
     def lb_port(self, stage):
         return self.port_base + PIPELINE.index(stage)
 
+    def lb_bases(self, stage):
+        return ['http://127.0.0.1:%d' % self.lb_port(stage)]
+
+    def state(self, stage):
+        path = self.sandbox / 'lb' / 'promotions' / ('%s.json' % stage)
+        return json.loads(path.read_text()) if path.exists() else {}
+
     def admin_auth(self):
         return admin_auth(self.sandbox / 'secrets' / 'zope-admin-password')
 

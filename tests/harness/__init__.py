@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -14,15 +15,20 @@ import subprocess
 from support.ansible import playbook_command, run_playbook
 from support.paths import REPO, VENV_BIN
 from support.promotion import Background
+from support.writeload import admin_auth
 
 from . import inventory
-from .machines import SSH_USER, HarnessUnavailable, Machines, unavailable_reason
+from .machines import SSH_USER, HarnessUnavailable, Machines, ensure_account, unavailable_reason
+
+# The account ZEO and Zope run as on the machines (created when absent, no login).
+SERVICE_USER = 'zopeops-zope'
 
 __all__ = ['Harness', 'HarnessUnavailable', 'unavailable_reason']
 
 
 class Harness:
-    def __init__(self, workdir, prod_clients=(3, 3, 2), twin_clients=(1, 1), service_user=''):
+    def __init__(self, workdir, prod_clients=(3, 3, 2), twin_clients=(1, 1),
+                 service_user=SERVICE_USER):
         self.workdir = pathlib.Path(workdir)
         self.machines = Machines(self.workdir, inventory.MACHINES)
         self.prod_clients = prod_clients
@@ -33,6 +39,8 @@ class Harness:
     def start(self):
         self.machines.start()
         try:
+            ensure_account(self.service_user, ['--system', '--no-create-home', '--shell',
+                                               '/usr/sbin/nologin'])
             addresses = {name: machine.address for name, machine in self.machines.machines.items()}
             self.inventory = inventory.build(
                 addresses, self.workdir, self.machines.key, self.machines.known_hosts, SSH_USER,
@@ -88,11 +96,23 @@ class Harness:
 
     # --- what tests look at -----------------------------------------------------------------
 
-    def lb_urls(self, stage, path='/@@zopeops-info'):
-        """The stage's frontend on each balancer."""
+    def lb_bases(self, stage):
+        """The stage's frontend on each balancer (lb1, lb2)."""
         port = inventory.LB_PORTS[stage]
-        return ['http://%s:%d%s' % (self.machines[lb].address, port, path)
-                for lb in ('lb1', 'lb2')]
+        return ['http://%s:%d' % (self.machines[lb].address, port) for lb in ('lb1', 'lb2')]
 
-    def admin_password_file(self):
-        return self.workdir / 'secrets' / 'zope-admin-password'
+    def admin_auth(self):
+        """(user, password) of the Zope admin, for the write load."""
+        return admin_auth(self.workdir / 'secrets' / 'zope-admin-password')
+
+    def machine_of(self, instance):
+        """The machine of an instance's ZEO server (``prod`` -> db1)."""
+        return self.machines[inventory.ZEO_MACHINES[instance]]
+
+    def datafs(self, instance):
+        return self.machine_of(instance).path('/srv/zopeops/%s/var/filestorage/Data.fs'
+                                              % instance)
+
+    def state(self, stage):
+        path = self.machines['lb1'].path('/srv/zopeops/lb/promotions/%s.json' % stage)
+        return json.loads(path.read_text()) if path.exists() else {}

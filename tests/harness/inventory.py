@@ -22,6 +22,8 @@ import sys
 import yaml
 
 MACHINES = ('lb1', 'lb2', 'dev1', 'stage1', 'stage2', 'db1', 'db2', 'app1', 'app2', 'app3')
+ZEO_MACHINES = {'dev': 'dev1', 'beta': 'stage1', 'beta_upgrade': 'stage1', 'test': 'stage2',
+                'test_upgrade': 'stage2', 'prod': 'db1', 'prod_upgrade': 'db2'}
 LB_PORTS = {'dev': 8081, 'beta': 8082, 'test': 8083, 'prod': 8084}
 ZEO_PORT = {'live': 8100, 'upgrade': 8200}
 CLIENT_PORT = {'live': 8080, 'upgrade': 8090}
@@ -151,6 +153,8 @@ def group_vars(workdir, ssh_key, known_hosts, ssh_user, service_user):
         'zope_client_environment': {'ZOPEOPS_FAULT_FILE': '{{ zopeops_instance_dir }}/var/FAULT'},
         # The wheel cache of this machine, shared: each machine builds its own releases fast.
         'app_release_cache_dir': os.path.expanduser('~/.cache/zopeops-stages'),
+        # The releases' virtualenvs: from the system Python, which the service user can run.
+        'app_release_python': '/usr/bin/python3',
         # The machines have no route out: releases install from that cache only.
         'app_release_installer_env': {'UV_OFFLINE': '1'},
         'zopeops_admin_password_file': str(workdir / 'secrets' / 'zope-admin-password'),

@@ -74,6 +74,12 @@ def _run(argv, check=True, timeout=60, **kwargs):
     return proc
 
 
+def ensure_account(name, useradd_options):
+    """Create an account on this machine (shared by the machines) only when it is absent."""
+    if _run(['id', '-u', name], check=False).returncode != 0:
+        _run(['useradd', *useradd_options, name])
+
+
 @dataclasses.dataclass
 class Machine:
     name: str
@@ -144,10 +150,9 @@ class Machines:
 
     def _ensure_user(self):
         """The login user, created only when absent; sudo without a password for become."""
-        if _run(['id', '-u', self.ssh_user], check=False).returncode != 0:
-            # '*': no password login, but not a locked account (sshd refuses '!' without PAM).
-            _run(['useradd', '--create-home', '--shell', '/bin/bash', '--password', '*',
-                  self.ssh_user])
+        # '*': no password login, but not a locked account (sshd refuses '!' without PAM).
+        ensure_account(self.ssh_user, ['--create-home', '--shell', '/bin/bash', '--password',
+                                       '*'])
         sudoers = pathlib.Path('/etc/sudoers.d') / self.ssh_user
         if not sudoers.exists():
             candidate = self.workdir / 'sudoers'
@@ -279,6 +284,26 @@ class Machines:
                      '%s@%s' % (self.ssh_user, self.machines[name].address), command],
                     check=False, timeout=timeout)
 
+    def stop_sshd(self, name):
+        """Cut a machine off from SSH (its services keep running): every sshd in it stops."""
+        machine = self.machines[name]
+        for pid in machine.pids():
+            try:
+                comm = pathlib.Path('/proc/%d/comm' % pid).read_text().strip()
+            except OSError:
+                continue
+            if comm == 'sshd':
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        machine.sshd.wait(timeout=10)
+
+    def start_sshd(self, name, timeout=60):
+        """Start a machine's sshd again (a new mount namespace with the same folders)."""
+        self._start_sshd(self.machines[name])
+        self._wait_for_sshd(timeout)
+
     # --- tear down --------------------------------------------------------------------------
 
     def stop(self):
@@ -321,4 +346,3 @@ class Machines:
                 machine.sshd.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-

@@ -8,8 +8,8 @@ by the rules of docs/promotion.md.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -74,28 +74,51 @@ class Background:
 
 def run_under_load(pipeline, playbook, stage, extra=None, during=None, timeout=900,
                    write_threads=2):
-    """Run ``playbook`` for ``stage`` with reads and writes through its frontend.
+    """Run ``playbook`` for ``stage`` with reads and writes through its frontends.
 
-    ``during(background)``, if given, runs in this thread while the playbook runs (to wait for
-    a moment and interrupt it, or to kill a service); it returns the time it acted, or None.
+    Reads go through every balancer of the pipeline (``pipeline.lb_bases(stage)``), writes
+    through the first. ``during(background)``, if given, runs in this thread while the playbook
+    runs (to wait for a moment and interrupt it, or to kill a service); it returns the time it
+    acted, or None.
     """
-    base = 'http://127.0.0.1:%d' % pipeline.lb_port(stage)
+    bases = pipeline.lb_bases(stage)
     acted = None
-    with LoadGenerator(base + '/@@zopeops-info', threads=2, max_seconds=timeout) as reads, \
-            WriteLoad(base, auth=pipeline.admin_auth(), threads=write_threads,
-                      max_seconds=timeout, pause=0.15) as writes:
+    with contextlib.ExitStack() as loads:
+        reads = [loads.enter_context(LoadGenerator(base + '/@@zopeops-info', threads=2,
+                                                   max_seconds=timeout))
+                 for base in bases]
+        writes = loads.enter_context(WriteLoad(bases[0], auth=pipeline.admin_auth(),
+                                               threads=write_threads, max_seconds=timeout,
+                                               pause=0.15))
         time.sleep(0.5)  # both loads running before the run starts
         background = pipeline.background_playbook(playbook, dict({'stage': stage}, **(extra or {})))
         if during is not None:
             acted = during(background)
         proc = background.wait(timeout)
         time.sleep(0.5)
-    return Run(proc, reads, writes, acted)
+    return Run(proc, reads[0] if len(reads) == 1 else ReadLoads(reads), writes, acted)
+
+
+class ReadLoads:
+    """The read loads through several balancers, seen as one."""
+
+    def __init__(self, loads):
+        self.loads = loads
+
+    @property
+    def failures(self):
+        return [failure for load in self.loads for failure in load.failures]
+
+    @property
+    def total(self):
+        return sum(load.total for load in self.loads)
+
+    def report(self):
+        return ' | '.join('%s: %s' % (load.url, load.report()) for load in self.loads)
 
 
 def state_events(pipeline, stage):
-    path = pipeline.sandbox / 'lb' / 'promotions' / ('%s.json' % stage)
-    state = json.loads(path.read_text()) if path.exists() else {}
+    state = pipeline.state(stage)
     return state, {(e.get('phase'), e.get('event')): float(e['at']) for e in state.get('events', [])}
 
 
@@ -118,8 +141,7 @@ def expected_writes(run, stage, policy, switch_back_at=None):
 
 def lost_writes(pipeline, stage, expected, datafs=None):
     """The expected ids missing from the stage's live data, through HTTP and in its Data.fs."""
-    base = 'http://127.0.0.1:%d' % pipeline.lb_port(stage)
-    over_http = write_ids_over_http(base, pipeline.admin_auth())
+    over_http = write_ids_over_http(pipeline.lb_bases(stage)[0], pipeline.admin_auth())
     in_file = write_ids_in_datafs(datafs or pipeline.datafs(stage))
     return {'http': sorted(set(expected) - over_http)[:20],
             'datafs': sorted(set(expected) - in_file)[:20],

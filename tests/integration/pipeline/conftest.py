@@ -42,6 +42,10 @@ class Pipeline:
     def lb_port(self, stage):
         return self.port_base + ['dev', 'beta', 'test', 'prod'].index(stage)
 
+    def lb_bases(self, stage):
+        """The stage's frontend on each balancer (one here)."""
+        return ['http://127.0.0.1:%d' % self.lb_port(stage)]
+
     def playbook(self, name, extra=None, **kwargs):
         return run_playbook(name, self.inventory, dict(self.extra_vars, **(extra or {})),
                             **kwargs)

@@ -1,0 +1,157 @@
+"""The pipeline on production-shaped machines (tests/harness): site.yml twice, then the
+promotions of beta, test and prod under reads through both balancers and acknowledged writes,
+data moving machine to machine, services running as the service user, status.yml.
+
+The tests run in this order on one harness (one xdist group): each builds on the last.
+"""
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+import pytest
+import requests
+import yaml
+
+from harness import inventory
+from support.ansible import assert_no_changes, recap
+from support.promotion import assert_zero_loss, output, run_under_load, said
+
+pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.multihost,
+              pytest.mark.xdist_group('multihost')]
+
+
+@pytest.fixture(scope='module')
+def deployed(harness):
+    """site.yml twice on fresh machines, timed."""
+    runs = []
+    for _ in range(2):
+        started = time.monotonic()
+        runs.append((harness.playbook('site.yml'), time.monotonic() - started))
+    first = runs[0][0]
+    if first.returncode != 0:
+        pytest.fail('site.yml failed on the machines:\n%s' % output(first), pytrace=False)
+    return runs
+
+
+def live_clients(harness, stage):
+    """[(host, address, port)] of every Zope client of a stage's live side, on every machine."""
+    found = []
+    for path in sorted((harness.inventory / 'host_vars').glob('*.yml')):
+        host_vars = yaml.safe_load(path.read_text())
+        if host_vars.get('zopeops_stage') == stage and host_vars.get('zopeops_side') == 'live':
+            found += [(path.stem, host_vars['ansible_host'], client['port'])
+                      for client in host_vars.get('zopeops_clients', [])]
+    return found
+
+
+def served_revisions(harness, stage):
+    return {'%s:%s' % (host, port): requests.get('http://%s:%d/@@zopeops-info' % (address, port),
+                                                 timeout=15).json()['revision']
+            for host, address, port in live_clients(harness, stage)}
+
+
+def test_site_twice_the_second_run_changes_nothing(deployed):
+    (first, first_s), (second, second_s) = deployed
+    assert recap(first.stdout), output(first)
+    assert_no_changes(second)
+    print('site.yml: first %.0f s, second %.0f s' % (first_s, second_s))
+
+
+def test_every_stage_answers_through_both_balancers(harness, deployed):
+    for stage in inventory.LB_PORTS:
+        for base in harness.lb_bases(stage):
+            answer = requests.get(base + '/@@zopeops-info', timeout=15)
+            assert answer.status_code == 200, (base, answer.text[:300])
+            assert answer.json()['stage'] == stage
+
+
+def test_services_run_as_the_service_user(harness, deployed):
+    for machine, command in (('db1', 'runzeo'), ('app1', 'runwsgi'), ('app3', 'runwsgi'),
+                             ('stage1', 'runzeo')):
+        # The machines share this one's process table: ps is asked about the machine's own.
+        pids = ','.join(str(pid) for pid in harness[machine].pids())
+        table = harness[machine].run(['ps', '-ww', '-o', 'user:32=,args=', '-p', pids],
+                                     check=True).stdout
+        users = {line.split(None, 1)[0] for line in table.splitlines() if command in line}
+        assert users == {harness.service_user}, (machine, command, table)
+
+
+def test_a_machine_unreachable_at_preflight_is_named_and_nothing_changes(harness, deployed):
+    before, state_before = served_revisions(harness, 'prod'), harness.state('prod')
+    harness.machines.stop_sshd('app3')
+    try:
+        proc = harness.playbook('promote.yml', {'stage': 'prod'})
+    finally:
+        harness.machines.start_sshd('app3')
+    assert proc.returncode != 0, output(proc)
+    assert 'Refused before anything changed' in said(proc), output(proc)
+    assert 'prod-app3 on machine %s' % harness['app3'].address in said(proc), output(proc)
+    assert served_revisions(harness, 'prod') == before
+    assert harness.state('prod') == state_before
+
+
+@pytest.mark.parametrize('stage', ['beta', 'test', 'prod'])
+def test_promote_under_load_through_both_balancers(harness, deployed, stage):
+    predecessor = {'beta': 'dev', 'test': 'beta', 'prod': 'test'}[stage]
+    wanted = set(served_revisions(harness, predecessor).values())
+    assert len(wanted) == 1, wanted
+    started = time.monotonic()
+    run = run_under_load(harness, 'promote.yml', stage, timeout=600)
+    took = time.monotonic() - started
+    assert run.proc.returncode == 0, output(run.proc)
+    assert_zero_loss(harness, run, stage, 'upstream')
+    assert set(served_revisions(harness, stage).values()) == wanted, run.report()
+    # Data moved machine to machine: pulled over SSH by the machine that needed it.
+    assert 'Ensure the snapshot is pulled here over SSH' in run.proc.stdout, output(run.proc)
+    print('promote %s: %.0f s; %s' % (stage, took, run.report()))
+
+
+def test_status_reports_every_stage(harness, deployed):
+    proc = harness.playbook('status.yml')
+    assert proc.returncode == 0, output(proc)
+    for stage in inventory.LB_PORTS:
+        assert stage in proc.stdout
+
+
+def haproxy_command(socket_path, command):
+    """One command on a balancer's admin socket (its path as this machine sees it)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(socket_path))
+        sock.sendall(command.encode() + b'\n')
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b''.join(chunks).decode()
+            chunks.append(chunk)
+
+
+def test_one_balancer_refusing_the_switch_puts_both_back_on_live(harness, deployed):
+    """lb2 cannot pass its gate (the twin's servers are in maintenance there): the switch is
+    refused on lb2, lb1 is put back, both send prod to its live side, reads never fail."""
+    lb2 = harness['lb2']
+    config = lb2.path('/srv/zopeops/lb/etc/haproxy.cfg').read_text()
+    backend = config[config.index('backend be_prod_upgrade'):].split('\nbackend ', 1)[0]
+    servers = re.findall(r'^\s*server (\S+) ', backend, re.M)
+    assert servers, backend
+    admin = lb2.path('/run/zopeops/haproxy.sock')
+    for server in servers:
+        haproxy_command(admin, 'disable server be_prod_upgrade/%s' % server)
+    try:
+        run = run_under_load(harness, 'promote.yml', 'prod', timeout=600,
+                             extra={'promote_force': True, 'promote_gate_timeout': 10})
+    finally:
+        for server in servers:
+            haproxy_command(admin, 'enable server be_prod_upgrade/%s' % server)
+    assert run.proc.returncode != 0, output(run.proc)
+    assert not run.reads.failures, run.report()
+    assert not run.writes.failed, run.report()
+    for lb in ('lb1', 'lb2'):
+        active = haproxy_command(harness[lb].path('/run/zopeops/haproxy.sock'),
+                                 'show map %s' % '/srv/zopeops/lb/etc/active.map')
+        assert re.search(r'\bprod be_prod_live\b', active), (lb, active)
+        frozen = harness[lb].path('/srv/zopeops/lb/etc/frozen.map').read_text()
+        assert not re.search(r'^prod\s+1', frozen, re.M), (lb, frozen)
