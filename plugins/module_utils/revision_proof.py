@@ -171,8 +171,11 @@ class RevisionProof:
             seen = check_once(page, fetch_kept, headers or {}, None, timeout, True)
             result['body'] = bodies.get(page.url)
             revision = seen['revision']
-            if seen['status'] != 200:
+            if seen['status'] is None:
                 problem = 'the revision page %s: %s' % (self.page, seen['error'])
+            elif seen['status'] != 200:
+                problem = 'the revision page %s answers HTTP %d, not 200' % (self.page,
+                                                                             seen['status'])
             elif not seen['ok']:
                 problem = seen['error']
         if problem and self.proof in ('json', 'regex'):

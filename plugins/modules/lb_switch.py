@@ -84,8 +84,9 @@ options:
   wait_healthy:
     description:
       - Read-only query only (HAProxy only); wait at most this many seconds until a server of the
-        stage's active backend passes HAProxy's health checks, then warn if none does. V(0)
-        reads the state as it is and does not warn. A server HAProxy has not checked yet
+        stage's active backend passes HAProxy's health checks, then warn if none does (it
+        stops waiting once every server was checked and is C(DOWN)). V(0) reads the state as
+        it is and does not warn. A server HAProxy has not checked yet
         counts as not passing, so give it at least C(rise) checks' time.
     type: float
     default: 0.0
@@ -427,7 +428,11 @@ def _healthy_servers(api, stage, side, rows, timeout, clock=time.monotonic, slee
         servers = api.backend_stats(backend, rows)['servers']
         healthy = sorted(name for name, srv in servers.items()
                          if server_is_up(srv['status'], srv['check']))
-        if healthy or clock() >= deadline:
+        # Every server checked and DOWN (or in maintenance): waiting longer will not help.
+        settled = all((srv['status'] or '').startswith(('DOWN', 'MAINT'))
+                      and (srv['check'] or 'INI').lstrip('* ')[:3] not in ('INI', '')
+                      for srv in servers.values())
+        if healthy or settled or clock() >= deadline:
             return healthy
         sleep(0.25)
         rows = api.show_stat()

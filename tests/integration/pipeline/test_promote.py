@@ -91,6 +91,13 @@ def test_refuses_an_unhealthy_predecessor(pipeline):
         assert pipeline.supervisorctl('stop', client).returncode == 0
     try:
         refused(pipeline, 'test', 'The predecessor beta is not healthy', watch=('test', 'prod'))
+        # site.yml ends saying that beta's frontend has no healthy backend, naming its URL.
+        proc = pipeline.playbook('site.yml', args=('--limit', 'lb-local'))
+        assert proc.returncode == 0, output(proc)
+        assert ("Stage beta has no healthy backend: no server of be_beta_live passes HAProxy's "
+                "health check" in said(proc)), output(proc)
+        assert 'so http://127.0.0.1:%d/ answers 503' % pipeline.lb_port('beta') in said(proc)
+        assert 'Stage dev has no healthy backend' not in said(proc)
     finally:
         for client in ('beta-client1', 'beta-client2'):
             pipeline.supervisorctl('start', client)
@@ -98,6 +105,25 @@ def test_refuses_an_unhealthy_predecessor(pipeline):
                                       % pipeline.lb_port('beta'), timeout=5).status_code == 200,
                  timeout=120, what='beta to serve through HAProxy again')
     assert not lock_dir(pipeline, 'test').exists()
+
+
+def test_an_unproven_predecessor_is_not_called_unhealthy(pipeline):
+    proc = refused(pipeline, 'test', 'The predecessor beta answers, but which revision it runs '
+                   'cannot be proven', watch=('test', 'prod'),
+                   zopeops_revision_json_path='/@@no-such-view')
+    assert 'not healthy' not in said(proc)
+    assert ('the revision page /@@no-such-view answers HTTP 404, not 200; set '
+            'zopeops_revision_json_path and zopeops_revision_json_key') in said(proc)
+
+
+def test_check_mode_proves_the_predecessor_by_its_release(pipeline):
+    """The default proof (release) on the real pipeline: the preflight reads the REVISION of
+    the release beta's running clients were started from, on beta's host."""
+    proc = pipeline.playbook('promote.yml', {'stage': 'test', 'zopeops_revision_proof': 'release'},
+                             check=True)
+    assert proc.returncode == 0, output(proc)
+    proven = said(proc).split("Read whether the predecessor's clients are healthy")[1]
+    assert proven.split('TASK [')[0].count('ok: [lb-local -> beta-local') == 1, output(proc)
 
 
 def test_check_mode_prints_the_plan_and_changes_nothing(pipeline):

@@ -81,7 +81,7 @@ def test_a_missing_revision_page_is_a_proof_error_naming_the_variables():
     proof = RevisionProof('/', 'json', '/@@zopeops-info', json_key='revision')
     seen = proof.prove('http://127.0.0.1:1', fake_fetch({'/': (200, 'Plone')}))
     assert seen['health_error'] is None and not seen['ok']
-    assert seen['proof_error'].startswith('the revision page /@@zopeops-info: HTTP 404')
+    assert seen['proof_error'].startswith('the revision page /@@zopeops-info answers HTTP 404, not 200; set')
     assert 'set zopeops_revision_json_path and zopeops_revision_json_key' in seen['proof_error']
     assert 'zopeops_revision_proof to release' in seen['proof_error']
 

@@ -2,6 +2,8 @@
 socket end), and its argument handling through the real module entry point."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ansible_collections.zopeops.stages.plugins.module_utils import haproxy as hx
@@ -289,7 +291,9 @@ def test_query_reports_the_healthy_servers_of_the_active_side(haproxy):
 def test_query_warns_naming_the_stage_and_url_when_no_server_passes(haproxy):
     haproxy.servers['be_dev_live'] = {'dev-client1': ['DOWN', 0]}
     haproxy.check_status = 'L7STS'
-    result = run(haproxy, stage='dev', wait_healthy=0.3, frontend_url='http://127.0.0.1:8000/')
+    started = time.monotonic()
+    result = run(haproxy, stage='dev', wait_healthy=30, frontend_url='http://127.0.0.1:8000/')
+    assert time.monotonic() - started < 5, 'every server was checked and DOWN: no wait'
     assert result['healthy_servers'] == []
     assert result['warnings'] == [
         "Stage dev has no healthy backend: no server of be_dev_live passes HAProxy's health "
