@@ -71,9 +71,10 @@ demo-plone: deps
 	$(PLONE_STEPS) $(PLONE_PLAYBOOK) playbooks/site.yml && \
 	echo && $(PLONE_STEPS) $(PLONE_PLAYBOOK) playbooks/status.yml -e status_heading=Before && \
 	echo && echo "=== Adding a page on dev, as an editor would ===" && \
-	$(PLONE_SANDBOX)/dev/current/venv/bin/zconsole run $(PLONE_SANDBOX)/dev/etc/zope-console.conf \
+	{ $(PLONE_SANDBOX)/dev/current/venv/bin/zconsole run $(PLONE_SANDBOX)/dev/etc/zope-console.conf \
 	  $(PLONE_SANDBOX)/dev/current/src/add_page.py news "News from dev" \
-	  "Written on dev at $$(date +%H:%M:%S), promoted to beta." 2>/dev/null && \
+	  "Written on dev at $$(date +%H:%M:%S), promoted to beta." 2>$(PLONE_SANDBOX)/add_page.log || \
+	  { tail -20 $(PLONE_SANDBOX)/add_page.log; exit 1; }; } && \
 	echo && echo "=== Promoting beta to what dev runs ===" && \
 	$(PLONE_STEPS) $(PLONE_PLAYBOOK) playbooks/promote.yml -e stage=beta && \
 	echo && $(PLONE_STEPS) $(PLONE_PLAYBOOK) playbooks/status.yml -e status_heading=After && \

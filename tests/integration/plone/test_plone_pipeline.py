@@ -27,7 +27,8 @@ from support.paths import REPO
 from support.ports import free_port_block
 from support.promotion import Background
 
-pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.xdist_group('plone')]
+pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.plone,
+              pytest.mark.xdist_group('plone')]
 
 INVENTORY = REPO / 'inventories' / 'plone'
 BUILD_REPO = REPO / 'examples' / 'zopeapp' / 'build_demo_repo.py'
