@@ -52,11 +52,12 @@ def ownership_of(module):
 
 def storage_paths(path, blob_dir=None):
     """What the data modules write for a FileStorage: the Data.fs, its install record, the
-    pairs kept beside them (``.prev-<stamp>``, a pack's ``.old``) and the blob folder with its
-    kept pairs. Not the index and lock files, which the ZEO server writes itself (as the service
-    user, with its unit's umask)."""
+    pairs kept beside them (``.prev-<stamp>``, a pack's ``.old``), the blob folder with its
+    kept pairs, and the storage's lock file (``zodb_restore`` creates it when no ZEO server ran
+    yet; a root-owned lock file keeps the service's ZEO server from starting). Not the index,
+    which the ZEO server writes itself (as the service user, with its unit's umask)."""
     paths = []
-    for base, extra in ((path, ('.installed.json', '.old')), (blob_dir, ())):
+    for base, extra in ((path, ('.installed.json', '.old', '.lock')), (blob_dir, ())):
         if not base:
             continue
         base = os.path.abspath(base).rstrip('/')

@@ -68,6 +68,8 @@ def test_snapshot_restore_and_pack_give_the_data_to_the_service_user(storage_fac
     assert installed['rc'] == 0, installed
     assert attributes(target / 'filestorage')['Data.fs'] == (USER, GROUP, 0o640)
     assert attributes(target / 'filestorage')['Data.fs.installed.json'] == (USER, GROUP, 0o640)
+    # The lock file the install made: the service's ZEO server must open it for writing.
+    assert attributes(target / 'filestorage')['Data.fs.lock'][:2] == (USER, GROUP)
     assert kinds(attributes(blob_dir), blob_dir) == {
         'dir': {(USER, GROUP, 0o750)}, 'blob': {(USER, GROUP, 0o440)}, 'file': {(USER, GROUP, 0o640)}}
     again = run_module('zodb_restore', args)
