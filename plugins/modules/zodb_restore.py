@@ -196,6 +196,15 @@ archived:
     (C(*.rolledback-<stamp>)).
   type: dict
   returned: when previous is given
+replaced_transactions:
+  description:
+    - With O(snapshot), how many transactions the Data.fs that the install replaced had got
+      since it was itself installed (the tid in C(<path>.installed.json)): the writes that the
+      new data replaces, for a promotion's report. Null when there was no such record or the
+      file no longer holds that transaction.
+  type: int
+  returned: when a snapshot was installed
+  sample: 12
 archived_transactions:
   description: How many transactions the archived Data.fs holds.
   type: int
@@ -609,6 +618,7 @@ def install(module, result, guard, resumed=None):
         raise
     when = zu.stamp()
     previous = {}
+    result['replaced_transactions'] = transactions_since_install(path)
     if os.path.exists(path):
         previous['path'] = '%s.prev-%s' % (path, when)
         if blob_dir and os.path.isdir(blob_dir):
@@ -620,6 +630,25 @@ def install(module, result, guard, resumed=None):
     plan = swap_plan(path, blob_dir, new_data, new_blobs, 'prev', when, record)
     apply_swap(path, blob_dir, plan)
     after_install(params, result, manifest, plan)
+
+
+def transactions_since_install(path):
+    """How many transactions the Data.fs at ``path`` got after its recorded install (the tid
+    of ``<path>.installed.json``): what an install over it replaces. None when there is no
+    such record, or the file no longer holds that transaction (packed, or another file)."""
+    try:
+        with open(path + '.installed.json', encoding='utf-8') as handle:
+            installed_tid = zfmt.hex_to_tid(json.load(handle)['tid'])
+        fd = os.open(path, os.O_RDONLY)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        found, tail = zfmt.transactions_after(fd, installed_tid)
+    except (OSError, ValueError, zu.ZODBDataError):
+        return None
+    finally:
+        os.close(fd)
+    return len(tail) if found else None
 
 
 def after_install(params, result, manifest, plan):
