@@ -199,8 +199,8 @@ archived:
 replaced_transactions:
   description:
     - With O(snapshot), how many transactions the Data.fs that the install replaced had got
-      since it was itself installed (the tid in C(<path>.installed.json)): the writes that the
-      new data replaces, for a promotion's report. Null when there was no such record or the
+      since it was itself installed (the tid in C(<path>.installed.json)), that is the writes
+      that the new data replaces, for a promotion's report. Null when there was no such record or the
       file no longer holds that transaction.
   type: int
   returned: when a snapshot was installed
