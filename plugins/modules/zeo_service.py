@@ -351,7 +351,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zopeops.stages.plugins.module_utils.process_manager import (
-    ACTIVE_STATES, RUNNING_STATES, ProcessManagerError, Supervisord, Systemd,
+    ACTIVE_STATES, RUNNING_STATES, ProcessManagerError, ProcessStatus, Supervisord, Systemd,
     default_supervisorctl)
 from ansible_collections.zopeops.stages.plugins.module_utils.http_checks import (
     HAS_REQUESTS, Check, check_once, fetch_with_ansible, fetch_with_requests)
@@ -812,7 +812,14 @@ class ProgramSet:
 
     def _confirm_gone(self, pids, timeout):
         deadline = self.clock() + max(1.0, timeout)
+        # `supervisorctl stop` and `systemctl stop` return once the process has exited and
+        # was reaped: when every pid is gone already, that is the proof, and the process
+        # manager is asked again only while one is not.
+        statuses = {name: ProcessStatus(name, 'STOPPED') for name in pids}
         while True:
+            if all(pid and not pid_alive(pid) for pid in pids.values()) and not any(
+                    status.state in ACTIVE_STATES for status in statuses.values()):
+                break
             statuses = self.manager.status_many(list(pids))
             if self.clock() >= deadline or not any(
                     status.state in ACTIVE_STATES for status in statuses.values()):

@@ -730,3 +730,14 @@ def test_programs_wait_asks_the_process_manager_only_when_a_pid_is_gone(monkeypa
     zeo_service.ProgramSet(set_params(programs=CLIENTS[:1]), fleet, clock=clock,
                            sleep=clock.sleep).ensure()
     assert len(fleet.batch_calls('status')) == 5
+
+
+def test_programs_stop_asks_again_only_while_a_pid_lives(monkeypatch, ready):
+    fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'RUNNING'})
+    zeo_service.ProgramSet(set_params(state='stopped'), fleet).ensure()
+    assert len(fleet.batch_calls('status')) == 1   # before; the stop itself proved the rest
+    monkeypatch.setattr(zeo_service, 'pid_alive', lambda pid: True)
+    fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'RUNNING'})
+    result = zeo_service.ProgramSet(set_params(state='stopped'), fleet).ensure()
+    assert len(fleet.batch_calls('status')) == 2
+    assert [p['state_after'] for p in result['programs']] == ['STOPPED', 'STOPPED']
