@@ -187,8 +187,9 @@ passes:
   type: int
   sample: 2
 settled:
-  description: Whether the last pass copied at most O(settle) transactions, that is whether
-    the replay caught up with a source that keeps writing.
+  description: Whether the last pass copied at most O(settle) transactions, or the source had
+    nothing new after it, that is whether the replay caught up with a source that keeps
+    writing.
   returned: when something was copied
   type: bool
   sample: true
@@ -468,11 +469,12 @@ def replay(module, result):
         # pass ends: further passes shrink it, so that what is left for the write freeze is
         # only what arrives while the freeze is being set.
         totals = {key: result[key] for key in ('transactions', 'blobs', 'bytes')}
-        first, passes = result['first_tid'], 1
+        first, passes, caught_up = result['first_tid'], 1, False
         while passes < params['passes'] and result['transactions'] > params['settle']:
             base = zfmt.hex_to_tid(result['last_tid'])
             tail = plan_tail(source, base, until)
             if not tail:
+                caught_up = True  # nothing arrived during the last pass: settled
                 break
             result.update(first_tid=zfmt.tid_to_hex(tail[0][0]),
                           last_tid=zfmt.tid_to_hex(tail[-1][0]), bytes=tail[-1][2] - tail[0][1])
@@ -480,7 +482,7 @@ def replay(module, result):
             passes += 1
             for key in totals:
                 totals[key] += result[key]
-        settled = result['transactions'] <= params['settle']
+        settled = caught_up or result['transactions'] <= params['settle']
         result.update(totals, first_tid=first, passes=passes, settled=settled)
         if passes > 1:
             result['msg'] = 'Copied %d transactions (%s .. %s, %d blobs) in %d passes from %s ' \
