@@ -201,9 +201,9 @@ replaced_transactions:
     - With O(snapshot), how many transactions the Data.fs that the install replaced had got
       since it was itself installed (the tid in C(<path>.installed.json)), that is the writes
       that the new data replaces, for a promotion's report. Null when there was no such record or the
-      file no longer holds that transaction.
+      file no longer holds that transaction; 0 when the file already was the snapshot.
   type: int
-  returned: when a snapshot was installed
+  returned: with O(snapshot), when it was installed or already in place
   sample: 12
 archived_transactions:
   description: How many transactions the archived Data.fs holds.
@@ -557,6 +557,7 @@ def install(module, result, guard, resumed=None):
                       'after': {'path': path, 'tid': manifest['tid'], 'size': manifest['size']}}
     if already_installed(path, blob_dir, manifest, before):
         result['diff']['after'] = result['diff']['before']
+        result['replaced_transactions'] = 0  # the file is the snapshot: nothing is replaced
         result['msg'] = '%s already holds the snapshot %s (tid %s).' % (path, snap,
                                                                         manifest['tid'])
         return

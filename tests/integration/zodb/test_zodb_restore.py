@@ -54,6 +54,7 @@ def test_install_keeps_previous_clears_caches_and_is_idempotent(snapshot_and_tar
 
     again = run_module('zodb_restore', args, diff=True)
     assert again['changed'] is False, again
+    assert again['replaced_transactions'] == 0
     assert again['diff']['before'] == again['diff']['after']
 
     # A real ZEO server serves the installed data at the snapshot's tid.
