@@ -40,19 +40,21 @@ def promotion_plan(model, stage, action, previous, deployed, lb_views, revision=
 
 def side_programs(side, host, process_manager='supervisord', root=''):
     """The process-manager programs of one side that run on one inventory host:
-    {'zeo': {name, address, log_path} or None, 'clients': [{name, address, log_path}]}."""
+    {'zeo': {name, kind, address, log_path} or None, 'clients': [{name, kind, address,
+    log_path}], 'start': ZEO then clients, 'stop': clients then ZEO} (zeo_service programs)."""
     prefix = 'zopeops-' if process_manager == 'systemd' else ''
     folder = '%s/%s' % (root, side['instance'])
     zeo = None
     if side['zeo']['host'] == host:
-        zeo = {'name': '%s%s-zeo' % (prefix, side['instance']),
+        zeo = {'name': '%s%s-zeo' % (prefix, side['instance']), 'kind': 'zeo',
                'address': '%s:%s' % (side['zeo']['address'], side['zeo']['port']),
                'log_path': '%s/log/zeo.log' % folder}
-    clients = [{'name': prefix + client['id'],
+    clients = [{'name': prefix + client['id'], 'kind': 'zope',
                 'address': '%s:%s' % (client['address'], client['port']),
                 'log_path': '%s/log/%s.log' % (folder, client['name'])}
                for client in side['clients'] if client['host'] == host]
-    return {'zeo': zeo, 'clients': clients}
+    zeos = [zeo] if zeo else []
+    return {'zeo': zeo, 'clients': clients, 'start': zeos + clients, 'stop': clients + zeos}
 
 
 class FilterModule:

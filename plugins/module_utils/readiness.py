@@ -48,13 +48,15 @@ class ProbeResult:
 
 
 class NotReady(Exception):
-    """The process did not become ready: ``reason`` and the last probe's detail."""
+    """The process did not become ready: ``reason`` and the last probe's detail; ``died``
+    when the process exited during the wait (rather than answering wrongly or too late)."""
 
-    def __init__(self, reason, detail='', state=None, elapsed=0.0):
+    def __init__(self, reason, detail='', state=None, elapsed=0.0, died=False):
         self.reason = reason
         self.detail = detail
         self.state = state
         self.elapsed = elapsed
+        self.died = died
         super().__init__(reason + (': ' + detail if detail else ''))
 
 
@@ -211,7 +213,7 @@ def wait_until(probe, state_of, timeout, failed_states=DEAD_STATES, clock=time.m
         state = state_of()
         elapsed = clock() - started
         if state in failed_states:
-            raise NotReady('the process is %s' % state, last.detail, state, elapsed)
+            raise NotReady('the process is %s' % state, last.detail, state, elapsed, died=True)
         if last.ok:
             return last, elapsed
         if last.final:
@@ -259,11 +261,11 @@ def wait_all(probes, states_of, timeout, initial_pids=None, failed_states=DEAD_S
                 first_pid = pids.setdefault(name, pid) if pid else pids.get(name)
                 if state in failed_states:
                     failed[name] = NotReady('the process is %s' % state, last.detail, state,
-                                            elapsed)
+                                            elapsed, died=True)
                 elif pid and first_pid and pid != first_pid:
                     failed[name] = NotReady(
                         'the process exited and was started again (pid %d, now %d)'
-                        % (first_pid, pid), last.detail, state, elapsed)
+                        % (first_pid, pid), last.detail, state, elapsed, died=True)
                 elif last.ok:
                     ready[name] = (last, elapsed)
                 elif last.final:

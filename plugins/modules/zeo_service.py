@@ -14,8 +14,10 @@ description:
   - With O(programs), one call drives them all together, which is what makes a promotion step
     one call per host; one C(supervisorctl status), one C(reread)/C(update), one
     C(supervisorctl start a b c) (or C(systemctl start a b c)) for all, then one readiness wait
-    that probes them all concurrently. A failure names every failing program, each with its
-    log tail. The result lists each program in RV(programs).
+    that probes them all concurrently. A side's ZEO server and its Zope clients can be one
+    call, each program giving its O(programs[].kind); the clients boot while ZEO opens its
+    storage, since a Zope client waits for its ZEO server at start-up. A failure names every
+    failing program, each with its log tail. The result lists each program in RV(programs).
   - A ZEO server is ready when it answers the ZEO protocol's status handshake (C(ruok), the
     one C(zeo-nagios) uses) and reports the last transaction of O(storage); with
     O(expected_tid) that transaction must be exactly the expected one. The handshake is plain
@@ -38,6 +40,10 @@ description:
     whose pid changes during the wait has also failed (it died and the process manager
     started it again). The readiness probes, not supervisord's C(startsecs), decide; the roles
     write C(startsecs = 0) so that C(supervisorctl start) returns at once.
+  - A program that died during the wait and that the process manager is starting again is
+    stopped before the module fails. With C(startsecs = 0) supervisord counts every start as a
+    success and would restart a program that crashes at start-up for ever; C(startretries)
+    only counts failures before C(startsecs).
   - O(state=stopped) stops the program and confirms that its process is gone and, if
     O(address) is given, that nothing accepts connections there any more. It does not
     reread or update the definition; a changed definition takes effect at the next start.
@@ -56,8 +62,12 @@ options:
     type: str
   programs:
     description:
-      - All programs of one kind to drive together, instead of O(name), O(address) and
-        O(log_path) (exclusive with them). Every other option applies to all of them.
+      - All programs to drive together, instead of O(name), O(address) and O(log_path)
+        (exclusive with them). Every other option applies to all of them that it concerns;
+        O(storage) and O(expected_tid) to the ZEO servers, O(health_path) and the revision
+        options to the Zope clients.
+      - With O(state=stopped) they are stopped in the order given (list the clients before
+        their ZEO server).
       - A program is started or stopped only if it needs it; the others are just checked, so
         the call stays idempotent.
     type: list
@@ -67,6 +77,10 @@ options:
         description: The program or unit name, as for O(name).
         type: str
         required: true
+      kind:
+        description: What this program is; defaults to O(kind).
+        type: str
+        choices: [zeo, zope]
       address:
         description:
           - Where it listens, as for O(address). Required with O(state=started) and
@@ -78,9 +92,10 @@ options:
   kind:
     description:
       - What the program is, which decides how readiness is checked.
+      - Required with O(name), and with O(programs) unless every program gives its own
+        O(programs[].kind).
     type: str
     choices: [zeo, zope]
-    required: true
   state:
     description:
       - V(started) starts the program if it is not running (nothing changes if it is) and
@@ -170,9 +185,12 @@ attributes:
     support: full
     details:
       - Reports what would be done (C(changed), the predicted C(state_after) and C(actions))
-        and starts, stops, updates and probes nothing. With supervisord it still runs
+        and starts, stops, updates and probes no readiness. With supervisord it still runs
         C(supervisorctl reread), which only re-parses the config files (as C(supervisorctl
         avail) does) and so changes no process.
+      - With O(state=stopped) it still checks that nothing accepts connections at the address
+        of a program that is not running (read-only), so a check-mode call tells whether a
+        side is idle.
   diff_mode:
     description: Not supported; the result's state_before and state_after say what changed.
     support: none
@@ -229,6 +247,17 @@ EXAMPLES = r'''
     revision_proof: release
     expected_revision: "{{ plan.twin_revision }}"
   register: twin_clients
+
+- name: Ensure the twin's ZEO server and clients serve the installed data and revision.
+  zopeops.stages.zeo_service:
+    supervisor_config: "{{ zopeops_root }}/supervisor/supervisord.conf"
+    programs:
+      - {name: test_upgrade-zeo, kind: zeo, address: "127.0.0.1:18435"}
+      - {name: test_upgrade-client1, kind: zope, address: "127.0.0.1:18436"}
+    expected_tid: "{{ installed_data.tid }}"
+    health_path: /@@zopeops-info
+    revision_json_key: revision
+    expected_revision: "{{ plan.twin_revision }}"
 
 - name: Ensure all Zope clients of test on this host are stopped (one supervisorctl stop).
   zopeops.stages.zeo_service:
@@ -339,14 +368,14 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zopeops.stages.plugins.module_utils.process_manager import (
-    ACTIVE_STATES, RUNNING_STATES, ProcessManagerError, manager_from_params)
+    ACTIVE_STATES, RUNNING_STATES, ProcessManagerError, ProcessStatus, manager_from_params)
 from ansible_collections.zopeops.stages.plugins.module_utils.http_checks import (
     HAS_REQUESTS, fetch_with_ansible, fetch_with_requests)
 from ansible_collections.zopeops.stages.plugins.module_utils.revision_proof import (
     PROOFS, RevisionProof)
 from ansible_collections.zopeops.stages.plugins.module_utils.zodb_format import normalize_tid
 from ansible_collections.zopeops.stages.plugins.module_utils.readiness import (
-    ProbeResult, parse_address, port_open, probe_http, probe_zeo,
+    ProbeResult, parse_address, pid_alive, port_open, probe_http, probe_zeo,
     tail_file, tail_text, wait_all, wait_until_gone)
 
 LOG_LINES = 40
@@ -396,6 +425,18 @@ def make_probe(kind, address, params, pid_of=None):
     return lambda: probe_http(address, params['health_path'])
 
 
+NOUNS = {'zeo': 'ZEO server', 'zope': 'Zope client'}
+HINTS = {'zeo': 'check the storage path and the address in zeo.conf',
+         'zope': 'check zope.conf (its ZEO address), zope.ini (the port) and the application '
+                 'code'}
+
+
+def plural_noun(kinds):
+    """'ZEO servers', 'Zope clients', or 'programs' for a set of both."""
+    kinds = set(kinds)
+    return NOUNS[kinds.pop()] + 's' if len(kinds) == 1 else 'programs'
+
+
 class ServiceFailed(Exception):
     """The module's goal was not reached; ``msg`` is the user's error message."""
 
@@ -417,8 +458,7 @@ class Service:
         self.check_mode = check_mode
         self.clock = clock
         self.sleep = sleep
-        self.what = '%s %r' % ('ZEO server' if self.kind == 'zeo' else 'Zope client',
-                               self.name)
+        self.what = '%s %r' % (NOUNS[self.kind], self.name)
         self.expected_tid = (normalize_tid(params['expected_tid'])
                              if params.get('expected_tid') else None)
         self.result = {
@@ -481,7 +521,7 @@ class Service:
                 return self._predict('STOPPED')
             self._call(self.manager.stop, 'stop')
             self._confirm_gone(before.pid, self.params['timeout'] - (self.clock() - started))
-        elif address and not self.check_mode and port_open(address):
+        elif address and port_open(address):
             raise ServiceFailed(
                 '%s is %s per %s, but something still accepts connections at %s. Another '
                 'process holds that address (a copy started by hand, or another instance '
@@ -569,15 +609,20 @@ class Service:
                                  clock=self.clock, sleep=self.sleep)
         if failed:
             exc = failed[self.name]
+            log = self._log_tail()
+            if exc.died and self.manager.status(self.name).state in ACTIVE_STATES:
+                # startsecs = 0: supervisord would restart a crashing program for ever.
+                self._act('stop')
+                try:
+                    self.manager.stop(self.name)
+                except ProcessManagerError:
+                    pass  # the readiness failure is the message; the state says the rest
             state = self._state_quietly()
-            hint = ('check the storage path and the address in zeo.conf' if self.kind == 'zeo'
-                    else 'check zope.conf (its ZEO address), zope.ini (the port) and the '
-                         'application code')
             raise ServiceFailed(
                 '%s at %s is not ready via %s: %s after %.1f seconds (%s). State: %s. Read the '
                 'log lines below; %s; then run again.'
                 % (self.what, self.params['address'], self.manager.describe(), exc.reason,
-                   exc.elapsed, exc.detail, state, hint), self._log_tail())
+                   exc.elapsed, exc.detail, state, HINTS[self.kind]), log)
         probe, elapsed = ready[self.name]
         status = self.manager.status(self.name)
         self.result.update(state_after=status.state, pid=status.pid,
@@ -633,24 +678,25 @@ def unknown_program_message(manager, names, supervisor_config=None):
 
 
 class ProgramSet:
-    """All programs of one side of an instance on this host (its ZEO, or its Zope clients),
-    driven together: one status, one reread/update, one start or stop command for all, then
-    one readiness wait that polls them all concurrently.
+    """All programs of one side of an instance on this host (its ZEO server and its Zope
+    clients), driven together: one status, one reread/update, one start or stop command for
+    all, then one readiness wait that polls them all concurrently.
 
-    Each program is ``{name, address, log_path}``; ``self.params`` holds what they share
-    (kind, storage, expected_tid, health_path, the revision options, timeout).
+    Each program is ``{name, kind, address, log_path}`` (``kind`` defaults to the module's);
+    ``self.params`` holds what they share (storage, expected_tid for the ZEO server,
+    health_path and the revision options for the clients, timeout).
     """
 
     def __init__(self, params, manager, check_mode=False, clock=time.monotonic,
                  sleep=time.sleep):
         self.params = params
-        self.kind = params['kind']
         self.manager = manager
         self.check_mode = check_mode
         self.clock = clock
         self.sleep = sleep
-        self.noun = 'ZEO server' if self.kind == 'zeo' else 'Zope client'
-        self.programs = [dict(program) for program in params['programs']]
+        self.programs = [dict(program, kind=program.get('kind') or params['kind'])
+                         for program in params['programs']]
+        self.nouns = plural_noun(program['kind'] for program in self.programs)
         self.names = [program['name'] for program in self.programs]
         self.by_name = {program['name']: program for program in self.programs}
         self.entries = {name: {'name': name, 'state_before': None, 'state_after': None,
@@ -741,20 +787,18 @@ class ProgramSet:
             self._call(lambda: self.manager.stop_many(active), 'stop', active)
             self._confirm_gone({name: before[name].pid for name in active},
                                self.params['timeout'])
-        if not self.check_mode:
-            held = [name for name in self.names if name not in active
-                    and self.by_name[name].get('address')
-                    and port_open(self.by_name[name]['address'])]
-            if held:
-                raise ServiceFailed(
-                    'These %ss are stopped per %s, but something still accepts connections '
-                    'at their address: %s. Another process holds it (a copy started by hand, '
-                    'or another instance configured with the same port): find it (ss -ltnp) '
-                    'and stop it, or fix the port.'
-                    % (self.noun, self.manager.describe(), ', '.join(
-                        '%s at %s' % (name, self.by_name[name]['address']) for name in held)))
-            for name, status in self._status().items():
-                self._record(name, status)
+        # Read-only, so also in check mode: a preflight asks whether a side is idle.
+        held = [name for name in self.names if name not in active
+                and self.by_name[name].get('address')
+                and port_open(self.by_name[name]['address'])]
+        if held:
+            raise ServiceFailed(
+                'These %s are stopped per %s, but something still accepts connections '
+                'at their address: %s. Another process holds it (a copy started by hand, '
+                'or another instance configured with the same port): find it (ss -ltnp) '
+                'and stop it, or fix the port.'
+                % (self.nouns, self.manager.describe(), ', '.join(
+                    '%s at %s' % (name, self.by_name[name]['address']) for name in held)))
         return self.result
 
     # -- helpers -----------------------------------------------------------------------
@@ -764,9 +808,9 @@ class ProgramSet:
         except ProcessManagerError as exc:
             statuses = self._settled_status(names)
             raise ServiceFailed(
-                'Could not %s the %ss %s via %s: %s. State now: %s. Read the log lines '
+                'Could not %s the %s %s via %s: %s. State now: %s. Read the log lines '
                 'below (and supervisord\'s or systemd\'s own log), fix the cause, and run '
-                'again.' % (verb, self.noun, ', '.join(names), self.manager.describe(), exc,
+                'again.' % (verb, self.nouns, ', '.join(names), self.manager.describe(), exc,
                             '; '.join('%s %s' % (name, statuses.get(name, '?'))
                                       for name in names)),
                 self._log_tails(names)) from None
@@ -790,7 +834,14 @@ class ProgramSet:
 
     def _confirm_gone(self, pids, timeout):
         deadline = self.clock() + max(1.0, timeout)
+        # `supervisorctl stop` and `systemctl stop` return once the process has exited and
+        # was reaped: when every pid is gone already, that is the proof, and the process
+        # manager is asked again only while one is not.
+        statuses = {name: ProcessStatus(name, 'STOPPED') for name in pids}
         while True:
+            if all(pid and not pid_alive(pid) for pid in pids.values()) and not any(
+                    status.state in ACTIVE_STATES for status in statuses.values()):
+                break
             statuses = self.manager.status_many(list(pids))
             if self.clock() >= deadline or not any(
                     status.state in ACTIVE_STATES for status in statuses.values()):
@@ -814,9 +865,9 @@ class ProgramSet:
                                 % (name, pid, address))
         if problems:
             raise ServiceFailed(
-                'Stopping the %ss via %s failed: %s. Check their stop signal and '
+                'Stopping the %s via %s failed: %s. Check their stop signal and '
                 'stopwaitsecs/TimeoutStopSec, find what holds a port (ss -ltnp), and stop it '
-                'by its pid.' % (self.noun, self.manager.describe(), '; '.join(problems)),
+                'by its pid.' % (self.nouns, self.manager.describe(), '; '.join(problems)),
                 self._log_tails([problem.split(' ', 1)[0] for problem in problems]))
 
     def _pid_reader(self, name):
@@ -824,15 +875,25 @@ class ProgramSet:
         return lambda: self.manager.status(name).pid
 
     def _wait_ready(self):
-        probes = {name: make_probe(self.kind, self.by_name[name]['address'], self.params,
-                                   pid_of=self._pid_reader(name))
+        probes = {name: make_probe(self.by_name[name]['kind'], self.by_name[name]['address'],
+                                   self.params, pid_of=self._pid_reader(name))
                   for name in self.names}
         after_start = self._status()
         for name, status in after_start.items():
             self._record(name, status)
+        # The last state seen of each program: the wait's own polls, not one more status call.
+        final = dict(after_start)
 
         def states_of(names):
+            # While every process still runs under the pid it started with, nothing can have
+            # died: the process manager is asked only when one is gone (or has no pid yet),
+            # which spares a supervisorctl run per poll (about 0.2 s of CPU each, more under
+            # load) while the programs boot.
+            if all(final[name].pid and final[name].state in RUNNING_STATES
+                   and pid_alive(final[name].pid) for name in names):
+                return {name: (final[name].state, final[name].pid) for name in names}
             statuses = self.manager.status_many(names)
+            final.update(statuses)
             return {name: (status.state, status.pid) for name, status in statuses.items()}
 
         ready, failed = wait_all(
@@ -840,18 +901,18 @@ class ProgramSet:
             initial_pids={name: status.pid for name, status in after_start.items()
                           if status.pid},
             clock=self.clock, sleep=self.sleep)
-        final = self._status()
         for name, status in final.items():
             self._record(name, status)
         for name, (probe, elapsed) in ready.items():
             entry = self.entries[name]
             entry.update(ready_seconds=round(elapsed, 3), ready_detail=probe.detail)
-            if self.kind == 'zeo':
+            if self.by_name[name]['kind'] == 'zeo':
                 entry['last_tid'] = probe.value
             elif proves_revision(self.params):
                 entry['revision'] = probe.value
         if failed:
             failing = [name for name in self.names if name in failed]
+            self._stop_the_dead([name for name in failing if failed[name].died], final)
             lines = []
             for name in failing:
                 exc = failed[name]
@@ -860,17 +921,32 @@ class ProgramSet:
                 tail = log_tail(self.manager, name, self.by_name[name].get('log_path'))
                 self.entries[name]['log_tail'] = tail
                 lines += ['=== %s' % name] + tail
-            hint = ('check the storage path and the address in zeo.conf' if self.kind == 'zeo'
-                    else 'check zope.conf (its ZEO address), zope.ini (the port) and the '
-                         'application code')
+            hint = '; '.join(HINTS[kind] for kind in sorted(
+                {self.by_name[name]['kind'] for name in failing}))
             raise ServiceFailed(
-                '%d of %d %ss not ready via %s: %s. Read the log lines below; %s; then run '
-                'again.' % (len(failing), len(self.names), self.noun, self.manager.describe(),
+                '%d of %d %s not ready via %s: %s. Read the log lines below; %s; then run '
+                'again.' % (len(failing), len(self.names), self.nouns, self.manager.describe(),
                             '; '.join('%s at %s: %s, state %s' % (
                                 name, self.by_name[name]['address'],
                                 self.entries[name]['error'], final[name].summary())
                                 for name in failing), hint), lines)
         return self.result
+
+    def _stop_the_dead(self, names, statuses):
+        """Stop the programs that died during the wait and that the process manager is
+        starting again: with ``startsecs = 0`` supervisord counts every start as a success,
+        so a program that crashes at start-up would be restarted for ever."""
+        again = [name for name in names if statuses[name].state in ACTIVE_STATES]
+        if not again:
+            return
+        try:
+            self.manager.stop_many(again)
+        except ProcessManagerError:
+            pass  # the readiness failure is what the user must read; the state says the rest
+        for name, status in self._status().items():
+            self._record(name, status)
+        for name in again:
+            self.entries[name]['actions'].append('stop')
 
     def _log_tails(self, names):
         lines = []
@@ -912,6 +988,13 @@ def validate(module):
         if twice:
             module.fail_json(msg='zeo_service %s: programs lists %s more than once.'
                                  % (what, ', '.join(twice)))
+        untyped = [program['name'] for program in params['programs']
+                   if not (program.get('kind') or params['kind'])]
+        if untyped:
+            module.fail_json(msg='zeo_service %s: say what %s %s: kind (zeo or zope), for the '
+                                 'call or for each program.'
+                                 % (what, ', '.join(untyped),
+                                    'is' if len(untyped) == 1 else 'are'))
         missing = [program['name'] for program in params['programs']
                    if not program.get('address')]
         if params['state'] != 'stopped' and missing:
@@ -920,15 +1003,18 @@ def validate(module):
                                  % (what, params['state'], ', '.join(missing)))
         for program in params['programs']:
             if program.get('address'):
-                _check_address(module, program['name'], params['kind'], program['address'])
+                _check_address(module, program['name'], program.get('kind') or params['kind'],
+                               program['address'])
+        kinds = {program.get('kind') or params['kind'] for program in params['programs']}
     else:
         if params.get('address'):
             _check_address(module, what, params['kind'], params['address'])
         elif params['state'] != 'stopped':
             module.fail_json(msg='zeo_service %s: address is required with state=%s, to check '
                                  'that the program is ready.' % (what, params['state']))
+        kinds = {params['kind']}
     if params.get('expected_tid'):
-        if params['kind'] != 'zeo':
+        if 'zeo' not in kinds:
             module.fail_json(msg='zeo_service %s: expected_tid is only for kind=zeo.' % what)
         try:
             normalize_tid(params['expected_tid'])
@@ -936,7 +1022,7 @@ def validate(module):
             module.fail_json(msg='zeo_service %s: expected_tid: %s.' % (what, exc))
     wants_revision = any(params.get(key) for key in (
         'expected_revision', 'revision_proof', 'revision_json_key', 'revision_regex'))
-    if wants_revision and params['kind'] != 'zope':
+    if wants_revision and 'zope' not in kinds:
         module.fail_json(msg='zeo_service %s: expected_revision, revision_proof, '
                              'revision_json_key and revision_regex are only for kind=zope.'
                              % what)
@@ -973,10 +1059,11 @@ def main():
             name=dict(type='str'),
             programs=dict(type='list', elements='dict', options=dict(
                 name=dict(type='str', required=True),
+                kind=dict(type='str', choices=['zeo', 'zope']),
                 address=dict(type='str'),
                 log_path=dict(type='path'),
             )),
-            kind=dict(type='str', required=True, choices=['zeo', 'zope']),
+            kind=dict(type='str', choices=['zeo', 'zope']),
             state=dict(type='str', default='started',
                        choices=['started', 'stopped', 'restarted']),
             process_manager=dict(type='str', default='supervisord',
@@ -998,6 +1085,7 @@ def main():
         mutually_exclusive=[('programs', 'name'), ('programs', 'address'),
                             ('programs', 'log_path')],
         required_one_of=[('name', 'programs')],
+        required_by={'name': 'kind'},
         supports_check_mode=True,
     )
     validate(module)

@@ -187,8 +187,9 @@ passes:
   type: int
   sample: 2
 settled:
-  description: Whether the last pass copied at most O(settle) transactions, that is whether
-    the replay caught up with a source that keeps writing.
+  description: Whether the last pass copied at most O(settle) transactions, or the source had
+    nothing new after it, that is whether the replay caught up with a source that keeps
+    writing.
   returned: when something was copied
   type: bool
   sample: true

@@ -204,6 +204,15 @@ archived:
     (C(*.rolledback-<stamp>)).
   type: dict
   returned: when previous is given
+replaced_transactions:
+  description:
+    - With O(snapshot), how many transactions the Data.fs that the install replaced had got
+      since it was itself installed (the tid in C(<path>.installed.json)), that is the writes
+      that the new data replaces, for a promotion's report. Null when there was no such record or the
+      file no longer holds that transaction; 0 when the file already was the snapshot.
+  type: int
+  returned: with O(snapshot), when it was installed or already in place
+  sample: 12
 archived_transactions:
   description: How many transactions the archived Data.fs holds.
   type: int
@@ -557,6 +566,7 @@ def install(module, result, guard, resumed=None):
                       'after': {'path': path, 'tid': manifest['tid'], 'size': manifest['size']}}
     if already_installed(path, blob_dir, manifest, before):
         result['diff']['after'] = result['diff']['before']
+        result['replaced_transactions'] = 0  # the file is the snapshot: nothing is replaced
         result['msg'] = '%s already holds the snapshot %s (tid %s).' % (path, snap,
                                                                         manifest['tid'])
         return
@@ -618,6 +628,7 @@ def install(module, result, guard, resumed=None):
         raise
     when = zu.stamp()
     previous = {}
+    result['replaced_transactions'] = transactions_since_install(path)
     if os.path.exists(path):
         previous['path'] = '%s.prev-%s' % (path, when)
         if blob_dir and os.path.isdir(blob_dir):
@@ -629,6 +640,25 @@ def install(module, result, guard, resumed=None):
     plan = swap_plan(path, blob_dir, new_data, new_blobs, 'prev', when, record)
     apply_swap(path, blob_dir, plan)
     after_install(params, result, manifest, plan)
+
+
+def transactions_since_install(path):
+    """How many transactions the Data.fs at ``path`` got after its recorded install (the tid
+    of ``<path>.installed.json``): what an install over it replaces. None when there is no
+    such record, or the file no longer holds that transaction (packed, or another file)."""
+    try:
+        with open(path + '.installed.json', encoding='utf-8') as handle:
+            installed_tid = zfmt.hex_to_tid(json.load(handle)['tid'])
+        fd = os.open(path, os.O_RDONLY)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        found, tail = zfmt.transactions_after(fd, installed_tid)
+    except (OSError, ValueError, zu.ZODBDataError):
+        return None
+    finally:
+        os.close(fd)
+    return len(tail) if found else None
 
 
 def after_install(params, result, manifest, plan):

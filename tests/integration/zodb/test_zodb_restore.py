@@ -46,6 +46,7 @@ def test_install_keeps_previous_clears_caches_and_is_idempotent(snapshot_and_tar
     assert not os.path.exists(os.path.join(args['cache_dirs'][0], 'zeo1-1.zec'))
     assert done['previous_pair'] and done['previous']['path'].endswith(done['previous_pair'])
     assert done['data_copied'] and os.path.isdir(args['snapshot'])  # keep_snapshot: copied
+    assert done['replaced_transactions'] is None  # the replaced file had no install record
     tid, _n, blobs = read_root(target, args['blob_dir'])
     assert tid.hex() == taken['tid'] and len(blobs) == 5
     record = json.loads(open(target + '.installed.json').read())
@@ -53,6 +54,7 @@ def test_install_keeps_previous_clears_caches_and_is_idempotent(snapshot_and_tar
 
     again = run_module('zodb_restore', args, diff=True)
     assert again['changed'] is False, again
+    assert again['replaced_transactions'] == 0
     assert again['diff']['before'] == again['diff']['after']
 
     # A real ZEO server serves the installed data at the snapshot's tid.
@@ -76,6 +78,7 @@ def test_install_keeps_previous_clears_caches_and_is_idempotent(snapshot_and_tar
     write_transactions(target, args['blob_dir'], count=2, start=900)
     third = run_module('zodb_restore', args)
     assert third['changed'] and third['removed_previous']
+    assert third['replaced_transactions'] == 2  # the writes made since its install
     folder = os.path.dirname(target)
     assert len([n for n in os.listdir(folder) if n.startswith('Data.fs.prev-')]) == 1
     assert len([n for n in os.listdir(folder)

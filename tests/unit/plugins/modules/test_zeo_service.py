@@ -82,6 +82,8 @@ def ready(monkeypatch):
         True, 'answered HTTP 200', 200))
     monkeypatch.setattr(zeo_service, 'port_open', lambda *a, **k: False)
     monkeypatch.setattr(zeo_service, 'wait_until_gone', lambda *a, **k: (True, True))
+    # The fakes' pids are not real processes: the wait asks the process manager every round.
+    monkeypatch.setattr(zeo_service, 'pid_alive', lambda pid: False)
 
 
 def test_started_when_running_changes_nothing_but_checks_readiness(ready):
@@ -506,24 +508,33 @@ def test_programs_failure_names_every_failing_program_with_its_log(monkeypatch, 
     assert entries['test-client2']['log_tail'][-1] == 'Traceback: client2 broke'
 
 
-def test_programs_a_process_restarted_behind_our_back_has_failed(monkeypatch, ready):
+def test_programs_a_process_restarted_behind_our_back_has_failed_and_is_stopped(monkeypatch,
+                                                                              ready):
     # startsecs = 0 plus autorestart: a process that dies is started again at once, so the
-    # wait may never see a dead state; its new pid gives it away.
+    # wait may never see a dead state; its new pid gives it away. It is stopped, or
+    # supervisord would restart it for ever (startretries counts only before startsecs).
     monkeypatch.setattr(zeo_service, 'probe_http', lambda address, path: readiness.ProbeResult(
         address.endswith(':1'), 'connection refused'))
 
     def respawn(fleet):
-        fleet.pids['test-client2'] += 1
+        if fleet.states['test-client2'] == 'RUNNING':
+            fleet.pids['test-client2'] += 1
 
     fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'RUNNING'})
     fleet.after_status = respawn
     clock = FakeClock()
+    service = zeo_service.ProgramSet(set_params(timeout=30), fleet, clock=clock,
+                                     sleep=clock.sleep)
     with pytest.raises(zeo_service.ServiceFailed,
                        match=r'test-client2 at 127.0.0.1:2: the process exited and was started '
                              r'again \(pid \d+, now \d+\)'):
-        zeo_service.ProgramSet(set_params(timeout=30), fleet, clock=clock,
-                               sleep=clock.sleep).ensure()
+        service.ensure()
     assert clock.now < 1        # found at the first poll, not after the timeout
+    assert fleet.batch_calls('stop') == [('stop', ('test-client2',))]
+    assert fleet.states == {'test-client1': 'RUNNING', 'test-client2': 'STOPPED'}
+    entries = {p['name']: p for p in service.result['programs']}
+    assert entries['test-client2']['actions'] == ['stop']
+    assert entries['test-client2']['state_after'] == 'STOPPED'
 
 
 # -- the revision probe (http_checks) against a small HTTP server --------------------------
@@ -649,3 +660,89 @@ esac
 def test_module_refuses_bad_programs_arguments(args, message):
     result = run_module('zeo_service', args)
     assert result['failed'] and message in result['msg'], result['msg']
+
+
+# -- a side's ZEO server and clients in one call; a crashing program is not left looping ---
+
+def test_programs_zeo_and_clients_of_a_side_start_in_one_command(ready):
+    side = [{'name': 'test-zeo', 'kind': 'zeo', 'address': '127.0.0.1:9', 'log_path': None}]
+    side += [dict(client, kind='zope') for client in CLIENTS]
+    fleet = FakeFleet({'test-zeo': 'STOPPED', 'test-client1': 'STOPPED',
+                       'test-client2': 'STOPPED'})
+    result = zeo_service.ProgramSet(set_params(kind=None, programs=side, expected_tid=TID),
+                                    fleet).ensure()
+    assert fleet.batch_calls('start') == [
+        ('start', ('test-zeo', 'test-client1', 'test-client2'))]
+    entries = {p['name']: p for p in result['programs']}
+    assert entries['test-zeo']['last_tid'] == TID
+    assert 'last_tid' not in entries['test-client1']
+    assert all(p['state_after'] == 'RUNNING' for p in result['programs'])
+
+
+def test_programs_of_both_kinds_fail_with_each_hint(monkeypatch, ready):
+    monkeypatch.setattr(zeo_service, 'probe_zeo', lambda *a, **k: readiness.ProbeResult(
+        False, 'refused'))
+    side = [{'name': 'test-zeo', 'kind': 'zeo', 'address': '127.0.0.1:9', 'log_path': None},
+            dict(CLIENTS[0], kind='zope')]
+    fleet = FakeFleet({'test-zeo': 'STOPPED', 'test-client1': 'STOPPED'})
+    clock = FakeClock()
+    with pytest.raises(zeo_service.ServiceFailed) as info:
+        zeo_service.ProgramSet(set_params(kind=None, programs=side, timeout=2), fleet,
+                               clock=clock, sleep=clock.sleep).ensure()
+    assert info.value.msg.startswith('1 of 2 programs not ready')
+    assert 'zeo.conf' in info.value.msg and 'test-client1 at' not in info.value.msg
+
+
+def test_programs_that_time_out_are_left_running(monkeypatch, ready):
+    monkeypatch.setattr(zeo_service, 'probe_http', lambda address, path: readiness.ProbeResult(
+        False, 'HTTP 503'))
+    fleet = FakeFleet({'test-client1': 'STOPPED', 'test-client2': 'STOPPED'})
+    clock = FakeClock()
+    with pytest.raises(zeo_service.ServiceFailed, match='not ready after 2 seconds'):
+        zeo_service.ProgramSet(set_params(timeout=2), fleet, clock=clock,
+                               sleep=clock.sleep).ensure()
+    assert not fleet.batch_calls('stop')
+
+
+@pytest.mark.parametrize('args, message', [
+    (dict(programs=[{'name': 'y', 'address': '127.0.0.1:1'}]),
+     'say what y is: kind (zeo or zope)'),
+    (dict(programs=[{'name': 'y', 'kind': 'zope', 'address': '127.0.0.1:1'}],
+          expected_tid=TID), 'only for kind=zeo'),
+    (dict(name='y', address='127.0.0.1:1'), 'kind'),
+])
+def test_module_refuses_programs_whose_kind_is_unknown(args, message):
+    result = run_module('zeo_service', args)
+    assert result['failed'] and message in result['msg'], result['msg']
+
+
+def test_programs_wait_asks_the_process_manager_only_when_a_pid_is_gone(monkeypatch, ready):
+    answers = iter([False, False, False, True])
+    monkeypatch.setattr(zeo_service, 'probe_http', lambda address, path: readiness.ProbeResult(
+        next(answers, True), 'probe'))
+    alive = {'now': True}
+    monkeypatch.setattr(zeo_service, 'pid_alive', lambda pid: alive['now'])
+    fleet = FakeFleet({'test-client1': 'STOPPED'})
+    clock = FakeClock()
+    zeo_service.ProgramSet(set_params(programs=CLIENTS[:1]), fleet, clock=clock,
+                           sleep=clock.sleep).ensure()
+    # status before, after the start; none during the polls while the pid lives
+    assert len(fleet.batch_calls('status')) == 2
+
+    alive['now'] = False
+    answers = iter([False, False, True])
+    fleet = FakeFleet({'test-client1': 'STOPPED'})
+    zeo_service.ProgramSet(set_params(programs=CLIENTS[:1]), fleet, clock=clock,
+                           sleep=clock.sleep).ensure()
+    assert len(fleet.batch_calls('status')) == 5
+
+
+def test_programs_stop_asks_again_only_while_a_pid_lives(monkeypatch, ready):
+    fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'RUNNING'})
+    zeo_service.ProgramSet(set_params(state='stopped'), fleet).ensure()
+    assert len(fleet.batch_calls('status')) == 1   # before; the stop itself proved the rest
+    monkeypatch.setattr(zeo_service, 'pid_alive', lambda pid: True)
+    fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'RUNNING'})
+    result = zeo_service.ProgramSet(set_params(state='stopped'), fleet).ensure()
+    assert len(fleet.batch_calls('status')) == 2
+    assert [p['state_after'] for p in result['programs']] == ['STOPPED', 'STOPPED']
