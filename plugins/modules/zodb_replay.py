@@ -473,10 +473,10 @@ def replay(module, result):
         while passes < params['passes'] and last_pass > params['settle']:
             base = zfmt.hex_to_tid(result['last_tid'])
             tail = plan_tail(source, base, until)
-            passes += 1
             last_pass = len(tail)
             if not tail:  # the source wrote nothing while the last pass ran: settled
                 break
+            passes += 1
             result.update(first_tid=zfmt.tid_to_hex(tail[0][0]),
                           last_tid=zfmt.tid_to_hex(tail[-1][0]), bytes=tail[-1][2] - tail[0][1])
             replay_tail(params, source, tail, target, result, base)
