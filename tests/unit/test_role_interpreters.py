@@ -43,6 +43,7 @@ def test_every_zodb_task_runs_with_the_app_python():
             interpreter = (task.get('vars') or {}).get('ansible_python_interpreter', '')
             if 'zopeops_app_python' not in str(interpreter):
                 wrong.append(where)
-    assert len(found) >= 12, found  # the walk found the ZODB tasks (snapshot_here.yml serves both data steps; the replaced-count replay went into zodb_restore)
+    # snapshot_here.yml serves both data steps; the replaced count comes from zodb_restore
+    assert len(found) >= 12, found
     assert not wrong, ('these tasks run a ZODB module without ansible_python_interpreter from '
                        'zopeops_app_python: %s' % wrong)
