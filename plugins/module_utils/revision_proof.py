@@ -53,8 +53,8 @@ def proof_problems(proof, health_path, page=None, json_key=None, regex=None):
         return problems
     if not str(health_path or '').startswith('/'):
         problems.append('%s is %r; set it to a path (starting with /) that every Zope client '
-                        'answers with HTTP 200, e.g. / or /Plone' % (VARIABLE['health_path'],
-                                                                    health_path))
+                        'answers with HTTP 200, e.g. / or /Plone'
+                        % (VARIABLE['health_path'], health_path))
     if proof == 'json':
         if not str(page or '').startswith('/'):
             problems.append('%s is json, so %s must be the path of a page answering JSON '
@@ -174,7 +174,7 @@ class RevisionProof:
             if seen['status'] is None:
                 problem = 'the revision page %s: %s' % (self.page, seen['error'])
             elif seen['status'] != 200:
-                problem = 'the revision page %s answers HTTP %d, not 200' % (self.page,
+                problem = 'the revision page %s answers HTTP %s, not 200' % (self.page,
                                                                              seen['status'])
             elif not seen['ok']:
                 problem = seen['error']

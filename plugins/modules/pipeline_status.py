@@ -13,8 +13,8 @@ description:
     C(current) link), the size and the last transaction of its C(Data.fs) (read from the end
     of the file, so the cost does not grow with the file), whether its ZEO server accepts
     connections, and asks each of its Zope clients for O(health_path), timing the answer, and
-    proves the revision each client runs the O(revision_proof) way (the same proof a
-    promotion makes: docs/applications.md).
+    proves the revision each client runs the O(revision_proof) way, the same proof a
+    promotion makes (see C(docs/applications.md)).
   - "It also names cheap signs of drift from the inventory: a C(current) link that disagrees
     with C(deployed.json), a C(zeo.conf) or client C(.ini) whose port is not the inventory's."
   - With O(probes), it asks those URLs too (a stage's frontend through the load balancer).

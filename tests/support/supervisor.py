@@ -61,7 +61,6 @@ class Supervisor:
         return args
 
 
-
 @contextmanager
 def running_supervisor(extra_includes=''):
     """A started supervisord (``extra_includes``: more program files, e.g. a rendered

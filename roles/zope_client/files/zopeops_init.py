@@ -44,4 +44,4 @@ def main(app, argv):
 
 
 # zconsole's argv: [zconsole, run, <zope.conf>, <this file>, ...]
-main(app, sys.argv[4:])  # noqa: F821 - zconsole binds app
+main(app, sys.argv[4:])  # noqa: F821  # pylint: disable=undefined-variable  # zconsole binds app
