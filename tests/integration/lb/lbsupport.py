@@ -155,6 +155,15 @@ class LB:
                         self.wait_status('be_%s_%s' % (stage['name'], side), c['id'], 'UP',
                                          timeout)
 
+    def wait_in_flight(self, backend, methods, timeout=15):
+        """Until HAProxy holds a stream of each of ``methods`` on ``backend`` (a request sent
+        from a thread has reached it: no fixed sleep, which a loaded machine outruns)."""
+        def there():
+            held = [s['method'] for s in self.api().streams() if s['backend'] == backend]
+            return all(held.count(m) >= methods.count(m) for m in set(methods))
+        wait_for(lambda: _safe(there), timeout, 0.05,
+                 '%s in flight on %s' % (', '.join(methods), backend))
+
     def runtime_active(self, stage):
         return self.api().get_map(str(self.active_map), stage)
 

@@ -131,7 +131,7 @@ def test_the_switch_waits_until_requests_in_flight_on_the_old_side_are_done(lb):
 
     slow = threading.Thread(target=slow_request)
     slow.start()
-    time.sleep(0.4)  # the slow request is now in be_test_live
+    lb.wait_in_flight('be_test_live', ['GET'])
     result = switch(lb, 'upgrade')
     returned = time.monotonic()
     slow.join()
@@ -209,7 +209,7 @@ def test_wait_writes_holds_the_freeze_until_a_slow_post_is_answered(lb):
     post, post_out = in_thread(lambda: lb.post(STAGE, '/slow?seconds=2.5'))
     read, read_out = in_thread(lambda: lb.get(STAGE, '/slow?seconds=6'))  # reads do not count
     try:
-        time.sleep(0.5)  # both are now in be_test_live
+        lb.wait_in_flight('be_test_live', ['POST', 'GET'])
         result = freeze(lb, wait_writes=10)
         returned = time.time()
         assert result['rc'] == 0, result
@@ -232,7 +232,7 @@ def test_wait_writes_holds_the_freeze_until_a_slow_post_is_answered(lb):
 def test_wait_writes_fails_for_a_post_that_outlives_it_and_keeps_the_freeze(lb):
     post, post_out = in_thread(lambda: lb.post(STAGE, '/slow?seconds=4'))
     try:
-        time.sleep(0.5)
+        lb.wait_in_flight('be_test_live', ['POST'])
         result = freeze(lb, wait_writes=0.8)
         assert result['rc'] != 0 and result.get('failed'), result
         assert 'still in flight' in result['msg'] and 'POST on be_test_live' in result['msg']
