@@ -9,6 +9,7 @@
 # it commits its own transaction. Afterwards WHEN_MISSING must exist, so a script that forgot
 # to commit is caught. The last line says what happened, for the role's ``changed``:
 #   zopeops-init: ran SCRIPT | zopeops-init: WHEN_MISSING exists | zopeops-init: would run SCRIPT
+import os
 import sys
 
 import transaction
@@ -22,6 +23,10 @@ def main(app, argv):
     if len(args) < 2:
         sys.exit('zopeops-init: usage: zopeops-init.py [--check] WHEN_MISSING SCRIPT [ARG ...]')
     when_missing, script, script_args = args[0], args[1], args[2:]
+    if not os.path.isfile(script):
+        sys.exit('zopeops-init: %s is not in the release. zopeops_init_script is a path inside '
+                 'the application repository (the release keeps it under src/), e.g. '
+                 'scripts/create_site.py: correct it in the inventory.' % script)
     if when_missing and app.unrestrictedTraverse(when_missing.strip('/'), None) is not None:
         print('zopeops-init: %s exists' % when_missing)
         return

@@ -431,3 +431,10 @@ def test_revision_proofs_and_the_init_script(release, tmp_path, processes):
                               capture_output=True, text=True, timeout=120, check=False)
         assert proc.returncode != 0
         assert '/not-created still does not exist' in proc.stderr
+        # A script path the release does not hold is named, with the variable to correct.
+        proc = subprocess.run(init + ['/elsewhere', str(release_dir / 'src' / 'no_such.py')],
+                              cwd=instance_dir, capture_output=True, text=True, timeout=120,
+                              check=False)
+        assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+        assert 'no_such.py is not in the release' in proc.stderr
+        assert 'zopeops_init_script' in proc.stderr
