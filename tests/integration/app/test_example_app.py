@@ -178,9 +178,11 @@ def instance_vars(root, release_dir, instance, password=ADMIN_PASSWORD):
         'zopeops_instance': instance,
         'zopeops_instance_dir': str(instance_dir),
         'zopeops_zeo_address': '127.0.0.1:%d' % zeo_port,
+        'zopeops_bind_address': '127.0.0.1',
         'zopeops_side_model': {
             'instance': instance, 'side': 'live',
-            'zeo': {'host': 'test-local', 'address': '127.0.0.1', 'port': zeo_port},
+            'zeo': {'host': 'test-local', 'address': '127.0.0.1', 'machine': '127.0.0.1',
+                    'port': zeo_port},
             'clients': [{'host': 'test-local', 'name': 'client1', 'address': '127.0.0.1',
                          'port': client_port, 'id': instance + '-client1'}]},
         'zopeops_clients': [{'name': 'client1', 'port': client_port}],

