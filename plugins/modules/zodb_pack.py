@@ -24,7 +24,9 @@ description:
   - B(Errors.) A failure, a full disk (C(ENOSPC)) included, is reported with the path and
     what to do. ZODB renames the packed file in only once it is complete, so the storage is
     as it was after a failed pack.
-  - "B(Ownership): The packed Data.fs and the files named after it beside it, and the blob folder get O(owner), O(group) and O(file_mode) (C(0600) by default: the data is the service's alone)."
+  - "B(Ownership): The packed Data.fs and the files named after it beside it, and the blob
+      folder get O(owner), O(group) and O(file_mode) (C(0600) by default: the data is the
+      service's alone)."
 version_added: 0.1.0
 author:
   - zopeops.stages developers (@zopeops)
@@ -100,7 +102,8 @@ EXAMPLES = r'''
 
 RETURN = r'''
 attributes_changed:
-  description: How many of the packed Data.fs, a kept C(.old) and the blob folder (offline packs) got (in check mode, would get) the owner, group or mode of
+  description: How many of the packed Data.fs, a kept C(.old) and the blob folder (offline packs) got (in
+    check mode, would get) the owner, group or mode of
     O(owner), O(group) and O(file_mode); 0 when they had them already.
   type: int
   returned: success

@@ -57,7 +57,9 @@ description:
     the target's last transaction is still the snapshot's tid and either that record names the
     same snapshot or, without a record, the target's Data.fs has the snapshot's size and
     checksums. A swap is C(changed) false when the record names the asked pair as installed.
-  - "B(Ownership): The installed Data.fs and the files named after it beside it (index, manifests, kept pairs), the blob folder and its kept pairs get O(owner), O(group) and O(file_mode) (C(0600) by default: the data is the service's alone)."
+  - "B(Ownership): The installed Data.fs and the files named after it beside it (index,
+      manifests, kept pairs), the blob folder and its kept pairs get O(owner), O(group) and
+      O(file_mode) (C(0600) by default: the data is the service's alone)."
 version_added: 0.1.0
 author:
   - zopeops.stages developers (@zopeops)
@@ -163,7 +165,8 @@ EXAMPLES = r'''
 
 RETURN = r'''
 attributes_changed:
-  description: How many of the installed Data.fs, its install record, the kept pairs and the blob folders got (in check mode, would get) the owner, group or mode of
+  description: How many of the installed Data.fs, its install record, the kept pairs and the blob folders
+    got (in check mode, would get) the owner, group or mode of
     O(owner), O(group) and O(file_mode); 0 when they had them already.
   type: int
   returned: success

@@ -90,7 +90,8 @@ description:
     cut-off refresh is cut back to what its manifest describes).
   - B(Idempotence.) C(changed) is false when the source has no new committed transaction
     since the snapshot in O(dest).
-  - "B(Ownership): The snapshot folder O(dest) and everything in it get O(owner), O(group) and O(file_mode) (C(0600) by default: the data is the service's alone)."
+  - "B(Ownership): The snapshot folder O(dest) and everything in it get O(owner), O(group)
+      and O(file_mode) (C(0600) by default: the data is the service's alone)."
 version_added: 0.1.0
 author:
   - zopeops.stages developers (@zopeops)
@@ -223,7 +224,8 @@ EXAMPLES = r'''
 
 RETURN = r'''
 attributes_changed:
-  description: How many of the snapshot's files and folders (O(dest), its Data.fs, manifest and blobs) got (in check mode, would get) the owner, group or mode of
+  description: How many of the snapshot's files and folders (O(dest), its Data.fs, manifest and blobs) got
+    (in check mode, would get) the owner, group or mode of
     O(owner), O(group) and O(file_mode); 0 when they had them already.
   type: int
   returned: success

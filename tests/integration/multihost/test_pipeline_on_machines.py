@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.multiho
 def deployed(harness):
     """site.yml twice on fresh machines, timed."""
     runs = []
-    for _ in range(2):
+    for _run in range(2):
         started = time.monotonic()
         runs.append((harness.playbook('site.yml'), time.monotonic() - started))
     first = runs[0][0]

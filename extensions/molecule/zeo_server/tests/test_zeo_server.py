@@ -19,5 +19,6 @@ def test_zeo_configuration_and_data_folders(host, sandbox):
     assert '%d' % sandbox.zeo_port in conf.content_string
     program = host.file(str(sandbox.instance_dir / 'etc' / 'supervisor-zeo.conf'))
     assert program.is_file and program.mode == 0o644
-    assert host.file(str(sandbox.instance_dir / 'var' / 'filestorage')).mode == 0o750
+    # The data is the service's alone: 0700 without zopeops_service_group (0750 with one).
+    assert host.file(str(sandbox.instance_dir / 'var' / 'filestorage')).mode == 0o700
     assert host.file(str(sandbox.instance_dir / 'var' / 'filestorage' / 'Data.fs')).is_file

@@ -34,8 +34,9 @@ def test_redact_url():
 
 
 def test_scrubber_removes_secrets_everywhere():
-    scrub = redact.Scrubber(redact.secrets_of('pw123', {'Authorization': 'Bearer tok999'},
-                                      ['http://a:urlpw@h/']))
+    secrets = redact.secrets_of('pw123', {'Authorization': 'Bearer tok999'},
+                                ['http://a:urlpw@h/'])
+    scrub = redact.Scrubber(secrets)
     data = {'a': ['x pw123 y', {'b': 'Bearer tok999'}], 'c': 'urlpw and tok999', 'n': 3}
     assert json.dumps(scrub.deep(data)).count('********') == 4
     assert 'pw123' not in json.dumps(scrub.deep(data))

@@ -2,7 +2,6 @@
 or a file (status.json/html, the promotion's state and ledger, pipeline_status's result)."""
 from __future__ import annotations
 
-import copy
 import json
 
 from ansible_collections.zopeops.stages.plugins.module_utils import promotion

@@ -508,8 +508,8 @@ def test_programs_failure_names_every_failing_program_with_its_log(monkeypatch, 
     assert entries['test-client2']['log_tail'][-1] == 'Traceback: client2 broke'
 
 
-def test_programs_a_process_restarted_behind_our_back_has_failed_and_is_stopped(monkeypatch,
-                                                                              ready):
+def test_programs_a_process_restarted_behind_our_back_has_failed_and_is_stopped(
+        monkeypatch, ready):
     # startsecs = 0 plus autorestart: a process that dies is started again at once, so the
     # wait may never see a dead state; its new pid gives it away. It is stopped, or
     # supervisord would restart it for ever (startretries counts only before startsecs).
