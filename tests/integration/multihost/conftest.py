@@ -25,7 +25,8 @@ def harness(tmp_path_factory):
     try:
         machines.start()
     except HarnessUnavailable as exc:
-        pytest.skip(str(exc))
+        # The machine can run it (unavailable_reason said so): a start that fails is a failure.
+        pytest.fail('the multi-machine harness did not start: %s' % exc)
     try:
         yield machines
     finally:
