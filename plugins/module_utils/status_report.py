@@ -374,8 +374,10 @@ def table_lines(report):
         ('last tid', [s['data'].get('last_tid') or '-' for s in live]),
         ('data time', [short_time(s['data'].get('last_time')) or '-' for s in live]),
         ('Data.fs', [s['data'].get('size_text') or '-' for s in live]),
+        # An application whose revision page gives no marker (any but the demo) has no row.
         ('marker', ['-' if s['data'].get('marker') is None else str(s['data']['marker'])
-                    for s in live]),
+                    for s in live] if any(s['data'].get('marker') is not None for s in live)
+         else []),
         ('clients', [_clients_cell(s) for s in live]),
         ('frontend', [('ok %s ms' % st['frontend']['latency_ms']) if st['frontend']['ok']
                       else ('FAILED' if st['frontend']['url'] else '-') for st in stages]),
@@ -461,8 +463,9 @@ def _side_html(side):
             ('last tid', '<span class="mono">%s</span>' % _e(data.get('last_tid'))),
             ('data time', _e(short_time(data.get('last_time')))),
             ('Data.fs', _e(data.get('size_text'))),
-            ('marker', _e(data.get('marker'))),
         ]
+        if data.get('marker') is not None:
+            rows.append(('marker', _e(data.get('marker'))))
         for client in side['clients']:
             if client['ok']:
                 cell = '<span class="ok-t">ok</span> %s ms' % _e(client['latency_ms'])

@@ -150,6 +150,21 @@ def test_drift_a_twin_running_outside_a_promotion_and_the_head_behind_its_branch
     assert status_render(rep, 'text')[0].split() == ['dev', 'test']
 
 
+def test_the_marker_row_appears_only_for_an_application_that_reports_one():
+    assert any(line.startswith('marker') and 'seeded' in line
+               for line in status_render(report(), 'text'))
+    assert '>marker<' in status_render(report(), 'html')
+    found = hosts()
+    for host in found:
+        for instance in host['instances'].values():
+            for answer in instance['clients'].values():
+                answer.pop('marker', None)  # e.g. Plone: the revision comes from REVISION
+    plain = status_report(MODEL, found, LB, CONDUCTOR, LS_REMOTE, {'dev': 'main'},
+                          '2026-11-29T13:01:00Z')
+    assert not any(line.startswith('marker') for line in status_render(plain, 'text'))
+    assert '>marker<' not in status_render(plain, 'html')
+
+
 def test_html_is_self_contained_left_to_right_and_escaped():
     rep = report()
     rep['stages'][0]['drift'] = ['<script>alert(1)</script>']
