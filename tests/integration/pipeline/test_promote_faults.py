@@ -80,7 +80,11 @@ def test_live_failure_keeps_traffic_on_the_twin_until_resumed(pipeline):
     fault.write_text('injected by the test\n')
     extra = {'zopeops_data_policy': 'self'}
     try:
-        first = run_under_load(pipeline, 'promote.yml', 'test', extra)
+        # The faulty live side answers with a wrong revision until the start timeout: 60 s
+        # (not the default 180) keeps the test short and still leaves the twin's healthy start
+        # ample time on a loaded machine.
+        first = run_under_load(pipeline, 'promote.yml', 'test',
+                               dict(extra, zopeops_start_timeout=60))
         assert first.proc.returncode != 0, first.output
         assert 'TRAFFIC IS SERVED BY THE TWIN test_upgrade' in said(first.proc), first.output
         assert 'Do not stop the twin' in said(first.proc)
