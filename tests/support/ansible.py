@@ -8,11 +8,14 @@ import subprocess
 from .paths import ANSIBLE_PLAYBOOK, REPO
 
 
-def playbook_command(playbook, inventory, extra_vars=None, check=False, diff=False, args=()):
+def playbook_command(playbook, inventory, extra_vars=None, check=False, diff=False, args=(),
+                     strategy=None):
     """(argv, env) of ``ansible-playbook`` for ``playbooks/<playbook>``.
 
     ``extra_vars`` go in as JSON, so types survive. The repo's ansible.cfg applies, so
-    ``zopeops.stages.*`` resolves from the checkout.
+    ``zopeops.stages.*`` resolves from the checkout. The strategy comes from the environment
+    (the Makefile runs the tests under Mitogen's); ``strategy='linear'`` runs ansible-core's own,
+    as a user without Mitogen does.
     """
     argv = [str(ANSIBLE_PLAYBOOK), '-i', str(inventory), str(REPO / 'playbooks' / playbook)]
     if extra_vars:
@@ -24,13 +27,17 @@ def playbook_command(playbook, inventory, extra_vars=None, check=False, diff=Fal
     argv += list(args)
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
                ANSIBLE_FORCE_COLOR='0', PYTHONUNBUFFERED='1')
+    if strategy:
+        env['ANSIBLE_STRATEGY'] = strategy
+        if strategy == 'linear':
+            env.pop('ANSIBLE_STRATEGY_PLUGINS', None)
     return argv, env
 
 
 def run_playbook(playbook, inventory, extra_vars=None, check=False, diff=False, timeout=1200,
-                 args=()):
+                 args=(), strategy=None):
     """Run ``playbooks/<playbook>`` and return the CompletedProcess (text output, no raise)."""
-    argv, env = playbook_command(playbook, inventory, extra_vars, check, diff, args)
+    argv, env = playbook_command(playbook, inventory, extra_vars, check, diff, args, strategy)
     return subprocess.run(argv, cwd=str(REPO), capture_output=True, text=True, env=env,
                           timeout=timeout, check=False)
 
