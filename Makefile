@@ -141,10 +141,10 @@ bench-deps: deps
 	  $(BIN)/pip install -q "$$(grep -i '^matplotlib==' requirements-dev.txt)"
 
 bench: bench-deps
-	$(BIN)/python bench/promotion_bench.py $(BENCH_ARGS)
+	$(STRATEGY_ENV) $(BIN)/python bench/promotion_bench.py $(BENCH_ARGS)
 
 bench-cutover: bench-deps
-	$(BIN)/python bench/cutover_bench.py $(BENCH_ARGS)
+	$(STRATEGY_ENV) $(BIN)/python bench/cutover_bench.py $(BENCH_ARGS)
 
 clean:
 	@if [ -x $(BIN)/python ]; then for sandbox in $(SANDBOX) $(PLONE_SANDBOX); do \

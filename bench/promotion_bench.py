@@ -438,6 +438,9 @@ def main(argv=None):
               'rounds': args.rounds, 'load_rounds': args.load_rounds,
               'load_start': [round(x, 2) for x in pl.os.getloadavg()],
               'variant': args.variant, 'ansible_env': sorted(pipeline.extra_env),
+              # The strategy the playbooks ran under (the Makefile's STRATEGY, else linear).
+              'strategy': pipeline.extra_env.get('ANSIBLE_STRATEGY',
+                                                 pl.os.environ.get('ANSIBLE_STRATEGY', 'linear')),
               'port_base': pipeline.port_base, 'cases': []}
     try:
         for size, clients in cases:
