@@ -108,13 +108,13 @@ push-branding: deps
 # The multi-machine suite (tests/integration/multihost) is left to `make test-multihost`: on
 # 2 cores it takes longer than make test's whole budget (see README, Tests).
 test: deps
-	$(STRATEGY_ENV) $(BIN)/pytest -n 2 --dist loadgroup -m "not multihost" tests
+	ZOPEOPS_STRATEGY=$(STRATEGY) $(BIN)/pytest -n 2 --dist loadgroup -m "not multihost" tests
 	ZOPEOPS_GATES_SKIP=units scripts/ecosystem-gates
 
 # The pipeline on ten network-namespace "machines" over real SSH (root; installs sshd, sudo,
 # iproute2 first).
 test-multihost: deps harness-deps
-	$(STRATEGY_ENV) $(BIN)/pytest -m multihost tests/integration/multihost
+	ZOPEOPS_STRATEGY=$(STRATEGY) $(BIN)/pytest -m multihost tests/integration/multihost
 
 # Without root the packages cannot be installed, and the multihost tests skip and say why.
 harness-deps:
@@ -130,7 +130,7 @@ test-unit: deps
 # The fast tier while working: unit tests and the integration tests of single components
 # (real ZEO, Zope, HAProxy, nginx), without the whole-pipeline tests.
 check: deps
-	$(STRATEGY_ENV) $(BIN)/pytest -n 2 -m "not pipeline" tests
+	ZOPEOPS_STRATEGY=$(STRATEGY) $(BIN)/pytest -n 2 -m "not pipeline" tests
 
 # Benchmarks of the promotion on a pipeline of their own (.sandbox-bench, a free port block
 # from 50000), stopped at the end. Quick by default (demo and 100 MB data, 1 and 2 clients);

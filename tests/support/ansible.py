@@ -14,8 +14,8 @@ def playbook_command(playbook, inventory, extra_vars=None, check=False, diff=Fal
 
     ``extra_vars`` go in as JSON, so types survive. The repo's ansible.cfg applies, so
     ``zopeops.stages.*`` resolves from the checkout. The strategy comes from the environment
-    (the Makefile runs the tests under Mitogen's); ``strategy='linear'`` runs ansible-core's own,
-    as a user without Mitogen does.
+    (``strategy_env``); ``strategy='linear'`` runs ansible-core's own, as a user without Mitogen
+    does.
     """
     argv = [str(ANSIBLE_PLAYBOOK), '-i', str(inventory), str(REPO / 'playbooks' / playbook)]
     if extra_vars:
@@ -27,11 +27,26 @@ def playbook_command(playbook, inventory, extra_vars=None, check=False, diff=Fal
     argv += list(args)
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
                ANSIBLE_FORCE_COLOR='0', PYTHONUNBUFFERED='1')
-    if strategy:
-        env['ANSIBLE_STRATEGY'] = strategy
-        if strategy == 'linear':
-            env.pop('ANSIBLE_STRATEGY_PLUGINS', None)
+    env.pop('ANSIBLE_STRATEGY_PLUGINS', None)
+    env.update(strategy_env(strategy))
     return argv, env
+
+
+def strategy_env(strategy=None):
+    """The environment that runs the collection's playbooks under ``strategy``.
+
+    The default is ``$ZOPEOPS_STRATEGY``, which the Makefile sets to its ``STRATEGY``
+    (``mitogen_linear``); without it, ansible-core's own ``linear``. Only the playbooks of
+    ``playbooks/`` run under Mitogen: their ``group_vars`` fork a process per task, which the
+    tests' own small playbooks do not ask for.
+    """
+    strategy = strategy or os.environ.get('ZOPEOPS_STRATEGY') or 'linear'
+    if strategy == 'linear':
+        return {'ANSIBLE_STRATEGY': 'linear'}
+    import ansible_mitogen  # pylint: disable=import-outside-toplevel
+    return {'ANSIBLE_STRATEGY': strategy,
+            'ANSIBLE_STRATEGY_PLUGINS': os.path.join(os.path.dirname(ansible_mitogen.__file__),
+                                                     'plugins', 'strategy')}
 
 
 def run_playbook(playbook, inventory, extra_vars=None, check=False, diff=False, timeout=1200,
