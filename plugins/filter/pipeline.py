@@ -1,14 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright: zopeops.stages developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The pipeline_model, pipeline_check_urls and revision_check filters; their documentation is
-in pipeline_model.yml, pipeline_check_urls.yml and revision_check.yml beside this file."""
+"""The pipeline_model, machine_leaders, pipeline_check_urls and revision_check filters; their
+documentation is in the .yml file of each name beside this file."""
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.zopeops.stages.plugins.module_utils.pipeline import (
-    PipelineError, build_model, check_urls)
+    PipelineError, build_model, check_urls, leaders_by_machine)
 from ansible_collections.zopeops.stages.plugins.module_utils.revision_proof import (
     proof_problems)
 
@@ -18,6 +18,14 @@ def pipeline_model(groups, hostvars, pipeline):
         return build_model(dict(groups), hostvars, list(pipeline or []))
     except PipelineError as exc:
         raise AnsibleFilterError(str(exc)) from None
+
+
+def machine_leaders(hosts, hostvars):
+    """The first host by name on each machine (its ``ansible_host``, else its own name): the one
+    that does the machine's shared work. One pass over the hosts, where a per-host Jinja lookup
+    over every host's variables cost O(hosts^2) templating."""
+    return leaders_by_machine(
+        {host: hostvars[host].get('ansible_host') or host for host in hosts})
 
 
 def revision_check(settings):
@@ -38,5 +46,6 @@ def revision_check(settings):
 
 class FilterModule:
     def filters(self):
-        return {'pipeline_model': pipeline_model, 'pipeline_check_urls': check_urls,
+        return {'pipeline_model': pipeline_model, 'machine_leaders': machine_leaders,
+                'pipeline_check_urls': check_urls,
                 'revision_check': revision_check}

@@ -189,6 +189,14 @@ def build_model(groups, hostvars, pipeline):
     return {'pipeline': pipeline, 'stages': stages, 'lb_hosts': lb_hosts}
 
 
+def leaders_by_machine(machines):
+    """{host: machine} -> the set of hosts that lead their machine: the first by name."""
+    leaders = {}
+    for host in sorted(machines):
+        leaders.setdefault(machines[host], host)
+    return sorted(leaders.values())
+
+
 def _url_host(address):
     return '[%s]' % address if ':' in address else address
 

@@ -186,3 +186,15 @@ def test_the_bind_address_is_where_peers_connect_and_the_machine_keys_ports():
     assert problems_of(groups, hostvars) == [
         'Port 8100 on m2 is given twice: to the ZEO server of test and to the ZEO server of '
         'test_upgrade.']
+
+
+def test_each_machine_is_led_by_its_first_host_by_name():
+    from ansible_collections.zopeops.stages.plugins.filter.pipeline import machine_leaders
+    hostvars = {'test-db': {'ansible_host': '10.0.0.2'},
+                'test_upgrade-db': {'ansible_host': '10.0.0.2'},
+                'beta-db': {'ansible_host': '10.0.0.2'},
+                'prod-app1': {'ansible_host': '10.0.0.3'},
+                'lb': {}}
+    assert machine_leaders(list(hostvars), hostvars) == ['beta-db', 'lb', 'prod-app1']
+    # A host outside the play (--limit) never leads: the first of the play's hosts does.
+    assert machine_leaders(['test_upgrade-db', 'test-db'], hostvars) == ['test-db']
