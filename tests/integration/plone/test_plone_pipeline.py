@@ -131,7 +131,7 @@ def promoted(plone):
     # add changes the site object itself (its ordering), so two writers conflict on it all the
     # time, and once in a while Zope's three retries run out (a 500 that says nothing about
     # the promotion); one writer also keeps the twin's transactions, and so the catch-up at the
-    # switch back, small (~50).
+    # switch back, small (tens of transactions).
     with LoadGenerator(plone.url('beta', '/'), threads=2, max_seconds=1800) as reads, \
             PloneWriteLoad(plone.url('beta'), plone.admin_auth(), threads=1, max_seconds=1800,
                            pause=0.5, timeout=60) as writes:
