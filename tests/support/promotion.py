@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -19,8 +20,24 @@ import time
 import requests
 
 from .load import LoadGenerator
-from .writeload import WriteLoad
+from .writeload import WriteLoad, admin_auth
 from .zodbcheck import write_ids_in_datafs, write_ids_over_http
+
+
+class SandboxFiles:
+    """What a promotion test reads in a local sandbox (``self.sandbox``): the admin's password,
+    an instance's Data.fs, a stage's promotion state."""
+
+    def admin_auth(self):
+        """(user, password) of the sandbox's Zope admin, for the write load."""
+        return admin_auth(self.sandbox / 'secrets' / 'zope-admin-password')
+
+    def datafs(self, instance):
+        return self.sandbox / instance / 'var' / 'filestorage' / 'Data.fs'
+
+    def state(self, stage):
+        path = self.sandbox / 'lb' / 'promotions' / ('%s.json' % stage)
+        return json.loads(path.read_text()) if path.exists() else {}
 
 
 @dataclasses.dataclass

@@ -17,7 +17,10 @@ stored). Only 127.0.0.1 URLs are used by the tests.
         ...promote...
     assert load.failed == [] and set(load.acknowledged) <= ids_in_the_zodb
 
-The password is kept out of ``repr``, the report and the log.
+The password is kept out of ``repr``, the report and the log. Another application's writes
+(``plone_writes.py``) replace ``write_path`` and the two hooks ``_ready`` (may a writer start)
+and ``_send`` (one attempt, and whether its answer acknowledges the write); the retries, the
+limits and the bookkeeping stay the same.
 """
 from __future__ import annotations
 
@@ -57,10 +60,12 @@ class WriteLoad:
       started       ids sent at least once
     """
 
+    write_path = WRITE_VIEW  # what each write is POSTed to, under ``base_url``
+
     def __init__(self, base_url, auth, threads=4, max_writes=None, max_seconds=60.0,
                  timeout=15.0, pause=0.0, retry_after_cap=1.0, max_attempts=200,
                  retry_grace=15.0, log_path=None, id_prefix='w-'):
-        self.url = base_url.rstrip('/') + WRITE_VIEW
+        self.url = base_url.rstrip('/') + self.write_path
         self._auth = tuple(auth)
         self.threads = threads
         self.max_writes = max_writes
@@ -162,6 +167,8 @@ class WriteLoad:
 
     def _work(self):
         session = self._session()
+        if not self._ready(session):
+            return
         while True:
             write_id = self._next_id()
             if write_id is None:
@@ -174,8 +181,7 @@ class WriteLoad:
         backoff = 0.05
         for attempt in range(1, self.max_attempts + 1):
             try:
-                answer = session.post(self.url, data={'id': write_id}, timeout=self.timeout,
-                                      allow_redirects=False)
+                answer, entry, reason = self._send(session, write_id, attempt)
             except requests.RequestException as exc:
                 # The write may or may not have been applied: retrying the same id is safe.
                 session.close()
@@ -190,10 +196,11 @@ class WriteLoad:
                 status = answer.status_code
                 with self._lock:
                     self.statuses[status] += 1
-                if status == 200:
-                    return self._acknowledge(session, write_id, answer, attempt)
+                if entry is not None:
+                    self._acknowledge(write_id, entry, attempt)
+                    return session
                 if status != 503:
-                    self._fail(write_id, status, answer.text[:200])
+                    self._fail(write_id, status, reason)
                     return session
                 with self._lock:
                     self.retried_503 += 1
@@ -208,22 +215,38 @@ class WriteLoad:
                    % (self.max_attempts, reason))
         return session
 
-    def _acknowledge(self, session, write_id, answer, attempt):
+    # -- what an application answers: the hooks a subclass for another application replaces --
+    def _ready(self, session):
+        """Whether this writer may start (called once per writer; the demo's view is always
+        there)."""
+        return True
+
+    def _send(self, session, write_id, attempt):
+        """One attempt at ``write_id``: ``(answer, entry, reason)``.
+
+        ``entry`` (the application's part of the ``acknowledged`` entry) when the answer
+        acknowledges the write, else None and ``reason`` says why. A 503 without an entry is
+        retried with the same id, as a ``requests.RequestException`` raised here is.
+        """
+        answer = session.post(self.url, data={'id': write_id}, timeout=self.timeout,
+                              allow_redirects=False)
+        if answer.status_code != 200:
+            return answer, None, answer.text[:200]
         try:
             payload = answer.json()
         except ValueError:
             payload = None
         if not isinstance(payload, dict) or payload.get('id') != write_id:
-            self._fail(write_id, 200, 'not the JSON of this write: %r' % answer.text[:200])
-            return session
-        entry = {'instance': payload.get('instance'), 'client': payload.get('client'),
-                 'at': time.time(), 'attempts': attempt}
+            return answer, None, 'not the JSON of this write: %r' % answer.text[:200]
+        return answer, {'instance': payload.get('instance'), 'client': payload.get('client')}, None
+
+    def _acknowledge(self, write_id, entry, attempt):
+        entry = dict(entry, at=time.time(), attempts=attempt)
         with self._lock:
             self.acknowledged[write_id] = entry
             if self._log is not None:
                 self._log.write(json.dumps(dict(entry, id=write_id), sort_keys=True) + '\n')
                 self._log.flush()
-        return session
 
     def _fail(self, write_id, status, reason):
         with self._lock:
@@ -232,7 +255,7 @@ class WriteLoad:
     # -- results ----------------------------------------------------------------------------
     def by_instance(self):
         """{instance: number of writes it acknowledged}."""
-        return dict(collections.Counter(e['instance'] for e in self.acknowledged.values()))
+        return dict(collections.Counter(e.get('instance') for e in self.acknowledged.values()))
 
     def report(self):
         return ('%d ids sent, %d acknowledged (%s), %d retried (%d 503, %d connection), '

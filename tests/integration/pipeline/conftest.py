@@ -12,8 +12,7 @@ import sys
 import pytest
 
 from support.ansible import playbook_command, run_playbook
-from support.promotion import Background
-from support.writeload import admin_auth
+from support.promotion import Background, SandboxFiles
 from support.paths import REPO
 from support.ports import free_port_block
 
@@ -21,7 +20,7 @@ PORTS = 50  # inventories/local uses zopeops_port_base + 0 .. 49
 
 
 @dataclasses.dataclass
-class Pipeline:
+class Pipeline(SandboxFiles):
     sandbox: pathlib.Path
     port_base: int
     first_run: subprocess.CompletedProcess
@@ -49,17 +48,6 @@ class Pipeline:
     def playbook(self, name, extra=None, **kwargs):
         return run_playbook(name, self.inventory, dict(self.extra_vars, **(extra or {})),
                             **kwargs)
-
-    def admin_auth(self):
-        """(user, password) of the sandbox's Zope admin, for the write load."""
-        return admin_auth(self.sandbox / 'secrets' / 'zope-admin-password')
-
-    def datafs(self, instance):
-        return self.sandbox / instance / 'var' / 'filestorage' / 'Data.fs'
-
-    def state(self, stage):
-        path = self.sandbox / 'lb' / 'promotions' / ('%s.json' % stage)
-        return json.loads(path.read_text()) if path.exists() else {}
 
     def ledger(self):
         path = self.sandbox / 'lb' / 'promotions' / 'ledger.jsonl'
