@@ -206,8 +206,10 @@ def in_thread(fn):
 
 
 def test_wait_writes_holds_the_freeze_until_a_slow_post_is_answered(lb):
-    post, post_out = in_thread(lambda: lb.post(STAGE, '/slow?seconds=2.5'))
-    read, read_out = in_thread(lambda: lb.get(STAGE, '/slow?seconds=6'))  # reads do not count
+    # The POST lasts 4 s: the module (a process start, 1-3 s on a loaded machine) must still
+    # find it in flight, and wait for it.
+    post, post_out = in_thread(lambda: lb.post(STAGE, '/slow?seconds=4'))
+    read, read_out = in_thread(lambda: lb.get(STAGE, '/slow?seconds=9'))  # reads do not count
     try:
         lb.wait_in_flight('be_test_live', ['POST', 'GET'])
         result = freeze(lb, wait_writes=10)
@@ -218,8 +220,8 @@ def test_wait_writes_holds_the_freeze_until_a_slow_post_is_answered(lb):
         answer, answered = post_out[0]
         assert answer.status_code == 200 and answer.text.startswith('POST test-client')
         assert answered <= returned  # the module came back only after the POST's answer
-        assert 1.2 <= result['writes_in_flight_seconds'] <= 4, result['writes_in_flight_seconds']
-        assert result['frozen_at'] <= returned - 1.2
+        assert 0.3 <= result['writes_in_flight_seconds'] <= 6, result['writes_in_flight_seconds']
+        assert result['frozen_at'] <= returned - 0.3
         assert result['writes_in_flight'] == []
         assert 'show sess all' in result['commands']
         assert lb.post(STAGE).status_code == 503  # new writes are held back meanwhile
