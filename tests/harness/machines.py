@@ -304,6 +304,12 @@ class Machines:
         self._start_sshd(self.machines[name])
         self._wait_for_sshd(timeout)
 
+    def crash(self, name):
+        """Lose a machine as in a power cut: every process in it (sshd, the SSH sessions,
+        supervisord, ZEO, Zope) is killed at once with SIGKILL, by PID; its network and files
+        stay. :meth:`start_sshd` brings it back (its services as its boot would: the caller's)."""
+        self._stop_processes(self.machines[name], signals=(signal.SIGKILL,))
+
     # --- tear down --------------------------------------------------------------------------
 
     def stop(self):
@@ -323,10 +329,10 @@ class Machines:
             shutil.rmtree(machine.dir / 'srv', ignore_errors=True)
 
     @staticmethod
-    def _stop_processes(machine, grace=10):
+    def _stop_processes(machine, grace=10, signals=(signal.SIGTERM, signal.SIGKILL)):
         own = [machine.sshd.pid] if machine.sshd is not None and machine.sshd.poll() is None \
             else []
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig in signals:
             pids = set(machine.pids()) | {pid for pid in own if pid_alive(pid)}
             if not pids:
                 break
