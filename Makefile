@@ -97,9 +97,9 @@ push-branding: deps
 # multi-machine harness; long waits on real services) runs on one worker, in order, everything
 # else spreads over both.
 # The multi-machine suite (tests/integration/multihost) runs here in its make-test scope: the
-# harness, site.yml twice, the preflight and balancer faults and one promotion of prod that
-# loses a client machine and is resumed (about 8 min on a loaded 2-core machine). Its full
-# scope, with the promotions of beta and test too (marker multihost_full), is
+# harness, site.yml twice, a machine unreachable at preflight and one promotion of prod that
+# loses a client machine after the switch to the twin and is resumed. Its full scope (marker
+# multihost_full: also a balancer refusing the switch, the promotions of beta and test) is
 # `make test-multihost`. Without root the multihost tests skip and say why.
 # Then the Ansible ecosystem's gates: ansible-test sanity, ansible-lint (production profile),
 # Galaxy build + install + FQCN runs, ansible-builder, changelog lint, Molecule scenarios

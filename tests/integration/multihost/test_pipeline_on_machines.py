@@ -1,8 +1,9 @@
 """The pipeline on production-shaped machines (tests/harness): site.yml twice, services running
-as the service user, a machine unreachable at preflight, one balancer refusing the switch, the
-promotion of prod under reads through both balancers and acknowledged writes (a client machine
-lost after the switch to the twin, then the run resumed), data moving machine to machine,
-status.yml. ``multihost_full`` (make test-multihost) adds the promotions of beta and test.
+as the service user, a machine unreachable at preflight, the promotion of prod under reads
+through both balancers and acknowledged writes (a client machine lost after the switch to the
+twin, then the run resumed), data moving machine to machine, status.yml. ``multihost_full``
+(make test-multihost only) adds one balancer refusing the switch (most of a promotion: the
+twin comes up) and the promotions of beta and test.
 
 The tests run in this order on one harness (one xdist group): each builds on the last.
 """
@@ -118,6 +119,7 @@ def assert_prod_served_by(harness, side):
         assert not re.search(r'^prod\s+1', frozen, re.M), (lb, frozen)
 
 
+@pytest.mark.multihost_full
 def test_one_balancer_refusing_the_switch_puts_both_back_on_live(harness, deployed):
     """lb2 cannot pass its gate (the twin's servers are in maintenance there): the switch is
     refused on lb2, lb1 is put back, both send prod to its live side, reads never fail, and
