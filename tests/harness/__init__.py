@@ -67,16 +67,12 @@ class Harness:
     # --- Ansible ----------------------------------------------------------------------------
 
     def env(self):
-        """Ansible's environment: its SSH control sockets in the harness's folder, and a fork
-        per inventory host, so that a task runs on every host of a play at once (with the
-        project's 10, site.yml's tasks ran in two waves over the harness's 19 hosts)."""
+        """Ansible's environment: its SSH control sockets in the harness's folder."""
         control = self.workdir / 'cp'
         control.mkdir(exist_ok=True)
-        hosts = len(list((self.inventory / 'host_vars').glob('*.yml'))) if self.inventory else 0
         return {'ANSIBLE_SSH_CONTROL_PATH_DIR': str(control),
                 'ANSIBLE_SSH_ARGS': '-o ControlMaster=auto -o ControlPersist=120s',
-                'ANSIBLE_HOST_KEY_CHECKING': 'True',
-                'ANSIBLE_FORKS': str(max(10, hosts))}
+                'ANSIBLE_HOST_KEY_CHECKING': 'True'}
 
     def playbook(self, name, extra=None, timeout=1200, args=()):
         previous = {key: os.environ.get(key) for key in self.env()}
