@@ -325,6 +325,11 @@ class Machines:
         if _run(['ip', 'link', 'show', self.bridge], check=False).returncode == 0:
             _run(['ip', 'link', 'del', self.bridge], check=False)
         for machine in self.machines.values():
+            # The services' logs stay for a failure's diagnosis (<machine>/logs/<instance>).
+            keep = machine.dir / 'logs'
+            for log in (machine.dir / 'srv').glob('*/*/log'):
+                keep.mkdir(exist_ok=True)
+                log.rename(keep / log.parent.name)
             shutil.rmtree(machine.dir / 'srv', ignore_errors=True)
 
     @staticmethod
