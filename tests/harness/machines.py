@@ -357,6 +357,14 @@ class Machines:
                     pass
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline and left():
+                if sig == signal.SIGKILL:
+                    # A process forked between the listing and the kill (supervisord starting
+                    # a program again) would survive a single pass.
+                    for pid in left():
+                        try:
+                            os.kill(pid, sig)
+                        except ProcessLookupError:
+                            pass
                 time.sleep(0.25)
         for machine in machines:
             if machine.sshd is not None:
