@@ -57,6 +57,13 @@ class Harness:
     def __getitem__(self, name):
         return self.machines[name]
 
+    def boot(self, name):
+        """Bring a machine lost with ``machines.crash`` back: its sshd, then its supervisord as
+        its boot would start it (the programs it starts by itself, then the runs' own)."""
+        self.machines.start_sshd(name)
+        self.machines[name].run([str(VENV_BIN / 'supervisord'), '-c',
+                                 '/srv/zopeops/supervisor/supervisord.conf'], check=True)
+
     # --- Ansible ----------------------------------------------------------------------------
 
     def env(self):

@@ -4,7 +4,8 @@ change with every run, so it is generated).
 Machines (``MACHINES``):
 - ``lb1``, ``lb2``: HAProxy, both configured for every stage and both switched;
 - ``dev1``: dev on its own machine;
-- ``stage1``: beta and its twin; ``stage2``: test and its twin (the smaller stages);
+- ``stage1``: beta and its twin; ``stage2``: test and its twin (the smaller stages; test
+  starts at ``demo-v2``, every other stage but dev at ``demo-v1``);
 - ``db1``: prod's ZEO server; ``db2``: the ZEO server of prod's twin;
 - ``app1``, ``app2``, ``app3``: prod's Zope clients (``prod_clients`` per machine, 3/3/2 = 8
   by default), the twin's clients on ``app1`` and ``app2``.
@@ -80,6 +81,10 @@ def build(addresses, workdir, ssh_key, known_hosts, ssh_user, prod_clients=(3, 3
         stage_hosts, stage_groups = _stage_on_one_machine(stage, machine, addresses)
         hosts.update(stage_hosts)
         groups.update(stage_groups)
+    # test starts one revision ahead of prod: promoting prod really changes the code on every
+    # client machine, also when beta and test are not promoted first.
+    for host in ('test-stage2', 'test_upgrade-stage2'):
+        hosts[host]['zopeops_revision'] = 'demo-v2'
     dev_hosts, dev_groups = _stage_on_one_machine('dev', 'dev1', addresses, twin_clients=None)
     hosts['dev-dev1'] = dict(dev_hosts['dev-dev1'], zopeops_revision='main',
                              zopeops_seed_demo_content=True)

@@ -304,6 +304,12 @@ class Machines:
         self._start_sshd(self.machines[name])
         self._wait_for_sshd(timeout)
 
+    def crash(self, name):
+        """Lose a machine as in a power cut: every process in it (sshd, the SSH sessions,
+        supervisord, ZEO, Zope) is killed at once with SIGKILL, by PID; its network and files
+        stay. :meth:`start_sshd` brings it back (its services as its boot would: the caller's)."""
+        self._stop_processes([self.machines[name]], signals=(signal.SIGKILL,))
+
     # --- tear down --------------------------------------------------------------------------
 
     def stop(self):
@@ -311,8 +317,7 @@ class Machines:
         if self._stopped:
             return
         self._stopped = True
-        for machine in self.machines.values():
-            self._stop_processes(machine)
+        self._stop_processes(list(self.machines.values()))
         for machine in self.machines.values():
             _run(['ip', 'netns', 'del', machine.netns], check=False)
             if _run(['ip', 'link', 'show', machine.veth], check=False).returncode == 0:
@@ -320,14 +325,29 @@ class Machines:
         if _run(['ip', 'link', 'show', self.bridge], check=False).returncode == 0:
             _run(['ip', 'link', 'del', self.bridge], check=False)
         for machine in self.machines.values():
+            # The services' logs stay for a failure's diagnosis (<machine>/logs/<instance>).
+            keep = machine.dir / 'logs'
+            for log in (machine.dir / 'srv').glob('*/*/log'):
+                keep.mkdir(exist_ok=True)
+                log.rename(keep / log.parent.name)
             shutil.rmtree(machine.dir / 'srv', ignore_errors=True)
 
     @staticmethod
-    def _stop_processes(machine, grace=10):
-        own = [machine.sshd.pid] if machine.sshd is not None and machine.sshd.poll() is None \
-            else []
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = set(machine.pids()) | {pid for pid in own if pid_alive(pid)}
+    def _stop_processes(machines, grace=10, signals=(signal.SIGTERM, signal.SIGKILL)):
+        """Signal every process of ``machines`` (all of them at once: one grace period for the
+        set, not one per machine), then the next signal to what is left."""
+        own = [machine.sshd.pid for machine in machines
+               if machine.sshd is not None and machine.sshd.poll() is None]
+
+        def left():
+            for machine in machines:
+                if machine.sshd is not None:
+                    machine.sshd.poll()  # reap our own child
+            return {pid for machine in machines for pid in machine.pids()} | \
+                {pid for pid in own if pid_alive(pid)}
+
+        for sig in signals:
+            pids = left()
             if not pids:
                 break
             for pid in pids:
@@ -336,13 +356,19 @@ class Machines:
                 except ProcessLookupError:
                     pass
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and (
-                    machine.pids() or any(pid_alive(pid) for pid in own)):
-                if machine.sshd is not None:
-                    machine.sshd.poll()  # reap our own child
-                time.sleep(0.1)
-        if machine.sshd is not None:
-            try:
-                machine.sshd.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+            while time.monotonic() < deadline and left():
+                if sig == signal.SIGKILL:
+                    # A process forked between the listing and the kill (supervisord starting
+                    # a program again) would survive a single pass.
+                    for pid in left():
+                        try:
+                            os.kill(pid, sig)
+                        except ProcessLookupError:
+                            pass
+                time.sleep(0.25)
+        for machine in machines:
+            if machine.sshd is not None:
+                try:
+                    machine.sshd.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass

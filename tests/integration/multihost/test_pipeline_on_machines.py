@@ -1,6 +1,9 @@
-"""The pipeline on production-shaped machines (tests/harness): site.yml twice, then the
-promotions of beta, test and prod under reads through both balancers and acknowledged writes,
-data moving machine to machine, services running as the service user, status.yml.
+"""The pipeline on production-shaped machines (tests/harness): site.yml twice, services running
+as the service user, a machine unreachable at preflight, the promotion of prod under reads
+through both balancers and acknowledged writes (a client machine lost after the switch to the
+twin, then the run resumed), data moving machine to machine, status.yml. ``multihost_full``
+(make test-multihost only) adds one balancer refusing the switch (most of a promotion: the
+twin comes up) and the promotions of beta and test.
 
 The tests run in this order on one harness (one xdist group): each builds on the last.
 """
@@ -16,7 +19,7 @@ import yaml
 
 from harness import inventory
 from support.ansible import assert_no_changes, recap
-from support.promotion import assert_zero_loss, output, run_under_load, said
+from support.promotion import assert_zero_loss, lost_writes, output, run_under_load, said
 
 pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.multihost,
               pytest.mark.xdist_group('multihost')]
@@ -92,29 +95,6 @@ def test_a_machine_unreachable_at_preflight_is_named_and_nothing_changes(harness
     assert harness.state('prod') == state_before
 
 
-@pytest.mark.parametrize('stage', ['beta', 'test', 'prod'])
-def test_promote_under_load_through_both_balancers(harness, deployed, stage):
-    predecessor = {'beta': 'dev', 'test': 'beta', 'prod': 'test'}[stage]
-    wanted = set(served_revisions(harness, predecessor).values())
-    assert len(wanted) == 1, wanted
-    started = time.monotonic()
-    run = run_under_load(harness, 'promote.yml', stage, timeout=600)
-    took = time.monotonic() - started
-    assert run.proc.returncode == 0, output(run.proc)
-    assert_zero_loss(harness, run, stage, 'upstream')
-    assert set(served_revisions(harness, stage).values()) == wanted, run.report()
-    # Data moved machine to machine: pulled over SSH by the machine that needed it.
-    assert 'Ensure the snapshot is pulled here over SSH' in run.proc.stdout, output(run.proc)
-    print('promote %s: %.0f s; %s' % (stage, took, run.report()))
-
-
-def test_status_reports_every_stage(harness, deployed):
-    proc = harness.playbook('status.yml')
-    assert proc.returncode == 0, output(proc)
-    for stage in inventory.LB_PORTS:
-        assert stage in proc.stdout
-
-
 def haproxy_command(socket_path, command):
     """One command on a balancer's admin socket (its path as this machine sees it)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -129,9 +109,21 @@ def haproxy_command(socket_path, command):
             chunks.append(chunk)
 
 
+def assert_prod_served_by(harness, side):
+    """Both balancers send prod to ``side`` (their runtime map) and no write freeze is left."""
+    for lb in ('lb1', 'lb2'):
+        active = haproxy_command(harness[lb].path('/run/zopeops/haproxy.sock'),
+                                 'show map %s' % '/srv/zopeops/lb/etc/active.map')
+        assert re.search(r'\bprod be_prod_%s\b' % side, active), (lb, active)
+        frozen = harness[lb].path('/srv/zopeops/lb/etc/frozen.map').read_text()
+        assert not re.search(r'^prod\s+1', frozen, re.M), (lb, frozen)
+
+
+@pytest.mark.multihost_full
 def test_one_balancer_refusing_the_switch_puts_both_back_on_live(harness, deployed):
     """lb2 cannot pass its gate (the twin's servers are in maintenance there): the switch is
-    refused on lb2, lb1 is put back, both send prod to its live side, reads never fail."""
+    refused on lb2, lb1 is put back, both send prod to its live side, reads never fail, and
+    no write reached the twin (the freeze lasts until every balancer switched)."""
     lb2 = harness['lb2']
     config = lb2.path('/srv/zopeops/lb/etc/haproxy.cfg').read_text()
     backend = config[config.index('backend be_prod_upgrade'):].split('\nbackend ', 1)[0]
@@ -141,17 +133,99 @@ def test_one_balancer_refusing_the_switch_puts_both_back_on_live(harness, deploy
     for server in servers:
         haproxy_command(admin, 'disable server be_prod_upgrade/%s' % server)
     try:
-        run = run_under_load(harness, 'promote.yml', 'prod', timeout=600,
-                             extra={'promote_force': True, 'promote_gate_timeout': 10})
+        run = run_under_load(harness, 'promote.yml', 'prod', timeout=900,
+                             extra={'promote_gate_timeout': 10})
     finally:
         for server in servers:
             haproxy_command(admin, 'enable server be_prod_upgrade/%s' % server)
     assert run.proc.returncode != 0, output(run.proc)
+    assert 'Nothing moved' in said(run.proc), output(run.proc)
     assert not run.reads.failures, run.report()
     assert not run.writes.failed, run.report()
-    for lb in ('lb1', 'lb2'):
-        active = haproxy_command(harness[lb].path('/run/zopeops/haproxy.sock'),
-                                 'show map %s' % '/srv/zopeops/lb/etc/active.map')
-        assert re.search(r'\bprod be_prod_live\b', active), (lb, active)
-        frozen = harness[lb].path('/srv/zopeops/lb/etc/frozen.map').read_text()
-        assert not re.search(r'^prod\s+1', frozen, re.M), (lb, frozen)
+    assert_prod_served_by(harness, 'live')
+    # The traffic stayed on prod: it holds every write it acknowledged, and none went elsewhere.
+    assert {entry['instance'] for entry in run.writes.acknowledged.values()} == {'prod'}, \
+        run.report()
+    lost = lost_writes(harness, 'prod', run.writes.acknowledged)
+    assert lost['missing_http'] == 0 and lost['missing_datafs'] == 0, (lost, run.report())
+    print('refused switch: %s' % run.report())
+
+
+@pytest.mark.multihost_full
+@pytest.mark.parametrize('stage', ['beta', 'test'])
+def test_promote_under_load_through_both_balancers(harness, deployed, stage):
+    predecessor = {'beta': 'dev', 'test': 'beta'}[stage]
+    wanted = set(served_revisions(harness, predecessor).values())
+    assert len(wanted) == 1, wanted
+    started = time.monotonic()
+    run = run_under_load(harness, 'promote.yml', stage, timeout=900)
+    took = time.monotonic() - started
+    assert run.proc.returncode == 0, output(run.proc)
+    assert_zero_loss(harness, run, stage, 'upstream')
+    assert set(served_revisions(harness, stage).values()) == wanted, run.report()
+    # Data moved machine to machine: pulled over SSH by the machine that needed it.
+    assert 'Ensure the snapshot is pulled here over SSH' in run.proc.stdout, output(run.proc)
+    print('promote %s: %.0f s; %s' % (stage, took, run.report()))
+
+
+def test_promote_prod_losing_a_client_machine_after_the_switch_then_resume(harness, deployed):
+    """prod's promotion under load; once both balancers send prod to the twin, app3 (live prod
+    clients only) is lost as in a power cut. The run stops, names the machine and says the twin
+    serves; the twin keeps serving without a failed read or a lost write. app3 comes back,
+    ``action=resume`` finishes: every prod client on every machine serves test's revision and
+    every write the twin or the upgraded stage acknowledged, in both runs, is in prod's data."""
+    wanted = set(served_revisions(harness, 'test').values())
+    assert len(wanted) == 1, wanted
+    assert set(served_revisions(harness, 'prod').values()) != wanted
+    maps = [harness[lb].path('/srv/zopeops/lb/etc/active.map') for lb in ('lb1', 'lb2')]
+
+    crashed = []
+
+    def lose_app3(background):
+        deadline = time.monotonic() + 900
+        while background.proc.poll() is None and time.monotonic() < deadline:
+            if all(re.search(r'^prod\s+be_prod_upgrade\b', path.read_text(), re.M)
+                   for path in maps):
+                harness.machines.crash('app3')
+                crashed.append(time.time())
+                return crashed[0]
+            time.sleep(0.2)
+        return None
+
+    started = time.monotonic()
+    try:
+        first = run_under_load(harness, 'promote.yml', 'prod', timeout=900, during=lose_app3)
+    finally:
+        if crashed:
+            harness.boot('app3')
+    first_s = time.monotonic() - started
+    assert first.interrupted_at is not None, 'app3 was never lost:\n' + output(first.proc)
+    assert first.proc.returncode != 0, output(first.proc)
+    assert 'prod-app3 on machine %s' % harness['app3'].address in said(first.proc), \
+        output(first.proc)
+    assert 'TRAFFIC IS SERVED BY THE TWIN prod_upgrade' in said(first.proc), output(first.proc)
+    assert not first.reads.failures, first.report()
+    assert not first.writes.failed, first.report()
+    assert_prod_served_by(harness, 'upgrade')
+    state = harness.state('prod')
+    assert (state.get('status'), state.get('traffic')) == ('failed', 'upgrade'), state
+    # Data moved machine to machine: test's snapshot pulled over SSH by the twin's ZEO machine.
+    assert 'Ensure the snapshot is pulled here over SSH' in first.proc.stdout, output(first.proc)
+
+    started = time.monotonic()
+    second = run_under_load(harness, 'promote.yml', 'prod', timeout=900,
+                            extra={'action': 'resume'})
+    second_s = time.monotonic() - started
+    assert second.proc.returncode == 0, output(second.proc)
+    assert_zero_loss(harness, second, 'prod', 'upstream', earlier=[first])
+    assert set(served_revisions(harness, 'prod').values()) == wanted, second.report()
+    assert_prod_served_by(harness, 'live')
+    print('promote prod: %.0f s until app3 was lost and the run stopped (%s); resume %.0f s (%s)'
+          % (first_s, first.report(), second_s, second.report()))
+
+
+def test_status_reports_every_stage(harness, deployed):
+    proc = harness.playbook('status.yml')
+    assert proc.returncode == 0, output(proc)
+    for stage in inventory.LB_PORTS:
+        assert stage in proc.stdout
