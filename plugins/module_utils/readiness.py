@@ -302,6 +302,62 @@ def wait_until_gone(pid, address, timeout, clock=time.monotonic, sleep=time.slee
         interval = min(interval * 2, 0.5)
 
 
+def _listening_inodes(port, proc='/proc'):
+    """Socket inodes that listen on TCP ``port`` (any address), from /proc/net/tcp{,6}."""
+    inodes = set()
+    for table in ('tcp', 'tcp6'):
+        try:
+            with open('%s/net/%s' % (proc, table)) as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # local_address is HEXADDR:HEXPORT; state 0A is LISTEN; the inode is field 9.
+            if len(fields) > 9 and fields[3] == '0A' and \
+                    int(fields[1].rsplit(':', 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def listeners(address, proc='/proc'):
+    """Who listens on ``address``'s port: ``['pid 123 (runwsgi ...)']``, best effort.
+
+    Named in the error about a port still open after its service stopped, so that the
+    operator sees the process instead of being told to look for it. Empty when nothing is
+    found or /proc cannot be read (another user's process without root, another namespace).
+    """
+    try:
+        port = int(str(address).rsplit(':', 1)[1])
+    except (IndexError, ValueError):
+        return []
+    inodes = {'socket:[%s]' % inode for inode in _listening_inodes(port, proc)}
+    found = []
+    if not inodes:
+        return found
+    try:
+        pids = sorted(int(name) for name in os.listdir(proc) if name.isdigit())
+    except OSError:
+        return found
+    for pid in pids:
+        try:
+            fds = os.listdir('%s/%d/fd' % (proc, pid))
+            if not any(os.readlink('%s/%d/fd/%s' % (proc, pid, fd)) in inodes for fd in fds):
+                continue
+            with open('%s/%d/cmdline' % (proc, pid), 'rb') as handle:
+                command = handle.read().replace(b'\0', b' ').decode('utf-8', 'replace').strip()
+        except OSError:
+            continue
+        found.append('pid %d (%s)' % (pid, command[:200]))
+    return found
+
+
+def holders(address):
+    """``listeners`` said in an error: who to stop, or how to find it."""
+    found = listeners(address)
+    return ('held by %s' % ', '.join(found)) if found else 'find it with ss -ltnp'
+
+
 def pid_alive(pid):
     try:
         os.kill(pid, 0)

@@ -170,6 +170,28 @@ def test_stopped_program_whose_port_is_still_open_fails(ready, monkeypatch):
         zeo_service.Service(params(state='stopped'), FakeManager('STOPPED')).ensure()
 
 
+def test_stopped_program_whose_port_is_held_names_the_holder(ready, monkeypatch):
+    """The error names the process that really listens there (this test's own), by pid."""
+    monkeypatch.setattr(zeo_service, 'port_open', readiness.port_open)
+    with socket.socket() as listener:
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(1)
+        address = '127.0.0.1:%d' % listener.getsockname()[1]
+        with pytest.raises(zeo_service.ServiceFailed) as info:
+            zeo_service.Service(params(state='stopped', address=address),
+                                FakeManager('STOPPED')).ensure()
+    assert 'held by pid %d (' % os.getpid() in info.value.msg, info.value.msg
+
+
+def test_listeners_of_a_closed_port_is_empty():
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        address = '127.0.0.1:%d' % probe.getsockname()[1]
+    assert readiness.listeners(address) == []
+    assert readiness.holders(address) == 'find it with ss -ltnp'
+    assert readiness.listeners('no-port') == []
+
+
 def test_spawn_error_fails_with_state_and_40_log_lines(ready):
     manager = FakeManager('STOPPED', fail_start='x: ERROR (spawn error)')
     with pytest.raises(zeo_service.ServiceFailed) as info:
