@@ -1,12 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright: zopeops.stages developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The promotion_plan, promotion_plan_lines and side_programs filters; their documentation is
-in the .yml files of the same names beside this file."""
+"""The promotion_plan, promotion_plan_lines, side_programs and freeze_window filters; their
+documentation is in the .yml files of the same names beside this file."""
 from __future__ import annotations
 
 import base64
 import json
+
+from ansible.errors import AnsibleFilterError
 
 from ansible_collections.zopeops.stages.plugins.module_utils.promotion_plan import (
     PlanRefused, describe, make_plan)
@@ -57,7 +59,31 @@ def side_programs(side, host, process_manager='supervisord', root=''):
     return {'zeo': zeo, 'clients': clients, 'start': zeos + clients, 'stop': clients + zeos}
 
 
+def _times(results, key):
+    """The numeric ``key`` of registered loop results (a skipped or unchanged call has none)."""
+    return [item[key] for item in results or [] if isinstance(item, dict)
+            and isinstance(item.get(key), (int, float)) and not isinstance(item.get(key), bool)]
+
+
+def freeze_window(switch, freezes=None, switches=None, unfreezes=None, replayed=0,
+                  replayed_frozen=0):
+    """The write freeze of one cutover, for the state's ``freeze_windows``: from the earliest
+    ``frozen_at`` of the freeze calls to the latest ``unfrozen_at`` of the switch and unfreeze
+    calls (lb_switch's results, one per balancer). No freeze: 0 seconds."""
+    frozen = _times(freezes, 'frozen_at')
+    unfrozen = _times(list(switches or []) + list(unfreezes or []), 'unfrozen_at')
+    if not frozen:
+        return {'switch': switch, 'frozen_seconds': 0}
+    if not unfrozen:
+        raise AnsibleFilterError(
+            'freeze_window: the writes of %s were frozen at %s, but no switch or unfreeze call '
+            'says when the freeze was lifted' % (switch, min(frozen)))
+    return {'switch': switch, 'frozen_seconds': round(max(unfrozen) - min(frozen), 3),
+            'replayed': int(replayed or 0) + int(replayed_frozen or 0),
+            'replayed_frozen': int(replayed_frozen or 0)}
+
+
 class FilterModule:
     def filters(self):
         return {'promotion_plan': promotion_plan, 'promotion_plan_lines': describe,
-                'side_programs': side_programs}
+                'side_programs': side_programs, 'freeze_window': freeze_window}
