@@ -75,16 +75,8 @@ class Harness:
                 'ANSIBLE_HOST_KEY_CHECKING': 'True'}
 
     def playbook(self, name, extra=None, timeout=1200, args=()):
-        previous = {key: os.environ.get(key) for key in self.env()}
-        os.environ.update(self.env())
-        try:
-            return run_playbook(name, self.inventory, extra, timeout=timeout, args=args)
-        finally:
-            for key, value in previous.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        return run_playbook(name, self.inventory, extra, timeout=timeout, args=args,
+                            env=self.env())
 
     def background_playbook(self, name, extra=None):
         argv, env = playbook_command(name, self.inventory, extra)

@@ -50,9 +50,11 @@ def strategy_env(strategy=None):
 
 
 def run_playbook(playbook, inventory, extra_vars=None, check=False, diff=False, timeout=1200,
-                 args=(), strategy=None):
-    """Run ``playbooks/<playbook>`` and return the CompletedProcess (text output, no raise)."""
-    argv, env = playbook_command(playbook, inventory, extra_vars, check, diff, args, strategy)
+                 args=(), strategy=None, env=None):
+    """Run ``playbooks/<playbook>`` and return the CompletedProcess (text output, no raise).
+    ``env``: variables added to the playbook's environment (this process's stays as it is)."""
+    argv, base = playbook_command(playbook, inventory, extra_vars, check, diff, args, strategy)
+    env = dict(base, **(env or {}))
     return subprocess.run(argv, cwd=str(REPO), capture_output=True, text=True, env=env,
                           timeout=timeout, check=False)
 
