@@ -122,9 +122,11 @@ test-multihost: deps harness-deps
 	ZOPEOPS_STRATEGY=$(STRATEGY) $(BIN)/pytest -m multihost tests/integration/multihost
 
 # Without root the packages cannot be installed, and the multihost tests skip and say why.
+# The real-systemd test's rootfs (systemd-nspawn) is built here once too, as root.
 harness-deps:
 	@scripts/ensure-system-packages $(HARNESS_PACKAGES) || \
 	  echo "The multi-machine tests (tests/integration/multihost) will be skipped."
+	@scripts/ensure-nspawn-rootfs
 
 gates: deps
 	scripts/ecosystem-gates
