@@ -28,11 +28,18 @@ help:
 	@echo "make push-branding PARTNER=acme FROM=dev [TO=test]  push one partner's branding downstream"
 	@echo "make bench  promote.yml against its bare baseline (BENCH_ARGS='--sizes demo,100M,1G --clients 1,2,4 --rounds 3')"
 
-$(VENV)/.installed: requirements.txt
+# The virtualenv also gets scripts/venv-site/zopeops_zipimport_cache.py, active in each of its
+# Python processes (a .pth line): Ansible's module payloads are zips whose code Python
+# compiles again on every task; this keeps the compiled code (docs/benchmarks.md).
+ZIPIMPORT_CACHE := scripts/venv-site/zopeops_zipimport_cache.py
+$(VENV)/.installed: requirements.txt $(ZIPIMPORT_CACHE)
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt
+	site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	  cp $(ZIPIMPORT_CACHE) "$$site/" && \
+	  echo 'import zopeops_zipimport_cache' > "$$site/zopeops-zipimport-cache.pth"
 	touch $@
 
 deps: $(VENV)/.installed
