@@ -24,7 +24,7 @@ import time
 
 import requests
 
-from .writeload import WriteLoad
+from .writeload import WriteLoad, json_object
 
 JSON = {'Accept': 'application/json', 'Content-Type': 'application/json'}
 SITE = '/Plone'
@@ -80,11 +80,7 @@ class PloneWriteLoad(WriteLoad):
 
 
 def _json_id(answer):
-    try:
-        payload = answer.json()
-    except ValueError:
-        return None
-    return payload.get('id') if isinstance(payload, dict) else None
+    return json_object(answer).get('id')
 
 
 def ids_missing_over_http(base_url, auth, ids, threads=4, timeout=60):

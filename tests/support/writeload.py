@@ -50,6 +50,15 @@ def admin_auth(password_file, user='admin'):
     return (user, read_secret(password_file))
 
 
+def json_object(answer):
+    """An HTTP answer's JSON object, or {} when it is not one."""
+    try:
+        payload = answer.json()
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
 class WriteLoad:
     """``threads`` writers POSTing unique ids to ``base_url`` + ``@@zopeops-write``.
 
@@ -248,11 +257,8 @@ class WriteLoad:
                               allow_redirects=False)
         if answer.status_code != 200:
             return answer, None, answer.text[:200]
-        try:
-            payload = answer.json()
-        except ValueError:
-            payload = None
-        if not isinstance(payload, dict) or payload.get('id') != write_id:
+        payload = json_object(answer)
+        if payload.get('id') != write_id:
             return answer, None, 'not the JSON of this write: %r' % answer.text[:200]
         return answer, {'instance': payload.get('instance'), 'client': payload.get('client')}, None
 
