@@ -109,6 +109,16 @@ class Machine:
         return [int(pid) for pid in proc.stdout.split() if pid.isdigit()]
 
 
+def _describe(pid):
+    """``(comm, state)`` of a process, for an error."""
+    try:
+        stat = pathlib.Path('/proc/%d/stat' % pid).read_text()
+    except OSError:
+        return '(gone)'
+    comm = stat[stat.index('(') + 1:stat.rindex(')')]
+    return '(%s, state %s)' % (comm, stat[stat.rindex(')') + 2:].split()[0])
+
+
 class Machines:
     """A set of machines named ``names``, brought up by :meth:`start`, removed by :meth:`stop`."""
 
@@ -308,7 +318,14 @@ class Machines:
         """Lose a machine as in a power cut: every process in it (sshd, the SSH sessions,
         supervisord, ZEO, Zope) is killed at once with SIGKILL, by PID; its network and files
         stay. :meth:`start_sshd` brings it back (its services as its boot would: the caller's)."""
-        self._stop_processes([self.machines[name]], signals=(signal.SIGKILL,))
+        machine = self.machines[name]
+        self._stop_processes([machine], signals=(signal.SIGKILL,))
+        # A process that outlived SIGKILL (uninterruptible sleep) would hold its ports into the
+        # machine's "reboot": say so here rather than let the next run fail on a port in use.
+        survivors = [pid for pid in machine.pids() if pid_alive(pid)]
+        if survivors:
+            raise RuntimeError('machine %s: processes outlived SIGKILL: %s' % (
+                name, ', '.join('%d %s' % (pid, _describe(pid)) for pid in survivors)))
 
     # --- tear down --------------------------------------------------------------------------
 
