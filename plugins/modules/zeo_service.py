@@ -869,7 +869,8 @@ class ProgramSet:
         if problems:
             raise ServiceFailed(
                 'Stopping the %s via %s failed: %s. Check their stop signal and '
-                'stopwaitsecs/TimeoutStopSec, and stop what holds a port by its pid.' % (self.nouns, self.manager.describe(), '; '.join(problems)),
+                'stopwaitsecs/TimeoutStopSec, and stop what holds a port by its pid.'
+                % (self.nouns, self.manager.describe(), '; '.join(problems)),
                 self._log_tails([problem.split(' ', 1)[0] for problem in problems]))
 
     def _pid_reader(self, name):
