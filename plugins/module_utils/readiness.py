@@ -328,9 +328,12 @@ def listeners(address, proc='/proc'):
     found or /proc cannot be read (another user's process without root, another namespace).
     """
     try:
-        port = int(str(address).rsplit(':', 1)[1])
-    except (IndexError, ValueError):
+        family, target = parse_address(address)
+    except ValueError:
         return []
+    if family == socket.AF_UNIX:
+        return []
+    port = target[1]
     inodes = {'socket:[%s]' % inode for inode in _listening_inodes(port, proc)}
     found = []
     if not inodes:
@@ -353,9 +356,14 @@ def listeners(address, proc='/proc'):
 
 
 def holders(address):
-    """``listeners`` said in an error: who to stop, or how to find it."""
+    """``listeners`` said in an error: who holds the address, or how to find it."""
     found = listeners(address)
     return ('held by %s' % ', '.join(found)) if found else 'find it with ss -ltnp'
+
+
+# What an error about a held address advises: the holder may be a copy that serves traffic.
+STOP_HOLDER = ('check that it serves no traffic (status.yml) before you stop it by its pid, or '
+               'fix the port')
 
 
 def pid_alive(pid):

@@ -375,8 +375,8 @@ from ansible_collections.zopeops.stages.plugins.module_utils.revision_proof impo
     PROOFS, RevisionProof)
 from ansible_collections.zopeops.stages.plugins.module_utils.zodb_format import normalize_tid
 from ansible_collections.zopeops.stages.plugins.module_utils.readiness import (
-    ProbeResult, holders, parse_address, pid_alive, port_open, probe_http, probe_zeo,
-    tail_file, tail_text, wait_all, wait_until_gone)
+    STOP_HOLDER, ProbeResult, holders, parse_address, pid_alive, port_open, probe_http,
+    probe_zeo, tail_file, tail_text, wait_all, wait_until_gone)
 
 LOG_LINES = 40
 
@@ -525,9 +525,9 @@ class Service:
             raise ServiceFailed(
                 '%s is %s per %s, but something still accepts connections at %s. Another '
                 'process holds that address (a copy started by hand, or another instance '
-                'configured with the same port; %s): stop it by its pid, or fix the port.'
+                'configured with the same port; %s): %s.'
                 % (self.what, before.state, self.manager.describe(), address,
-                   holders(address)))
+                   holders(address), STOP_HOLDER))
         after = self.manager.status(self.name) if not self.check_mode else before
         self.result['state_after'] = after.state
         self.result['pid'] = after.pid
@@ -592,8 +592,8 @@ class Service:
         if not port_closed:
             raise ServiceFailed(
                 '%s is stopped (pid %s is gone), but %s still accepts connections. Another '
-                'process holds that address (%s): stop it by its pid, or fix the port.'
-                % (self.what, pid, address, holders(address)))
+                'process holds that address (%s): %s.'
+                % (self.what, pid, address, holders(address), STOP_HOLDER))
 
     def _probe(self):
         return make_probe(self.kind, self.params['address'], self.params,
@@ -796,12 +796,11 @@ class ProgramSet:
             raise ServiceFailed(
                 'These %s are stopped per %s, but something still accepts connections '
                 'at their address: %s. Another process holds it (a copy started by hand, '
-                'or another instance configured with the same port): stop it by its pid, '
-                'or fix the port.'
+                'or another instance configured with the same port): %s.'
                 % (self.nouns, self.manager.describe(), '; '.join(
                     '%s at %s, %s' % (name, self.by_name[name]['address'],
                                       holders(self.by_name[name]['address']))
-                    for name in held)))
+                    for name in held), STOP_HOLDER))
         return self.result
 
     # -- helpers -----------------------------------------------------------------------
@@ -869,8 +868,8 @@ class ProgramSet:
         if problems:
             raise ServiceFailed(
                 'Stopping the %s via %s failed: %s. Check their stop signal and '
-                'stopwaitsecs/TimeoutStopSec, and stop what holds a port by its pid.'
-                % (self.nouns, self.manager.describe(), '; '.join(problems)),
+                'stopwaitsecs/TimeoutStopSec; for a held port, %s.'
+                % (self.nouns, self.manager.describe(), '; '.join(problems), STOP_HOLDER),
                 self._log_tails([problem.split(' ', 1)[0] for problem in problems]))
 
     def _pid_reader(self, name):

@@ -22,6 +22,9 @@ import os
 import zipimport
 
 _COMPILE = getattr(zipimport, '_compile_source', None)
+# zipimport compiles each module twice (get_filename, then get_code): the second time comes
+# from here, not from the disk again.
+_SEEN = {}
 
 
 def cache_folder():
@@ -53,16 +56,19 @@ def compile_source(pathname, source):
     import importlib.util  # pylint: disable=import-outside-toplevel
     import marshal  # pylint: disable=import-outside-toplevel
 
-    folder = cache_folder()
     key = hashlib.sha256(importlib.util.MAGIC_NUMBER + b'\0' + source).hexdigest()
+    if key in _SEEN:
+        return _renamed(_SEEN[key], pathname)
+    folder = cache_folder()
     path = os.path.join(folder, key)
     if _trusted(folder):
         try:
             with open(path, 'rb') as handle:
-                return _renamed(marshal.loads(handle.read()), pathname)
+                code = _SEEN[key] = marshal.loads(handle.read())
+            return _renamed(code, pathname)
         except (OSError, EOFError, ValueError, TypeError):
             pass
-    code = _COMPILE(pathname, source)
+    code = _SEEN[key] = _COMPILE(pathname, source)
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
         if _trusted(folder):

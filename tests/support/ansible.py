@@ -36,9 +36,9 @@ def strategy_env(strategy=None):
     """The environment that runs the collection's playbooks under ``strategy``.
 
     The default is ``$ZOPEOPS_STRATEGY``, which the Makefile sets to its ``STRATEGY``
-    (``linear`` unless given ``mitogen_linear``); without it, ansible-core's own ``linear``. Only the playbooks of
-    ``playbooks/`` run under Mitogen: their ``group_vars`` fork a process per task, which the
-    tests' own small playbooks do not ask for.
+    (``linear`` unless given ``mitogen_linear``); without it, ansible-core's own ``linear``.
+    Only the playbooks of ``playbooks/`` run under Mitogen: their ``group_vars`` fork a process
+    per task, which the tests' own small playbooks do not ask for.
     """
     strategy = strategy or os.environ.get('ZOPEOPS_STRATEGY') or 'linear'
     if strategy == 'linear':

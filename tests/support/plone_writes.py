@@ -65,7 +65,7 @@ class PloneWriteLoad(WriteLoad):
                                               'title': 'Write %s' % write_id},
                               headers=JSON, timeout=self.timeout, allow_redirects=False)
         if answer.status_code == 201:
-            if _json_id(answer) == write_id:
+            if json_object(answer).get('id') == write_id:
                 return answer, {'how': '201'}, None
             return answer, None, 'not the JSON of this write: %r' % answer.text[:200]
         if answer.status_code == 400 and attempt > 1 and 'already in use' in answer.text:
@@ -73,14 +73,10 @@ class PloneWriteLoad(WriteLoad):
             # began): the write is acknowledged if the serving side has it.
             check = session.get('%s/%s' % (self.url, write_id), headers=JSON,
                                 timeout=self.timeout, allow_redirects=False)
-            if check.status_code == 200 and _json_id(check) == write_id:
+            if check.status_code == 200 and json_object(check).get('id') == write_id:
                 return answer, {'how': 'in use, then GET 200'}, None
             return answer, None, 'id in use, but GET answered %d' % check.status_code
         return answer, None, answer.text[:200]
-
-
-def _json_id(answer):
-    return json_object(answer).get('id')
 
 
 def ids_missing_over_http(base_url, auth, ids, threads=4, timeout=60):
@@ -93,7 +89,7 @@ def ids_missing_over_http(base_url, auth, ids, threads=4, timeout=60):
             session.auth = tuple(auth)
             answer = session.get('%s/%s' % (site, write_id), headers=JSON, timeout=timeout,
                                  allow_redirects=False)
-            return answer.status_code != 200 or _json_id(answer) != write_id
+            return answer.status_code != 200 or json_object(answer).get('id') != write_id
 
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         return sorted(write_id for write_id, gone in zip(ids, pool.map(missing, ids)) if gone)

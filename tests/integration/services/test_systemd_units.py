@@ -154,10 +154,8 @@ def test_verify_catches_a_broken_unit(rendered, tmp_path):
 
 # --------------------------------------------------------------------------- a real systemd
 # A Debian rootfs booted by systemd-nspawn is a real systemd as PID 1 (docs/ecosystem.md,
-# "systemd"). Build it once per machine (about 1 min on a quiet machine, 288 MB):
-#   apt-get install systemd-container debootstrap
-#   debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,python3 bookworm \
-#       /var/cache/zopeops-stages/nspawn-bookworm
+# "systemd"), built once per machine by scripts/ensure-nspawn-rootfs (make test runs it as root;
+# about 1 min on a quiet machine, 288 MB).
 ROOTFS = pathlib.Path(os.environ.get('ZOPEOPS_NSPAWN_ROOTFS',
                                      '/var/cache/zopeops-stages/nspawn-bookworm'))
 
@@ -228,9 +226,8 @@ def container():
         pytest.skip('a real systemd needs root, systemd-nspawn (apt-get install '
                     'systemd-container) and nsenter')
     if not (ROOTFS / 'usr' / 'lib' / 'systemd' / 'systemd').exists():
-        pytest.skip('no Debian rootfs with systemd at %s (ZOPEOPS_NSPAWN_ROOTFS): build it with '
-                    'debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,python3 '
-                    'bookworm %s' % (ROOTFS, ROOTFS))
+        pytest.skip('no Debian rootfs with systemd at %s (ZOPEOPS_NSPAWN_ROOTFS): build it as '
+                    'root with scripts/ensure-nspawn-rootfs %s' % (ROOTFS, ROOTFS))
     # pytest's own folders are root's alone (0700): the service user could not reach the
     # instance there. A folder of this test's, traversable, removed afterwards.
     folder = pathlib.Path(tempfile.mkdtemp(prefix='zopeops-systemd-'))
