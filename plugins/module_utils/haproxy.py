@@ -510,3 +510,37 @@ def _int(value):
         return int(value)
     except (TypeError, ValueError):
         return 0
+
+
+# --- the write freeze as a lease -----------------------------------------------------------
+# A stage's entry in the frozen map is the epoch second until which its writes are frozen
+# (docs/promotion.md, "The freeze is a lease"). HAProxy compares it with its own clock on every
+# request (``var(txn.zopeops_until),sub(txn.zopeops_now) gt 0``), so a freeze ends by itself
+# when its deadline passes, whatever happened to the controller that set it, and a restarted
+# HAProxy that loads an old deadline from the file is not frozen either. 0 (or any past
+# second, or the old format's 1) is "not frozen". HELD is a freeze with no deadline: only a
+# switched balancer of several waits with it for the others (roles/promote/tasks/cutover.yml).
+HELD = 9999999999
+
+
+def freeze_value(until):
+    """The map value of a freeze that ends at epoch ``until`` (None: not frozen; HELD: held)."""
+    if until is None:
+        return '0'
+    return str(min(HELD, int(until) + (0 if float(until).is_integer() else 1)))
+
+
+def freeze_state(value, now=None):
+    """A frozen-map value -> {'frozen', 'until', 'held'} as HAProxy applies it at ``now``.
+
+    ``frozen`` is whether HAProxy refuses writes now; ``until`` the deadline (epoch seconds)
+    when one is in force, else None; ``held`` a freeze without a deadline (HELD).
+    """
+    now = time.time() if now is None else now
+    try:
+        until = int(str(value).strip())
+    except (TypeError, ValueError):
+        until = 0
+    frozen = until > int(now)
+    return {'frozen': frozen, 'until': until if frozen else None,
+            'held': frozen and until >= HELD}
