@@ -21,12 +21,21 @@ description:
   - Also sets a stage's B(write freeze) (O(frozen)) through a second map; while a stage is
     frozen, HAProxy answers unsafe requests (anything but GET, HEAD, OPTIONS) with 503 and a
     C(Retry-After) header and keeps serving safe ones. The file is rewritten as well.
+  - "B(The freeze is a lease.) The map holds the epoch second until which the writes are frozen
+    (O(lease) seconds after the call), and HAProxy compares it with its own clock on every
+    write: a freeze ends by itself at its deadline, whatever happened to the controller that
+    set it, and an HAProxy restarted during a freeze that loads the deadline from the file lets
+    writes through at the same moment. Every call with O(frozen=true) renews the lease."
   - "For a data cutover (C(docs/promotion.md)): O(frozen=true) with O(wait_writes) sets the
     freeze and then waits until no write that came in before it is still in flight on the
     stage's backends; O(active) with O(frozen=false) then switches (gate, C(set map), read-back,
     file), lifts the freeze, and only after that waits for the old side's drain, so that
     writes are frozen for the switch only, not for the drain. RV(frozen_at), RV(switched_at)
     and RV(unfrozen_at) let the caller compute the freeze window."
+  - "A switch under a freeze (O(under_freeze)) is refused, changing nothing, unless the
+    stage's freeze is in force with at least O(lease_margin) seconds left; it renews the lease
+    before it switches. So a controller that stalled past the lease never switches the traffic
+    to a side that lacks the writes the source took after the freeze ended."
   - "With O(stage) and neither O(active) nor O(frozen), a read-only query: RV(before) and
     RV(after) report the stage's side, freeze and servers as HAProxy has them now, and
     RV(healthy_servers) the servers of the side that takes the traffic which pass their
@@ -37,8 +46,10 @@ description:
   - With O(balancer=nginx) it rewrites the stage's upstream include file, validates the whole
     configuration with C(nginx -t), reloads nginx gracefully, and puts the old file back if
     nginx refuses the new one.
-  - Idempotent. A stage that already points at the requested side reports C(changed=false),
-    sets no timestamp and does not wait for a drain; O(wait_writes) still waits, as a check.
+  - "Idempotent. A stage that already points at the requested side reports C(changed=false),
+    sets no timestamp and does not wait for a drain (unless O(drain_other)); O(wait_writes)
+    still waits, as a check. A freeze (O(frozen=true)) is a lease: each call renews it and
+    reports a change."
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - zopeops.stages.lb
@@ -70,6 +81,38 @@ options:
       - A failure (a gate refusal, a switch that fails) leaves the freeze as it was; lifting it
         is the caller's decision.
     type: bool
+  lease:
+    description:
+      - With O(frozen=true), and when a switch renews the freeze (O(under_freeze)), the freeze
+        ends by itself this many seconds later unless a later call renews it. V(0) holds it
+        with no deadline, until a call lifts it; for a balancer that waits for others to switch
+        (a stage must never take writes on both sides). HAProxy only.
+    type: float
+    default: 30.0
+  lease_margin:
+    description:
+      - With O(under_freeze), the least time the freeze must have left for the switch to go
+        ahead. It covers the switch itself and the clock difference between this host and
+        the hosts that act within the lease (the replay's deadline).
+    type: float
+    default: 5.0
+  under_freeze:
+    description:
+      - "With O(active), the switch is part of a cutover under the stage's write freeze: it is
+        refused, changing nothing, unless the freeze is in force with O(lease_margin) seconds
+        left, and it renews the lease (O(lease)) first. The freeze stays on after the switch
+        unless O(frozen=false) lifts it."
+    type: bool
+    default: false
+  gate_side:
+    description:
+      - With O(frozen=true), before the freeze is set, wait (O(gate_timeout)) until every
+        server of this side's backend is C(UP) by HAProxy's health checks, and refuse,
+        changing nothing, if they are not; so that the health gate of the switch that follows
+        runs before writes are frozen, not during the freeze. Without O(frozen) and
+        O(active), only this wait (the gates of several balancers, before any freeze).
+    type: str
+    choices: [live, upgrade]
   wait_writes:
     description:
       - With O(frozen=true), after the freeze is set, wait at most this many seconds until
@@ -126,6 +169,14 @@ options:
         O(fail_on_drain_timeout).
     type: float
     default: 30.0
+  drain_other:
+    description:
+      - "With O(active), wait for the drain of the side that does not take the traffic (at most
+        O(drain_timeout)) even when this call did not move the traffic: for the call that
+        lifts a freeze after an earlier call switched under it. Returns at once when that side
+        has no sessions."
+    type: bool
+    default: false
   fail_on_drain_timeout:
     description: Fail (after the switch is done and persisted) if the drain did not finish
       within O(drain_timeout), so that a playbook does not stop a side still serving requests.
@@ -269,12 +320,14 @@ EXAMPLES = r"""
 
 RETURN = r"""
 before:
-  description: The state before the task. For a stage, C(active) (side), C(frozen) and
-    C(servers) (backend -> server -> HAProxy status); for a server, C(backend), C(server),
-    C(state) and C(status).
+  description: The state before the task. For a stage, C(active) (side), C(frozen) (a
+    freeze in force now), C(frozen_until) (its deadline in epoch seconds, null when not frozen
+    or held), C(frozen_held) (frozen with no deadline) and C(servers) (backend -> server ->
+    HAProxy status); for a server, C(backend), C(server), C(state) and C(status).
   returned: always
   type: dict
-  sample: {active: live, frozen: false, servers: {be_test_live: {test-client1: UP}}}
+  sample: {active: live, frozen: false, frozen_until: null, frozen_held: false,
+           servers: {be_test_live: {test-client1: UP}}}
 after:
   description: The same after the task (in check mode, what it would be).
   returned: always
@@ -330,6 +383,12 @@ unfrozen_at:
   returned: always
   type: float
   sample: 1764419000.461
+frozen_until:
+  description: The deadline of the stage's freeze after the task (epoch seconds on this host's
+    clock), when a freeze with a deadline is in force; null otherwise (not frozen, or held).
+  returned: always
+  type: int
+  sample: 1764419030
 commands:
   description: The runtime API commands sent to HAProxy, or the nginx commands run, in order.
   returned: always
@@ -352,8 +411,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zopeops.stages.plugins.module_utils.files import atomic_write
 from ansible_collections.zopeops.stages.plugins.module_utils.haproxy import (
-    HAProxyError, RuntimeAPI, check_token, file_lock, parse_map_text, read_text,
-    server_is_up, server_state, set_map_line, wait_until_idle, wait_until_no_writes)
+    HELD, HAProxyError, RuntimeAPI, check_token, file_lock, freeze_state, freeze_value,
+    parse_map_text, read_text, server_is_up, server_state, set_map_line, wait_until_idle,
+    wait_until_no_writes)
 from ansible_collections.zopeops.stages.plugins.module_utils import nginx as nginx_utils
 
 SIDES = ('live', 'upgrade')
@@ -481,7 +541,7 @@ def haproxy_stage(api, params, check_mode):
     result = {'changed': False, 'drain_seconds': None, 'drained': None, 'files': [],
               'commands': api.sent, 'warnings': [], 'writes_in_flight_seconds': None,
               'writes_in_flight': [], 'frozen_at': None, 'switched_at': None,
-              'unfrozen_at': None, 'healthy_servers': None}
+              'unfrozen_at': None, 'healthy_servers': None, 'frozen_until': None}
     diffs = []
     rows = api.show_stat()
     known = {row['pxname'] for row in rows if row['svname'] == 'BACKEND'}
@@ -492,7 +552,8 @@ def haproxy_stage(api, params, check_mode):
                           'Stages it serves: %s.' % (api.address, backend_name(stage, 'live'),
                                                      stage, ', '.join(stages) or 'none'))
     backends = [backend_name(stage, s) for s in SIDES if backend_name(stage, s) in known]
-    before = {'active': None, 'frozen': None, 'servers': _statuses(api, backends, rows)}
+    before = {'active': None, 'frozen': None, 'frozen_until': None, 'frozen_held': None,
+              'servers': _statuses(api, backends, rows)}
     after = dict(before)
 
     if params['active'] and params['map_file'] is None:
@@ -501,6 +562,12 @@ def haproxy_stage(api, params, check_mode):
     if params['frozen'] is not None and params['frozen_map_file'] is None:
         raise SwitchError('frozen needs frozen_map_file: the map that the write-freeze rule '
                           'reads (e.g. <root>/lb/etc/frozen.map).')
+    if params['under_freeze'] and not (params['active'] and params['frozen_map_file']):
+        raise SwitchError('under_freeze is a switch under the write freeze: give it with active '
+                          'and frozen_map_file.')
+    if params['gate_side'] and (params['frozen'] is False or params['active']):
+        raise SwitchError('gate_side gates a side before a freeze: give it with frozen=true, or '
+                          'alone to only wait for the gate (a switch gates its own side).')
     if params['wait_writes'] > 0 and params['frozen'] is not True:
         raise SwitchError('wait_writes waits for the writes in flight after a freeze: give it '
                           'with frozen=true (waiting without a freeze could wait forever).')
@@ -513,17 +580,31 @@ def haproxy_stage(api, params, check_mode):
         after['active'] = before['active']
     if params['frozen_map_file']:
         frozen_name = api.resolve_map(params['frozen_map_file'])
-        before['frozen'] = api.get_map(frozen_name, stage) == '1'
-        after['frozen'] = before['frozen']
+        _set_freeze_view(before, freeze_state(api.get_map(frozen_name, stage)))
+        _set_freeze_view(after, freeze_state(api.get_map(frozen_name, stage)))
 
-    def freeze(flag):
+    def freeze(flag, lease=params['lease']):
+        """Set the freeze (a lease of ``lease`` seconds, 0 held) or lift it."""
+        until = (HELD if lease <= 0 else time.time() + lease) if flag else None
         changed, frozen_before, taken_at = _set_map_entry(
-            api, params['frozen_map_file'], stage, '1' if flag else '0', check_mode, result, diffs)
-        after['frozen'] = flag
-        result['frozen_at' if flag else 'unfrozen_at'] = taken_at
+            api, params['frozen_map_file'], stage, freeze_value(until), check_mode, result,
+            diffs)
+        _set_freeze_view(after, freeze_state(freeze_value(until)))
+        was_frozen = freeze_state(frozen_before)['frozen']
+        # A renewal is not the moment writes stopped. A lease that ended before it was lifted
+        # let writes through at its deadline: that is when the freeze ended.
+        if flag and not was_frozen:
+            result['frozen_at'] = taken_at
+        elif not flag and was_frozen:
+            result['unfrozen_at'] = taken_at
+        elif not flag and taken_at and _int(frozen_before) > 10 ** 9:
+            result['unfrozen_at'] = float(_int(frozen_before))
         return changed
 
     changed = False
+    if params['gate_side']:
+        _gate(api, stage, params['gate_side'], rows, before,
+              0.0 if check_mode else params['gate_timeout'])
     if params['frozen'] is True:
         changed |= freeze(True)
         if params['wait_writes'] > 0 and not check_mode:
@@ -544,6 +625,8 @@ def haproxy_stage(api, params, check_mode):
                         '%s on %s/%s for %s' % (s['method'], s['backend'] or s['frontend'],
                                                 s['server'] or '-', s['age'] or '?')
                         for s in streams)), **result)
+            # The lease counts from the moment the writes in flight were answered.
+            freeze(True)
 
     if params['active']:
         side = params['active']
@@ -559,6 +642,9 @@ def haproxy_stage(api, params, check_mode):
         if moving and params['gate']:
             _gate(api, stage, side, rows, before,
                   0.0 if check_mode else params['gate_timeout'])
+        if params['under_freeze'] and moving:
+            _check_lease(api, stage, params, before)
+            changed |= freeze(True)
         switched, active_before, result['switched_at'] = _set_map_entry(
             api, params['map_file'], stage, target, check_mode, result, diffs)
         changed |= switched
@@ -567,14 +653,16 @@ def haproxy_stage(api, params, check_mode):
         # the old side below can take long, and writes must not be held back for it.
         if params['frozen'] is False:
             changed |= freeze(False)
-        if moving and not check_mode and params['drain_timeout'] > 0 and effective in known:
-            drained, seconds = wait_until_idle(api, effective, params['drain_timeout'])
+        other = backend_name(stage, 'live' if side == 'upgrade' else 'upgrade')
+        if ((moving or params['drain_other']) and not check_mode and params['drain_timeout'] > 0
+                and other in known):
+            drained, seconds = wait_until_idle(api, other, params['drain_timeout'])
             result['drained'], result['drain_seconds'] = drained, seconds
             if not drained:
                 result['warnings'].append(
                     'Backend %s still had sessions %.1fs after the switch of stage %s to %s; '
                     'requests in flight there may be cut if it is stopped now.'
-                    % (effective, seconds, stage, side))
+                    % (other, seconds, stage, side))
     elif params['frozen'] is False:
         changed |= freeze(False)
 
@@ -595,10 +683,42 @@ def haproxy_stage(api, params, check_mode):
                    params['frontend_url'] or 'its frontend'))
     if not check_mode and changed:
         after['servers'] = _statuses(api, backends, api.show_stat())
+    result['frozen_until'] = after.get('frozen_until')
     result.update(changed=changed, before=before, after=after)
     if diffs:
         result['diff'] = diffs
     return result
+
+
+def _int(value):
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return 0
+
+
+def _set_freeze_view(view, state):
+    view.update(frozen=state['frozen'], frozen_until=None if state['held'] else state['until'],
+                frozen_held=state['held'])
+
+
+def _check_lease(api, stage, params, before, clock=time.time):
+    """Refuse a switch under a freeze whose lease ended or has less than the margin left."""
+    value = api.get_map(api.resolve_map(params['frozen_map_file']), stage)
+    state = freeze_state(value, clock())
+    if state['held']:
+        return
+    left = (state['until'] - clock()) if state['frozen'] else None
+    if left is not None and left >= params['lease_margin']:
+        return
+    raise SwitchError(
+        'Refusing to switch stage %s to %s under its write freeze: %s. The source may have '
+        'taken writes that the target does not hold, so the traffic stays where it is and '
+        'nothing was changed. Run the cutover again (its catch-up copies those writes).'
+        % (stage, params['active'],
+           'the freeze is not in force (its lease ended: %s)' % (value or 'no entry')
+           if left is None else 'its lease has only %.1fs left, less than lease_margin %.1fs'
+           % (left, params['lease_margin'])), before=before)
 
 
 def haproxy_server(api, params, check_mode):
@@ -607,7 +727,7 @@ def haproxy_server(api, params, check_mode):
     result = {'changed': False, 'drain_seconds': None, 'drained': None, 'files': [],
               'commands': api.sent, 'warnings': [], 'writes_in_flight_seconds': None,
               'writes_in_flight': [], 'frozen_at': None, 'switched_at': None,
-              'unfrozen_at': None, 'healthy_servers': None}
+              'unfrozen_at': None, 'healthy_servers': None, 'frozen_until': None}
     stats = api.backend_stats(backend)
     if server not in stats['servers']:
         raise SwitchError('Backend %s in HAProxy at %s has no server %s; it has: %s.'
@@ -654,7 +774,7 @@ def nginx_stage(params, check_mode):
         return {'changed': False, 'drain_seconds': None, 'drained': None, 'files': [],
                 'commands': [], 'before': state, 'after': dict(state), 'warnings': [],
                 'writes_in_flight_seconds': None, 'writes_in_flight': [], 'frozen_at': None,
-                'switched_at': None, 'unfrozen_at': None}
+                'switched_at': None, 'unfrozen_at': None, 'frozen_until': None}
     servers = nginx_utils.normalize_servers(params['servers'])
     if not servers:
         raise SwitchError('balancer=nginx needs servers: the host:port of every client of the %s '
@@ -669,7 +789,7 @@ def nginx_stage(params, check_mode):
     result = {'changed': False, 'drain_seconds': None, 'drained': None, 'files': [],
               'commands': [], 'before': before, 'after': after, 'warnings': [],
               'writes_in_flight_seconds': None, 'writes_in_flight': [], 'frozen_at': None,
-              'switched_at': None, 'unfrozen_at': None}
+              'switched_at': None, 'unfrozen_at': None, 'frozen_until': None}
     if old_text == new_text:
         return result
     if params['gate']:
@@ -702,7 +822,12 @@ ARGUMENT_SPEC = dict(
     gate_timeout=dict(type='float', default=15.0),
     drain_timeout=dict(type='float', default=30.0),
     fail_on_drain_timeout=dict(type='bool', default=False),
+    drain_other=dict(type='bool', default=False),
     wait_writes=dict(type='float', default=0.0),
+    lease=dict(type='float', default=30.0),
+    lease_margin=dict(type='float', default=5.0),
+    under_freeze=dict(type='bool', default=False),
+    gate_side=dict(type='str', choices=list(SIDES)),
     wait_healthy=dict(type='float', default=0.0),
     frontend_url=dict(type='str'),
     backend=dict(type='str'),
@@ -721,8 +846,13 @@ ARGUMENT_SPEC = dict(
 
 def run(params, check_mode, api_factory=RuntimeAPI):
     """Do what ``params`` ask; return the module result. Raises on failure."""
-    if params['wait_writes'] < 0:
-        raise SwitchError('wait_writes must be 0 (no wait) or a number of seconds.')
+    for name in ('wait_writes', 'lease', 'lease_margin', 'gate_timeout', 'drain_timeout'):
+        if params[name] < 0:
+            raise SwitchError('%s must be 0 or a number of seconds, not %s.'
+                              % (name, params[name]))
+    if params['lease'] and params['lease'] <= params['lease_margin']:
+        raise SwitchError('lease (%s s) must be longer than lease_margin (%s s), or 0 to hold '
+                          'the freeze with no deadline.' % (params['lease'], params['lease_margin']))
     if params['balancer'] == 'nginx':
         if params['backend']:
             raise SwitchError('Per-server mode (backend/server/state) needs balancer=haproxy.')

@@ -79,6 +79,13 @@ options:
         O(after_tid). Give it to go on after a replay that stopped part way (the error names
         it).
     type: str
+  not_after:
+    description:
+      - Epoch seconds (this host's clock) after which no transaction is written any more: the
+        deadline of the write freeze's lease minus its margin, for the replay of a cutover. A
+        transaction not begun by then is not written and the module fails, naming the tid the
+        target holds; one begun before it is finished. Omitted, no deadline.
+    type: float
   passes:
     description:
       - Replay again what the source committed while a pass ran, up to this many passes in all,
@@ -511,6 +518,16 @@ def replay_tail(params, source, tail, target, result, base):
                     'planned): was it packed? Run the replay again.'
                     % (source, zfmt.tid_to_hex(txn.tid),
                        zfmt.tid_to_hex(wanted[min(counters['txns'], len(wanted) - 1)])))
+            if params['not_after'] and time.time() > params['not_after']:
+                held = wanted[counters['txns'] - 1] if counters['txns'] else base
+                raise zu.ZODBDataError(
+                    'The replay from %s into %s stopped before transaction %s: the write '
+                    'freeze\'s lease would run out (not_after %s), so the target could take '
+                    'writes of its own before it holds the source\'s. It holds the source\'s '
+                    'transactions up to %s; run the cutover again.'
+                    % (source, target.where, zfmt.tid_to_hex(txn.tid),
+                       time.strftime('%H:%M:%S', time.localtime(params['not_after'])),
+                       zfmt.tid_to_hex(held)))
             try:
                 copy_transaction(txn, target, source_fd, source_blobs, counters)
             except OSError:
@@ -561,6 +578,7 @@ def main():
             zeo_address=dict(type='str'),
             storage=dict(type='str', default='1'),
             zeo_timeout=dict(type='float', default=30),
+            not_after=dict(type='float'),
         ),
         required_one_of=[('after_tid', 'after_manifest')],
         mutually_exclusive=[('path', 'zeo_address'), ('after_tid', 'after_manifest')],

@@ -207,9 +207,24 @@ def test_missing_entry_is_added(haproxy, tmp_path):
     assert (tmp_path / 'active.map').read_text() == 'dev be_dev_live\ntest be_test_upgrade\n'
 
 
+def leased(writes_sent, frozen_path, lease=30.0):
+    """The sent writes with a freeze's deadline, checked to be ``lease`` seconds from now,
+    replaced by 'LEASE'."""
+    out = []
+    for command in writes_sent:
+        prefix = 'set map %s test ' % frozen_path
+        if command.startswith(prefix) and command[len(prefix):] not in ('0',):
+            until = int(command[len(prefix):])
+            assert abs(until - (time.time() + lease)) < 3, command
+            command = prefix + 'LEASE'
+        out.append(command)
+    return out
+
+
 def test_freeze_before_switch_and_thaw_after(haproxy):
     run(haproxy, stage='test', frozen=True, frozen_map_file=haproxy.frozen_path)
-    assert writes(haproxy) == ['set map %s test 1' % haproxy.frozen_path]
+    assert leased(writes(haproxy), haproxy.frozen_path) == [
+        'set map %s test LEASE' % haproxy.frozen_path]
     haproxy.sent.clear()
     result = run(haproxy, stage='test', active='upgrade', frozen=False,
                  frozen_map_file=haproxy.frozen_path)
@@ -218,8 +233,9 @@ def test_freeze_before_switch_and_thaw_after(haproxy):
     assert result['before']['frozen'] is True and result['after']['frozen'] is False
     haproxy.sent.clear()
     run(haproxy, stage='test', active='live', frozen=True, frozen_map_file=haproxy.frozen_path)
-    assert writes(haproxy) == ['set map %s test 1' % haproxy.frozen_path,
-                               'set map %s test be_test_live' % haproxy.map_path]
+    assert leased(writes(haproxy), haproxy.frozen_path) == [
+        'set map %s test LEASE' % haproxy.frozen_path,
+        'set map %s test be_test_live' % haproxy.map_path]
 
 
 def test_unfreeze_comes_before_the_drain(haproxy):
@@ -255,8 +271,10 @@ def test_wait_writes_waits_for_unsafe_methods_only(haproxy):
     assert len(polls) == 3 and result['writes_in_flight'] == []
     assert 0 < result['writes_in_flight_seconds'] < 5
     assert result['frozen_at'] is not None
-    assert haproxy.sent.index('set map %s test 1' % haproxy.frozen_path) < haproxy.sent.index(
-        'show sess all')
+    sent = leased(haproxy.sent, haproxy.frozen_path)
+    assert sent.index('set map %s test LEASE' % haproxy.frozen_path) < sent.index('show sess all')
+    # the lease is renewed once the writes in flight were answered: it counts from then
+    assert int(haproxy.map_data[haproxy.frozen_path]['test']) >= int(time.time()) + 29
 
 
 def test_wait_writes_fails_and_leaves_the_freeze(haproxy):
@@ -268,11 +286,11 @@ def test_wait_writes_fails_and_leaves_the_freeze(haproxy):
     assert info.value.result['changed'] is True
     assert info.value.result['after']['frozen'] is True
     assert info.value.result['writes_in_flight'][0]['backend'] == 'be_test_upgrade'
-    assert haproxy.map_data[haproxy.frozen_path]['test'] == '1'
+    assert int(haproxy.map_data[haproxy.frozen_path]['test']) > time.time() + 20
 
 
 def test_query_reads_without_writing(haproxy):
-    haproxy.map_data[haproxy.frozen_path]['test'] = '1'
+    haproxy.map_data[haproxy.frozen_path]['test'] = str(int(time.time()) + 20)
     result = run(haproxy, stage='test', frozen_map_file=haproxy.frozen_path)
     assert result['changed'] is False and writes(haproxy) == []
     assert result['before'] == result['after']
@@ -397,3 +415,105 @@ def test_documentation_parses_and_matches_the_argument_spec():
         assert options[name].get('default') == spec.get('default'), name
         assert options[name].get('choices') == spec.get('choices'), name
     assert {'before', 'after', 'drain_seconds', 'drained', 'commands', 'files'} <= set(returned)
+
+
+# --- the freeze as a lease -------------------------------------------------------------------
+
+def test_a_lease_of_zero_holds_the_freeze_without_deadline(haproxy):
+    result = run(haproxy, stage='test', frozen=True, lease=0,
+                 frozen_map_file=haproxy.frozen_path)
+    assert haproxy.map_data[haproxy.frozen_path]['test'] == str(hx.HELD)
+    assert result['after']['frozen'] is True and result['after']['frozen_held'] is True
+    assert result['frozen_until'] is None
+
+
+def test_an_ended_lease_is_not_frozen_and_its_lift_dates_from_the_deadline(haproxy):
+    ended = int(time.time()) - 4
+    haproxy.map_data[haproxy.frozen_path]['test'] = str(ended)
+    query = run(haproxy, stage='test', frozen_map_file=haproxy.frozen_path)
+    assert query['before']['frozen'] is False and query['before']['frozen_until'] is None
+    haproxy.map_data[haproxy.frozen_path]['test'] = str(ended)
+    lift = run(haproxy, stage='test', frozen=False, frozen_map_file=haproxy.frozen_path)
+    assert lift['changed'] is True and lift['unfrozen_at'] == float(ended)
+    assert haproxy.map_data[haproxy.frozen_path]['test'] == '0'
+    # the old format's "1" is a second long past: not frozen either
+    assert hx.freeze_state('1') == {'frozen': False, 'until': None, 'held': False}
+
+
+def test_query_reports_the_deadline_of_a_freeze_in_force(haproxy):
+    until = int(time.time()) + 25
+    haproxy.map_data[haproxy.frozen_path]['test'] = str(until)
+    result = run(haproxy, stage='test', frozen_map_file=haproxy.frozen_path)
+    assert result['after']['frozen'] is True and result['after']['frozen_until'] == until
+    assert result['after']['frozen_held'] is False and result['frozen_until'] == until
+
+
+@pytest.mark.parametrize('left', [None, 2])
+def test_a_switch_under_a_freeze_without_margin_is_refused_and_changes_nothing(haproxy, left):
+    value = '0' if left is None else str(int(time.time()) + left)
+    haproxy.map_data[haproxy.frozen_path]['test'] = value
+    with pytest.raises(lb_switch.SwitchError, match='traffic stays where it is') as info:
+        run(haproxy, stage='test', active='upgrade', under_freeze=True, lease_margin=5,
+            frozen_map_file=haproxy.frozen_path)
+    assert ('not in force' if left is None else 'less than lease_margin') in str(info.value)
+    assert writes(haproxy) == []
+    assert haproxy.map_data[haproxy.map_path]['test'] == 'be_test_live'
+    assert haproxy.map_data[haproxy.frozen_path]['test'] == value
+
+
+def test_a_switch_under_a_freeze_renews_the_lease_first_and_keeps_the_freeze(haproxy):
+    haproxy.map_data[haproxy.frozen_path]['test'] = str(int(time.time()) + 12)
+    result = run(haproxy, stage='test', active='upgrade', under_freeze=True, lease=40,
+                 frozen_map_file=haproxy.frozen_path)
+    assert leased(writes(haproxy), haproxy.frozen_path, lease=40) == [
+        'set map %s test LEASE' % haproxy.frozen_path,
+        'set map %s test be_test_upgrade' % haproxy.map_path]
+    assert result['after']['frozen'] is True and result['frozen_until'] >= time.time() + 37
+    assert result['frozen_at'] is None and result['unfrozen_at'] is None
+
+
+def test_a_switch_under_a_held_freeze_may_hold_it(haproxy):
+    haproxy.map_data[haproxy.frozen_path]['test'] = str(hx.HELD)
+    run(haproxy, stage='test', active='upgrade', under_freeze=True, lease=0,
+        frozen_map_file=haproxy.frozen_path)
+    assert haproxy.map_data[haproxy.frozen_path]['test'] == str(hx.HELD)
+    assert haproxy.map_data[haproxy.map_path]['test'] == 'be_test_upgrade'
+
+
+def test_gate_side_gates_before_the_freeze_and_refuses_without_freezing(haproxy):
+    haproxy.servers['be_test_upgrade'] = {'test_upgrade-client1': ['DOWN', 0]}
+    haproxy.check_status = 'L7STS'
+    with pytest.raises(lb_switch.SwitchError, match='not every server of be_test_upgrade'):
+        run(haproxy, stage='test', frozen=True, gate_side='upgrade', gate_timeout=0.3,
+            frozen_map_file=haproxy.frozen_path)
+    assert writes(haproxy) == []
+    haproxy.servers['be_test_upgrade'] = {'test_upgrade-client1': ['UP', 0]}
+    haproxy.check_status = 'L7OK'
+    result = run(haproxy, stage='test', frozen=True, gate_side='upgrade',
+                 frozen_map_file=haproxy.frozen_path)
+    assert result['after']['frozen'] is True
+
+
+def test_drain_other_drains_after_a_switch_made_earlier(haproxy):
+    haproxy.map_data[haproxy.map_path]['test'] = 'be_test_upgrade'
+    with open(haproxy.map_path, 'w') as handle:
+        handle.write('test be_test_upgrade\n')
+    haproxy.backend_scur['be_test_live'] = 2
+    result = run(haproxy, stage='test', active='upgrade', drain_other=True, drain_timeout=0.3)
+    assert result['changed'] is False and result['drained'] is False
+
+
+@pytest.mark.parametrize('args,match', [
+    ({'lease': -1, 'frozen': True}, 'lease must be 0 or a number of seconds'),
+    ({'lease': 3, 'lease_margin': 5, 'frozen': True}, 'must be longer than lease_margin'),
+    ({'drain_timeout': -2}, 'drain_timeout must be 0'),
+    ({'under_freeze': True}, 'under_freeze is a switch under the write freeze'),
+    ({'gate_side': 'upgrade', 'active': 'upgrade'}, 'gate_side gates a side before a freeze'),
+    ({'gate_side': 'upgrade', 'frozen': False}, 'gate_side gates a side before a freeze'),
+])
+def test_bad_lease_arguments_are_refused(haproxy, args, match):
+    if 'frozen' in args:
+        args = dict(args, frozen_map_file=haproxy.frozen_path)
+    with pytest.raises(lb_switch.SwitchError, match=match):
+        run(haproxy, stage='test', **args)
+    assert writes(haproxy) == []
