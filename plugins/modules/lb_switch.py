@@ -850,7 +850,7 @@ def run(params, check_mode, api_factory=RuntimeAPI):
         if params[name] < 0:
             raise SwitchError('%s must be 0 or a number of seconds, not %s.'
                               % (name, params[name]))
-    if params['lease'] and params['lease'] <= params['lease_margin']:
+    if params['under_freeze'] and params['lease'] and params['lease'] <= params['lease_margin']:
         raise SwitchError('lease (%s s) must be longer than lease_margin (%s s), or 0 to hold '
                           'the freeze with no deadline.' % (params['lease'], params['lease_margin']))
     if params['balancer'] == 'nginx':

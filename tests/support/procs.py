@@ -39,6 +39,14 @@ class ProcessGroup:
             os.killpg(proc.pid, signal.SIGKILL)
             return proc.wait(timeout)
 
+    def kill(self, proc, timeout=10):
+        """SIGKILL the process's whole group at once, as a crash would; wait for it."""
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return proc.wait(timeout)
+
     def stop_all(self):
         for proc in reversed(self.procs):
             self.stop(proc)

@@ -233,5 +233,27 @@ def wait_for_text(path, text, background, timeout=300):
     return None
 
 
+def frozen_in_file(path, stage, now=None):
+    """Whether the frozen map file ``path`` holds a freeze of ``stage`` in force (a lease whose
+    deadline has not passed, or a held one): the value HAProxy would load from it."""
+    from ansible_collections.zopeops.stages.plugins.module_utils.haproxy import (
+        freeze_state, parse_map_text)
+    try:
+        value = dict(parse_map_text(path.read_text())).get(stage, '0')
+    except FileNotFoundError:
+        return False
+    return freeze_state(value, now)['frozen']
+
+
+def wait_for_freeze(path, stage, background, timeout=300):
+    """Poll the frozen map file until ``stage`` is frozen in it; the epoch seen, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and background.proc.poll() is None:
+        if frozen_in_file(path, stage):
+            return time.time()
+        time.sleep(0.005)
+    return None
+
+
 def map_file(pipeline, name):
     return pipeline.sandbox / 'lb' / 'etc' / name

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from support.modules import run_module
+from support.promotion import frozen_in_file
 from support.writeload import WriteLoad
 from support.paths import COLLECTIONS, REPO
 
@@ -167,13 +168,15 @@ def test_frozen_stage_refuses_writes_with_retry_after_and_keeps_serving_reads(lb
         assert answer.headers.get('Retry-After') == '1'
     assert lb.get(STAGE).status_code == 200
     assert lb.post('dev').status_code == 200  # only the frozen stage
-    assert 'test 1' in lb.frozen_map.read_text().splitlines()
+    assert frozen_in_file(lb.frozen_map, STAGE)
+    assert abs(result['frozen_until'] - (time.time() + 30)) < 5  # the default lease
 
     lb.reload_haproxy()  # the freeze survives a reload too
     assert lb.post(STAGE).status_code == 503
 
     again = run_module('lb_switch', lb.module_args(stage=STAGE, frozen=True))
-    assert again['changed'] is False
+    assert again['rc'] == 0 and again['after']['frozen'] is True  # a renewal of the lease
+    assert again['frozen_until'] >= result['frozen_until'] and again['frozen_at'] is None
     thawed = run_module('lb_switch', lb.module_args(stage=STAGE, frozen=False))
     assert thawed['rc'] == 0 and thawed['changed'] is True
     assert lb.post(STAGE).status_code == 200
@@ -188,6 +191,63 @@ def test_freeze_switch_and_thaw_in_one_call_order(lb):
     assert sets == ['set map %s test be_test_upgrade' % lb.active_map,
                     'set map %s test 0' % lb.frozen_map]
     assert lb.post(STAGE).text == 'POST ' + TWIN
+
+
+def wait_accepted(lb, timeout):
+    """Post to the stage until a write is accepted; the seconds it took (None: never)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if lb.post(STAGE).status_code == 200:
+                return time.monotonic() - started
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    return None
+
+
+def test_a_freeze_is_a_lease_that_haproxy_ends_by_itself(lb):
+    result = run_module('lb_switch', lb.module_args(stage=STAGE, frozen=True, lease=3))
+    assert result['rc'] == 0 and result['after']['frozen'] is True, result
+    assert lb.post(STAGE).status_code == 503
+    # Nobody lifts it: HAProxy compares the deadline with its own clock on each write.
+    waited = wait_accepted(lb, 15)
+    assert waited is not None and waited <= 5, waited
+    query = run_module('lb_switch', lb.module_args(stage=STAGE))
+    assert query['after']['frozen'] is False and query['after']['frozen_until'] is None
+    assert not frozen_in_file(lb.frozen_map, STAGE)
+
+
+def test_a_held_freeze_has_no_deadline_until_lifted(lb):
+    result = run_module('lb_switch', lb.module_args(stage=STAGE, frozen=True, lease=0))
+    assert result['after']['frozen_held'] is True
+    time.sleep(1.5)
+    assert lb.post(STAGE).status_code == 503
+    lifted = run_module('lb_switch', lb.module_args(stage=STAGE, frozen=False))
+    assert lifted['rc'] == 0 and lb.post(STAGE).status_code == 200
+
+
+def test_haproxy_killed_during_a_freeze_comes_back_unfrozen_when_the_lease_ends(lb):
+    run_module('lb_switch', lb.module_args(stage=STAGE, frozen=True, lease=4))
+    switched = switch(lb, 'upgrade', under_freeze=True, lease=4, lease_margin=1)
+    assert switched['rc'] == 0, switched
+    lb.processes.kill(lb.haproxy)  # master and worker, as a crash would
+    lb.start_haproxy()  # loads both maps from their files, as supervisord's restart does
+    lb.wait_all_up()
+    assert lb.post(STAGE).status_code == 503  # still frozen: the lease has not run out
+    waited = wait_accepted(lb, 15)
+    assert waited is not None and waited <= 6, waited
+    # and it sends the stage to the side the last switch chose
+    assert lb.post(STAGE).text == 'POST ' + TWIN
+
+
+def test_a_switch_under_an_ended_freeze_is_refused_and_changes_nothing(lb):
+    run_module('lb_switch', lb.module_args(stage=STAGE, frozen=True, lease=2))
+    time.sleep(2.5)
+    refused = switch(lb, 'upgrade', under_freeze=True, lease_margin=1)
+    assert refused['rc'] != 0 and 'traffic stays where it is' in refused['msg'], refused
+    assert lb.runtime_active(STAGE) == 'be_test_live'
+    assert lb.post(STAGE).text.startswith('POST test-client')
 
 
 def freeze(lb, **args):
@@ -244,7 +304,7 @@ def test_wait_writes_fails_for_a_post_that_outlives_it_and_keeps_the_freeze(lb):
         assert 0.8 <= result['writes_in_flight_seconds'] < 3
         # The freeze is left for the caller to lift.
         assert lb.post(STAGE).status_code == 503
-        assert 'test 1' in lb.frozen_map.read_text().splitlines()
+        assert frozen_in_file(lb.frozen_map, STAGE)
     finally:
         post.join(10)
     assert post_out[0][0].status_code == 200  # the write itself was not cut

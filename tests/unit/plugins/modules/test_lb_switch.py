@@ -505,7 +505,8 @@ def test_drain_other_drains_after_a_switch_made_earlier(haproxy):
 
 @pytest.mark.parametrize('args,match', [
     ({'lease': -1, 'frozen': True}, 'lease must be 0 or a number of seconds'),
-    ({'lease': 3, 'lease_margin': 5, 'frozen': True}, 'must be longer than lease_margin'),
+    ({'lease': 3, 'lease_margin': 5, 'active': 'upgrade', 'under_freeze': True},
+     'must be longer than lease_margin'),
     ({'drain_timeout': -2}, 'drain_timeout must be 0'),
     ({'under_freeze': True}, 'under_freeze is a switch under the write freeze'),
     ({'gate_side': 'upgrade', 'active': 'upgrade'}, 'gate_side gates a side before a freeze'),
