@@ -81,10 +81,10 @@ options:
     type: str
   not_after:
     description:
-      - Epoch seconds (this host's clock) after which no transaction is written any more: the
+      - "Epoch seconds (this host's clock) after which no transaction is written any more: the
         deadline of the write freeze's lease minus its margin, for the replay of a cutover. A
         transaction not begun by then is not written and the module fails, naming the tid the
-        target holds; one begun before it is finished. Omitted, no deadline.
+        target holds; one begun before it is finished. Omitted, no deadline."
     type: float
   passes:
     description:
