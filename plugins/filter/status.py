@@ -58,7 +58,8 @@ def status_report(model, host_results, lb=None, conductor=None, ls_remote=None,
         before = (item or {}).get('before') or {}
         stage = (item or {}).get('item') or before.get('stage')
         if stage and before:
-            lb_states[stage] = {'active': before.get('active'), 'frozen': before.get('frozen')}
+            lb_states[stage] = {key: before.get(key) for key in (
+                'active', 'frozen', 'frozen_until', 'frozen_held')}
     expected = {}
     for instance, ref in (requested or {}).items():
         commit = resolve(ref, ls_remote)
