@@ -28,8 +28,9 @@ options:
   log_file:
     description:
       - The file the full output is appended to. Empty means a new file in the system's
-        temporary folder, named after the playbook and the time.
-    type: path
+        temporary folder, named after the playbook and the time; an existing folder means a
+        new file of that name in that folder. A leading C(~) is expanded.
+    type: str
     default: ''
     env:
       - name: ZOPEOPS_STEPS_LOG
@@ -83,6 +84,24 @@ def timeline_lines(phases, end):
             lines.append('  %s  %7.1f s%s' % (phase['label'].ljust(width),
                                               stop - phase['started'], note))
     return lines
+
+
+def log_path(option, playbook):
+    """The log file for the option's value ('' or a folder: a new file named after the
+    playbook and the time there, or in the system's temporary folder); None while a file name
+    is needed and the playbook is not known yet."""
+    path = os.path.expanduser((option or '').strip())
+    folder = None
+    if not path:
+        folder = tempfile.gettempdir()
+    elif os.path.isdir(path):
+        folder = path
+    if folder is None:
+        return os.path.abspath(path)
+    if playbook is None:
+        return None
+    return os.path.abspath(os.path.join(folder, 'zopeops-%s-%s-%d.log' % (
+        playbook, time.strftime('%Y%m%dT%H%M%S'), os.getpid())))
 
 
 class LogDisplay:
@@ -144,12 +163,9 @@ class CallbackModule(DefaultCallback):
     def _open_log(self, playbook=None):
         if self._log is not None:
             return
-        path = self.get_option('log_file')
-        if not path:
-            if playbook is None:
-                return  # named after the playbook, once it is known
-            path = os.path.join(tempfile.gettempdir(), 'zopeops-%s-%s.log' % (
-                playbook, time.strftime('%Y%m%dT%H%M%S')))
+        path = log_path(self.get_option('log_file'), playbook)
+        if path is None:
+            return  # named after the playbook, once it is known
         self._log = LogDisplay(self._screen, os.path.abspath(path))
         self._display = self._log
 

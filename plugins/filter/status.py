@@ -10,7 +10,8 @@ import re
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.zopeops.stages.plugins.module_utils.status_report import (
-    build_report, headline, refs_from_ls_remote, render_html, table_lines)
+    build_report, headline, refs_from_ls_remote, render_html, revision_label, revision_of,
+    table_lines)
 
 _COMMIT = re.compile(r'^[0-9a-f]{40}$')
 
@@ -58,7 +59,8 @@ def status_report(model, host_results, lb=None, conductor=None, ls_remote=None,
         before = (item or {}).get('before') or {}
         stage = (item or {}).get('item') or before.get('stage')
         if stage and before:
-            lb_states[stage] = {'active': before.get('active'), 'frozen': before.get('frozen')}
+            lb_states[stage] = {key: before.get(key) for key in (
+                'active', 'frozen', 'frozen_until', 'frozen_held')}
     expected = {}
     for instance, ref in (requested or {}).items():
         commit = resolve(ref, ls_remote)
@@ -68,6 +70,12 @@ def status_report(model, host_results, lb=None, conductor=None, ls_remote=None,
                         probes=conductor.get('probes'), promotions=conductor.get('promotions'),
                         refs=refs_from_ls_remote(ls_remote), expected=expected,
                         generated_at=generated_at)
+
+
+def revision_name(commit, ls_remote=None):
+    """A commit -> 'demo-v2 4eccdb1' (its tags, then branches, as status.yml names it), or
+    its short hash alone; '-' for none."""
+    return revision_label(revision_of(commit or None, refs_from_ls_remote(ls_remote)))
 
 
 def status_render(report, form='text'):
@@ -83,4 +91,5 @@ def status_render(report, form='text'):
 
 class FilterModule:
     def filters(self):
-        return {'status_report': status_report, 'status_render': status_render}
+        return {'status_report': status_report, 'status_render': status_render,
+                'revision_name': revision_name}

@@ -7,9 +7,11 @@ self-contained HTML page. Pure functions on plain data, so they are tested on fi
 ``build_report`` joins what status.yml gathered:
   model      the pipeline model (module_utils/pipeline.py)
   instances  {instance: what the pipeline_status module found on the instance's hosts}
-  lb         {stage: {'active', 'frozen'}} as the balancer has it (lb_switch's query)
+  lb         {stage: {'active', 'frozen', 'frozen_until', 'frozen_held'}} as the balancer has
+             it (lb_switch's query; a missing key counts as null/false)
   probes     {stage: a probe of the stage's frontend}
-  promotions {stage: {'last': ledger entry, 'state': state file subset, 'lock': owner}}
+  promotions {stage: {'last': ledger entry, 'state': state file subset, 'lock': owner with
+             'alive' (its heartbeat is within the lease) and 'heartbeat_age'}}
   refs       {commit: [tag and branch names pointing at it]}
 """
 from __future__ import annotations
@@ -249,6 +251,8 @@ def build_report(model, instances, lb=None, probes=None, promotions=None, refs=N
         state = promo.get('state') or {}
         lock = promo.get('lock')
         twin = next((s for s in sides if s['side'] == 'upgrade'), None)
+        run = promotion_run(name, state, lock)
+        frozen = bool(balancer.get('frozen'))
         in_promotion = bool(lock) or state.get('status') in ('running', 'failed', 'interrupted')
         if twin and twin['running'] and not in_promotion:
             drift.append('%s runs, but no promotion of %s is under way'
@@ -258,11 +262,12 @@ def build_report(model, instances, lb=None, probes=None, promotions=None, refs=N
             drift.append("the balancer sends %s's traffic to %s, its promotion state says %s"
                          % (name, balancer['active'], state['traffic']))
         for side in sides:
-            if lock and side['health'] == 'failed' and not side['serving']:
+            if run['live'] and side['health'] == 'failed' and not side['serving']:
                 side['health'] = 'starting'  # a promotion is bringing it up or down
         serving_side = next((s for s in sides if s['serving']), None)
         healthy = (frontend['ok'] if probe else True) and bool(serving_side) and \
-            serving_side['health'] == 'ok' and all(s['health'] != 'failed' for s in sides)
+            serving_side['health'] == 'ok' and all(s['health'] != 'failed' for s in sides) \
+            and not (frozen and not run['live'])
         stages.append({
             'name': name,
             'index': stage_model['index'],
@@ -270,22 +275,37 @@ def build_report(model, instances, lb=None, probes=None, promotions=None, refs=N
             'data_policy': stage_model.get('data_policy'),
             'lb_port': stage_model.get('lb_port'),
             'traffic': active,
-            'frozen': bool(balancer.get('frozen')),
+            'frozen': frozen,
+            'frozen_until': balancer.get('frozen_until') if frozen else None,
+            'frozen_held': bool(balancer.get('frozen_held')) and frozen,
             'balancer_known': bool(balancer),
             'frontend': frontend,
             'revision': serving_side['revision'] if serving_side else None,
             'sides': sides,
             'last_run': _ledger_summary(promo.get('last')),
-            'promotion': {'status': state.get('status'), 'step': state.get('step'),
+            'promotion': {'status': run['status'], 'step': run['step'],
+                          'recorded_step': state.get('step'),
                           'traffic': state.get('traffic'),
                           'locked_by': (lock.get('owner') or lock.get('by') or '?') if lock
-                          else None} if state or lock
+                          else None,
+                          'live': run['live'], 'interrupted': run['interrupted'],
+                          'next': run['next']} if state or lock
             else None,
             'drift': drift,
             'health': 'ok' if healthy else 'failed',
         })
     problems = []
     for stage in stages:
+        if stage['frozen'] and not (stage['promotion'] or {}).get('live'):
+            problems.append('%s: %s, and no promotion runs. %s' % (
+                stage['name'], freeze_text(stage),
+                (stage['promotion'] or {}).get('next') or NEXT_RESUME % stage['name']))
+        elif (stage['promotion'] or {}).get('interrupted'):
+            problems.append('%s: the %s stopped at step %s (interrupted: %s). %s' % (
+                stage['name'], 'promotion', stage['promotion']['step'] or '?',
+                'its lock is left without a live run' if stage['promotion']['locked_by']
+                else 'its state says running, no lock',
+                stage['promotion']['next']))
         if not stage['frontend']['ok'] and stage['frontend']['url']:
             problems.append('%s: the frontend %s: %s' % (
                 stage['name'], stage['frontend']['url'],
@@ -308,6 +328,47 @@ def build_report(model, instances, lb=None, probes=None, promotions=None, refs=N
         'problems': problems,
         'drift': ['%s: %s' % (s['name'], d) for s in stages for d in s['drift']],
     })
+
+
+NEXT_RESUME = ('Next: ansible-playbook playbooks/promote.yml -e stage=%s -e action=resume '
+               '(or -e action=rollback).')
+
+
+def promotion_run(stage, state, lock):
+    """What a stage's promotion state and lock say: {'status', 'step', 'live', 'interrupted',
+    'next'}. A lock is a live run when its heartbeat is within the lease (lock['alive'];
+    a lock without that key counts as live). A lock that is not, or a state 'running' or
+    'interrupted' without a lock, is an interrupted run."""
+    state = state or {}
+    status = state.get('status')
+    live = bool(lock) and lock.get('alive', True) is not False
+    interrupted = (bool(lock) and not live) or (not lock and status in ('running', 'interrupted'))
+    if interrupted:
+        status = 'interrupted'
+    step = state.get('current_step') or state.get('step')
+    action = (lock or {}).get('action') or state.get('action')
+    if live:
+        text = None
+    elif action == 'push_branding':
+        text = ('Next: remove the lock %s.lock in the promotions folder once no push runs, '
+                'then push again.' % stage)
+    elif interrupted or status == 'failed':
+        text = NEXT_RESUME % stage
+    else:
+        text = None
+    return {'status': status, 'step': step, 'live': live, 'interrupted': interrupted,
+            'next': text}
+
+
+def freeze_text(stage):
+    """'writes FROZEN until 2026-...Z' / '... (held, no deadline)' for a frozen stage."""
+    if stage.get('frozen_held'):
+        return 'writes FROZEN (held, no deadline)'
+    until = stage.get('frozen_until')
+    if isinstance(until, (int, float)) and not isinstance(until, bool):
+        return 'writes FROZEN until %s' % datetime.datetime.fromtimestamp(
+            until, datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%SZ')
+    return 'writes FROZEN'
 
 
 # --------------------------------------------------------------------------- text
@@ -344,7 +405,24 @@ def _traffic_cell(stage):
     if not stage['balancer_known']:
         return '?'
     side = 'twin' if stage['traffic'] == 'upgrade' else 'live'
-    return side + (', FROZEN' if stage['frozen'] else '')
+    if not stage['frozen']:
+        return side
+    if stage.get('frozen_held'):
+        return side + ', FROZEN (held)'
+    until = stage.get('frozen_until')
+    if isinstance(until, (int, float)) and not isinstance(until, bool):
+        return side + ', FROZEN until ' + datetime.datetime.fromtimestamp(
+            until, datetime.timezone.utc).strftime('%H:%M:%SZ')
+    return side + ', FROZEN'
+
+
+def _promotion_cell(stage):
+    promotion = stage.get('promotion') or {}
+    if promotion.get('interrupted'):
+        return 'INTERRUPTED at %s' % (promotion.get('step') or '?')
+    if promotion.get('locked_by'):
+        return '%s at %s' % (promotion.get('status') or 'running', promotion.get('step') or '?')
+    return ''
 
 
 def _clients_cell(side):
@@ -383,9 +461,7 @@ def table_lines(report):
                       else ('FAILED' if st['frontend']['url'] else '-') for st in stages]),
         ('traffic', [_traffic_cell(st) for st in stages]),
         ('twin', [_twin_cell(st) for st in stages]),
-        ('promotion', [('%s at %s' % (st['promotion']['status'] or 'running',
-                                      st['promotion']['step'] or '?'))
-                       if (st['promotion'] or {}).get('locked_by') else '' for st in stages]),
+        ('promotion', [_promotion_cell(st) for st in stages]),
         ('last run', [_last_run_cells(st)[0] for st in stages]),
         ('', [_last_run_cells(st)[1] for st in stages]),
         ('drift', ['none' if not st['drift'] else '%d, see below' % len(st['drift'])
@@ -499,10 +575,12 @@ def _stage_html(stage):
     else:
         rows.append(('last run', '-'))
     promotion = stage.get('promotion') or {}
-    if promotion.get('locked_by'):
-        rows.append(('promotion', '<span class="bad-t">%s, step %s, by %s</span>' % (
+    if promotion.get('interrupted') or promotion.get('locked_by'):
+        rows.append(('promotion', '<span class="bad-t">%s, step %s%s</span>%s' % (
             _e(promotion.get('status') or 'running'), _e(promotion.get('step')),
-            _e(promotion['locked_by']))))
+            (', by %s' % _e(promotion['locked_by'])) if promotion.get('locked_by') else '',
+            ('<br><span class="mono">%s</span>' % _e(promotion['next']))
+            if promotion.get('next') else '')))
     rows.append(('drift', '<span class="ok-t">none</span>' if not stage['drift'] else
                  '<br>'.join('<span class="bad-t">%s</span>' % _e(d) for d in stage['drift'])))
     head = '<table>%s</table>' % ''.join(

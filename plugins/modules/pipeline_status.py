@@ -19,7 +19,9 @@ description:
     with C(deployed.json), a C(zeo.conf) or client C(.ini) whose port is not the inventory's."
   - With O(probes), it asks those URLs too (a stage's frontend through the load balancer).
   - With O(promotions_dir) (the conductor's C(<root>/lb/promotions)), it reads each stage's
-    last ledger line, its promotion state (C(status), C(step), C(traffic)) and its lock owner.
+    last ledger line, its promotion state (C(status), C(step), C(traffic), C(current_step): the
+    step the run is in where its events say so) and its lock owner, with C(heartbeat_age) and
+    C(alive) (see O(lock_lease)).
 version_added: 0.1.0
 author:
   - zopeops.stages developers (@zopeops)
@@ -90,6 +92,18 @@ options:
   promotions_dir:
     description: The conductor's promotions folder, for the ledger, the states and the locks.
     type: path
+  lock_lease:
+    description:
+      - Seconds a lock's heartbeat (C(<stage>.lock/heartbeat), renewed by a live run) may be
+        old; an older one is a run that stopped (interrupted).
+    type: int
+    default: 120
+  lock_stale_after:
+    description:
+      - For a lock without a heartbeat file, seconds since the state's last update after
+        which the run is taken for stopped.
+    type: int
+    default: 7200
   timeout:
     description: Seconds to wait for each HTTP answer or TCP connection.
     type: float
@@ -323,8 +337,29 @@ def instance_status(spec, timeout, proof, manager, process_manager='supervisord'
     return found
 
 
-def promotions_status(folder):
-    """{stage: {'last', 'state', 'lock'}} from the conductor's promotions folder."""
+def current_step(state):
+    """The step a run is in: the last event's phase when that event is a start (the state's
+    step is the last one recorded), else the recorded step."""
+    events = state.get('events') or []
+    last = events[-1] if events and isinstance(events[-1], dict) else {}
+    if last.get('event') == 'start' and last.get('phase'):
+        return last['phase']
+    return state.get('step')
+
+
+def _age(path, now):
+    try:
+        return max(0.0, round(now - os.stat(path).st_mtime, 1))
+    except OSError:
+        return None
+
+
+def promotions_status(folder, lease=120, stale_after=7200, now=None):
+    """{stage: {'last', 'state', 'lock'}} from the conductor's promotions folder. A lock gets
+    'heartbeat_age' (seconds since its heartbeat file was renewed, null without one) and
+    'alive': its heartbeat is at most ``lease`` seconds old (without a heartbeat: the state
+    was updated within ``stale_after`` seconds)."""
+    now = time.time() if now is None else now
     result = {}
     if not folder or not os.path.isdir(folder):
         return result
@@ -345,11 +380,26 @@ def promotions_status(folder):
         if name.endswith('.json') and os.path.isfile(path):
             state = read_json(path)
             if isinstance(state, dict):
-                result.setdefault(name[:-5], {})['state'] = {
-                    k: state.get(k) for k in ('status', 'step', 'traffic', 'run_id')}
+                subset = {k: state.get(k) for k in ('status', 'step', 'traffic', 'run_id')}
+                subset['current_step'] = current_step(state)
+                subset['age'] = _age(path, now)
+                result.setdefault(name[:-5], {})['state'] = subset
         elif name.endswith('.lock') and os.path.isdir(path):
             owner = read_json(os.path.join(path, 'owner.json')) or {'by': '?'}
             result.setdefault(name[:-5], {})['lock'] = owner
+    for stage, found in result.items():
+        lock = found.get('lock')
+        if lock is None:
+            continue
+        beat = _age(os.path.join(folder, stage + '.lock', 'heartbeat'), now)
+        lock['heartbeat_age'] = beat
+        if beat is not None:
+            lock['alive'] = beat <= lease
+        else:
+            state_age = (found.get('state') or {}).get('age')
+            if state_age is None:
+                state_age = _age(os.path.join(folder, stage + '.lock'), now)
+            lock['alive'] = state_age is not None and state_age <= stale_after
     return result
 
 
@@ -374,6 +424,8 @@ def main():
             supervisor_config=dict(type='path'),
             supervisorctl=dict(type='path'),
             promotions_dir=dict(type='path'),
+            lock_lease=dict(type='int', default=120),
+            lock_stale_after=dict(type='int', default=7200),
             timeout=dict(type='float', default=3),
         ),
         supports_check_mode=True,
@@ -401,7 +453,9 @@ def main():
     # A probe URL or a file read (deployed.json, the ledger) may hold user:password@: never
     # returned.
     module.exit_json(**redact_deep(dict(changed=False, instances=instances, probes=probes,
-                                        promotions=promotions_status(params['promotions_dir']))))
+                                        promotions=promotions_status(
+                                            params['promotions_dir'], params['lock_lease'],
+                                            params['lock_stale_after']))))
 
 
 if __name__ == '__main__':

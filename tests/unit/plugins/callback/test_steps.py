@@ -6,10 +6,11 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 from ansible_collections.zopeops.stages.plugins.callback.steps import (
-    clock, parse_step, timeline_lines)
+    clock, log_path, parse_step, timeline_lines)
 from support.paths import ANSIBLE_PLAYBOOK, REPO
 
 PLAYBOOK = textwrap.dedent('''\
@@ -110,3 +111,34 @@ def test_a_run_prints_a_page_and_logs_everything(tmp_path):
                      'the twin did not answer', '...ignoring', 'PLAY RECAP'):
         assert expected in text
     assert len(lines) < 25
+
+
+def test_log_path(tmp_path):
+    """No option or a folder: a new file named after the playbook (once it is known); a
+    file name is used as given, '~' expanded."""
+    assert log_path('', None) is None and log_path(str(tmp_path), None) is None
+    named = log_path(str(tmp_path), 'promote')
+    assert os.path.dirname(named) == str(tmp_path)
+    assert re.match(r'^zopeops-promote-\d{8}T\d{6}-\d+\.log$', os.path.basename(named))
+    assert os.path.dirname(log_path('', 'status')) == os.path.abspath(tempfile.gettempdir())
+    assert log_path(str(tmp_path / 'x.log'), None) == str(tmp_path / 'x.log')
+    assert log_path('~/x.log', 'p') == os.path.join(os.path.expanduser('~'), 'x.log')
+
+
+def test_a_run_without_a_log_option_writes_a_temporary_log(tmp_path):
+    """Without ZOPEOPS_STEPS_LOG the run ends normally (it once ended with rc 250 and a
+    traceback: the empty path was taken for the current folder) and names its log."""
+    book = tmp_path / 'small.yml'
+    book.write_text(PLAYBOOK.split('\n\n- name: "[2-3/4]')[0] + '\n')
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
+               ANSIBLE_STDOUT_CALLBACK='zopeops.stages.steps', TMPDIR=str(tmp_path))
+    env.pop('ZOPEOPS_STEPS_LOG', None)
+    proc = subprocess.run([str(ANSIBLE_PLAYBOOK), '-i', 'localhost,', '-c', 'local',
+                           '-e', 'ansible_python_interpreter=' + sys.executable, str(book)],
+                          cwd=str(REPO), env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'Traceback' not in proc.stderr
+    logs = list(tmp_path.glob('zopeops-small-*.log'))
+    assert len(logs) == 1 and proc.stdout.splitlines()[-1] == 'Full output: %s' % logs[0]
+    assert 'TASK [Wait a little.]' in logs[0].read_text()

@@ -30,3 +30,13 @@ def test_status_rows_shorten_revision_and_say_why_it_failed():
          'error': 'connection refused'}])
     assert rows[0]['revision'] == 'a' * 12 and rows[0]['health'] == 'ok'
     assert rows[1]['name'] == 'http://y/' and rows[1]['health'] == 'FAILED: connection refused'
+
+
+def test_revision_name_names_tags_then_branches_with_the_hash():
+    from ansible_collections.zopeops.stages.plugins.filter.status import revision_name
+    commit = '1b12ef333cbf' + '0' * 28
+    lines = ['%s\trefs/heads/main' % commit, 'ffff%s\trefs/tags/v2' % ('0' * 36),
+             '%s\trefs/tags/v2^{}' % commit]
+    assert revision_name(commit, lines) == 'v2 main 1b12ef3'
+    assert revision_name('abcdef1' + '0' * 33, lines) == 'abcdef1'
+    assert revision_name('', lines) == '-' and revision_name(None) == '-'

@@ -221,3 +221,73 @@ def test_the_status_report_and_its_page_hold_no_credentials():
     assert 'tok3n-s3cret' not in json.dumps(report)
     assert 'tok3n-s3cret' not in status_render(report, 'html')
     assert 'http://********@lb:100/' in json.dumps(report)
+
+
+FROZEN_AT = 1_800_000_030  # 2027-01-15 08:00:30Z
+
+
+def _lb_test(**before):
+    return [LB[0], {'item': 'test', 'before': dict({'active': 'live', 'frozen': False}, **before)}]
+
+
+def _conductor(promotion):
+    return dict(CONDUCTOR, promotions={'test': promotion})
+
+
+def test_writes_frozen_with_a_deadline_and_no_live_run_make_the_stage_unhealthy():
+    rep = status_report(MODEL, hosts(), _lb_test(active='upgrade', frozen=True,
+                                                 frozen_until=FROZEN_AT),
+                        _conductor({'state': {'status': 'failed', 'step': 'live_start',
+                                              'traffic': 'upgrade'}}), LS_REMOTE)
+    test = rep['stages'][1]
+    assert not rep['healthy'] and test['health'] == 'failed'
+    assert test['frozen'] and test['frozen_until'] == FROZEN_AT and not test['frozen_held']
+    assert rep['problems'][0] == (
+        'test: writes FROZEN until 2027-01-15 08:00:30Z, and no promotion runs. Next: '
+        'ansible-playbook playbooks/promote.yml -e stage=test -e action=resume (or -e '
+        'action=rollback).')
+    text = status_render(rep, 'text')
+    traffic = next(line for line in text if line.startswith('traffic'))
+    assert traffic.split()[-4:] == ['twin,', 'FROZEN', 'until', '08:00:30Z']
+    assert 'test [FAILED]' in text[text.index(next(l for l in text if l.startswith('pipeline')))]
+    assert 'FROZEN until 08:00:30Z' in status_render(rep, 'html')
+
+
+def test_a_held_freeze_during_a_live_run_is_not_a_failure_and_shows_the_current_step():
+    rep = status_report(MODEL, hosts(twin_runs=True), _lb_test(frozen=True, frozen_held=True),
+                        _conductor({'lock': {'owner': 'alice', 'alive': True},
+                                    'state': {'status': 'running', 'step': 'twin_start',
+                                              'current_step': 'cutover_to_twin'}}), LS_REMOTE)
+    test = rep['stages'][1]
+    assert rep['healthy'] and test['frozen_held'] and test['frozen_until'] is None
+    assert test['promotion']['step'] == 'cutover_to_twin'
+    assert test['promotion']['recorded_step'] == 'twin_start'
+    assert test['promotion']['live'] and test['promotion']['next'] is None
+    text = status_render(rep, 'text')
+    assert next(l for l in text if l.startswith('promotion')).split()[-3:] == [
+        'running', 'at', 'cutover_to_twin']
+    assert next(l for l in text if l.startswith('traffic')).endswith('live, FROZEN (held)')
+
+
+def test_a_lock_whose_heartbeat_is_old_is_an_interrupted_run_with_what_to_run():
+    rep = status_report(MODEL, hosts(twin_runs=True), _lb_test(active='upgrade'),
+                        _conductor({'lock': {'owner': 'alice', 'alive': False,
+                                             'heartbeat_age': 600},
+                                    'state': {'status': 'running', 'step': 'live_stop',
+                                              'traffic': 'upgrade'}}), LS_REMOTE)
+    test = rep['stages'][1]
+    assert test['promotion']['interrupted'] and not test['promotion']['live']
+    assert test['promotion']['status'] == 'interrupted'
+    assert rep['problems'] == [
+        'test: the promotion stopped at step live_stop (interrupted: its lock is left without '
+        'a live run). Next: ansible-playbook playbooks/promote.yml -e stage=test -e '
+        'action=resume (or -e action=rollback).']
+    text = status_render(rep, 'text')
+    assert next(l for l in text if l.startswith('promotion')).endswith('INTERRUPTED at live_stop')
+    assert 'action=resume' in status_render(rep, 'html')
+    # A state left "running" without any lock is interrupted too; a frozen stage then fails.
+    rep = status_report(MODEL, hosts(), _lb_test(frozen=True),
+                        _conductor({'state': {'status': 'running', 'step': 'twin_code'}}),
+                        LS_REMOTE)
+    assert rep['stages'][1]['promotion']['interrupted'] and not rep['healthy']
+    assert rep['problems'][0].startswith('test: writes FROZEN, and no promotion runs. Next:')

@@ -40,12 +40,32 @@ def test_promotions_folder_gives_last_ledger_line_state_and_lock(tmp_path):
                                                    'traffic': 'live', 'plan': {'big': 1}}))
     (tmp_path / 'prod.lock').mkdir()
     (tmp_path / 'prod.lock' / 'owner.json').write_text(json.dumps({'by': 'bob'}))
-    found = promotions_status(str(tmp_path))
+    now = (tmp_path / 'test.json').stat().st_mtime + 5
+    found = promotions_status(str(tmp_path), now=now)
     assert found['test']['last']['by'] == 'alice'
     assert found['test']['state'] == {'status': 'done', 'step': 'finish', 'traffic': 'live',
-                                      'run_id': None}
-    assert found['prod']['lock'] == {'by': 'bob'}
+                                      'run_id': None, 'current_step': 'finish', 'age': 5.0}
+    # A lock without a heartbeat file: alive while it is younger than stale_after.
+    assert found['prod']['lock'] == {'by': 'bob', 'heartbeat_age': None, 'alive': True}
+    assert promotions_status(str(tmp_path), stale_after=1, now=now + 100)['prod']['lock'][
+        'alive'] is False
     assert promotions_status(str(tmp_path / 'missing')) == {}
+
+
+def test_a_lock_with_an_old_heartbeat_is_not_alive_and_the_step_is_the_current_one(tmp_path):
+    (tmp_path / 'test.json').write_text(json.dumps({
+        'status': 'running', 'step': 'twin_start', 'events': [
+            {'phase': 'twin_start', 'event': 'end', 'at': 1},
+            {'phase': 'cutover_to_twin', 'event': 'start', 'at': 2}]}))
+    (tmp_path / 'test.lock').mkdir()
+    (tmp_path / 'test.lock' / 'owner.json').write_text(json.dumps({'owner': 'carol'}))
+    (tmp_path / 'test.lock' / 'heartbeat').write_text('')
+    beat = (tmp_path / 'test.lock' / 'heartbeat').stat().st_mtime
+    fresh = promotions_status(str(tmp_path), lease=120, now=beat + 10)['test']
+    assert fresh['state']['current_step'] == 'cutover_to_twin'
+    assert fresh['lock']['alive'] is True and fresh['lock']['heartbeat_age'] == 10.0
+    old = promotions_status(str(tmp_path), lease=120, now=beat + 121)['test']['lock']
+    assert old['alive'] is False and old['heartbeat_age'] == 121.0
 
 
 def test_instance_drift_current_link_and_ports(tmp_path):
