@@ -17,6 +17,9 @@ PORT_SPAN = 50
 RULES = {
     'promote_freeze_timeout': ('int', 1, None, 'seconds a cutover waits for writes in flight'),
     'promote_catch_up_passes': ('int', 1, None, 'passes of the catch-up before a freeze'),
+    'promote_freeze_lease': ('int', 5, 3600, 'seconds after which HAProxy lifts a write freeze '
+                             'by itself'),
+    'promote_lease_margin': ('int', 1, 600, 'seconds of the lease a switch needs left'),
     'promote_ready_timeout': ('int', 1, None, 'seconds a started service may take'),
     'zopeops_start_timeout': ('int', 1, None, 'seconds a Zope client may take to start'),
     'promote_gate_timeout': ('int', 1, None, "seconds a switch waits for HAProxy's checks"),
@@ -85,7 +88,24 @@ def input_problems(values):
         problem = check(name, values[name])
         if problem:
             problems.append(problem)
+    if not problems:
+        problems.extend(_lease_problems(values))
     return problems
+
+
+def _lease_problems(values):
+    """The freeze's lease must outlast the steps under it: the wait for the source to go idle
+    (promote_freeze_timeout) and a replay, after the margin a switch needs."""
+    lease, margin, wait = (values.get(name) for name in (
+        'promote_freeze_lease', 'promote_lease_margin', 'promote_freeze_timeout'))
+    if None in (lease, margin, wait):
+        return []
+    lease, margin, wait = _as_int(lease), _as_int(margin), _as_int(wait)
+    if lease >= wait + margin + 5:
+        return []
+    return ["promote_freeze_lease is '%d'; give at least promote_freeze_timeout (%d) + "
+            "promote_lease_margin (%d) + 5 seconds, so that the wait for the source to go idle "
+            "and the last replay fit in it." % (lease, wait, margin)]
 
 
 class FilterModule:

@@ -50,3 +50,15 @@ def test_a_name_without_a_rule_or_no_dict_is_an_error():
         input_problems({'promote_typo': 1})
     with pytest.raises(AnsibleFilterError, match='takes a dict'):
         input_problems(['promote_freeze_timeout'])
+
+
+def test_the_freeze_lease_must_outlast_the_steps_under_it():
+    from ansible_collections.zopeops.stages.plugins.filter.inputs import input_problems
+    ok = {'promote_freeze_lease': 30, 'promote_lease_margin': 5, 'promote_freeze_timeout': 10}
+    assert input_problems(ok) == []
+    short = dict(ok, promote_freeze_lease=15)
+    assert input_problems(short) == [
+        "promote_freeze_lease is '15'; give at least promote_freeze_timeout (10) + "
+        "promote_lease_margin (5) + 5 seconds, so that the wait for the source to go idle "
+        "and the last replay fit in it."]
+    assert 'promote_lease_margin' in input_problems(dict(ok, promote_lease_margin=0))[0]
