@@ -15,12 +15,15 @@ import tempfile
 from .paths import COLLECTIONS, REPO
 
 
-def run_module(name, args=None, check=False, diff=False, python=None, env=None, timeout=300):
+def run_module(name, args=None, check=False, diff=False, python=None, env=None, timeout=300,
+               args_dir=None):
     """Run plugins/modules/<name>.py with ``args``; return its parsed JSON result.
 
     The result has ``rc`` (the process's exit code) added; a failed module has ``failed``.
+    ``python`` may be a wrapper that runs the interpreter elsewhere (in a container); the
+    arguments file is then written to ``args_dir``, a folder it sees at the same path.
     """
-    return start_module(name, args, check, diff, python, env).result(timeout)
+    return start_module(name, args, check, diff, python, env, args_dir).result(timeout)
 
 
 class StartedModule:
@@ -45,12 +48,14 @@ class StartedModule:
         return result
 
 
-def start_module(name, args=None, check=False, diff=False, python=None, env=None):
+def start_module(name, args=None, check=False, diff=False, python=None, env=None,
+                 args_dir=None):
     """Start plugins/modules/<name>.py with ``args`` in the background (see run_module)."""
     payload = dict(args or {})
     payload['_ansible_check_mode'] = check
     payload['_ansible_diff'] = diff
-    with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as handle:
+    with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False,
+                                     dir=args_dir) as handle:
         json.dump({'ANSIBLE_MODULE_ARGS': payload}, handle)
         args_path = handle.name
     run_env = dict(os.environ)

@@ -15,7 +15,7 @@ import time
 import pytest
 import yaml
 
-from support.modules import run_module
+from support.modules import run_module as run_module_on_host
 from support.paths import ANSIBLE_PLAYBOOK, REPO
 from support.ports import free_port, port_is_free
 
@@ -162,15 +162,15 @@ ROOTFS = pathlib.Path(os.environ.get('ZOPEOPS_NSPAWN_ROOTFS',
 
 class Container:
     """A booted systemd-nspawn container sharing the host's network, with the project's
-    virtualenv (and the Python it is made from) read-only and ``folder`` writable at their own
-    paths. Its root is a throw-away overlay: the cached rootfs is never changed."""
+    virtualenv (and the Python it is made from) and checkout read-only and ``folder`` writable
+    at their own paths. Its root is a throw-away overlay: the cached rootfs is never changed."""
 
     def __init__(self, folder):
         self.log = open(folder / 'nspawn.log', 'w')
         base = pathlib.Path(os.path.realpath(sys.executable)).parents[1]
         argv = ['systemd-nspawn', '-D', str(ROOTFS), '--boot', '--register=no', '--keep-unit',
                 '--volatile=overlay', '--bind-ro=%s' % sys.prefix, '--bind-ro=%s' % base,
-                '--bind=%s' % folder]
+                '--bind-ro=%s' % REPO, '--bind=%s' % folder]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.leader = None
@@ -264,15 +264,18 @@ def test_a_stage_runs_under_a_real_systemd_as_the_service_user(container):
     container.run(['chmod', '0755', '/root'], check=True)
     for unit in units:
         container.run(['systemctl', 'link', str(unit)], check=True)
-    # zeo_service runs on this host and drives the container's systemd through its systemctl.
-    wrappers = tmp_path / 'bin'
-    wrappers.mkdir()
-    for tool in ('systemctl', 'journalctl'):
-        # The container's own binary by its path: this folder is on PATH in there too.
-        (wrappers / tool).write_text('#!/bin/sh\nexec nsenter -t %d -a /usr/bin/%s "$@"\n'
-                                     % (container.leader, tool))
-        (wrappers / tool).chmod(0o755)
-    env = {'PATH': '%s:%s' % (wrappers, os.environ['PATH'])}
+    # zeo_service runs inside the machine whose systemd it drives, as Ansible runs it over SSH:
+    # every namespace of the container, pids included, so that a MainPID it reads is looked up
+    # in the /proc it came from (on the host, that pid may belong to another process).
+    python = tmp_path / 'python-in-container'
+    python.write_text('#!/bin/sh\nexec nsenter -t %d -a %s "$@"\n'
+                      % (container.leader, sys.executable))
+    python.chmod(0o755)
+
+    def run_module(name, args):
+        return run_module_on_host(name, args, python=str(python), args_dir=str(tmp_path),
+                                  env={'PATH': '/usr/local/sbin:/usr/local/bin:/usr/sbin:'
+                                               '/usr/bin:/sbin:/bin'})
     zeo = {'name': 'zopeops-prod-zeo', 'kind': 'zeo', 'process_manager': 'systemd',
            'address': '127.0.0.1:%d' % zeo_port, 'timeout': 90,
            'log_path': str(instance / 'log' / 'zeo.log')}
@@ -281,16 +284,15 @@ def test_a_stage_runs_under_a_real_systemd_as_the_service_user(container):
          'log_path': str(instance / 'log' / ('%s.log' % name))}
         for name, port in zip(clients, ports)]}
 
-    started = run_module('zeo_service', dict(zeo, state='started'), env=env)
+    started = run_module('zeo_service', dict(zeo, state='started'))
     assert started['rc'] == 0 and started['changed'], started.get('msg')
     # The first client alone creates the empty database's Zope application (two clients at once
     # would both try, and one would fail with a ConflictError); then all of them.
-    first = run_module('zeo_service', dict(zope, state='started', programs=zope['programs'][:1]),
-                       env=env)
+    first = run_module('zeo_service', dict(zope, state='started', programs=zope['programs'][:1]))
     assert first['rc'] == 0 and first['changed'], first.get('msg')
-    up = run_module('zeo_service', dict(zope, state='started'), env=env)
+    up = run_module('zeo_service', dict(zope, state='started'))
     assert up['rc'] == 0 and up['changed'], up.get('msg')
-    again = run_module('zeo_service', dict(zope, state='started'), env=env)
+    again = run_module('zeo_service', dict(zope, state='started'))
     assert again['rc'] == 0 and not again['changed'], again
 
     # As the service user, never root; what they write is private.
@@ -305,8 +307,8 @@ def test_a_stage_runs_under_a_real_systemd_as_the_service_user(container):
                             'zopeops-prod-client1']).stdout
     assert 'User=daemon' in status and 'UMask=0077' in status, status
 
-    stopped = run_module('zeo_service', dict(zope, state='stopped'), env=env)
+    stopped = run_module('zeo_service', dict(zope, state='stopped'))
     assert stopped['rc'] == 0 and stopped['changed'], stopped
-    stopped = run_module('zeo_service', dict(zeo, state='stopped'), env=env)
+    stopped = run_module('zeo_service', dict(zeo, state='stopped'))
     assert stopped['rc'] == 0 and stopped['changed'], stopped
     assert all(port_is_free(port) for port in (zeo_port,) + ports)
