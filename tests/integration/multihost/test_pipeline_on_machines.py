@@ -18,6 +18,7 @@ import requests
 import yaml
 
 from harness import inventory
+from support.paths import VENV_BIN
 from support.ansible import assert_no_changes, recap
 from support.promotion import (assert_zero_loss, frozen_in_file, lost_writes, output,
                                run_under_load, said)
@@ -94,6 +95,76 @@ def test_a_machine_unreachable_at_preflight_is_named_and_nothing_changes(harness
     assert 'prod-app3 on machine %s' % harness['app3'].address in said(proc), output(proc)
     assert served_revisions(harness, 'prod') == before
     assert harness.state('prod') == state_before
+
+
+PULL_KEY_PLAY = """
+- name: The pipeline's facts.
+  hosts: all
+  gather_facts: false
+  roles: [zopeops.stages.pipeline]
+- name: The key prod's twin machine pulls prod's snapshots with, as the promote role makes it.
+  hosts: prod_upgrade_zeo
+  gather_facts: false
+  tasks:
+    - name: Authorize or remove it.
+      ansible.builtin.include_role: {name: zopeops.stages.promote, tasks_from: pull_key.yml}
+      vars:
+        promote_snapshot_of: "{{ zopeops_model.stages.prod.live }}"
+        promote_pull_key_state: "{{ key_state }}"
+"""
+KEY = '/srv/zopeops/.ssh/promote-prod_upgrade_ed25519'
+OUTGOING = '/srv/zopeops/outgoing/to-prod_upgrade'
+
+
+def keys_left(harness):
+    """Pull keys left anywhere: authorized on a machine's login user, or a key file."""
+    left = []
+    for name in inventory.MACHINES:
+        machine = harness[name]
+        authorized = machine.path('/home/%s/.ssh/authorized_keys' % harness.machines.ssh_user)
+        if authorized.exists() and 'zopeops-promote' in authorized.read_text():
+            left.append('%s: authorized_keys' % name)
+        folder = machine.path('/srv/zopeops/.ssh')
+        if folder.exists():
+            left += ['%s: %s' % (name, key.name) for key in folder.glob('promote*')]
+    return left
+
+
+def test_the_pull_key_may_only_read_its_one_snapshot_folder(harness, deployed, tmp_path):
+    """The key a machine pulls a snapshot with, as the role authorizes it on the source: it
+    reads the one folder, and cannot run a command (id, sudo), write, or read outside it."""
+    db1, db2 = harness['db1'], harness['db2']
+    login = harness.machines.ssh_user
+    db1.run(['mkdir', '-p', OUTGOING], check=True)
+    db1.run(['sh', '-c', 'echo snapshot > %s/Data.fs' % OUTGOING], check=True)
+    db1.run(['chown', '-R', login, OUTGOING.rsplit('/', 1)[0]], check=True)
+    play = tmp_path / 'pull_key.yml'
+    play.write_text(PULL_KEY_PLAY)
+    made = harness.playbook(str(play), {'key_state': 'present'})
+    assert made.returncode == 0, output(made)
+    try:
+        ssh = ('ssh -i %s -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no '
+               '-o UserKnownHostsFile=/dev/null' % KEY)
+        source = '%s@%s' % (login, db1.address)
+        got = str(tmp_path / 'got') + '/'
+        pulled = db2.run(['rsync', '-a', '-e', ssh, source + ':/', got])
+        assert pulled.returncode == 0, pulled.stderr
+        assert (tmp_path / 'got' / 'Data.fs').read_text() == 'snapshot\n'
+        for command in (['id'], ['sudo', '-n', 'id'], ['sh', '-c', 'echo owned > /tmp/x']):
+            shell = db2.run(['ssh', *ssh.split()[1:], source, *command])
+            assert shell.returncode != 0 and 'uid=' not in shell.stdout, (command, shell)
+        (tmp_path / 'evil').write_text('x')
+        pushed = db2.run(['rsync', '-a', '-e', ssh, str(tmp_path / 'evil'), source + ':/'])
+        assert pushed.returncode != 0
+        assert db1.run(['test', '-e', OUTGOING + '/evil']).returncode != 0
+        outside = db2.run(['rsync', '-a', '-e', ssh, source + ':/../../../../etc/passwd',
+                           str(tmp_path / 'passwd')])
+        assert outside.returncode != 0 and not (tmp_path / 'passwd').exists(), outside
+    finally:
+        removed = harness.playbook(str(play), {'key_state': 'absent'})
+        db1.run(['rm', '-rf', OUTGOING])
+    assert removed.returncode == 0, output(removed)
+    assert keys_left(harness) == []
 
 
 def haproxy_command(socket_path, command):
@@ -221,8 +292,56 @@ def test_promote_prod_losing_a_client_machine_after_the_switch_then_resume(harne
     assert_zero_loss(harness, second, 'prod', 'upstream', earlier=[first])
     assert set(served_revisions(harness, 'prod').values()) == wanted, second.report()
     assert_prod_served_by(harness, 'live')
+    assert keys_left(harness) == []  # every pull removed its key, also in the stopped run
     print('promote prod: %.0f s until app3 was lost and the run stopped (%s); resume %.0f s (%s)'
           % (first_s, first.report(), second_s, second.report()))
+
+
+def test_a_balancer_failing_after_the_first_switched_loses_no_write(harness, deployed):
+    """lb2's HAProxy is killed the moment lb1 sends prod to the twin (under the freeze, which
+    lb1 holds until every balancer has switched): lb2's switch fails. No write reached the twin
+    (lb1 held its freeze), so both balancers go back to prod's live side (lb2 once supervisord
+    restarted it) or, where lb2 cannot be reached, the twin is kept for it and a resume
+    finishes; either way reads keep flowing and no acknowledged write is lost."""
+    maps = {lb: harness[lb].path('/srv/zopeops/lb/etc/active.map') for lb in ('lb1', 'lb2')}
+    supervisorctl = [str(VENV_BIN / 'supervisorctl'), '-c',
+                     '/srv/zopeops/supervisor/supervisord.conf']
+
+    def kill_lb2(background):
+        deadline = time.monotonic() + 900
+        while background.proc.poll() is None and time.monotonic() < deadline:
+            if re.search(r'^prod\s+be_prod_upgrade\b', maps['lb1'].read_text(), re.M):
+                pid = int(harness['lb2'].run(supervisorctl + ['pid', 'haproxy']).stdout.strip()
+                          or 0)
+                assert pid > 0
+                harness['lb2'].run(['kill', '-KILL', str(pid)], check=True)
+                return time.time()
+            time.sleep(0.05)
+        return None
+
+    first = run_under_load(harness, 'promote.yml', 'prod', timeout=900, during=kill_lb2)
+    assert first.interrupted_at is not None, 'lb1 never switched:\n' + output(first.proc)
+    runs = [first]
+    if 'action=resume' in said(first.proc):
+        runs.append(run_under_load(harness, 'promote.yml', 'prod', timeout=900,
+                                   extra={'action': 'resume'}))
+        assert runs[-1].proc.returncode == 0, output(runs[-1].proc)
+    else:
+        assert first.proc.returncode != 0 and 'Nothing moved' in said(first.proc), \
+            output(first.proc)
+        assert_prod_served_by(harness, 'live')
+        # lb1 held its freeze: the twin acknowledged no write.
+        assert {e['instance'] for e in first.writes.acknowledged.values()} == {'prod'}
+    for run in runs:
+        assert not run.writes.failed, run.report()
+        # reads through lb2 fail only while its HAProxy restarts
+        assert not [f for f in run.reads.failures if f[0] > first.interrupted_at + 10], \
+            run.report()
+    acked = set()
+    for run in runs:
+        acked |= set(run.writes.acknowledged)
+    lost = lost_writes(harness, 'prod', acked)
+    assert lost['missing_http'] == 0 and lost['missing_datafs'] == 0, lost
 
 
 def test_status_reports_every_stage(harness, deployed):
