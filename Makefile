@@ -31,15 +31,19 @@ help:
 # The virtualenv also gets scripts/venv-site/zopeops_zipimport_cache.py, active in each of its
 # Python processes (a .pth line): Ansible's module payloads are zips whose code Python
 # compiles again on every task; this keeps the compiled code (docs/benchmarks.md).
+# And scripts/venv-site/zopeops_warnings.py, which silences the one warning every playbook run
+# began with (cryptography's DSA deprecation, at ansible-core's import).
 ZIPIMPORT_CACHE := scripts/venv-site/zopeops_zipimport_cache.py
-$(VENV)/.installed: requirements.txt $(ZIPIMPORT_CACHE)
+VENV_WARNINGS := scripts/venv-site/zopeops_warnings.py
+$(VENV)/.installed: requirements.txt $(ZIPIMPORT_CACHE) $(VENV_WARNINGS)
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt
 	site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
-	  cp $(ZIPIMPORT_CACHE) "$$site/" && \
-	  echo 'import zopeops_zipimport_cache' > "$$site/zopeops-zipimport-cache.pth"
+	  cp $(ZIPIMPORT_CACHE) $(VENV_WARNINGS) "$$site/" && \
+	  echo 'import zopeops_zipimport_cache' > "$$site/zopeops-zipimport-cache.pth" && \
+	  echo 'import zopeops_warnings' > "$$site/zopeops-warnings.pth"
 	touch $@
 
 deps: $(VENV)/.installed
