@@ -24,6 +24,11 @@ Ctrl-C answered by a ``pause`` prompt does not stop it while the run goes on; it
 It polls ansible-playbook's pid (with the process's start time, against pid reuse) every
 second and exits when it is gone, whatever signal ended it, SIGKILL of its process group
 included; it exits when the renewal finds the lock released or another run's.
+
+A push or a site.yml run leaves no plan to resume, so when its ansible-playbook ends without
+having released its locks (a play whose every host failed ends the playbook before its last
+play; a kill), the heartbeat releases them, through the module, before it exits: their lock
+lives exactly as long as the run. A promotion's lock stays, interrupted, for its resume.
 """
 from __future__ import annotations
 
@@ -47,6 +52,8 @@ NOT_OURS = 3
 MAX_PERIOD = 10.0
 # The heartbeat's process name (ps -o comm, /proc/<pid>/comm): what it is, at a glance.
 PROCESS_NAME = b'zopeops-lock-hb'
+# Runs whose locks the heartbeat releases when their ansible-playbook ends (see above).
+RELEASED_AT_EXIT = ('push', 'site')
 
 
 def _controller():
@@ -75,6 +82,13 @@ def renew_command(dirs, run_id):
         % (mark, shlex.quote(os.path.join(d, 'owner.json')),
            shlex.quote(os.path.join(d, 'heartbeat')), NOT_OURS)
         for d in dirs)
+
+
+def held_command(dirs, run_id):
+    """The shell line that exits 0 when any of the lock folders still names ``run_id``."""
+    mark = shlex.quote('"run_id": %s' % json.dumps(run_id))
+    return ' || '.join('grep -qsF %s %s' % (mark, shlex.quote(os.path.join(d, 'owner.json')))
+                       for d in dirs)
 
 
 def _set_process_name(name):
@@ -125,10 +139,16 @@ class ActionModule(ActionBase):
                    owner.get('why') if owner.get('interrupted') else 'lock broken on request'))
         if (args.get('lock') == 'acquired' and result.get('lock_dirs')
                 and not result.get('failed') and not self._task.check_mode):
-            self._start_heartbeat(result['lock_dirs'], args['run_id'], result.get('lease') or 120)
+            release = None
+            if (args.get('purpose') or 'run') in RELEASED_AT_EXIT:
+                release = {key: args[key] for key in ('dir', 'stage', 'stages', 'run_id', 'claims')
+                           if args.get(key) is not None}
+                release['lock'] = 'released'
+            self._start_heartbeat(result['lock_dirs'], args['run_id'],
+                                  result.get('lease') or 120, release, task_vars)
         return result
 
-    def _start_heartbeat(self, dirs, run_id, lease):
+    def _start_heartbeat(self, dirs, run_id, lease, release=None, task_vars=None):
         playbook_pid = os.getppid()
         started = process_start(playbook_pid)
         command = renew_command(dirs, run_id)
@@ -141,13 +161,20 @@ class ActionModule(ActionBase):
             os.setsid()
             if os.fork():
                 os._exit(0)
-            self._heartbeat(command, period, playbook_pid, started)
+            playbook_ended = self._heartbeat(command, period, playbook_pid, started)
+            if release and playbook_ended:
+                signal.alarm(120)
+                still_held = self._low_level_execute_command(
+                    held_command(dirs, run_id), sudoable=True).get('rc') == 0
+                if still_held:  # the run ended without its release: a failure, a kill
+                    self._call(release, task_vars)
         except BaseException:  # pylint: disable=broad-except
             pass
         os._exit(0)
 
     def _heartbeat(self, command, period, playbook_pid, started):
-        """The detached process: renew until ansible-playbook is gone or the lock not ours."""
+        """The detached process: renew until ansible-playbook is gone (True) or the lock is no
+        longer this run's (False)."""
         _set_process_name(PROCESS_NAME)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
@@ -172,6 +199,7 @@ class ActionModule(ActionBase):
                 finally:
                     signal.alarm(0)
                 if rc == NOT_OURS:
-                    return
+                    return False  # released or taken over
                 next_renewal = time.monotonic() + period
             time.sleep(min(1.0, period))
+        return True
