@@ -239,9 +239,9 @@ def _lock_decision(state_dir, stage, holder, purpose, lease, dead_run_id, break_
     if break_lock:
         return True, None, info
     return False, (
-        'A %s holds the lock (%s): its heartbeat was renewed %ds ago by %s. Wait for it to '
-        'finish. If that run is dead, its lock counts as interrupted once its heartbeat is '
-        '%gs old (promote_lock_lease), in %ds.'
+        'A %s is in progress and holds the lock (%s): its heartbeat was renewed %ds ago by %s. '
+        'Wait for it to finish. If that run is dead, its lock counts as interrupted once its '
+        'heartbeat is %gs old (promote_lock_lease), in %ds.'
         % (described, lock_path, age, _controller_of(holder), lease,
            max(0, math.ceil(lease - age)))), info
 

@@ -92,10 +92,10 @@ options:
     default: false
   lease:
     description:
-      - Seconds without a heartbeat after which a lock counts as interrupted
+      - "Seconds without a heartbeat after which a lock counts as interrupted
         (C(promote_lock_lease)): the longest a dead controller's lock holds up a resume. A
         positive number; it must be well above the heartbeat's period (a tenth of it, at most
-        10 s), so a busy conductor does not make a live run look interrupted.
+        10 s), so a busy conductor does not make a live run look interrupted."
     type: raw
     default: 120
   dead_run_id:
