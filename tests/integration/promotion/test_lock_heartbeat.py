@@ -199,3 +199,22 @@ def test_the_heartbeat_stops_when_the_lock_is_no_longer_the_runs(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         kill_leftovers(marker)
+
+
+def test_a_killed_push_or_site_run_has_its_lock_released_by_its_heartbeat(tmp_path):
+    """A push or a site.yml run leaves no plan to resume: its lock ends with its run."""
+    state_dir = tmp_path / 'promotions'
+    marker = uuid.uuid4().hex
+    proc = start(playbook(tmp_path, state_dir, 'pusher', purpose='push', pause=300), marker)
+    try:
+        wait_for(lambda: heartbeats(marker), timeout=60, what='the heartbeat to start')
+        assert (state_dir / 'test.lock').is_dir()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    try:
+        wait_for(lambda: not (state_dir / 'test.lock').exists(), timeout=15,
+                 what='the heartbeat to release the killed push lock')
+        wait_for(lambda: not heartbeats(marker), timeout=5, what='the heartbeat to end')
+    finally:
+        kill_leftovers(marker)
