@@ -25,7 +25,6 @@ RULES = {
     'promote_gate_timeout': ('int', 1, None, "seconds a switch waits for HAProxy's checks"),
     'promote_drain_timeout': ('int', 0, None, 'seconds the old side may take to drain'),
     'promote_keep_twin_minutes': ('int', 0, None, 'minutes the twin keeps running'),
-    'promote_lock_stale_after': ('int', 1, None, 'seconds after which a lock is stale'),
     'promote_lock_lease': ('int', 1, None, "seconds a lock's heartbeat may be old"),
     'promote_keep_previous_data': ('int', 0, None, 'previous data pairs kept'),
     'promote_approve': ('bool', None, None, 'pause before the first switch'),

@@ -74,10 +74,15 @@ def read_json(path):
 
 
 def append_line(path, line, mode=0o640):
-    """Append one line (a ledger entry) and fsync it: an entry either is there whole or not."""
+    """Append one line (a ledger entry) and fsync it. The whole line is one ``write`` on an
+    O_APPEND descriptor, so concurrent appenders never interleave inside a line; a short write
+    (a full disk) is continued, which is whole only under the caller's lock of the file."""
+    data = (line.rstrip('\n') + '\n').encode('utf-8')
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
     try:
-        os.write(fd, (line.rstrip('\n') + '\n').encode('utf-8'))
+        written = os.write(fd, data)
+        while written < len(data):
+            written += os.write(fd, data[written:])
         os.fsync(fd)
     finally:
         os.close(fd)

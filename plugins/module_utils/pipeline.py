@@ -189,6 +189,18 @@ def build_model(groups, hostvars, pipeline):
     return {'pipeline': pipeline, 'stages': stages, 'lb_hosts': lb_hosts}
 
 
+def stages_changed(model, hosts):
+    """The stages a run over ``hosts`` (the play's hosts, after --limit) changes, in pipeline
+    order: a stage whose live side or twin has a host among them, and every stage when a load
+    balancer is among them (its configuration holds every stage's frontend and backends)."""
+    hosts = set(hosts)
+    if hosts & set(model.get('lb_hosts') or []):
+        return list(model['pipeline'])
+    return [name for name in model['pipeline']
+            if any(side and hosts & set(side['hosts'])
+                   for side in (model['stages'][name]['live'], model['stages'][name]['upgrade']))]
+
+
 def leaders_by_machine(machines):
     """{host: machine} -> the set of hosts that lead their machine: the first by name."""
     leaders = {}

@@ -94,16 +94,11 @@ options:
     type: path
   lock_lease:
     description:
-      - Seconds a lock's heartbeat (C(<stage>.lock/heartbeat), renewed by a live run) may be
-        old; an older one is a run that stopped (interrupted).
+      - Seconds a lock's heartbeat (C(<stage>.lock/heartbeat), renewed by a live run; a lock
+        without one counts from when it was taken) may be old; an older one is a run that
+        stopped (interrupted), as M(zopeops.stages.promotion_state) decides.
     type: int
     default: 120
-  lock_stale_after:
-    description:
-      - For a lock without a heartbeat file, seconds since the state's last update after
-        which the run is taken for stopped.
-    type: int
-    default: 7200
   timeout:
     description: Seconds to wait for each HTTP answer or TCP connection.
     type: float
@@ -170,6 +165,7 @@ from ansible_collections.zopeops.stages.plugins.module_utils.http_checks import 
     HAS_REQUESTS, fetch_with_ansible, fetch_with_requests)
 from ansible_collections.zopeops.stages.plugins.module_utils.process_manager import (
     ProcessManagerError, manager_from_params)
+from ansible_collections.zopeops.stages.plugins.module_utils.promotion import heartbeat_age
 from ansible_collections.zopeops.stages.plugins.module_utils.revision_proof import (
     PROOFS, RevisionProof)
 
@@ -354,11 +350,10 @@ def _age(path, now):
         return None
 
 
-def promotions_status(folder, lease=120, stale_after=7200, now=None):
+def promotions_status(folder, lease=120, now=None):
     """{stage: {'last', 'state', 'lock'}} from the conductor's promotions folder. A lock gets
-    'heartbeat_age' (seconds since its heartbeat file was renewed, null without one) and
-    'alive': its heartbeat is at most ``lease`` seconds old (without a heartbeat: the state
-    was updated within ``stale_after`` seconds)."""
+    'heartbeat_age' (seconds since its run last showed life, as the lock itself decides:
+    module_utils/promotion.heartbeat_age) and 'alive': at most ``lease`` seconds."""
     now = time.time() if now is None else now
     result = {}
     if not folder or not os.path.isdir(folder):
@@ -391,15 +386,9 @@ def promotions_status(folder, lease=120, stale_after=7200, now=None):
         lock = found.get('lock')
         if lock is None:
             continue
-        beat = _age(os.path.join(folder, stage + '.lock', 'heartbeat'), now)
+        beat = round(heartbeat_age(folder, stage, lock, now=lambda: now), 1)
         lock['heartbeat_age'] = beat
-        if beat is not None:
-            lock['alive'] = beat <= lease
-        else:
-            state_age = (found.get('state') or {}).get('age')
-            if state_age is None:
-                state_age = _age(os.path.join(folder, stage + '.lock'), now)
-            lock['alive'] = state_age is not None and state_age <= stale_after
+        lock['alive'] = beat <= lease
     return result
 
 
@@ -425,7 +414,6 @@ def main():
             supervisorctl=dict(type='path'),
             promotions_dir=dict(type='path'),
             lock_lease=dict(type='int', default=120),
-            lock_stale_after=dict(type='int', default=7200),
             timeout=dict(type='float', default=3),
         ),
         supports_check_mode=True,
@@ -454,8 +442,7 @@ def main():
     # returned.
     module.exit_json(**redact_deep(dict(changed=False, instances=instances, probes=probes,
                                         promotions=promotions_status(
-                                            params['promotions_dir'], params['lock_lease'],
-                                            params['lock_stale_after']))))
+                                            params['promotions_dir'], params['lock_lease']))))
 
 
 if __name__ == '__main__':

@@ -20,12 +20,19 @@ description:
     C(upstream) policy). Such a stage may not be locked or left unfinished by its own last run;
     while the claim stands, that stage cannot be promoted or rolled back. Lock and claims are
     checked and taken under one short C(flock) of C(<dir>/.mutex)."
-  - "B(Taking over.) The action plugin of this module runs on the controller. When the lock is
-    held by a run of this controller whose C(ansible-playbook) process is gone (interrupted,
-    killed), a run with O(purpose=resume) or O(purpose=rollback) takes the lock over, and
-    O(purpose=run) is refused with what to do. A lock of another controller is taken over only
-    with O(break_lock), and is reported as stale after O(stale_after) seconds without a state
-    update."
+  - "B(A lock lives as long as its run.) While a run holds a lock, the action plugin of this
+    module keeps a small heartbeat process on the controller that touches
+    C(<dir>/<stage>.lock/heartbeat) every few seconds through the task's connection (SSH,
+    C(become) and C(local) alike), as long as the run's C(ansible-playbook) process lives and the
+    lock still names the run; every state update touches it too. It stops when
+    C(ansible-playbook) dies by any signal, when the lock is released or taken over."
+  - "B(Interrupted.) A lock whose heartbeat is older than O(lease) seconds is interrupted,
+    whichever controller took it; so is, at once, a lock of this controller whose
+    C(ansible-playbook) process is gone. Its run's state then says C(status: interrupted).
+    O(purpose=resume) and O(purpose=rollback) take an interrupted lock over; so does any run when
+    the holder was a push or a site.yml run (they leave no plan to finish). O(purpose=run) is
+    refused, naming the run, its step and what to do. A lock whose heartbeat is younger is
+    refused, naming the holder and how long until it counts as interrupted."
   - "One call can take the lock, update the state, append to the ledger and release the lock, in
     that order; what is not asked for is left alone."
 author:
@@ -38,9 +45,16 @@ options:
     type: path
     required: true
   stage:
-    description: The stage whose lock and state this call is about.
+    description: The stage whose lock and state this call is about. One of O(stage) and
+      O(stages) is required.
     type: str
-    required: true
+  stages:
+    description:
+      - Several stages whose locks are taken (or released) together, all or none, with one
+        owner; for C(playbooks/site.yml), which changes every stage of its hosts. Only with
+        O(lock=acquired) or O(lock=released), without state or ledger updates.
+    type: list
+    elements: str
   run_id:
     description: The id of this run; only the run holding the lock may update or release it.
     type: str
@@ -64,22 +78,30 @@ options:
     elements: str
     default: []
   purpose:
-    description: What the run does, which decides whether it may take over a dead run's lock.
+    description:
+      - What the run does, which decides whether it may take over an interrupted run's lock
+        (V(resume), V(rollback)) and is recorded in C(owner.json). V(push) is a branding push,
+        V(site) a C(site.yml) run.
     type: str
-    choices: [run, resume, rollback, push]
+    choices: [run, resume, rollback, push, site]
     default: run
   break_lock:
-    description: Take over the lock whoever holds it. For a run that is known to be dead.
+    description: Take over the lock whoever holds it, even a live one. For a run that is known
+      to be dead before its lease has passed (C(promote_break_lock)).
     type: bool
     default: false
-  stale_after:
-    description: Seconds without a state update after which another controller's lock is
-      reported as stale (it is still taken over only with O(break_lock)).
-    type: int
-    default: 7200
-  take_over_run_id:
-    description: Set by the action plugin when it decided to take over the lock of this dead
-      run; the lock is taken over only if that run still holds it.
+  lease:
+    description:
+      - "Seconds without a heartbeat after which a lock counts as interrupted
+        (C(promote_lock_lease)): the longest a dead controller's lock holds up a resume. A
+        positive number; it must be well above the heartbeat's period (a tenth of it, at most
+        10 s), so a busy conductor does not make a live run look interrupted."
+    type: raw
+    default: 120
+  dead_run_id:
+    description: Set by the action plugin when the run holding the lock ran on this controller
+      and its C(ansible-playbook) process is gone; that lock counts as interrupted at once, if
+      that run still holds it.
     type: str
   initial:
     description: The state this run starts with (its plan), replacing the last run's state once
@@ -99,8 +121,8 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Reads the lock and state and reports whether the lock could be taken; writes
-      nothing.
+    details: Reads the lock and state and decides as a real run would (RV(refused) says why the
+      lock could not be taken); writes nothing, takes nothing, starts no heartbeat.
   diff_mode:
     support: none
   platform:
@@ -143,14 +165,26 @@ state:
   returned: always
   type: dict
 taken_over:
-  description: The owner of the lock this run took over, or null.
+  description: The owners of the locks this run took over (interrupted, or broken on
+    request), or null.
   returned: always
-  type: dict
+  type: list
+  elements: dict
 holder:
   description: Who holds what this run needed, when it was refused (C(kind) lock, claim or
-    source).
-  returned: failed
+    source); for a lock also C(heartbeat_age), C(lease), C(interrupted), C(purpose), C(step).
+  returned: failed, or in check mode when the lock is held
   type: dict
+refused:
+  description: In check mode, why a real run would be refused the lock; null if it would get it.
+  returned: check mode
+  type: str
+lock_dirs:
+  description: The lock folders this call took (with O(lock=acquired)), which the heartbeat
+    renews.
+  returned: always
+  type: list
+  elements: str
 durations:
   description: Seconds per step (C(phase), C(seconds)), from the state's start and end events.
   returned: always
@@ -167,20 +201,22 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zopeops.stages.plugins.module_utils.promotion import (
-    PromotionRefused, acquire, append_ledger, phase_durations, read_owner, read_state, release,
-    start_state, update_state)
+    PromotionRefused, acquire, append_ledger, lock_dirs, phase_durations, read_owner, read_state,
+    release, start_state, update_state)
 
 ARGUMENT_SPEC = dict(
     dir=dict(type='path', required=True),
-    stage=dict(type='str', required=True),
+    stage=dict(type='str'),
+    stages=dict(type='list', elements='str'),
     run_id=dict(type='str', required=True),
     lock=dict(type='str', choices=['acquired', 'released', 'unchanged'], default='unchanged'),
     owner=dict(type='dict', default={}),
     claims=dict(type='list', elements='str', default=[]),
-    purpose=dict(type='str', choices=['run', 'resume', 'rollback', 'push'], default='run'),
+    purpose=dict(type='str', choices=['run', 'resume', 'rollback', 'push', 'site'],
+                 default='run'),
     break_lock=dict(type='bool', default=False),
-    stale_after=dict(type='int', default=7200),
-    take_over_run_id=dict(type='str'),
+    lease=dict(type='raw', default=120),
+    dead_run_id=dict(type='str'),
     initial=dict(type='dict'),
     update=dict(type='dict'),
     event=dict(type='dict'),
@@ -188,30 +224,46 @@ ARGUMENT_SPEC = dict(
 )
 
 
-def holder_age(params, holder):
-    """Seconds since the holder's run last showed life (a state update, or taking the lock)."""
-    state = read_state(params['dir'], holder.get('stage') or params['stage'])
-    if state.get('run_id') == holder.get('run_id') and state.get('updated_epoch'):
-        return time.time() - float(state['updated_epoch'])
-    return time.time() - float(holder.get('taken_at') or 0)
+def lease_seconds(value):
+    """The lease as a positive float, or ValueError saying what to give."""
+    try:
+        lease = float(value)
+    except (TypeError, ValueError):
+        lease = None
+    if lease is None or not lease > 0 or lease != lease or lease == float('inf'):
+        raise ValueError('The lock lease (lease, promote_lock_lease) is %r: give a positive '
+                         'number of seconds, e.g. -e promote_lock_lease=120.' % (value,))
+    return lease
 
 
 def run(module):
     params = module.params
+    stages = params['stages'] or [params['stage']]
+    lease = lease_seconds(params['lease'])
     result = {'changed': False, 'previous': {}, 'state': {}, 'taken_over': None,
-              'released': False, 'durations': {}}
+              'released': False, 'durations': [], 'lock_dirs': [], 'lease': lease}
+    owner = dict(params['owner'], run_id=params['run_id'])
     if module.check_mode:
         # Nothing is taken or written; the caller learns what a real run would find.
-        result['state'] = read_state(params['dir'], params['stage'])
+        result['state'] = read_state(params['dir'], stages[0])
         result['previous'] = result['state']
-        result['holder'] = read_owner(params['dir'], params['stage'])
+        result['holder'] = read_owner(params['dir'], stages[0])
+        result['refused'] = None
+        if params['lock'] == 'acquired':
+            try:
+                acquire(params['dir'], stages, owner, claims=params['claims'],
+                        purpose=params['purpose'], lease=lease, dead_run_id=params['dead_run_id'],
+                        break_lock=params['break_lock'], dry_run=True)
+            except PromotionRefused as exc:
+                result['refused'], result['holder'] = str(exc), exc.holder
         return result
     if params['lock'] == 'acquired':
-        owner = dict(params['owner'], run_id=params['run_id'])
-        previous, taken_over = acquire(params['dir'], params['stage'], owner,
-                                       claims=params['claims'],
-                                       take_over_run_id=params['take_over_run_id'])
-        result.update(changed=True, previous=previous, taken_over=taken_over)
+        previous, taken_over = acquire(params['dir'], stages, owner, claims=params['claims'],
+                                       purpose=params['purpose'], lease=lease,
+                                       dead_run_id=params['dead_run_id'],
+                                       break_lock=params['break_lock'])
+        result.update(changed=True, previous=previous, taken_over=taken_over or None,
+                      lock_dirs=lock_dirs(params['dir'], stages))
     if params['initial'] is not None:
         # The run's own state replaces the last run's only once its plan is made: a run
         # refused in preflight leaves the last run's state (and its plan) as it was.
@@ -225,30 +277,39 @@ def run(module):
                                        update=params['update'], event=params['event'])
         result['changed'] = True
     if not result['state']:
-        result['state'] = read_state(params['dir'], params['stage'])
+        result['state'] = read_state(params['dir'], stages[0])
     result['durations'] = phase_durations(result['state'].get('events'))
     if params['ledger_entry']:
-        entry = dict(params['ledger_entry'], stage=params['stage'], run_id=params['run_id'],
-                     phases=result['durations'],
+        entry = dict(params['ledger_entry'], stage=stages[0], run_id=params['run_id'],
                      finished_at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+        if params['initial'] is not None or params['update'] or params['event']:
+            entry['phases'] = result['durations']  # a promotion's steps; a push has none
         result['ledger'] = append_ledger(params['dir'], entry)
         result['changed'] = True
     if params['lock'] == 'released':
-        result['released'] = release(params['dir'], params['stage'], params['run_id'],
+        result['released'] = release(params['dir'], stages, params['run_id'],
                                      claims=params['claims'])
         result['changed'] = result['changed'] or result['released']
     return result
 
 
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                           required_one_of=[('stage', 'stages')],
+                           mutually_exclusive=[('stage', 'stages')])
+    params = module.params
+    if params['stages'] is not None and (
+            not params['stages'] or params['initial'] is not None or params['update']
+            or params['event'] or params['ledger_entry']):
+        module.fail_json(msg='stages takes the locks of several stages together (site.yml): '
+                         'give at least one stage, and no initial, update, event or ledger_entry '
+                         '(those are about one stage: use stage).')
     try:
         result = run(module)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
     except PromotionRefused as exc:
-        holder = exc.holder
-        if holder and holder.get('kind') == 'lock':
-            holder = dict(holder, age_seconds=int(holder_age(module.params, holder)))
-        module.fail_json(msg=str(exc), holder=holder)
+        module.fail_json(msg=str(exc), holder=exc.holder)
     except OSError as exc:
         module.fail_json(msg='Cannot write the promotion state in %s (%s: %s): the conductor '
                          'needs a writable state folder.'

@@ -85,6 +85,8 @@ def test_a_killed_controller_freezes_writes_no_longer_than_the_lease(pipeline, s
     assert first.proc.returncode == -signal.SIGKILL
     # Writes flow again by themselves once the lease ends (plus a margin for a busy machine).
     assert measured['seconds'] is not None and measured['seconds'] <= LEASE + 5, measured
+    print('killed controller (%s): writes refused %.1f s after the kill (lease %d s)'
+          % ('to_live' if switched_first else 'to_twin', measured['seconds'], LEASE))
     second = run_under_load(pipeline, 'promote.yml', 'test', dict(SHORT, action='resume'))
     assert second.proc.returncode == 0, second.output
     assert_no_loss(pipeline, [first, second])
@@ -111,6 +113,8 @@ def test_haproxy_killed_during_a_freeze_lets_writes_through_when_the_lease_ends(
     first = run_under_load(pipeline, 'promote.yml', 'test', SHORT, during=kill_haproxy)
     assert first.interrupted_at, first.output
     assert measured['seconds'] is not None and measured['seconds'] <= LEASE + 5, measured
+    print('HAProxy killed during the freeze: writes refused %.1f s after the kill (lease %d s); '
+          'run rc %d' % (measured['seconds'], LEASE, first.proc.returncode))
     runs = [first]
     if first.proc.returncode != 0:
         # The run's next call found HAProxy down: it said where the traffic is and what to run.

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -91,17 +92,73 @@ def test_refuses_and_changes_nothing(seeded, extra, message):
     refused(seeded, extra, message)
 
 
+def plant_lock(pipeline, stage, run_id='run-42', action='promote', purpose='run',
+               heartbeat_age=0, **extra):
+    """A lock as another controller's live run leaves it (an AWX job: another host name),
+    its heartbeat renewed ``heartbeat_age`` seconds ago."""
+    lock = promotions(pipeline) / ('%s.lock' % stage)
+    lock.mkdir(parents=True)
+    (lock / 'owner.json').write_text(json.dumps(dict({
+        'run_id': run_id, 'owner': 'alice@ci', 'action': action, 'purpose': purpose,
+        'stage': stage, 'started_at': '2026-11-29T10:00:00Z', 'controller': 'awx-job-9',
+        'controller_pid': 4242, 'taken_at': time.time() - heartbeat_age}, **extra), indent=2))
+    (lock / 'heartbeat').touch()
+    stamp = time.time() - heartbeat_age
+    os.utime(lock / 'heartbeat', (stamp, stamp))
+    return lock
+
+
 @pytest.mark.parametrize('stage', ['dev', 'beta'])
 def test_refuses_while_a_promotion_holds_the_source_or_target_lock(seeded, stage):
-    lock = promotions(seeded) / ('%s.lock' % stage)
-    lock.mkdir(parents=True)
+    lock = plant_lock(seeded, stage)
     try:
-        (lock / 'owner.json').write_text(json.dumps({
-            'run_id': 'run-42', 'owner': 'alice@ci', 'action': 'promote',
-            'started_at': '2026-11-29T10:00:00Z'}))
-        refused(seeded, {}, '%s is locked by promote run-42 of alice@ci' % stage)
+        refused(seeded, {}, 'promote of %s (run run-42) by alice@ci' % stage)
+        refused(seeded, {}, 'Nothing was pushed.')
     finally:
         shutil.rmtree(lock)
+
+
+def test_an_interrupted_promotion_is_named_and_not_taken_over_by_a_push(seeded):
+    lock = plant_lock(seeded, 'beta', heartbeat_age=600, step='cutover_to_twin')
+    try:
+        refused(seeded, {}, 'was interrupted: its heartbeat stopped')
+        refused(seeded, {}, 'at step cutover_to_twin')
+        refused(seeded, {}, 'playbooks/promote.yml -e stage=beta -e action=resume')
+    finally:
+        shutil.rmtree(lock)
+
+
+def test_site_yml_holds_its_stages_and_refuses_while_a_promotion_holds_one(seeded):
+    # The session's site.yml runs took their locks and released them.
+    assert not list(promotions(seeded).glob('*.lock'))
+    lock = plant_lock(seeded, 'beta')
+    try:
+        proc = seeded.playbook('site.yml', args=('--limit', 'dev-local:beta-local'))
+        said = ' '.join((proc.stdout + proc.stderr).split())
+        assert proc.returncode != 0, said[-5000:]
+        assert 'promote of beta (run run-42) by alice@ci' in said, said[-5000:]
+        assert 'awx-job-9' in said and 'counts as interrupted' in said, said[-5000:]
+        assert 'TASK [Ensure the stage runs its release.]' not in proc.stdout  # nothing ran
+        assert sorted(p.name for p in promotions(seeded).glob('*.lock')) == ['beta.lock']
+        assert json.loads((lock / 'owner.json').read_text())['run_id'] == 'run-42'
+    finally:
+        shutil.rmtree(lock)
+
+
+def test_a_promotion_and_a_push_refuse_while_site_yml_holds_the_stage(seeded):
+    locks = [plant_lock(seeded, stage, run_id='site-7', action='site', purpose='site',
+                        stages=['dev', 'beta', 'test', 'prod'])
+             for stage in ('dev', 'beta', 'test', 'prod')]
+    try:
+        refused(seeded, {}, 'site.yml run of beta (run site-7) by alice@ci')
+        proc = seeded.playbook('promote.yml', {'stage': 'test'})
+        said = ' '.join((proc.stdout + proc.stderr).split())
+        assert proc.returncode != 0, said[-5000:]
+        assert 'site.yml run of test (run site-7) by alice@ci' in said, said[-5000:]
+        assert json.loads((locks[2] / 'owner.json').read_text())['run_id'] == 'site-7'
+    finally:
+        for lock in locks:
+            shutil.rmtree(lock)
 
 
 def test_check_mode_reports_the_difference_and_writes_nothing(seeded, tmp_path):

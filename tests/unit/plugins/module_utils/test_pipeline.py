@@ -6,7 +6,7 @@ import copy
 import pytest
 
 from ansible_collections.zopeops.stages.plugins.module_utils.pipeline import (
-    PipelineError, build_model, instance_name)
+    PipelineError, build_model, instance_name, stages_changed)
 
 
 def inventory():
@@ -198,3 +198,14 @@ def test_each_machine_is_led_by_its_first_host_by_name():
     assert machine_leaders(list(hostvars), hostvars) == ['beta-db', 'lb', 'prod-app1']
     # A host outside the play (--limit) never leads: the first of the play's hosts does.
     assert machine_leaders(['test_upgrade-db', 'test-db'], hostvars) == ['test-db']
+
+
+@pytest.mark.parametrize('hosts, stages', [
+    (['dev-a', 'test-a', 'lb1'], ['dev', 'test']),   # a whole run: every stage
+    (['lb1'], ['dev', 'test']),                      # the balancer holds every frontend
+    (['dev-a'], ['dev']),                            # --limit dev-a
+    (['test_upgrade-a'], ['test']),                  # a twin's host changes its stage
+    ([], []),
+])
+def test_the_stages_a_run_changes_follow_its_hosts(hosts, stages):
+    assert stages_changed(build_model(*inventory(), ['dev', 'test']), hosts) == stages

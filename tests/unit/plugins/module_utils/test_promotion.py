@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
+import time
 
 import pytest
 
 from ansible_collections.zopeops.stages.plugins.module_utils.promotion import (
-    PromotionRefused, acquire, append_ledger, phase_durations, read_owner, read_state, release,
-    start_state, update_state)
+    PromotionRefused, acquire, append_ledger, heartbeat_age, phase_durations, read_owner,
+    read_state, release, start_state, update_state)
 
 
 def owner(run_id, action='run'):
@@ -82,14 +84,125 @@ def test_claims_left_by_dead_runs_are_ignored(tmp_path):
     assert not list(folder.iterdir())
 
 
-def test_take_over_only_the_named_run(tmp_path):
+def test_a_dead_run_named_by_the_controller_is_taken_over_only_by_resume(tmp_path):
     acquire(str(tmp_path), 'test', owner('dead'))
-    with pytest.raises(PromotionRefused):
-        acquire(str(tmp_path), 'test', owner('r2'), take_over_run_id='someone-else')
-    previous, taken = acquire(str(tmp_path), 'test', owner('r2', 'resume'),
-                              take_over_run_id='dead')
-    assert taken['run_id'] == 'dead'
+    with pytest.raises(PromotionRefused, match='is in progress|holds the lock'):
+        acquire(str(tmp_path), 'test', owner('r2', 'resume'), purpose='resume',
+                dead_run_id='someone-else')
+    with pytest.raises(PromotionRefused, match='was interrupted'):
+        acquire(str(tmp_path), 'test', owner('r2'), dead_run_id='dead')
+    previous, taken = acquire(str(tmp_path), 'test', owner('r2', 'resume'), purpose='resume',
+                              dead_run_id='dead')
+    assert [t['run_id'] for t in taken] == ['dead'] and taken[0]['interrupted']
     assert read_owner(str(tmp_path), 'test')['run_id'] == 'r2'
+
+
+def _foreign_lock(state_dir, stage, run_id, heartbeat_seconds_ago, step=None):
+    """A lock taken by a run on another controller whose heartbeat is that old."""
+    acquire(state_dir, stage, dict(owner(run_id), controller='awx-job-17', controller_pid=7))
+    start_state(state_dir, stage, {}, {'status': 'running', 'run_id': run_id}, run_id)
+    if step:
+        update_state(state_dir, stage, run_id, event={'phase': step, 'event': 'start'})
+    owner_path = os.path.join(state_dir, '%s.lock' % stage, 'owner.json')
+    record = json.load(open(owner_path))
+    record.pop('step', None)  # an owner.json that does not know the step: the state does
+    with open(owner_path, 'w') as handle:
+        json.dump(record, handle)
+    stamp = time.time() - heartbeat_seconds_ago
+    os.utime(os.path.join(state_dir, '%s.lock' % stage, 'heartbeat'), (stamp, stamp))
+
+
+def test_heartbeat_age_is_the_age_of_the_heartbeat_file(tmp_path):
+    _foreign_lock(str(tmp_path), 'test', 'r1', 300)
+    age = heartbeat_age(str(tmp_path), 'test', read_owner(str(tmp_path), 'test'))
+    assert 299 <= age <= 302
+    update_state(str(tmp_path), 'test', 'r1', update={'x': 1})  # a state update shows life
+    assert heartbeat_age(str(tmp_path), 'test', read_owner(str(tmp_path), 'test')) < 2
+
+
+def test_a_foreign_live_lock_is_refused_naming_the_holder_and_the_time_left(tmp_path):
+    _foreign_lock(str(tmp_path), 'prod', 'job-17', 30, step='twin_data')
+    for purpose in ('run', 'resume', 'rollback', 'push', 'site'):
+        with pytest.raises(PromotionRefused) as refused:
+            acquire(str(tmp_path), 'prod', owner('r2', purpose), purpose=purpose, lease=120)
+        text = str(refused.value)
+        assert 'holds the lock' in text and 'job-17' in text and 'alice' in text, text
+        assert 'at step twin_data' in text and 'at step ?' not in text, text
+        assert 'awx-job-17' in text and 'renewed 30s ago' in text, text
+        assert 'counts as interrupted' in text and re.search('in (89|90)s', text), text
+        assert refused.value.holder['interrupted'] is False
+    assert read_owner(str(tmp_path), 'prod')['run_id'] == 'job-17'
+    assert read_state(str(tmp_path), 'prod')['status'] == 'running'
+
+
+def test_a_foreign_lock_whose_heartbeat_stopped_is_interrupted_and_resume_takes_it(tmp_path):
+    _foreign_lock(str(tmp_path), 'prod', 'job-17', 121, step='cutover_to_twin')
+    with pytest.raises(PromotionRefused) as refused:
+        acquire(str(tmp_path), 'prod', owner('r2'), purpose='run', lease=120)
+    text = str(refused.value)
+    assert 'was interrupted' in text and 'at step cutover_to_twin' in text, text
+    assert '-e action=resume' in text and '-e action=rollback' in text, text
+    assert 'heartbeat stopped 121s ago' in text and 'awx-job-17' in text, text
+    state = read_state(str(tmp_path), 'prod')
+    assert state['status'] == 'interrupted' and state['interrupted']['step'] == 'cutover_to_twin'
+    with pytest.raises(PromotionRefused, match='was interrupted'):  # a push may not take it
+        acquire(str(tmp_path), 'prod', owner('p1', 'push_branding'), purpose='push', lease=120)
+    assert read_owner(str(tmp_path), 'prod')['run_id'] == 'job-17'
+    previous, taken = acquire(str(tmp_path), 'prod', owner('r3', 'resume'), purpose='resume',
+                              lease=120)
+    assert previous['status'] == 'interrupted' and previous['run_id'] == 'job-17'
+    assert taken[0]['run_id'] == 'job-17' and taken[0]['step'] == 'cutover_to_twin'
+    assert read_owner(str(tmp_path), 'prod')['run_id'] == 'r3'
+
+
+def test_the_lease_is_the_callers(tmp_path):
+    _foreign_lock(str(tmp_path), 'prod', 'job-17', 40)
+    with pytest.raises(PromotionRefused, match='holds the lock'):
+        acquire(str(tmp_path), 'prod', owner('r2', 'rollback'), purpose='rollback', lease=60)
+    acquire(str(tmp_path), 'prod', owner('r2', 'rollback'), purpose='rollback', lease=30)
+    assert read_owner(str(tmp_path), 'prod')['run_id'] == 'r2'
+
+
+def test_break_lock_takes_a_live_lock(tmp_path):
+    _foreign_lock(str(tmp_path), 'prod', 'job-17', 1)
+    _previous, taken = acquire(str(tmp_path), 'prod', owner('r2'), break_lock=True)
+    assert taken[0]['run_id'] == 'job-17' and not taken[0]['interrupted']
+    assert read_state(str(tmp_path), 'prod')['status'] == 'running'  # not known to be dead
+
+
+def test_an_interrupted_push_or_site_lock_is_taken_by_any_run(tmp_path):
+    acquire(str(tmp_path), ['dev', 'beta'], owner('site-1', 'site'), purpose='site')
+    for stage in ('dev', 'beta'):
+        assert read_owner(str(tmp_path), stage)['stages'] == ['dev', 'beta']
+        path = tmp_path / ('%s.lock' % stage) / 'heartbeat'
+        os.utime(path, (time.time() - 500, time.time() - 500))
+    with pytest.raises(PromotionRefused, match='site.yml run of dev'):
+        acquire(str(tmp_path), 'dev', owner('r1'), lease=600)
+    _previous, taken = acquire(str(tmp_path), 'beta', owner('r1'), lease=120)
+    assert taken[0]['run_id'] == 'site-1'
+
+
+def test_several_stages_are_locked_all_or_none_and_released_together(tmp_path):
+    acquire(str(tmp_path), 'test', owner('t1'))
+    with pytest.raises(PromotionRefused, match='run of test'):
+        acquire(str(tmp_path), ['dev', 'beta', 'test'], owner('s1', 'site'), purpose='site')
+    assert read_owner(str(tmp_path), 'dev') is None and read_owner(str(tmp_path), 'beta') is None
+    release(str(tmp_path), 'test', 't1')
+    acquire(str(tmp_path), ['dev', 'beta', 'test'], owner('s1', 'site'), purpose='site')
+    with pytest.raises(PromotionRefused, match='site.yml run of beta'):
+        acquire(str(tmp_path), 'beta', owner('p1', 'push_branding'), purpose='push')
+    assert release(str(tmp_path), ['dev', 'beta', 'test'], 's1') is True
+    assert all(read_owner(str(tmp_path), s) is None for s in ('dev', 'beta', 'test'))
+
+
+def test_a_dry_run_decides_alike_and_writes_nothing(tmp_path):
+    _foreign_lock(str(tmp_path), 'prod', 'job-17', 500)
+    before = sorted(os.listdir(tmp_path)), (tmp_path / 'prod.json').read_text()
+    with pytest.raises(PromotionRefused, match='was interrupted'):
+        acquire(str(tmp_path), 'prod', owner('r2'), dry_run=True)
+    acquire(str(tmp_path), 'prod', owner('r2', 'resume'), purpose='resume', dry_run=True)
+    assert (sorted(os.listdir(tmp_path)), (tmp_path / 'prod.json').read_text()) == before
+    assert read_owner(str(tmp_path), 'prod')['run_id'] == 'job-17'
 
 
 def test_state_writes_need_the_lock_and_refresh_the_step(tmp_path):
@@ -107,6 +220,31 @@ def test_state_writes_need_the_lock_and_refresh_the_step(tmp_path):
     assert release(str(tmp_path), 'test', 'r1') is True
     assert read_owner(str(tmp_path), 'test') is None
     assert read_state(str(tmp_path), 'test')['traffic'] == 'upgrade'  # the state outlives it
+
+
+def _append_many(state_dir, writer, count, barrier):
+    barrier.wait()
+    padding = 'x' * (3000 + 1000 * writer)  # lines longer than PIPE_BUF, of differing sizes
+    for n in range(count):
+        append_ledger(state_dir, {'writer': writer, 'n': n, 'padding': padding})
+
+
+def test_writers_appending_at_once_lose_no_line(tmp_path):
+    writers, count = 4, 300
+    barrier = multiprocessing.Barrier(writers)
+    procs = [multiprocessing.Process(target=_append_many,
+                                     args=(str(tmp_path), writer, count, barrier))
+             for writer in range(writers)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+        assert proc.exitcode == 0
+    lines = (tmp_path / 'ledger.jsonl').read_text().splitlines()
+    assert len(lines) == writers * count
+    entries = [json.loads(line) for line in lines]  # every line whole
+    for writer in range(writers):
+        assert [e['n'] for e in entries if e['writer'] == writer] == list(range(count))
 
 
 def test_ledger_lines_are_whole_json(tmp_path):

@@ -45,9 +45,11 @@ def test_promotions_folder_gives_last_ledger_line_state_and_lock(tmp_path):
     assert found['test']['last']['by'] == 'alice'
     assert found['test']['state'] == {'status': 'done', 'step': 'finish', 'traffic': 'live',
                                       'run_id': None, 'current_step': 'finish', 'age': 5.0}
-    # A lock without a heartbeat file: alive while it is younger than stale_after.
-    assert found['prod']['lock'] == {'by': 'bob', 'heartbeat_age': None, 'alive': True}
-    assert promotions_status(str(tmp_path), stale_after=1, now=now + 100)['prod']['lock'][
+    # A lock without a heartbeat file counts from when it was taken (its owner.json), as the
+    # lock itself decides: alive within the lease.
+    lock = found['prod']['lock']
+    assert lock['by'] == 'bob' and lock['alive'] is True and lock['heartbeat_age'] <= 6
+    assert promotions_status(str(tmp_path), lease=60, now=now + 100)['prod']['lock'][
         'alive'] is False
     assert promotions_status(str(tmp_path / 'missing')) == {}
 
