@@ -19,7 +19,7 @@ description:
     with C(deployed.json), a C(zeo.conf) or client C(.ini) whose port is not the inventory's."
   - With O(probes), it asks those URLs too (a stage's frontend through the load balancer).
   - With O(promotions_dir) (the conductor's C(<root>/lb/promotions)), it reads each stage's
-    last ledger line, its promotion state (C(status), C(step), C(traffic), C(current_step): the
+    last ledger line, its promotion state (C(status), C(step), C(traffic), C(current_step), the
     step the run is in where its events say so) and its lock owner, with C(heartbeat_age) and
     C(alive) (see O(lock_lease)).
 version_added: 0.1.0
