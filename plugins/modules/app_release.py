@@ -174,7 +174,7 @@ build_seconds:
   returned: success
   type: float
 steps:
-  description: The commands the build ran, as the argv lists they ran with (no credentials:
+  description: The commands the build ran, as the argv lists they ran with (no credentials;
     those of O(repo) are passed in the environment).
   returned: success
   type: list

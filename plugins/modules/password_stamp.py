@@ -13,7 +13,7 @@ description:
     hash in base64; PBKDF2-HMAC-SHA256 of the password with a random 16-byte salt), so that a
     role can tell whether an account or its password changed since the last run without
     keeping anything a stolen file would let anyone brute-force cheaply.
-  - Idempotent. The salt is kept: a run with the same account and password changes nothing;
+  - Idempotent. The salt is kept, so a run with the same account and password changes nothing;
     another account or password writes a new stamp with a new salt and reports
     RV(account_changed).
   - A stamp of the former format C(<account>:{SHA256}<hex>) (an unsalted SHA-256) that matches
@@ -63,7 +63,7 @@ EXAMPLES = r"""
 RETURN = r"""
 account_changed:
   description: Whether the account or its password differ from the stamp's (or there was no
-    readable stamp): what the account's file must be written again for.
+    readable stamp), so the account's file must be written again.
   returned: always
   type: bool
 migrated:
