@@ -28,6 +28,12 @@ description:
     keys of the file (what the data modules record) are kept.
   - Credentials in O(repo) (C(https://user:password@host/...)) never appear in the result, an
     error message or C(release.json); the URL is shown as C(https://********@host/...).
+  - Nor on disk or in a command line. The mirror's config holds the URL without them (a mirror
+    that still holds them is set to the bare URL on the next run), and they reach git only
+    through the environment of the git process that clones or fetches, where a credential
+    helper given as C(git -c) answers them for that URL's protocol and host. Any credential
+    helper configured for the account is disabled for that process, so none stores them.
+    This applies to C(http) and C(https) URLs; other URLs and paths are used as given.
 author:
   - zopeops.stages developers (@zopeops)
 extends_documentation_fragment:
@@ -168,7 +174,8 @@ build_seconds:
   returned: success
   type: float
 steps:
-  description: The commands the build ran, as argv lists (credentials in URLs redacted).
+  description: The commands the build ran, as the argv lists they ran with (no credentials;
+    those of O(repo) are passed in the environment).
   returned: success
   type: list
   elements: list
@@ -202,6 +209,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -256,20 +264,70 @@ def resolve(mirror, revision, steps, timeout):
     return proc.stdout.decode().strip()
 
 
-def ensure_mirror(mirror, repo, steps, timeout):
+# Credentials of an http(s) repository URL reach git through the environment of the git
+# process only: the mirror's config holds the URL without them and no argv holds them. A
+# credential helper given on git's command line (top-level -c, which is never written to a
+# config) answers git's "get" from these variables, for the URL's own protocol and host only;
+# the empty helper before it drops any configured helper, so that no "store" helper (say
+# ~/.git-credentials) is asked to keep them.
+CREDENTIAL_ENV = ('ZOPEOPS_GIT_PROTOCOL', 'ZOPEOPS_GIT_HOST', 'ZOPEOPS_GIT_USERNAME',
+                  'ZOPEOPS_GIT_PASSWORD')
+CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get || return 0; p=; h=; '
+    'while IFS= read -r line; do case "$line" in '
+    'protocol=*) p="${line#protocol=}";; host=*) h="${line#host=}";; esac; done; '
+    'test "$p" = "$ZOPEOPS_GIT_PROTOCOL" && test "$h" = "$ZOPEOPS_GIT_HOST" || return 0; '
+    'printf "username=%s\\n" "$ZOPEOPS_GIT_USERNAME"; '
+    'test -z "${ZOPEOPS_GIT_PASSWORD+set}" || printf "password=%s\\n" "$ZOPEOPS_GIT_PASSWORD"; '
+    '}; f')
+
+
+class Remote:
+    """A repository as git is told about it: ``url`` (what the mirror's config holds, without
+    credentials), ``options`` (the top-level ``git -c`` arguments) and ``env`` (the variables
+    of the git process that talks to the remote; None: the module's own environment)."""
+
+    def __init__(self, repo, environ=None):
+        self.url, self.options, self.env = repo, [], None
+        try:
+            parts = urlsplit(repo)
+        except ValueError:
+            return
+        if parts.scheme.lower() not in ('http', 'https') or '@' not in parts.netloc:
+            return  # a path, file://, ssh:// (its user is no secret) or no credentials
+        userinfo, hostport = parts.netloc.rsplit('@', 1)
+        username, has_password, password = userinfo.partition(':')
+        self.url = urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
+        self.options = ['-c', 'credential.helper=', '-c', 'credential.helper=' + CREDENTIAL_HELPER]
+        self.env = dict(os.environ if environ is None else environ)
+        self.env.update(ZOPEOPS_GIT_PROTOCOL=parts.scheme.lower(), ZOPEOPS_GIT_HOST=hostport,
+                        ZOPEOPS_GIT_USERNAME=unquote(username), GIT_TERMINAL_PROMPT='0')
+        self.env.pop('ZOPEOPS_GIT_PASSWORD', None)
+        if has_password:
+            self.env['ZOPEOPS_GIT_PASSWORD'] = unquote(password)
+
+    def git(self, *args):
+        """The argv of a git command that talks to this remote."""
+        return ['git'] + self.options + list(args)
+
+
+def ensure_mirror(mirror, remote, steps, timeout):
+    """Clone the mirror, or point the existing one at ``remote.url``: a mirror whose config
+    still holds credentials (written before they moved to the environment) loses them here."""
     if not os.path.isdir(mirror):
         tmp = mirror + '.tmp-%d' % os.getpid()
         shutil.rmtree(tmp, ignore_errors=True)
-        run(['git', 'clone', '--quiet', '--mirror', repo, tmp], steps, timeout)
+        run(remote.git('clone', '--quiet', '--mirror', remote.url, tmp), steps, timeout,
+            env=remote.env)
         os.rename(tmp, mirror)
         return True
-    run(git(mirror, 'remote', 'set-url', 'origin', repo), steps, timeout)
+    run(git(mirror, 'remote', 'set-url', 'origin', remote.url), steps, timeout)
     return False
 
 
-def fetch(mirror, steps, timeout):
-    run(git(mirror, 'fetch', '--quiet', '--prune', '--tags', 'origin',
-            '+refs/heads/*:refs/heads/*'), steps, timeout)
+def fetch(mirror, remote, steps, timeout):
+    run(remote.git('--git-dir', mirror, 'fetch', '--quiet', '--prune', '--tags', 'origin',
+                   '+refs/heads/*:refs/heads/*'), steps, timeout, env=remote.env)
 
 
 def export_tree(mirror, sha, dest, steps, timeout):
@@ -464,10 +522,11 @@ def main():
     try:
         os.makedirs(releases, exist_ok=True)
         with locked(os.path.join(releases, '.lock')):
-            ensure_mirror(mirror, params['repo'], steps, params['timeout'])
+            remote = Remote(params['repo'])
+            ensure_mirror(mirror, remote, steps, params['timeout'])
             sha = resolve(mirror, revision, steps, params['timeout'])
             if (sha is None or not SHA_RE.match(revision)) and params['fetch']:
-                fetch(mirror, steps, params['timeout'])
+                fetch(mirror, remote, steps, params['timeout'])
                 sha = resolve(mirror, revision, steps, params['timeout'])
             if sha is None:
                 raise BuildError('Revision %r is not in %s: name a commit, tag or branch that '

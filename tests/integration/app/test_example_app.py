@@ -9,6 +9,7 @@ the commands from the rendered supervisord program files, by this test, and stop
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -274,6 +275,24 @@ def test_zope_client_serves_the_app_through_zeo(release, tmp_path, processes):
 
     access_log = (log / 'client1-access.log').read_text()
     assert '/@@zopeops-info' in access_log or '%40%40zopeops-info' in access_log
+
+    # The stamp that remembers the admin account holds a salted PBKDF2, not a bare hash.
+    stamp = instance_dir / 'var' / 'inituser.applied'
+    text = stamp.read_text()
+    assert text.startswith('admin:pbkdf2-sha256$') and oct(stamp.stat().st_mode & 0o777) == '0o600'
+    assert hashlib.sha256(ADMIN_PASSWORD.encode()).hexdigest() not in text
+    # A stamp of the former format (an unsalted {SHA256}) of the same password is rewritten,
+    # without writing inituser (no account reset, no restart); then nothing changes.
+    stamp.write_text('admin:{SHA256}%s\n' % hashlib.sha256(ADMIN_PASSWORD.encode()).hexdigest())
+    assert run_playbook(tmp_path, extra_vars) == 1
+    assert stamp.read_text().startswith('admin:pbkdf2-sha256$')
+    assert not (instance_dir / 'inituser').exists()
+    assert run_playbook(tmp_path, extra_vars) == 0
+    # A new password writes inituser for the next start (and a new stamp).
+    new_password = 'another-test-password'
+    assert run_playbook(tmp_path, dict(extra_vars, zope_client_admin_password=new_password),
+                        password=new_password) > 0
+    assert (instance_dir / 'inituser').exists() and stamp.read_text() != text
 
 
 def http_post(url, data, auth=None, timeout=10):

@@ -196,3 +196,37 @@ def _safe(fn):
         return fn() or True
     except Exception:  # noqa: BLE001 - polling until HAProxy answers again
         return False
+
+
+def process_uids(pid):
+    """(real, effective, saved, filesystem) uid of a process, from /proc/<pid>/status."""
+    with open('/proc/%d/status' % pid) as handle:
+        for line in handle:
+            if line.startswith('Uid:'):
+                return tuple(int(uid) for uid in line.split()[1:5])
+    raise AssertionError('no Uid line for pid %d' % pid)
+
+
+def child_pids(pid):
+    """The PIDs whose parent is ``pid`` (HAProxy's master-worker: the master's workers)."""
+    children = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry) as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+        if int(stat.rsplit(')', 1)[1].split()[1]) == pid:
+            children.append(int(entry))
+    return children
+
+
+def haproxy_workers(master_pid, timeout=10):
+    """The worker PIDs of the HAProxy master ``master_pid`` (waits until there is one)."""
+    found = []
+    wait_for(lambda: found.extend(child_pids(master_pid)) or found, timeout, 0.05,
+             'an HAProxy worker of master %d' % master_pid)
+    return found

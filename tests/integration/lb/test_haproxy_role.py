@@ -3,6 +3,7 @@ supervisord, and a second run changes nothing, not even a switch made at runtime
 (That its configuration passes ``haproxy -c`` is tested in test_lb_haproxy.py.)"""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -14,7 +15,8 @@ from support.modules import run_module
 from support.paths import VENV_BIN
 from support.procs import wait_for
 
-from lbsupport import LB, make_model, recap_changed, run_role, short_tmpdir
+from lbsupport import (LB, haproxy_workers, make_model, process_uids, recap_changed, run_role,
+                       short_tmpdir)
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +70,12 @@ def test_role_runs_haproxy_under_supervisord_and_keeps_runtime_switches(root, pr
         balancer.wait_all_up()
         assert requests.get(balancer.url('test'), timeout=5).text.startswith('test-client')
 
+        _assert_serves_unprivileged(ctl, balancer)
+
         switched = run_module('lb_switch', balancer.module_args(stage='test', active='upgrade'))
         assert switched['rc'] == 0 and switched['changed'], switched
+        assert requests.post(balancer.url('test'), data=b'x=1', timeout=5).text == (
+            'POST test_upgrade-client1')
 
         # The second run changes nothing: not the files, not the process, not the switch.
         started = time.monotonic()
@@ -82,6 +88,23 @@ def test_role_runs_haproxy_under_supervisord_and_keeps_runtime_switches(root, pr
         print('role runs took %s seconds' % ['%.1f' % t for t in timings])
     finally:
         subprocess.run(ctl + ['shutdown'], capture_output=True, timeout=60, check=False)
+
+
+def _assert_serves_unprivileged(ctl, balancer):
+    """Under a supervisord running as root, HAProxy's master keeps root (to reload) and its
+    worker serves as the haproxy user; writes go through; the admin socket stays root's."""
+    pid = subprocess.run(ctl + ['pid', 'haproxy'], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    master = int(pid)
+    if process_uids(master)[1] != 0:
+        return  # a supervisord not run as root: HAProxy has nothing to drop (and may not)
+    import pwd
+    haproxy_uid = pwd.getpwnam('haproxy').pw_uid
+    for worker in haproxy_workers(master):
+        assert process_uids(worker) == (haproxy_uid,) * 4, worker
+    assert requests.post(balancer.url('test'), data=b'x=1', timeout=5).text in (
+        'POST test-client1', 'POST test-client2')
+    assert os.stat(balancer.socket).st_uid == 0
 
 
 def _quiet_get(url):

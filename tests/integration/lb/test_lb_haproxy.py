@@ -20,7 +20,7 @@ from support.writeload import WriteLoad
 from support.paths import COLLECTIONS, REPO
 
 import lbsupport
-from lbsupport import LB, make_model, run_role, short_tmpdir
+from lbsupport import LB, haproxy_workers, make_model, process_uids, run_role, short_tmpdir
 
 pytestmark = pytest.mark.integration
 
@@ -472,6 +472,29 @@ def test_permission_denied_on_the_socket_for_another_user(lb):
     assert lb.runtime_active(STAGE) == 'be_test_live'
 
 
+def test_haproxy_started_as_root_serves_as_its_unprivileged_user(lb):
+    """The role's configuration makes a root-started HAProxy's worker drop to haproxy_user;
+    the socket, bound before that as root, stays root's 0600 and lb_switch (root) uses it."""
+    if os.geteuid() != 0:
+        pytest.skip('HAProxy drops privileges only when started as root')
+    import pwd
+    haproxy_uid = pwd.getpwnam('haproxy').pw_uid
+    assert process_uids(lb.haproxy.pid)[1] == 0          # the master keeps root to reload
+    workers = haproxy_workers(lb.haproxy.pid)
+    for pid in workers:
+        assert process_uids(pid) == (haproxy_uid,) * 4, pid
+    assert lb.post(STAGE).text in ('POST test-client1', 'POST test-client2')
+    stat = os.stat(lb.socket)
+    assert (stat.st_uid, oct(stat.st_mode & 0o777)) == (0, '0o600')
+    result = switch(lb, 'upgrade')
+    assert result['rc'] == 0 and result['changed'], result
+    assert lb.post(STAGE).text == 'POST ' + TWIN
+    lb.reload_haproxy()                                    # a reload's new worker drops too
+    for pid in set(haproxy_workers(lb.haproxy.pid)) - set(workers):
+        assert process_uids(pid)[1] == haproxy_uid, pid
+    assert lb.post(STAGE).text == 'POST ' + TWIN
+
+
 def test_check_mode_reports_and_changes_nothing(lb):
     map_before = lb.active_map.read_text()
     result = switch(lb, 'upgrade', check=True)
@@ -572,6 +595,8 @@ def test_role_renders_a_configuration_haproxy_accepts(rendered):
     assert 'server test_upgrade-client1 127.0.0.1:%d check' % (
         model['stages']['test']['upgrade']['clients'][0]['port']) in config
     assert 'stats socket %s/run/haproxy.sock mode 0600 level admin' % root in config
+    # Rendered by this account for a HAProxy under supervisord, which runs as this account.
+    assert (('\n    user haproxy\n    group haproxy\n' in config) == (os.geteuid() == 0)), config
     assert 'option redispatch' in config and 'retry-on conn-failure' in config
     assert maps['active.map'].splitlines()[-2:] == ['dev be_dev_live', 'test be_test_live']
     assert maps['frozen.map'].splitlines()[-2:] == ['dev 0', 'test 0']
@@ -581,3 +606,15 @@ def test_role_renders_a_configuration_haproxy_accepts(rendered):
                      'active_map': str(etc / 'active.map'), 'frozen_map': str(etc / 'frozen.map'),
                      'config_file': str(etc / 'haproxy.cfg'),
                      'ports': {s: model['stages'][s]['lb_port'] for s in ('dev', 'test')}}
+
+
+@pytest.mark.parametrize('drop', [False, True])
+def test_role_renders_the_privilege_drop_as_told(drop):
+    root = short_tmpdir()
+    try:
+        code, output = run_role(root, make_model(), {'haproxy_drop_privileges': drop})
+        assert code == 0, output
+        config = (root / 'root' / 'lb' / 'etc' / 'haproxy.cfg').read_text()
+        assert ('\n    user haproxy\n    group haproxy\n' in config) is drop, config
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from support.git_http import GitHTTPServer
 from support.modules import run_module
 
 pytestmark = pytest.mark.integration
@@ -198,8 +199,9 @@ def test_credentials_in_the_repository_url_never_show(tmp_path, repo):
     work, bare = repo
     url = 'https://deployer:s3cret-Pw@git.example.invalid/site.git'
     # git rewrites the URL to the local bare repository, so the build really happens.
+    # (The mirror is told the URL without its credentials, so that is the one to rewrite.)
     env = {'GIT_CONFIG_COUNT': '1', 'GIT_CONFIG_KEY_0': 'url.%s.insteadOf' % bare,
-           'GIT_CONFIG_VALUE_0': url}
+           'GIT_CONFIG_VALUE_0': 'https://git.example.invalid/site.git'}
     root = tmp_path / 'root'
     ok = run_module('app_release', dict(root=str(root), repo=url, revision='v1',
                                         instance_dir=str(root / 'test')), env=env)
@@ -216,3 +218,72 @@ def test_credentials_in_the_repository_url_never_show(tmp_path, repo):
         assert 's3cret-Pw' not in text
     assert 'https://********@git.example.invalid/site.git' in release_json
     assert "Revision 'no-such-tag' is not in https://********@git.example.invalid" in bad['msg']
+
+
+# -- credentials in the repository URL: never in the mirror's config, never in git's argv --
+
+SECRET = 's3cret-Pw'
+
+
+def _files_holding(folder, secret):
+    return [str(path) for path in folder.rglob('*')
+            if path.is_file() and secret.encode() in path.read_bytes()]
+
+
+def test_credentials_reach_git_through_its_environment_only(tmp_path, repo):
+    work, bare = repo
+    served = tmp_path / 'served'
+    served.mkdir()
+    site = served / 'site.git'
+    git(tmp_path, 'clone', '-q', '--bare', str(work), str(site))
+    home = tmp_path / 'home'
+    home.mkdir()
+    # A "store" helper configured for the account would write what git is given to this file;
+    # the module's empty helper must keep it from being asked.
+    stored = tmp_path / 'stored-credentials'
+    (home / '.gitconfig').write_text('[credential]\n\thelper = store --file %s\n' % stored)
+    env = {'HOME': str(home), 'XDG_CONFIG_HOME': str(home / '.config')}
+    root = tmp_path / 'root'
+    mirror = root / 'releases' / '.mirror.git'
+    with GitHTTPServer(served, 'deployer', SECRET) as server:
+        bare_url = 'http://127.0.0.1:%d/site.git' % server.port
+        url = 'http://deployer:%s@127.0.0.1:%d/site.git' % (SECRET, server.port)
+
+        first = run_module('app_release', dict(root=str(root), repo=url, revision='v1',
+                                               install_source=False, requirements=''), env=env)
+        assert first['rc'] == 0, first
+        assert first['revision'] == git(work, 'rev-parse', 'v1')
+        # The server refuses anonymous requests: the clone got through with the credentials.
+        assert server.refused >= 1 and server.authorized >= 2, vars(server)
+        clone = [argv for argv in first['steps'] if 'clone' in argv]
+        assert clone and clone[0][-2] == bare_url, first['steps']   # no userinfo, not even redacted
+
+        # A mirror written before this change holds the token in its config: the next run
+        # points it at the bare URL, and a new commit on a branch is fetched with the token.
+        git(mirror, 'remote', 'set-url', 'origin', url)
+        (work / 'demo_pkg' / '__init__.py').write_text('VERSION = 2\n')
+        git(work, 'commit', '-qam', 'v2')
+        git(work, 'push', '-q', str(site), 'main')
+        before = server.authorized
+        second = run_module('app_release', dict(root=str(root), repo=url, revision='main',
+                                                install_source=False, requirements=''), env=env)
+        assert second['rc'] == 0, second
+        assert second['revision'] == git(work, 'rev-parse', 'HEAD')
+        assert server.authorized > before
+        assert any('fetch' in argv for argv in second['steps'])
+
+        wrong = run_module('app_release', dict(
+            root=str(tmp_path / 'other'), repo=url.replace(SECRET, 'wrong-' + SECRET),
+            revision='v1', install_source=False, requirements=''), env=env)
+        assert wrong.get('failed') and SECRET not in wrong['msg']
+
+    assert git(mirror, 'config', 'remote.origin.url') == bare_url
+    assert '@' not in (mirror / 'config').read_text()
+    assert _files_holding(mirror, SECRET) == []
+    assert _files_holding(root, SECRET) == []
+    assert not stored.exists() and _files_holding(home, SECRET) == []
+    # Read from /proc while every request was handled, with git and its helpers running.
+    assert server.processes_seen >= server.requests > 0
+    assert server.argv_hits == [], server.argv_hits
+    for text in (json.dumps(first), json.dumps(second), json.dumps(wrong)):
+        assert SECRET not in text
