@@ -183,7 +183,8 @@ class ActionModule(ActionBase):
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         os.closerange(3, 1 << 16)  # the worker's result queue included; nothing else is used
-        display._final_q = None  # pylint: disable=protected-access  (its queue is closed)
+        # Its queue is closed: nothing may be sent through it from here.
+        display._final_q = None  # pylint: disable=protected-access
 
         def alive():
             return started is not None and process_start(playbook_pid) == started

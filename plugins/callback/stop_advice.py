@@ -199,9 +199,10 @@ class Watch:
 
     def _push(self):
         target = self.stage()
-        lines = ['Interrupted: push_branding of %s to %s, in %s.' % (
-            self.extra.get('partner', '?'), target, self.step or 'its plan'),
-                 'Traffic: unchanged (a push moves no traffic and freezes no writes).']
+        lines = [
+            'Interrupted: push_branding of %s to %s, in %s.' % (
+                self.extra.get('partner', '?'), target, self.step or 'its plan'),
+            'Traffic: unchanged (a push moves no traffic and freezes no writes).']
         again = 'ansible-playbook %s %s' % (self.book, ' '.join(
             '-e %s=%s' % (key, self.extra[key]) for key in ('partner', 'from_stage', 'to_stage')
             if key in self.extra))

@@ -196,6 +196,7 @@ released:
   type: bool
 '''
 
+import math
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -230,7 +231,7 @@ def lease_seconds(value):
         lease = float(value)
     except (TypeError, ValueError):
         lease = None
-    if lease is None or not lease > 0 or lease != lease or lease == float('inf'):
+    if lease is None or not math.isfinite(lease) or lease <= 0:
         raise ValueError('The lock lease (lease, promote_lock_lease) is %r: give a positive '
                          'number of seconds, e.g. -e promote_lock_lease=120.' % (value,))
     return lease

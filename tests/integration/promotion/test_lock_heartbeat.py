@@ -128,7 +128,7 @@ def test_the_heartbeat_is_renewed_while_the_run_works_and_ends_with_it(tmp_path)
                  what='the heartbeat to be renewed during the pause')
         # The heartbeat does not hold ansible-playbook's output open: communicate() returns
         # when the playbook ends.
-        output, _ = proc.communicate(timeout=120)
+        output = proc.communicate(timeout=120)[0]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -164,7 +164,7 @@ def test_a_sigkilled_run_stops_renewing_and_its_lock_is_interrupted(tmp_path):
 
     # The next plain run: refused at once, naming the step; the state says interrupted.
     refused = start(playbook(tmp_path, state_dir, 'next', pause=0), marker)
-    output, _ = refused.communicate(timeout=120)
+    output = refused.communicate(timeout=120)[0]
     said = ' '.join(output.split())
     assert refused.returncode != 0, output
     assert 'was interrupted' in said and 'at step twin_data' in said, output
@@ -176,7 +176,7 @@ def test_a_sigkilled_run_stops_renewing_and_its_lock_is_interrupted(tmp_path):
 
     # A resume takes it over and says so.
     resumed = start(playbook(tmp_path, state_dir, 'resumer', purpose='resume', pause=0), marker)
-    output, _ = resumed.communicate(timeout=120)
+    output = resumed.communicate(timeout=120)[0]
     assert resumed.returncode == 0, output
     assert 'Took over the lock of the run of test (run victim' in ' '.join(output.split()), output
     assert not (state_dir / 'test.lock').exists()

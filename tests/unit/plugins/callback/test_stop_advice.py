@@ -150,7 +150,7 @@ def test_a_real_ctrl_c_ends_with_the_advice(tmp_path):
         assert 'twin_code' in out.read_text(), out.read_text()
         time.sleep(1)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        err = proc.communicate(timeout=60)[1]
     finally:
         if proc.poll() is None:
             proc.kill()
