@@ -31,6 +31,9 @@ attributes:
     support: full
   diff_mode:
     support: none
+  platform:
+    support: full
+    platforms: posix
 options:
   path:
     description: The stamp file.

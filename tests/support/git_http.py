@@ -76,12 +76,12 @@ class _Handler(BaseHTTPRequestHandler):
             env['CONTENT_LENGTH'] = str(len(body))
         proc = subprocess.run(['git', 'http-backend'], input=body, env=env,
                               capture_output=True, check=False, timeout=60)
-        head, _, payload = proc.stdout.partition(b'\r\n\r\n')
-        if not _:
-            head, _, payload = proc.stdout.partition(b'\n\n')
+        head, separator, payload = proc.stdout.partition(b'\r\n\r\n')
+        if not separator:
+            head, separator, payload = proc.stdout.partition(b'\n\n')
         status, headers = 200, []
         for line in head.decode('latin-1').splitlines():
-            name, _, value = line.partition(':')
+            name, value = line.partition(':')[::2]
             if name.lower() == 'status':
                 status = int(value.split()[0])
             elif name:

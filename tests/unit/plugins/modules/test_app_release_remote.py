@@ -11,7 +11,6 @@ import pytest
 from ansible_collections.zopeops.stages.plugins.modules import app_release
 
 
-
 def test_credentials_go_to_the_environment_not_to_the_url_or_argv():
     remote = app_release.Remote('https://deploy%20er:to%3Ak%2Fen%40%40x@git.example.com:8443/site.git',
                                 environ={'PATH': '/usr/bin:/bin', 'ZOPEOPS_GIT_PASSWORD': 'old'})
