@@ -132,6 +132,11 @@ def test_interrupt_then_resume_loses_nothing(pipeline, moment, waits):
     first = run_under_load(pipeline, 'promote.yml', 'test', extra, during=interrupt)
     assert first.interrupted_at, 'the moment (%s) never came: %s' % (moment, first.output)
     assert first.proc.returncode != 0
+    # Its last lines say where the traffic is, whether writes are frozen, and what to run.
+    last = ' '.join(first.proc.stderr.split())
+    assert 'Interrupted: the promotion of stage test' in last, first.output
+    assert 'Traffic:' in last and 'Writes:' in last, first.output
+    assert 'promote.yml -e stage=test -e action=resume' in last, first.output
     refused_run = pipeline.playbook('promote.yml', dict({'stage': 'test'}, **extra))
     assert refused_run.returncode != 0 and 'was interrupted' in said(refused_run), \
         output(refused_run)
