@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import subprocess
+import tempfile
 
 from support.ansible import playbook_command, run_playbook
 from support.paths import REPO, VENV_BIN
@@ -26,6 +27,31 @@ SERVICE_USER = 'zopeops-zope'
 __all__ = ['Harness', 'HarnessUnavailable', 'unavailable_reason']
 
 
+def warm_wheel_cache(python=inventory.MACHINE_PYTHON, cache=inventory.WHEEL_CACHE):
+    """The machines build releases offline, from this machine's wheel cache, with the system
+    Python (inventory.py). What the local pipeline cached was resolved for the project's
+    Python, and a dependency's newest release may need a newer Python than the machines' (seen:
+    soupsieve 3.0.2 and newer need 3.11.5; Debian 12 has 3.11.2). So the example application is
+    resolved and installed once, online, for the machines' Python, into a throw-away virtualenv:
+    the cache then holds what the machines can use."""
+    uv = str(VENV_BIN / 'uv')
+    env = dict(os.environ, UV_CACHE_DIR=os.path.join(cache, 'uv'), UV_LINK_MODE='hardlink',
+               UV_PYTHON_DOWNLOADS='never')
+    app = REPO / 'examples' / 'zopeapp'
+    with tempfile.TemporaryDirectory(prefix='zopeops-warm-') as folder:
+        venv = os.path.join(folder, 'venv')
+        for argv in ([uv, 'venv', '--quiet', '--python', python, venv],
+                     [uv, 'pip', 'install', '--quiet', '--python', venv + '/bin/python', '-r',
+                      str(app / 'requirements.txt')],
+                     [uv, 'pip', 'install', '--quiet', '--python', venv + '/bin/python',
+                      str(app)]):
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900,
+                                  check=False)
+            if proc.returncode != 0:
+                raise HarnessUnavailable('warming the wheel cache for %s failed: %s: %s'
+                                         % (python, ' '.join(argv[:3]), proc.stderr[-2000:]))
+
+
 class Harness:
     def __init__(self, workdir, prod_clients=(3, 3, 2), twin_clients=(1, 1),
                  service_user=SERVICE_USER):
@@ -39,6 +65,7 @@ class Harness:
     def start(self):
         self.machines.start()
         try:
+            warm_wheel_cache()
             ensure_account(self.service_user, ['--system', '--no-create-home', '--shell',
                                                '/usr/sbin/nologin'])
             addresses = {name: machine.address for name, machine in self.machines.machines.items()}

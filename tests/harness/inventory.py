@@ -28,6 +28,9 @@ ZEO_MACHINES = {'dev': 'dev1', 'beta': 'stage1', 'beta_upgrade': 'stage1', 'test
 LB_PORTS = {'dev': 8081, 'beta': 8082, 'test': 8083, 'prod': 8084}
 ZEO_PORT = {'live': 8100, 'upgrade': 8200}
 CLIENT_PORT = {'live': 8080, 'upgrade': 8090}
+# The releases' Python on the machines, and the wheel cache they install from (offline).
+MACHINE_PYTHON = '/usr/bin/python3'
+WHEEL_CACHE = os.path.expanduser('~/.cache/zopeops-stages')
 
 
 def _clients(count, first, side):
@@ -157,9 +160,9 @@ def group_vars(workdir, ssh_key, known_hosts, ssh_user, service_user):
         'zopeops_tools_bin': venv_bin,
         'zope_client_environment': {'ZOPEOPS_FAULT_FILE': '{{ zopeops_instance_dir }}/var/FAULT'},
         # The wheel cache of this machine, shared: each machine builds its own releases fast.
-        'app_release_cache_dir': os.path.expanduser('~/.cache/zopeops-stages'),
+        'app_release_cache_dir': WHEEL_CACHE,
         # The releases' virtualenvs: from the system Python, which the service user can run.
-        'app_release_python': '/usr/bin/python3',
+        'app_release_python': MACHINE_PYTHON,
         # The machines have no route out: releases install from that cache only.
         'app_release_installer_env': {'UV_OFFLINE': '1'},
         'zopeops_admin_password_file': str(workdir / 'secrets' / 'zope-admin-password'),
