@@ -83,7 +83,35 @@ def freeze_window(switch, freezes=None, switches=None, unfreezes=None, replayed=
             'replayed_frozen': int(replayed_frozen or 0)}
 
 
+def _loop_items(results):
+    """The items of a registered loop that ran (not skipped)."""
+    return [item for item in results or [] if isinstance(item, dict) and not item.get('skipped')]
+
+
+def cutover_rescue(target, views=None, unfreezes=None):
+    """What a failed cutover does (roles/promote/tasks/cutover_rescue.yml): roll forward when
+    the target may hold an acknowledged write, else put the traffic back on the source.
+
+    ``views``: lb_switch's read-only results, one per balancer (a loop's results; a balancer
+    that could not be read has no ``after``). ``unfreezes``: the results of the cutover's
+    unfreeze calls. The target can have acknowledged a write only through a balancer that
+    sends the stage to it with no freeze in force (lifted, or a lease that ran out), or once an
+    unfreeze call ran at all (it may have lifted a freeze before it failed).
+    """
+    read = [item for item in _loop_items(views) if isinstance(item.get('after'), dict)]
+    open_on_target = sorted(str(item.get('item')) for item in read
+                            if item['after'].get('active') == target
+                            and not item['after'].get('frozen'))
+    unfreeze_ran = bool(_loop_items(unfreezes))
+    return {'roll_forward': bool(open_on_target) or unfreeze_ran,
+            'open_on_target': open_on_target,
+            'unfreeze_ran': unfreeze_ran,
+            'unread': sorted(str(item.get('item')) for item in _loop_items(views)
+                             if not isinstance(item.get('after'), dict))}
+
+
 class FilterModule:
     def filters(self):
         return {'promotion_plan': promotion_plan, 'promotion_plan_lines': describe,
-                'side_programs': side_programs, 'freeze_window': freeze_window}
+                'side_programs': side_programs, 'freeze_window': freeze_window,
+                'cutover_rescue': cutover_rescue}

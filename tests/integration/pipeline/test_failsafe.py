@@ -162,3 +162,35 @@ def test_a_commit_that_bypasses_the_freeze_reaches_the_target(pipeline):
     expected = set(run.writes.acknowledged) | set(direct)
     assert lost_writes(pipeline, 'test', expected) == {
         'http': [], 'datafs': [], 'missing_http': 0, 'missing_datafs': 0}
+
+
+def test_haproxy_lost_right_after_the_unfreeze_rolls_forward_and_loses_nothing(pipeline):
+    """HAProxy dies the moment the freeze is lifted on the twin (the unfreeze call may still be
+    waiting for the stage's drain): writes may already have been acknowledged by the twin, so
+    a failed cutover must not put the traffic back over them. The run rolls forward (or, if
+    the call had returned, simply goes on) and finishes; nothing acknowledged is lost."""
+    def kill_after_unfreeze(background):
+        if not wait_for_text(map_file(pipeline, 'active.map'), 'test be_test_upgrade',
+                             background):
+            return None
+        deadline = time.monotonic() + 120
+        while frozen_in_file(map_file(pipeline, 'frozen.map'), 'test'):
+            if time.monotonic() > deadline or background.proc.poll() is not None:
+                return None
+            time.sleep(0.005)
+        pid = int(pipeline.supervisorctl('pid', 'haproxy').stdout.strip() or 0)
+        os.kill(pid, signal.SIGKILL)
+        return time.time()
+
+    run = run_under_load(pipeline, 'promote.yml', 'test', SHORT, during=kill_after_unfreeze)
+    assert run.interrupted_at, run.output
+    assert run.proc.returncode == 0, run.output
+    rolled = 'rolled forward' in ' '.join(run.output.split())
+    print('HAProxy lost after the unfreeze: %s' % ('the cutover rolled forward' if rolled
+                                                   else 'the cutover had returned'))
+    assert not run.writes.failed, run.report()
+    assert not [f for f in run.reads.failures if f[0] > run.interrupted_at + 10], run.report()
+    lost = lost_writes(pipeline, 'test', set(run.writes.acknowledged))
+    assert lost['missing_http'] == 0 and lost['missing_datafs'] == 0, lost
+    assert info(pipeline, 'test')['instance'] == 'test'
+    assert pipeline.state('test')['status'] == 'done'
