@@ -518,8 +518,9 @@ def replay_tail(params, source, tail, target, result, base):
                     'planned): was it packed? Run the replay again.'
                     % (source, zfmt.tid_to_hex(txn.tid),
                        zfmt.tid_to_hex(wanted[min(counters['txns'], len(wanted) - 1)])))
+            # The last transaction the target holds from the source, for an error.
+            held = wanted[counters['txns'] - 1] if counters['txns'] else base
             if params['not_after'] and time.time() > params['not_after']:
-                held = wanted[counters['txns'] - 1] if counters['txns'] else base
                 raise zu.ZODBDataError(
                     'The replay from %s into %s stopped before transaction %s: the write '
                     'freeze\'s lease would run out (not_after %s), so the target could take '
@@ -533,7 +534,6 @@ def replay_tail(params, source, tail, target, result, base):
             except OSError:
                 raise
             except Exception as exc:  # ConflictError, POSException, ClientDisconnected...
-                held = wanted[counters['txns'] - 1] if counters['txns'] else base
                 raise zu.ZODBDataError(
                     'Replaying transaction %s from %s into %s failed: %s%s. That transaction '
                     'was aborted: the target holds the source\'s transactions up to %s. Check '

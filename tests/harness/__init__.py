@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import tempfile
 
@@ -37,8 +38,10 @@ def warm_wheel_cache(python=inventory.MACHINE_PYTHON, cache=inventory.WHEEL_CACH
     uv = str(VENV_BIN / 'uv')
     env = dict(os.environ, UV_CACHE_DIR=os.path.join(cache, 'uv'), UV_LINK_MODE='hardlink',
                UV_PYTHON_DOWNLOADS='never')
-    app = REPO / 'examples' / 'zopeapp'
     with tempfile.TemporaryDirectory(prefix='zopeops-warm-') as folder:
+        # A copy: building the product writes build/ beside its source.
+        app = pathlib.Path(shutil.copytree(REPO / 'examples' / 'zopeapp',
+                                           os.path.join(folder, 'app')))
         venv = os.path.join(folder, 'venv')
         for argv in ([uv, 'venv', '--quiet', '--python', python, venv],
                      [uv, 'pip', 'install', '--quiet', '--python', venv + '/bin/python', '-r',
