@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import threading
 import time
 
 import pytest
@@ -164,12 +166,43 @@ def test_a_commit_that_bypasses_the_freeze_reaches_the_target(pipeline):
         'http': [], 'datafs': [], 'missing_http': 0, 'missing_datafs': 0}
 
 
+class SlowRequest(threading.Thread):
+    """A GET through the stage's frontend whose body trickles in, one byte every half second:
+    HAProxy routes it on its headers, and the stage's side keeps it in flight until ``stop``."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port = port
+        self.stopped = threading.Event()
+
+    def run(self):
+        with socket.create_connection(('127.0.0.1', self.port), timeout=10) as sock:
+            sock.sendall(b'GET /@@zopeops-info HTTP/1.1\r\nHost: slow\r\n'
+                         b'Content-Length: 1000\r\n\r\n')
+            for _ in range(180):
+                if self.stopped.wait(0.5):
+                    return
+                try:
+                    sock.sendall(b'x')
+                except OSError:
+                    return
+
+    def stop(self):
+        self.stopped.set()
+        self.join(10)
+
+
 def test_haproxy_lost_right_after_the_unfreeze_rolls_forward_and_loses_nothing(pipeline):
-    """HAProxy dies the moment the freeze is lifted on the twin (the unfreeze call may still be
-    waiting for the stage's drain): writes may already have been acknowledged by the twin, so
-    a failed cutover must not put the traffic back over them. The run rolls forward (or, if
-    the call had returned, simply goes on) and finishes; nothing acknowledged is lost."""
+    """A slow request keeps the stage busy, so the call that lifts the freeze on the twin is
+    still waiting for the stage's drain when HAProxy dies: the call fails after the twin may
+    have acknowledged writes. The cutover must not put the traffic back over them: it rolls
+    forward, and the run finishes with nothing lost."""
+    slow = SlowRequest(pipeline.lb_port('test'))
+
     def kill_after_unfreeze(background):
+        if not wait_for_freeze(map_file(pipeline, 'frozen.map'), 'test', background):
+            return None
+        slow.start()  # a GET passes the freeze: routed to the stage, before the switch
         if not wait_for_text(map_file(pipeline, 'active.map'), 'test be_test_upgrade',
                              background):
             return None
@@ -182,12 +215,15 @@ def test_haproxy_lost_right_after_the_unfreeze_rolls_forward_and_loses_nothing(p
         os.kill(pid, signal.SIGKILL)
         return time.time()
 
-    run = run_under_load(pipeline, 'promote.yml', 'test', SHORT, during=kill_after_unfreeze)
+    try:
+        run = run_under_load(pipeline, 'promote.yml', 'test', SHORT, during=kill_after_unfreeze)
+    finally:
+        slow.stop()
     assert run.interrupted_at, run.output
     assert run.proc.returncode == 0, run.output
-    rolled = 'rolled forward' in ' '.join(run.output.split())
-    print('HAProxy lost after the unfreeze: %s' % ('the cutover rolled forward' if rolled
-                                                   else 'the cutover had returned'))
+    assert 'The cutover rolled forward' in ' '.join(run.output.split()), run.output
+    assert pipeline.state('test').get('rolled_forward') == 'cutover_to_twin' or \
+        pipeline.ledger()[-1].get('result') == 'success'
     assert not run.writes.failed, run.report()
     assert not [f for f in run.reads.failures if f[0] > run.interrupted_at + 10], run.report()
     lost = lost_writes(pipeline, 'test', set(run.writes.acknowledged))
