@@ -179,7 +179,7 @@ class SlowRequest(threading.Thread):
         with socket.create_connection(('127.0.0.1', self.port), timeout=10) as sock:
             sock.sendall(b'GET /@@zopeops-info HTTP/1.1\r\nHost: slow\r\n'
                          b'Content-Length: 1000\r\n\r\n')
-            for _ in range(180):
+            for _beat in range(180):
                 if self.stopped.wait(0.5):
                     return
                 try:
