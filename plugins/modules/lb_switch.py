@@ -591,14 +591,15 @@ def haproxy_stage(api, params, check_mode):
             diffs)
         _set_freeze_view(after, freeze_state(freeze_value(until)))
         was_frozen = freeze_state(frozen_before)['frozen']
+        deadline_before = freeze_state(frozen_before, 0)['until'] or 0  # the value as a second
         # A renewal is not the moment writes stopped. A lease that ended before it was lifted
         # let writes through at its deadline: that is when the freeze ended.
         if flag and not was_frozen:
             result['frozen_at'] = taken_at
         elif not flag and was_frozen:
             result['unfrozen_at'] = taken_at
-        elif not flag and taken_at and _int(frozen_before) > 10 ** 9:
-            result['unfrozen_at'] = float(_int(frozen_before))
+        elif not flag and taken_at and deadline_before > 10 ** 9:
+            result['unfrozen_at'] = float(deadline_before)
         return changed
 
     changed = False
@@ -688,13 +689,6 @@ def haproxy_stage(api, params, check_mode):
     if diffs:
         result['diff'] = diffs
     return result
-
-
-def _int(value):
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return 0
 
 
 def _set_freeze_view(view, state):
