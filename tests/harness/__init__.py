@@ -1,5 +1,6 @@
-"""The multi-machine test harness: machines as network + mount namespaces with sshd
-(:mod:`.machines`), and a production-shaped inventory for them (:mod:`.inventory`).
+"""The multi-machine test harness: machines as systemd-nspawn containers booting a real systemd,
+each in a network namespace of its own, reached over SSH (:mod:`.machines`), and a
+production-shaped inventory for them (:mod:`.inventory`).
 
     harness = Harness(workdir).start()        # raises HarnessUnavailable(reason) without root
     harness.playbook('site.yml')
@@ -12,6 +13,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 import tempfile
 
 from support.ansible import playbook_command, run_playbook
@@ -59,18 +61,30 @@ class Harness:
     def __init__(self, workdir, prod_clients=(3, 3, 2), twin_clients=(1, 1),
                  service_user=SERVICE_USER):
         self.workdir = pathlib.Path(workdir)
-        self.machines = Machines(self.workdir, inventory.MACHINES)
+        # What every machine sees of this one, at the same paths: the checkout and its
+        # virtualenv (the modules' Python) and the Python that is made from, read-only; the
+        # wheel cache the releases install from, and a folder they share (the demo repository).
+        self.shared = self.workdir / 'shared'
+        venv = os.path.realpath(sys.prefix)
+        read_only = [str(REPO), os.path.realpath(sys.base_prefix)]
+        if not venv.startswith(os.path.realpath(REPO) + os.sep):
+            read_only.append(venv)
+        self.machines = Machines(self.workdir, inventory.MACHINES, service_user=service_user,
+                                 binds=[self.shared, inventory.WHEEL_CACHE], binds_ro=read_only)
         self.prod_clients = prod_clients
         self.twin_clients = twin_clients
         self.service_user = service_user
         self.inventory = None
 
     def start(self):
+        # The accounts the machines copy (same uid and gid as here).
+        ensure_account(self.service_user, ['--system', '--no-create-home', '--shell',
+                                           '/usr/sbin/nologin'])
+        self.shared.mkdir(parents=True, exist_ok=True)
+        os.makedirs(inventory.WHEEL_CACHE, exist_ok=True)
         self.machines.start()
         try:
             warm_wheel_cache()
-            ensure_account(self.service_user, ['--system', '--no-create-home', '--shell',
-                                               '/usr/sbin/nologin'])
             addresses = {name: machine.address for name, machine in self.machines.machines.items()}
             self.inventory = inventory.build(
                 addresses, self.workdir, self.machines.key, self.machines.known_hosts, SSH_USER,
@@ -88,11 +102,8 @@ class Harness:
         return self.machines[name]
 
     def boot(self, name):
-        """Bring a machine lost with ``machines.crash`` back: its sshd, then its supervisord as
-        its boot would start it (the programs it starts by itself, then the runs' own)."""
-        self.machines.start_sshd(name)
-        self.machines[name].run([str(VENV_BIN / 'supervisord'), '-c',
-                                 '/srv/zopeops/supervisor/supervisord.conf'], check=True)
+        """Boot a machine lost with ``machines.crash`` again: systemd starts its enabled units."""
+        self.machines.boot(name)
 
     # --- Ansible ----------------------------------------------------------------------------
 

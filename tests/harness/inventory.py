@@ -11,8 +11,10 @@ Machines (``MACHINES``):
   by default), the twin's clients on ``app1`` and ``app2``.
 
 Every host is reached over SSH as the harness's user with ``become``; the modules run on the
-host's own ``/work/.../.venv`` Python, which the machines share with this one (like ``/usr``),
-while every release and its virtualenv is built under the machine's own ``/srv``.
+project's virtualenv Python, which every machine has bound in at its path here, while every
+release and its virtualenv is built under the machine's own ``/srv`` from its own python3.
+Every service runs under systemd, the process manager of production: the roles write the units,
+HAProxy is the distribution's service.
 """
 from __future__ import annotations
 
@@ -144,18 +146,18 @@ def group_vars(workdir, ssh_key, known_hosts, ssh_user, service_user):
         'ansible_ssh_common_args': ' '.join([
             '-o UserKnownHostsFile=%s' % known_hosts, '-o StrictHostKeyChecking=yes',
             '-o IdentitiesOnly=yes']),
-        # The machines share /usr and /work with this one: the project's venv is their Python.
+        # Every machine has this one's checkout and virtualenv at the same path: its Python.
         'ansible_python_interpreter': python,
         'zopeops_pipeline': ['dev', 'beta', 'test', 'prod'],
         # Where every stage starts (dev follows main: host var of dev-dev1).
         'zopeops_revision': 'demo-v1',
         'zopeops_root': '/srv/zopeops',
         'zopeops_runtime_dir': '/run/zopeops',
-        'zopeops_process_manager': 'supervisord',
+        'zopeops_process_manager': 'systemd',
         'zopeops_load_balancer': 'haproxy',
         'zopeops_service_user': service_user,
-        # The demo repository is built once, in the harness's folder that every machine sees.
-        'zopeops_app_repo': str(workdir / 'app.git'),
+        # The demo repository is built once, in the folder every machine has bound in.
+        'zopeops_app_repo': str(workdir / 'shared' / 'app.git'),
         'zopeops_demo_app': True,
         'zopeops_tools_bin': venv_bin,
         'zope_client_environment': {'ZOPEOPS_FAULT_FILE': '{{ zopeops_instance_dir }}/var/FAULT'},

@@ -1,4 +1,5 @@
-"""Machines on this one machine: each an ``ip netns`` with sshd, its own /srv, /tmp, /run, /home.
+"""Machines on this one machine: each a systemd-nspawn container booting a real systemd as
+PID 1, in a network namespace of its own, reached over real SSH.
 
 A :class:`Machines` set brings up, for a unique harness id ``zh<pid>`` (``zh<pid><n>`` when one
 process starts several):
@@ -7,18 +8,25 @@ process starts several):
   interface here uses yet (``10.231.X.0/24``), so the controller reaches every machine;
 - per machine a network namespace ``<id>-<name>`` with loopback up and one veth (``<id>v<n>``
   on the bridge, ``eth0`` inside) holding the machine's address;
-- per machine an sshd with its own host key and configuration, started in a mount namespace of
-  its own where ``/srv``, ``/run`` and ``/home`` are folders of the machine's
-  directory: absolute paths are the same on every machine, their contents differ, and every
-  process a login starts (supervisord, ZEO, Zope, HAProxy) lives in the machine's namespaces.
+- per machine a root of its own: an overlay of the Debian rootfs that
+  ``scripts/ensure-nspawn-rootfs`` built (systemd, sshd, sudo, rsync, git, HAProxy, python3),
+  with the machine's host name, host key, sshd settings, login account and service account
+  written into it before its first boot. It survives a reboot (:meth:`Machines.crash`, then
+  :meth:`Machines.boot`): enabled units start again as on a real machine;
+- per machine a ``systemd-nspawn --boot`` of that root in its network namespace. The project's
+  checkout (its virtualenv is the modules' Python, as on the namespace machines before), the
+  Python it is made from, the wheel cache and the demo application's repository are bound in
+  at their own paths; everything else (``/srv``, ``/etc``, ``/home``, ``/run``) is the
+  machine's own.
 
-Ansible logs in as ``ssh_user`` (created when absent, with passwordless sudo for ``become``)
-with a key the harness makes; known_hosts holds each machine's host key (no trust on first use).
+Ansible logs in as ``ssh_user`` (an account with the uid it has here, passwordless sudo for
+``become``) with a key the harness makes; known_hosts holds each machine's host key (no trust
+on first use). Services run as the service account under the units the roles write.
 
-:meth:`Machines.stop` (also from ``atexit``) stops only what the harness started: every
-process inside its namespaces (``ip netns pids``) and the sshd processes it spawned, by PID;
-then it deletes its namespaces, veths and bridge by name. The mount namespaces go with their
-last process, so nothing stays mounted on the host.
+:meth:`Machines.stop` keeps each machine's journal and services' logs in its folder, powers
+every machine off (systemd stops every unit; SIGKILL of the container's PID 1 after a grace
+period), unmounts the overlays and deletes the namespaces, veths and bridge it made, by name.
+Only processes the harness started are signalled, by PID.
 """
 from __future__ import annotations
 
@@ -29,17 +37,16 @@ import itertools
 import os
 import pathlib
 import shutil
-import signal
 import socket
 import subprocess
 import time
 
 from ansible_collections.zopeops.stages.plugins.module_utils.readiness import pid_alive
+from support import nspawn
 
 SSH_USER = 'zopeops-ci'
-SSHD = '/usr/sbin/sshd'
-# /tmp stays shared: the harness's own files (keys, the app repository) live there.
-PRIVATE_DIRS = ('srv', 'run', 'home')
+# The packages the machines' rootfs must have (scripts/ensure-nspawn-rootfs).
+ROOTFS_PACKAGES = ('systemd', 'openssh-server', 'sudo', 'rsync', 'git', 'haproxy', 'procps')
 _counter = itertools.count()
 
 
@@ -50,13 +57,14 @@ class HarnessUnavailable(Exception):
 def unavailable_reason():
     """Why the harness cannot run here, or None when it can."""
     if os.geteuid() != 0:
-        return 'the multi-machine harness needs root (network and mount namespaces)'
-    for tool in ('ip', 'unshare', 'nsenter', 'ssh', 'ssh-keygen', 'sudo', 'rsync'):
+        return 'the multi-machine harness needs root (namespaces, systemd-nspawn)'
+    for tool in ('ip', 'mount', 'ssh', 'ssh-keygen', 'useradd'):
         if shutil.which(tool) is None:
             return ('the multi-machine harness needs `%s` (make deps installs the test '
-                    'packages: openssh-server, sudo, iproute2, rsync)' % tool)
-    if not os.access(SSHD, os.X_OK):
-        return 'the multi-machine harness needs %s (package openssh-server)' % SSHD
+                    'packages: openssh-client, iproute2)' % tool)
+    reason = nspawn.unavailable_reason(ROOTFS_PACKAGES)
+    if reason:
+        return 'the multi-machine harness boots systemd machines, but ' + reason
     probe = 'zhprobe%d' % os.getpid()
     made = _run(['ip', 'netns', 'add', probe], check=False)
     if made.returncode != 0:
@@ -75,9 +83,20 @@ def _run(argv, check=True, timeout=60, **kwargs):
 
 
 def ensure_account(name, useradd_options):
-    """Create an account on this machine (shared by the machines) only when it is absent."""
+    """Create an account on this machine only when it is absent (the machines get it with the
+    same uid and gid, so files in the folders bound into them keep their owner)."""
     if _run(['id', '-u', name], check=False).returncode != 0:
         _run(['useradd', *useradd_options, name])
+
+
+def copy_account(root, name, useradd_options):
+    """Create ``name`` in the machine's root with this machine's uid and gid."""
+    uid = _run(['id', '-u', name]).stdout.strip()
+    gid = _run(['id', '-g', name]).stdout.strip()
+    group = _run(['id', '-gn', name]).stdout.strip()
+    _run(['groupadd', '-R', str(root), '-f', '-g', gid, group])
+    if _run(['chroot', str(root), 'id', '-u', name], check=False).returncode != 0:
+        _run(['useradd', '-R', str(root), '-u', uid, '-g', gid, *useradd_options, name])
 
 
 @dataclasses.dataclass
@@ -88,44 +107,46 @@ class Machine:
     netns: str
     veth: str
     dir: pathlib.Path
-    sshd: subprocess.Popen | None = None
+    container: nspawn.Container | None = None
+
+    @property
+    def root(self):
+        """The machine's root as this machine sees it (the overlay; mounted while the harness
+        runs, also while the machine is down)."""
+        return self.dir / 'root'
 
     def path(self, absolute):
-        """Where the machine's ``/srv/...`` (or /run, /home) lies on the host."""
-        relative = pathlib.PurePosixPath(absolute).relative_to('/')
-        if relative.parts[0] not in PRIVATE_DIRS:
-            return pathlib.Path(absolute)  # shared with the host
-        return self.dir / relative
+        """Where a path of the machine lies for this machine: inside the running container (its
+        own /run included), else in its root."""
+        if self.container is not None and self.container.running():
+            return self.container.path(absolute)
+        return self.root / pathlib.PurePosixPath(absolute).relative_to('/')
 
     def run(self, argv, check=False, timeout=60, **kwargs):
-        """Run a command as root inside the machine (its network and mount namespaces)."""
-        if self.sshd is None or self.sshd.poll() is not None:
-            raise RuntimeError('machine %s has no running sshd' % self.name)
-        return _run(['nsenter', '-t', str(self.sshd.pid), '-m', '-n', '--', *argv],
-                    check=check, timeout=timeout, **kwargs)
+        """Run a command as root inside the machine (all its namespaces: a pid it prints or
+        takes is one of its own)."""
+        if self.container is None or not self.container.running():
+            raise RuntimeError('machine %s is not running' % self.name)
+        return self.container.run(argv, check=check, timeout=timeout, **kwargs)
 
     def pids(self):
+        """The machine's processes, as this machine numbers them."""
         proc = _run(['ip', 'netns', 'pids', self.netns], check=False)
         return [int(pid) for pid in proc.stdout.split() if pid.isdigit()]
 
 
-def _describe(pid):
-    """``(comm, state)`` of a process, for an error."""
-    try:
-        stat = pathlib.Path('/proc/%d/stat' % pid).read_text()
-    except OSError:
-        return '(gone)'
-    comm = stat[stat.index('(') + 1:stat.rindex(')')]
-    return '(%s, state %s)' % (comm, stat[stat.rindex(')') + 2:].split()[0])
-
-
 class Machines:
-    """A set of machines named ``names``, brought up by :meth:`start`, removed by :meth:`stop`."""
+    """A set of machines named ``names``, brought up by :meth:`start`, removed by :meth:`stop`.
+    ``service_user``: an account of this machine each machine gets too (the services')."""
 
-    def __init__(self, workdir, names, ssh_user=SSH_USER):
+    def __init__(self, workdir, names, ssh_user=SSH_USER, service_user=None, binds=(),
+                 binds_ro=()):
         self.workdir = pathlib.Path(workdir)
         self.names = list(names)
         self.ssh_user = ssh_user
+        self.service_user = service_user
+        self.binds = [str(path) for path in binds]
+        self.binds_ro = [str(path) for path in binds_ro]
         serial = next(_counter)
         self.id = 'zh%d' % os.getpid() + (str(serial) if serial else '')
         self.bridge = self.id + 'br'
@@ -140,36 +161,28 @@ class Machines:
 
     # --- bring up ---------------------------------------------------------------------------
 
-    def start(self, timeout=60):
+    def start(self, timeout=180):
         reason = unavailable_reason()
         if reason:
             raise HarnessUnavailable(reason)
         atexit.register(self.stop)
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            self._ensure_user()
+            ensure_account(self.ssh_user, ['--create-home', '--shell', '/bin/bash',
+                                           '--password', '*'])
             self._make_keys()
             self._make_network()
             for machine in self.machines.values():
-                self._start_sshd(machine)
+                self._make_root(machine)
+            for machine in self.machines.values():
+                self._launch(machine)
+            for machine in self.machines.values():
+                machine.container.wait_booted(timeout)
             self._wait_for_sshd(timeout)
         except BaseException:
             self.stop()
             raise
         return self
-
-    def _ensure_user(self):
-        """The login user, created only when absent; sudo without a password for become."""
-        # '*': no password login, but not a locked account (sshd refuses '!' without PAM).
-        ensure_account(self.ssh_user, ['--create-home', '--shell', '/bin/bash', '--password',
-                                       '*'])
-        sudoers = pathlib.Path('/etc/sudoers.d') / self.ssh_user
-        if not sudoers.exists():
-            candidate = self.workdir / 'sudoers'
-            candidate.write_text('%s ALL=(ALL) NOPASSWD: ALL\n' % self.ssh_user)
-            _run(['visudo', '-cf', str(candidate)])
-            shutil.copyfile(candidate, sudoers)
-            os.chmod(sudoers, 0o440)
 
     def _make_keys(self):
         if not self.key.exists():
@@ -206,75 +219,87 @@ class Machines:
             _run(inside + ['ip', 'addr', 'add', '%s/24' % machine.address, 'dev', 'eth0'])
             _run(inside + ['ip', 'link', 'set', 'eth0', 'up'])
 
-    def _start_sshd(self, machine):
-        for sub in PRIVATE_DIRS:
+    def _make_root(self, machine):
+        """The machine's root: an overlay of the rootfs, with what its installer would have
+        set up (host name and key, sshd, the login and service accounts, sudo)."""
+        for sub in ('upper', 'work', 'root'):
             (machine.dir / sub).mkdir(parents=True, exist_ok=True)
-        (machine.dir / 'run' / 'sshd').mkdir(mode=0o755, exist_ok=True)
-        # The login user's home on this machine, with the harness's key authorized.
+        _run(['mount', '-t', 'overlay', 'overlay', '-o', 'lowerdir=%s,upperdir=%s,workdir=%s'
+              % (nspawn.ROOTFS, machine.dir / 'upper', machine.dir / 'work'), str(machine.root)])
+        root = machine.root
+        (root / 'etc' / 'hostname').write_text(machine.name + '\n')
+        # Its own name resolves (sudo looks it up at every call), as an installer writes it.
+        etc_hosts = root / 'etc' / 'hosts'
+        hosts = etc_hosts.read_text() if etc_hosts.exists() else '127.0.0.1\tlocalhost\n'
+        if machine.name not in hosts.split():
+            etc_hosts.write_text(hosts + '%s\t%s\n' % (machine.address, machine.name))
+        # The login account, key-only, with passwordless sudo for become.
+        copy_account(root, self.ssh_user, ['--create-home', '--shell', '/bin/bash',
+                                           '--password', '*'])
+        sudoers = root / 'etc' / 'sudoers.d' / self.ssh_user
+        sudoers.write_text('%s ALL=(ALL) NOPASSWD: ALL\n' % self.ssh_user)
+        sudoers.chmod(0o440)
+        if self.service_user:
+            copy_account(root, self.service_user, ['--system', '--no-create-home', '--shell',
+                                                   '/usr/sbin/nologin'])
         uid = int(_run(['id', '-u', self.ssh_user]).stdout)
         gid = int(_run(['id', '-g', self.ssh_user]).stdout)
-        home = machine.dir / 'home' / self.ssh_user
+        home = root / 'home' / self.ssh_user
         (home / '.ssh').mkdir(mode=0o700, parents=True, exist_ok=True)
         authorized = home / '.ssh' / 'authorized_keys'
         authorized.write_text(self.key.with_suffix('.pub').read_text())
         for path in (home, home / '.ssh', authorized):
             os.chown(path, uid, gid)
         os.chmod(authorized, 0o600)
-        host_key = machine.dir / 'ssh_host_ed25519_key'
+        host_key = root / 'etc' / 'ssh' / 'ssh_host_ed25519_key'
         if not host_key.exists():
             _run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', machine.name,
                   '-f', str(host_key)])
-        config = machine.dir / 'sshd_config'
-        config.write_text('\n'.join([
+        # sshd reads its drop-ins first; the first value of a setting wins.
+        (root / 'etc' / 'ssh' / 'sshd_config.d' / 'zopeops-harness.conf').write_text('\n'.join([
             'ListenAddress %s' % machine.address,
-            'Port 22',
-            'HostKey %s' % host_key,
-            'PidFile none',
-            'AuthorizedKeysFile .ssh/authorized_keys',
+            'HostKey /etc/ssh/ssh_host_ed25519_key',
             'UsePAM no',
             'PasswordAuthentication no',
             'KbdInteractiveAuthentication no',
             'PermitRootLogin no',
             'AllowUsers %s' % self.ssh_user,
-            'AllowAgentForwarding yes',
             'X11Forwarding no',
             'PrintMotd no',
             'MaxStartups 100:30:200',
             'MaxSessions 50',
-            'Subsystem sftp internal-sftp',
             '',
         ]))
-        mounts = ' && '.join('mount --bind %s /%s' % (machine.dir / sub, sub)
-                             for sub in PRIVATE_DIRS)
-        log = open(machine.dir / 'sshd.log', 'ab')
-        # ip netns exec, unshare and sh each exec the next: the Popen pid is sshd's.
-        machine.sshd = subprocess.Popen(
-            ['ip', 'netns', 'exec', machine.netns, 'unshare', '--mount', '--propagation',
-             'private', 'sh', '-c', '%s && %s -t -f %s && exec %s -D -e -f %s'
-             % (mounts, SSHD, config, SSHD, config)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        log.close()
 
-    def _wait_for_sshd(self, timeout):
+    def _launch(self, machine):
+        options = ['--network-namespace-path=/run/netns/%s' % machine.netns]
+        options += ['--bind=%s' % path for path in self.binds]
+        options += ['--bind-ro=%s' % path for path in self.binds_ro]
+        machine.container = nspawn.Container('%s-%s' % (self.id, machine.name),
+                                             machine.dir / 'nspawn.log',
+                                             directory=machine.root, options=options)
+        machine.container.launch()
+
+    def _wait_for_sshd(self, timeout, names=None):
         deadline = time.monotonic() + timeout
-        lines = []
-        for machine in self.machines.values():
+        for name in names or self.machines:
+            machine = self.machines[name]
             while True:
-                if machine.sshd.poll() is not None:
-                    raise RuntimeError('sshd of machine %s exited (%s): %s' % (
-                        machine.name, machine.sshd.returncode,
-                        (machine.dir / 'sshd.log').read_text()[-2000:]))
                 try:
                     with socket.create_connection((machine.address, 22), timeout=2) as sock:
                         sock.recv(64)
                     break
                 except OSError:
                     if time.monotonic() > deadline:
-                        raise RuntimeError('sshd of machine %s (%s) did not answer within %ds'
-                                           % (machine.name, machine.address, timeout))
-                    time.sleep(0.05)
-            public = (machine.dir / 'ssh_host_ed25519_key.pub').read_text().split()
-            lines.append('%s %s %s' % (machine.address, public[0], public[1]))
+                        state = machine.run(['systemctl', 'status', '--no-pager', 'ssh'])
+                        raise RuntimeError('sshd of machine %s (%s) did not answer within %ds: '
+                                           '%s' % (machine.name, machine.address, timeout,
+                                                   state.stdout[-2000:]))
+                    time.sleep(0.1)
+        lines = []
+        for machine in self.machines.values():
+            public = (machine.root / 'etc' / 'ssh' / 'ssh_host_ed25519_key.pub').read_text()
+            lines.append('%s %s' % (machine.address, ' '.join(public.split()[:2])))
         self.known_hosts.write_text('\n'.join(lines) + '\n')
 
     # --- use --------------------------------------------------------------------------------
@@ -295,97 +320,73 @@ class Machines:
                     check=False, timeout=timeout)
 
     def stop_sshd(self, name):
-        """Cut a machine off from SSH (its services keep running): every sshd in it stops."""
+        """Cut a machine off from SSH (its services keep running): sshd is stopped and every
+        SSH session of it ends."""
         machine = self.machines[name]
-        for pid in machine.pids():
-            try:
-                comm = pathlib.Path('/proc/%d/comm' % pid).read_text().strip()
-            except OSError:
-                continue
-            if comm == 'sshd':
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        machine.sshd.wait(timeout=10)
+        machine.run(['systemctl', 'stop', 'ssh.service'], check=True)
+        # Sessions outlive the listener (KillMode=process): end them too, by their pids.
+        sessions = machine.run(['pgrep', '-x', 'sshd']).stdout.split()
+        if sessions:
+            machine.run(['kill', *sessions])
 
     def start_sshd(self, name, timeout=60):
-        """Start a machine's sshd again (a new mount namespace with the same folders)."""
-        self._start_sshd(self.machines[name])
-        self._wait_for_sshd(timeout)
+        self.machines[name].run(['systemctl', 'start', 'ssh.service'], check=True)
+        self._wait_for_sshd(timeout, [name])
 
     def crash(self, name):
-        """Lose a machine as in a power cut: every process in it (sshd, the SSH sessions,
-        supervisord, ZEO, Zope) is killed at once with SIGKILL, by PID; its network and files
-        stay. :meth:`start_sshd` brings it back (its services as its boot would: the caller's)."""
+        """Lose a machine as in a power cut: its systemd and every process under it are killed
+        at once (SIGKILL to the container's PID 1); its network and disk stay.
+        :meth:`boot` brings it back."""
         machine = self.machines[name]
-        self._stop_processes([machine], signals=(signal.SIGKILL,))
-        # A process that outlived SIGKILL (uninterruptible sleep) would hold its ports into the
-        # machine's "reboot": say so here rather than let the next run fail on a port in use.
+        machine.container.kill()
         survivors = [pid for pid in machine.pids() if pid_alive(pid)]
         if survivors:
-            raise RuntimeError('machine %s: processes outlived SIGKILL: %s' % (
-                name, ', '.join('%d %s' % (pid, _describe(pid)) for pid in survivors)))
+            raise RuntimeError('machine %s: processes outlived its PID 1: %s'
+                               % (name, ', '.join(map(str, survivors))))
+
+    def boot(self, name, timeout=180):
+        """Boot a machine lost with :meth:`crash` again: its units start as at any boot."""
+        machine = self.machines[name]
+        machine.container.launch()
+        machine.container.wait_booted(timeout)
+        self._wait_for_sshd(timeout, [name])
 
     # --- tear down --------------------------------------------------------------------------
 
     def stop(self):
-        """Stop every process in the harness's namespaces, remove its namespaces and links."""
+        """Keep the logs, then end every machine at once (SIGKILL to its PID 1: what the
+        machines ran is not kept, and an orderly shutdown of ten machines' services takes
+        minutes), remove overlays, namespaces and links."""
         if self._stopped:
             return
         self._stopped = True
-        self._stop_processes(list(self.machines.values()))
         for machine in self.machines.values():
+            if machine.container is not None and machine.container.running():
+                try:
+                    self._keep_logs(machine)
+                except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                    (machine.dir / 'logs-not-kept.txt').write_text(str(exc))
+        for machine in self.machines.values():
+            if machine.container is not None:
+                machine.container.kill()
+        for machine in self.machines.values():
+            if os.path.ismount(machine.root):
+                _run(['umount', str(machine.root)], check=False)
             _run(['ip', 'netns', 'del', machine.netns], check=False)
             if _run(['ip', 'link', 'show', machine.veth], check=False).returncode == 0:
                 _run(['ip', 'link', 'del', machine.veth], check=False)
+            # The machine's disk (releases, data); its logs are kept beside it.
+            for sub in ('upper', 'work', 'root'):
+                shutil.rmtree(machine.dir / sub, ignore_errors=True)
         if _run(['ip', 'link', 'show', self.bridge], check=False).returncode == 0:
             _run(['ip', 'link', 'del', self.bridge], check=False)
-        for machine in self.machines.values():
-            # The services' logs stay for a failure's diagnosis (<machine>/logs/<instance>).
-            keep = machine.dir / 'logs'
-            for log in (machine.dir / 'srv').glob('*/*/log'):
-                keep.mkdir(exist_ok=True)
-                log.rename(keep / log.parent.name)
-            shutil.rmtree(machine.dir / 'srv', ignore_errors=True)
 
     @staticmethod
-    def _stop_processes(machines, grace=10, signals=(signal.SIGTERM, signal.SIGKILL)):
-        """Signal every process of ``machines`` (all of them at once: one grace period for the
-        set, not one per machine), then the next signal to what is left."""
-        own = [machine.sshd.pid for machine in machines
-               if machine.sshd is not None and machine.sshd.poll() is None]
-
-        def left():
-            for machine in machines:
-                if machine.sshd is not None:
-                    machine.sshd.poll()  # reap our own child
-            return {pid for machine in machines for pid in machine.pids()} | \
-                {pid for pid in own if pid_alive(pid)}
-
-        for sig in signals:
-            pids = left()
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and left():
-                if sig == signal.SIGKILL:
-                    # A process forked between the listing and the kill (supervisord starting
-                    # a program again) would survive a single pass.
-                    for pid in left():
-                        try:
-                            os.kill(pid, sig)
-                        except ProcessLookupError:
-                            pass
-                time.sleep(0.25)
-        for machine in machines:
-            if machine.sshd is not None:
-                try:
-                    machine.sshd.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
+    def _keep_logs(machine):
+        """<machine>/logs: the journal of every unit and each instance's log folder."""
+        keep = machine.dir / 'logs'
+        keep.mkdir(exist_ok=True)
+        journal = machine.run(['journalctl', '--no-pager', '-o', 'short-precise'], timeout=120)
+        (keep / 'journal.log').write_text(journal.stdout)
+        for log in machine.root.glob('srv/*/*/log'):
+            shutil.copytree(log, keep / log.parent.name, dirs_exist_ok=True)

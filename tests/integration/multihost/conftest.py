@@ -1,6 +1,7 @@
 """The multi-machine harness (tests/harness), brought up once for the multihost tests.
 
-It needs root, ``ip`` and sshd; without them every test here is skipped and says why. The
+It needs root, ``ip``, systemd-nspawn and the machines' Debian root (scripts/ensure-nspawn-rootfs);
+without them every test here is skipped and says why. The
 machines and everything started on them are removed after the session, after a failure too
 (the fixture's finalizer, and ``atexit`` if the session itself dies).
 """

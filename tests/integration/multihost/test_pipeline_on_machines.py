@@ -18,7 +18,6 @@ import requests
 import yaml
 
 from harness import inventory
-from support.paths import VENV_BIN
 from support.ansible import assert_no_changes, recap
 from support.promotion import (assert_zero_loss, frozen_in_file, lost_writes, output,
                                run_under_load, said)
@@ -72,15 +71,33 @@ def test_every_stage_answers_through_both_balancers(harness, deployed):
             assert answer.json()['stage'] == stage
 
 
-def test_services_run_as_the_service_user(harness, deployed):
+def test_services_run_as_the_service_user_under_their_units(harness, deployed):
+    """Every ZEO server, Zope client and HAProxy runs unprivileged, under the unit systemd
+    started it with (the machine's own process table: its own PID namespace)."""
+    expected = {'runzeo': harness.service_user, 'runwsgi': harness.service_user,
+                'haproxy': 'haproxy'}
     for machine, command in (('db1', 'runzeo'), ('app1', 'runwsgi'), ('app3', 'runwsgi'),
-                             ('stage1', 'runzeo')):
-        # The machines share this one's process table: ps is asked about the machine's own.
-        pids = ','.join(str(pid) for pid in harness[machine].pids())
-        table = harness[machine].run(['ps', '-ww', '-o', 'user:32=,args=', '-p', pids],
+                             ('stage1', 'runzeo'), ('stage1', 'runwsgi'), ('lb1', 'haproxy'),
+                             ('lb2', 'haproxy')):
+        table = harness[machine].run(['ps', '-ww', '-eo', 'user:32=,unit:48=,args='],
                                      check=True).stdout
-        users = {line.split(None, 1)[0] for line in table.splitlines() if command in line}
-        assert users == {harness.service_user}, (machine, command, table)
+        rows = [line.split(None, 2) for line in table.splitlines() if command in line
+                and 'ps -ww' not in line]
+        assert rows and {user for user, _unit, _args in rows} == {expected[command]}, \
+            (machine, command, table)
+        units = {unit for _user, unit, _args in rows}
+        assert all(unit.startswith('zopeops-') or unit == 'haproxy.service' for unit in units), \
+            (machine, units)
+    # Each listens on the machine's private address only, never on every address.
+    for machine, command in (('db1', 'runzeo'), ('app1', 'runwsgi'), ('lb1', 'haproxy')):
+        sockets = harness[machine].run(['ss', '-Hltnp'], check=True).stdout.splitlines()
+        ours = [line.split()[3] for line in sockets if '"%s"' % command in line]
+        assert ours and {local.rsplit(':', 1)[0] for local in ours} == \
+            {harness[machine].address}, (machine, sockets)
+    # The units as systemd runs them: enabled at boot, with their account and umask.
+    shown = harness['app1'].run(['systemctl', 'show', '-p', 'User', '-p', 'UMask', '-p',
+                                 'UnitFileState', 'zopeops-prod-client1'], check=True).stdout
+    assert 'User=%s' % harness.service_user in shown and 'UnitFileState=enabled' in shown, shown
 
 
 def test_a_machine_unreachable_at_preflight_is_named_and_nothing_changes(harness, deployed):
@@ -102,14 +119,14 @@ PULL_KEY_PLAY = """
   hosts: all
   gather_facts: false
   roles: [zopeops.stages.pipeline]
-- name: The key prod's twin machine pulls prod's snapshots with, as the promote role makes it.
+- name: The key prod's twin machine pulls a stage's snapshots with, as the promote role makes it.
   hosts: prod_upgrade_zeo
   gather_facts: false
   tasks:
     - name: Authorize or remove it.
       ansible.builtin.include_role: {name: zopeops.stages.promote, tasks_from: pull_key.yml}
       vars:
-        promote_snapshot_of: "{{ zopeops_model.stages.prod.live }}"
+        promote_snapshot_of: "{{ zopeops_model.stages[of_stage].live }}"
         promote_pull_key_state: "{{ key_state }}"
 """
 KEY = '/srv/zopeops/.ssh/promote-prod_upgrade_ed25519'
@@ -140,28 +157,28 @@ def test_the_pull_key_may_only_read_its_one_snapshot_folder(harness, deployed, t
     db1.run(['chown', '-R', login, OUTGOING.rsplit('/', 1)[0]], check=True)
     play = tmp_path / 'pull_key.yml'
     play.write_text(PULL_KEY_PLAY)
-    made = harness.playbook(str(play), {'key_state': 'present'})
+    made = harness.playbook(str(play), {'key_state': 'present', 'of_stage': 'prod'})
     assert made.returncode == 0, output(made)
     try:
         ssh = ('ssh -i %s -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no '
                '-o UserKnownHostsFile=/dev/null' % KEY)
         source = '%s@%s' % (login, db1.address)
-        got = str(tmp_path / 'got') + '/'
-        pulled = db2.run(['rsync', '-a', '-e', ssh, source + ':/', got])
+        # What db2 pulls lands on db2 (its /tmp, read here through its root).
+        pulled = db2.run(['rsync', '-a', '-e', ssh, source + ':/', '/tmp/zh-got/'])
         assert pulled.returncode == 0, pulled.stderr
-        assert (tmp_path / 'got' / 'Data.fs').read_text() == 'snapshot\n'
+        assert db2.path('/tmp/zh-got/Data.fs').read_text() == 'snapshot\n'
         for command in (['id'], ['sudo', '-n', 'id'], ['sh', '-c', 'echo owned > /tmp/x']):
             shell = db2.run(['ssh', *ssh.split()[1:], source, *command])
             assert shell.returncode != 0 and 'uid=' not in shell.stdout, (command, shell)
-        (tmp_path / 'evil').write_text('x')
-        pushed = db2.run(['rsync', '-a', '-e', ssh, str(tmp_path / 'evil'), source + ':/'])
+        db2.path('/tmp/zh-evil').write_text('x')
+        pushed = db2.run(['rsync', '-a', '-e', ssh, '/tmp/zh-evil', source + ':/'])
         assert pushed.returncode != 0
         assert db1.run(['test', '-e', OUTGOING + '/evil']).returncode != 0
         outside = db2.run(['rsync', '-a', '-e', ssh, source + ':/../../../../etc/passwd',
-                           str(tmp_path / 'passwd')])
-        assert outside.returncode != 0 and not (tmp_path / 'passwd').exists(), outside
+                           '/tmp/zh-passwd'])
+        assert outside.returncode != 0 and not db2.path('/tmp/zh-passwd').exists(), outside
     finally:
-        removed = harness.playbook(str(play), {'key_state': 'absent'})
+        removed = harness.playbook(str(play), {'key_state': 'absent', 'of_stage': 'prod'})
         db1.run(['rm', '-rf', OUTGOING])
     assert removed.returncode == 0, output(removed)
     assert keys_left(harness) == []
@@ -185,9 +202,9 @@ def assert_prod_served_by(harness, side):
     """Both balancers send prod to ``side`` (their runtime map) and no write freeze is left."""
     for lb in ('lb1', 'lb2'):
         active = haproxy_command(harness[lb].path('/run/zopeops/haproxy.sock'),
-                                 'show map %s' % '/srv/zopeops/lb/etc/active.map')
+                                 'show map %s' % '/etc/haproxy/active.map')
         assert re.search(r'\bprod be_prod_%s\b' % side, active), (lb, active)
-        frozen = harness[lb].path('/srv/zopeops/lb/etc/frozen.map')
+        frozen = harness[lb].path('/etc/haproxy/frozen.map')
         assert not frozen_in_file(frozen, 'prod'), (lb, frozen.read_text())
 
 
@@ -197,7 +214,7 @@ def test_one_balancer_refusing_the_switch_puts_both_back_on_live(harness, deploy
     refused on lb2, lb1 is put back, both send prod to its live side, reads never fail, and
     no write reached the twin (the freeze lasts until every balancer switched)."""
     lb2 = harness['lb2']
-    config = lb2.path('/srv/zopeops/lb/etc/haproxy.cfg').read_text()
+    config = lb2.path('/etc/haproxy/haproxy.cfg').read_text()
     backend = config[config.index('backend be_prod_upgrade'):].split('\nbackend ', 1)[0]
     servers = re.findall(r'^\s*server (\S+) ', backend, re.M)
     assert servers, backend
@@ -240,16 +257,24 @@ def test_promote_under_load_through_both_balancers(harness, deployed, stage):
     print('promote %s: %.0f s; %s' % (stage, took, run.report()))
 
 
-def test_promote_prod_losing_a_client_machine_after_the_switch_then_resume(harness, deployed):
+def test_promote_prod_losing_a_client_machine_after_the_switch_then_resume(harness, deployed,
+                                                                          tmp_path):
     """prod's promotion under load; once both balancers send prod to the twin, app3 (live prod
     clients only) is lost as in a power cut. The run stops, names the machine and says the twin
     serves; the twin keeps serving without a failed read or a lost write. app3 comes back,
     ``action=resume`` finishes: every prod client on every machine serves test's revision and
-    every write the twin or the upgraded stage acknowledged, in both runs, is in prod's data."""
+    every write the twin or the upgraded stage acknowledged, in both runs, is in prod's data.
+    A pull key a killed run left (the twin machine's, authorized on test's ZEO machine, as a run
+    killed during that pull leaves it) is gone after the runs, with every key they made."""
+    play = tmp_path / 'pull_key.yml'
+    play.write_text(PULL_KEY_PLAY)
+    left = harness.playbook(str(play), {'key_state': 'present', 'of_stage': 'test'})
+    assert left.returncode == 0, output(left)
+    assert keys_left(harness), 'the killed run\'s key was not planted'
     wanted = set(served_revisions(harness, 'test').values())
     assert len(wanted) == 1, wanted
     assert set(served_revisions(harness, 'prod').values()) != wanted
-    maps = [harness[lb].path('/srv/zopeops/lb/etc/active.map') for lb in ('lb1', 'lb2')]
+    maps = [harness[lb].path('/etc/haproxy/active.map') for lb in ('lb1', 'lb2')]
 
     crashed = []
 
@@ -299,21 +324,22 @@ def test_promote_prod_losing_a_client_machine_after_the_switch_then_resume(harne
 
 def test_a_balancer_failing_after_the_first_switched_loses_no_write(harness, deployed):
     """lb2's HAProxy is killed the moment lb1 sends prod to the twin (under the freeze, which
-    lb1 holds until every balancer has switched): lb2's switch fails. No write reached the twin
-    (lb1 held its freeze), so both balancers go back to prod's live side (lb2 once supervisord
-    restarted it) or, where lb2 cannot be reached, the twin is kept for it and a resume
-    finishes; either way reads keep flowing and no acknowledged write is lost."""
-    maps = {lb: harness[lb].path('/srv/zopeops/lb/etc/active.map') for lb in ('lb1', 'lb2')}
-    supervisorctl = [str(VENV_BIN / 'supervisorctl'), '-c',
-                     '/srv/zopeops/supervisor/supervisord.conf']
+    lb1 holds until every balancer has switched). systemd starts it again at once: lb2's switch
+    goes through, or fails; then no write reached the twin (lb1 held its freeze), so both
+    balancers go back to prod's live side, or, where lb2 cannot be reached, the twin is kept for
+    it and a resume finishes. Every way, reads keep flowing and no acknowledged write is
+    lost."""
+    maps = {lb: harness[lb].path('/etc/haproxy/active.map') for lb in ('lb1', 'lb2')}
 
     def kill_lb2(background):
         deadline = time.monotonic() + 900
         while background.proc.poll() is None and time.monotonic() < deadline:
             if re.search(r'^prod\s+be_prod_upgrade\b', maps['lb1'].read_text(), re.M):
-                pid = int(harness['lb2'].run(supervisorctl + ['pid', 'haproxy']).stdout.strip()
-                          or 0)
-                assert pid > 0
+                shown = harness['lb2'].run(['systemctl', 'show', '-p', 'MainPID', '--value',
+                                            'haproxy'])
+                pid = int(shown.stdout.strip() or 0)
+                assert pid > 0, (shown, harness['lb2'].run(['systemctl', 'status', '--no-pager',
+                                                            'haproxy']).stdout)
                 harness['lb2'].run(['kill', '-KILL', str(pid)], check=True)
                 return time.time()
             time.sleep(0.05)
@@ -326,6 +352,10 @@ def test_a_balancer_failing_after_the_first_switched_loses_no_write(harness, dep
         runs.append(run_under_load(harness, 'promote.yml', 'prod', timeout=900,
                                    extra={'action': 'resume'}))
         assert runs[-1].proc.returncode == 0, output(runs[-1].proc)
+    elif first.proc.returncode == 0:
+        # systemd started lb2's HAProxy again at once (Restart=always) with the maps' files,
+        # which lb_switch keeps in step with its runtime: lb2's switch went through.
+        assert_prod_served_by(harness, 'live')
     else:
         assert first.proc.returncode != 0 and 'Nothing moved' in said(first.proc), \
             output(first.proc)

@@ -6,15 +6,14 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 import yaml
 
+from support import nspawn
 from support.modules import run_module as run_module_on_host
 from support.paths import ANSIBLE_PLAYBOOK, REPO
 from support.ports import free_port, port_is_free
@@ -153,92 +152,32 @@ def test_verify_catches_a_broken_unit(rendered, tmp_path):
 
 
 # --------------------------------------------------------------------------- a real systemd
-# A Debian rootfs booted by systemd-nspawn is a real systemd as PID 1 (docs/ecosystem.md,
-# "systemd"), built once per machine by scripts/ensure-nspawn-rootfs (make test runs it as root;
-# about 1 min on a quiet machine, 288 MB).
-ROOTFS = pathlib.Path(os.environ.get('ZOPEOPS_NSPAWN_ROOTFS',
-                                     '/var/cache/zopeops-stages/nspawn-bookworm'))
-
-
-class Container:
-    """A booted systemd-nspawn container sharing the host's network, with the project's
-    virtualenv (and the Python it is made from) and checkout read-only and ``folder`` writable
-    at their own paths. Its root is a throw-away overlay: the cached rootfs is never changed."""
-
-    def __init__(self, folder):
-        self.log = open(folder / 'nspawn.log', 'w')
-        base = pathlib.Path(os.path.realpath(sys.executable)).parents[1]
-        argv = ['systemd-nspawn', '-D', str(ROOTFS), '--boot', '--register=no', '--keep-unit',
-                '--volatile=overlay', '--bind-ro=%s' % sys.prefix, '--bind-ro=%s' % base,
-                '--bind-ro=%s' % REPO, '--bind=%s' % folder]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self.leader = None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            self.leader = self._init_pid()
-            if self.leader:
-                state = self.run(['systemctl', 'is-system-running']).stdout.strip()
-                if state in ('running', 'degraded'):
-                    return
-            time.sleep(0.5)
-        self.stop()
-        raise AssertionError('the container did not boot within 90 s: %s'
-                             % (folder / 'nspawn.log').read_text()[-2000:])
-
-    def _init_pid(self):
-        """The container's systemd: the descendant of nspawn that is PID 1 in its own PID
-        namespace (its NSpid line ends in 1)."""
-        pending = [self.proc.pid]
-        while pending:
-            pid = pending.pop()
-            try:
-                status = pathlib.Path('/proc/%d/status' % pid).read_text()
-                nspid = [line.split()[1:] for line in status.splitlines()
-                         if line.startswith('NSpid:')]
-                if pid != self.proc.pid and nspid and nspid[0][-1] == '1':
-                    return pid
-                for task in pathlib.Path('/proc/%d/task' % pid).iterdir():
-                    pending += [int(c) for c in (task / 'children').read_text().split()]
-            except OSError:
-                continue
-        return None
-
-    def run(self, argv, check=False):
-        return subprocess.run(['nsenter', '-t', str(self.leader), '-a'] + argv,
-                              capture_output=True, text=True, timeout=60, check=check)
-
-    def stop(self):
-        """Shut the container down (its systemd stops every unit), by the PID we started."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.log.close()
+# A Debian rootfs booted by systemd-nspawn is a real systemd as PID 1 (tests/support/nspawn.py),
+# built once per machine by scripts/ensure-nspawn-rootfs (make test runs it as root).
 
 
 @pytest.fixture
 def container():
-    if os.geteuid() != 0 or not shutil.which('systemd-nspawn') or not shutil.which('nsenter'):
-        pytest.skip('a real systemd needs root, systemd-nspawn (apt-get install '
-                    'systemd-container) and nsenter')
-    if not (ROOTFS / 'usr' / 'lib' / 'systemd' / 'systemd').exists():
-        pytest.skip('no Debian rootfs with systemd at %s (ZOPEOPS_NSPAWN_ROOTFS): build it as '
-                    'root with scripts/ensure-nspawn-rootfs %s' % (ROOTFS, ROOTFS))
+    reason = nspawn.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
     # pytest's own folders are root's alone (0700): the service user could not reach the
     # instance there. A folder of this test's, traversable, removed afterwards.
     folder = pathlib.Path(tempfile.mkdtemp(prefix='zopeops-systemd-'))
     folder.chmod(0o755)
     try:
-        box = Container(folder)
+        # The project's virtualenv (and the Python it is made from) and checkout read-only and
+        # the folder writable, at their own paths; its root a throw-away overlay.
+        base = pathlib.Path(os.path.realpath(sys.executable)).parents[1]
+        box = nspawn.Container('zopeops-units-%d' % os.getpid(), folder / 'nspawn.log',
+                               options=['--bind-ro=%s' % sys.prefix, '--bind-ro=%s' % base,
+                                        '--bind-ro=%s' % REPO, '--bind=%s' % folder])
+        box.start(90)
         box.folder = folder
         try:
             yield box
         finally:
-            box.stop()
+            box.poweroff().wait_down(60)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
