@@ -5,17 +5,11 @@ BIN := $(CURDIR)/$(VENV)/bin
 SANDBOX ?= $(CURDIR)/.sandbox
 # The local pipeline's ports are offsets from this (inventories/local/group_vars/all.yml).
 PORT_BASE ?= 18400
-# The strategy of the demos' and the tests' playbooks: ansible-core's own linear by default.
-# STRATEGY=mitogen_linear runs them under Mitogen's (mitogen, pinned in requirements.txt): half
-# the wall time of an idle site.yml here, but one full test run hung in a forked task
-# (docs/benchmarks.md, "Mitogen"), so it is opt-in until that is understood.
-STRATEGY ?= linear
-MITOGEN_STRATEGY_DIR = $(shell $(BIN)/python -c 'import os, ansible_mitogen; print(os.path.join(os.path.dirname(ansible_mitogen.__file__), "plugins", "strategy"))')
-STRATEGY_ENV = ANSIBLE_STRATEGY=$(STRATEGY) $(if $(filter linear,$(STRATEGY)),,ANSIBLE_STRATEGY_PLUGINS=$(MITOGEN_STRATEGY_DIR))
-PLAYBOOK = $(STRATEGY_ENV) $(BIN)/ansible-playbook -i inventories/local -e zopeops_sandbox=$(SANDBOX) -e zopeops_port_base=$(PORT_BASE)
+PLAYBOOK = $(BIN)/ansible-playbook -i inventories/local -e zopeops_sandbox=$(SANDBOX) -e zopeops_port_base=$(PORT_BASE)
 SYSTEM_PACKAGES := haproxy:haproxy nginx:nginx rsync:rsync git:git chromium:chromium
-# The multi-machine harness of the tests (tests/harness: root, network namespaces, sshd).
-HARNESS_PACKAGES := sshd:openssh-server sudo:sudo ip:iproute2 nsenter:util-linux ssh:openssh-client
+# The multi-machine harness of the tests (tests/harness: root, network namespaces, machines
+# booting systemd with systemd-nspawn from the root scripts/ensure-nspawn-rootfs builds).
+HARNESS_PACKAGES := ip:iproute2 nsenter:util-linux ssh:openssh-client systemd-nspawn:systemd-container
 
 .PHONY: help deps harness-deps test-multihost demo demo-plone status test test-unit check gates clean push-branding bench bench-cutover bench-deps
 
@@ -79,7 +73,7 @@ demo: deps
 # shows dev's page, banner and revision.
 PLONE_SANDBOX ?= $(CURDIR)/.sandbox-plone
 PLONE_PORT_BASE ?= 18500
-PLONE_PLAYBOOK = $(STRATEGY_ENV) $(BIN)/ansible-playbook -i inventories/plone -e zopeops_sandbox=$(PLONE_SANDBOX) -e zopeops_port_base=$(PLONE_PORT_BASE)
+PLONE_PLAYBOOK = $(BIN)/ansible-playbook -i inventories/plone -e zopeops_sandbox=$(PLONE_SANDBOX) -e zopeops_port_base=$(PLONE_PORT_BASE)
 PLONE_LOG := $(PLONE_SANDBOX)/demo.log
 PLONE_STEPS := ANSIBLE_STDOUT_CALLBACK=zopeops.stages.steps ZOPEOPS_STEPS_LOG=$(PLONE_LOG)
 PLONE_BETA := http://127.0.0.1:$$(( $(PLONE_PORT_BASE) + 1 ))
@@ -117,23 +111,23 @@ push-branding: deps
 # The multi-machine suite's short scope runs here (tests/integration/multihost, marker
 # multihost and not multihost_full: the harness, site.yml twice, both balancers, the service
 # user, a machine unreachable at preflight, prod's promotion losing a client machine after the
-# switch to the twin, then resumed, status.yml; root: harness-deps installs sshd, sudo,
-# iproute2). The rest of it (a balancer refusing the switch, the promotions of beta and test)
+# switch to the twin, then resumed, status.yml; root: harness-deps installs iproute2,
+# systemd-container and builds the machines' Debian root). The rest of it (a balancer refusing the switch, the promotions of beta and test)
 # is left to `make test-multihost`, for make test's time budget (README, Development).
 # Then the Ansible ecosystem's gates: ansible-test sanity, ansible-lint (production profile),
 # Galaxy build + install + FQCN runs, ansible-builder, changelog lint, Molecule scenarios
 # (their unit gate is the pytest run above).
 test: deps harness-deps
-	ZOPEOPS_STRATEGY=$(STRATEGY) $(BIN)/pytest -n 2 --dist loadgroup -m "not multihost_full" tests
+	$(BIN)/pytest -n 2 --dist loadgroup -m "not multihost_full" tests
 	ZOPEOPS_GATES_SKIP=units scripts/ecosystem-gates
 
-# The pipeline on ten network-namespace "machines" over real SSH, the full scope (root;
-# installs sshd, sudo, iproute2 first).
+# The pipeline on ten systemd machines over real SSH, the full scope (root; installs
+# iproute2 and systemd-container and builds the machines' root first).
 test-multihost: deps harness-deps
-	ZOPEOPS_STRATEGY=$(STRATEGY) $(BIN)/pytest -m multihost tests/integration/multihost
+	$(BIN)/pytest -m multihost tests/integration/multihost
 
 # Without root the packages cannot be installed, and the multihost tests skip and say why.
-# The real-systemd test's rootfs (systemd-nspawn) is built here once too, as root.
+# The systemd machines' root (systemd-nspawn) is built here once, as root.
 harness-deps:
 	@scripts/ensure-system-packages $(HARNESS_PACKAGES) || \
 	  echo "The multi-machine tests (tests/integration/multihost) will be skipped."
@@ -148,7 +142,7 @@ test-unit: deps
 # The fast tier while working: unit tests and the integration tests of single components
 # (real ZEO, Zope, HAProxy, nginx), without the whole-pipeline tests.
 check: deps
-	ZOPEOPS_STRATEGY=$(STRATEGY) $(BIN)/pytest -n 2 -m "not pipeline" tests
+	$(BIN)/pytest -n 2 -m "not pipeline" tests
 
 # Benchmarks of the promotion on a pipeline of their own (.sandbox-bench, a free port block
 # from 50000), stopped at the end. Quick by default (demo and 100 MB data, 1 and 2 clients);
@@ -159,10 +153,10 @@ bench-deps: deps
 	  $(BIN)/pip install -q "$$(grep -i '^matplotlib==' requirements-dev.txt)"
 
 bench: bench-deps
-	$(STRATEGY_ENV) $(BIN)/python bench/promotion_bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/promotion_bench.py $(BENCH_ARGS)
 
 bench-cutover: bench-deps
-	$(STRATEGY_ENV) $(BIN)/python bench/cutover_bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/cutover_bench.py $(BENCH_ARGS)
 
 clean:
 	@if [ -x $(BIN)/python ]; then for sandbox in $(SANDBOX) $(PLONE_SANDBOX); do \

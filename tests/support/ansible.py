@@ -8,14 +8,11 @@ import subprocess
 from .paths import ANSIBLE_PLAYBOOK, REPO
 
 
-def playbook_command(playbook, inventory, extra_vars=None, check=False, diff=False, args=(),
-                     strategy=None):
+def playbook_command(playbook, inventory, extra_vars=None, check=False, diff=False, args=()):
     """(argv, env) of ``ansible-playbook`` for ``playbooks/<playbook>``.
 
     ``extra_vars`` go in as JSON, so types survive. The repo's ansible.cfg applies, so
-    ``zopeops.stages.*`` resolves from the checkout. The strategy comes from the environment
-    (``strategy_env``); ``strategy='linear'`` runs ansible-core's own, as a user without Mitogen
-    does.
+    ``zopeops.stages.*`` resolves from the checkout (ansible-core's own ``linear`` strategy).
     """
     argv = [str(ANSIBLE_PLAYBOOK), '-i', str(inventory), str(REPO / 'playbooks' / playbook)]
     if extra_vars:
@@ -27,33 +24,14 @@ def playbook_command(playbook, inventory, extra_vars=None, check=False, diff=Fal
     argv += list(args)
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
                ANSIBLE_FORCE_COLOR='0', PYTHONUNBUFFERED='1')
-    env.pop('ANSIBLE_STRATEGY_PLUGINS', None)
-    env.update(strategy_env(strategy))
     return argv, env
 
 
-def strategy_env(strategy=None):
-    """The environment that runs the collection's playbooks under ``strategy``.
-
-    The default is ``$ZOPEOPS_STRATEGY``, which the Makefile sets to its ``STRATEGY``
-    (``linear`` unless given ``mitogen_linear``); without it, ansible-core's own ``linear``.
-    Only the playbooks of ``playbooks/`` run under Mitogen: their ``group_vars`` fork a process
-    per task, which the tests' own small playbooks do not ask for.
-    """
-    strategy = strategy or os.environ.get('ZOPEOPS_STRATEGY') or 'linear'
-    if strategy == 'linear':
-        return {'ANSIBLE_STRATEGY': 'linear'}
-    import ansible_mitogen  # pylint: disable=import-outside-toplevel
-    return {'ANSIBLE_STRATEGY': strategy,
-            'ANSIBLE_STRATEGY_PLUGINS': os.path.join(os.path.dirname(ansible_mitogen.__file__),
-                                                     'plugins', 'strategy')}
-
-
 def run_playbook(playbook, inventory, extra_vars=None, check=False, diff=False, timeout=1200,
-                 args=(), strategy=None, env=None):
+                 args=(), env=None):
     """Run ``playbooks/<playbook>`` and return the CompletedProcess (text output, no raise).
     ``env``: variables added to the playbook's environment (this process's stays as it is)."""
-    argv, base = playbook_command(playbook, inventory, extra_vars, check, diff, args, strategy)
+    argv, base = playbook_command(playbook, inventory, extra_vars, check, diff, args)
     env = dict(base, **(env or {}))
     return subprocess.run(argv, cwd=str(REPO), capture_output=True, text=True, env=env,
                           timeout=timeout, check=False)

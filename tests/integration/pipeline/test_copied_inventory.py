@@ -88,10 +88,8 @@ def copied_inventory(tmp_path, app_repo):
 
 
 def run(playbook, inventory, sandbox, port_base, *args):
-    # A user's own setup: ansible-core's linear strategy, without the Mitogen the Makefile uses
-    # (the other pipeline tests run under it; this one keeps the plain path covered end to end).
     argv, env = playbook_command(playbook, inventory, {'zopeops_port_base': port_base},
-                                 args=args, strategy='linear')
+                                 args=args)
     env = dict(env, ZOPEOPS_SANDBOX=str(sandbox))
     return subprocess.run(argv, cwd=str(inventory.parent), capture_output=True, text=True,
                           env=env, timeout=1200, check=False)

@@ -51,15 +51,11 @@ class PloneSandbox(SandboxFiles):
     def url(self, stage, path=''):
         return 'http://127.0.0.1:%d%s' % (self.port_base + ['dev', 'beta'].index(stage), path)
 
-    # As a Plone user runs it, with ansible-core alone: the linear strategy, not the Mitogen
-    # the Makefile gives the other pipeline tests, so the plain path is covered end to end.
     def playbook(self, name, extra=None, **kwargs):
-        return run_playbook(name, INVENTORY, dict(self.extra_vars, **(extra or {})),
-                            strategy='linear', **kwargs)
+        return run_playbook(name, INVENTORY, dict(self.extra_vars, **(extra or {})), **kwargs)
 
     def background_playbook(self, name, extra=None):
-        argv, env = playbook_command(name, INVENTORY, dict(self.extra_vars, **(extra or {})),
-                                     strategy='linear')
+        argv, env = playbook_command(name, INVENTORY, dict(self.extra_vars, **(extra or {})))
         return Background(argv, env, str(REPO))
 
     def revision(self, instance):

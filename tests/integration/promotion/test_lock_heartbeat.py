@@ -17,7 +17,6 @@ import uuid
 
 import pytest
 
-from support.ansible import strategy_env
 from support.paths import ANSIBLE_PLAYBOOK, REPO
 from support.procs import wait_for
 
@@ -81,8 +80,7 @@ def playbook(tmp_path, state_dir, run_id, purpose='run', pause=25, release=True)
 
 def start(path, marker):
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
-               PYTHONUNBUFFERED='1', ZOPEOPS_HEARTBEAT_TEST=marker, **strategy_env('linear'))
-    env.pop('ANSIBLE_STRATEGY_PLUGINS', None)
+               PYTHONUNBUFFERED='1', ZOPEOPS_HEARTBEAT_TEST=marker)
     return subprocess.Popen([str(ANSIBLE_PLAYBOOK), '-i', 'localhost,', str(path)],
                             cwd=str(REPO), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
