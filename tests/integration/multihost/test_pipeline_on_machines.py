@@ -257,8 +257,8 @@ def test_promote_under_load_through_both_balancers(harness, deployed, stage):
     print('promote %s: %.0f s; %s' % (stage, took, run.report()))
 
 
-def test_promote_prod_losing_a_client_machine_after_the_switch_then_resume(harness, deployed,
-                                                                          tmp_path):
+def test_promote_prod_losing_a_client_machine_after_the_switch_then_resume(
+        harness, deployed, tmp_path):
     """prod's promotion under load; once both balancers send prod to the twin, app3 (live prod
     clients only) is lost as in a power cut. The run stops, names the machine and says the twin
     serves; the twin keeps serving without a failed read or a lost write. app3 comes back,
