@@ -24,14 +24,21 @@ description:
     C(tpc_begin(txn, tid, status)) and C(store()) / C(storeBlob()) under the source's tid,
     each record with the object's previous serial from the source, not with C(restore()),
     because ZEO's server does not invalidate restored objects in its other clients, so running Zope
-    clients would keep serving the old state from their caches. The server checks each
-    previous serial against the target, so a target that does not hold exactly the source's
-    previous revision refuses the write; a conflict the server resolves is refused as well.
+    clients would keep serving the old state from their caches. Before each store the server
+    checks (C(checkCurrentSerialInTransaction)) that the target holds exactly the source's
+    previous revision, so a target that does not is refused before a conflict could be
+    resolved; a conflict the server resolves anyway is refused as well.
+  - B(Batched.) Through ZEO the transactions are sent in windows of up to 64 (or 4 MiB), the
+    next window sent while the server commits the one before, instead of waiting for two
+    replies per transaction; blobs are streamed from the source's files. Each transaction
+    also checks one object the transaction before it wrote, so when one fails, every one sent
+    after it fails too and the target keeps a prefix of the tail, never one with a hole.
   - B(Offline) (O(path), the target's ZEO server stopped) the records are written with
     C(restore()) / C(restoreBlob()), byte for byte, backpointers included.
   - Each transaction is voted and finished or, on any error, aborted (C(tpc_abort)), so a
     failed transaction leaves nothing in the target; the target then holds a prefix of the
-    tail and the error says which tid to give as O(target_tid) to go on.
+    tail (as its server reports it) and the error says which tid to give as O(target_tid) to
+    go on.
   - B(Verified.) After the replay the target must report the last replayed tid (ZEO is asked
     by the server's own C(lastTransaction)), else the module fails.
   - B(Idempotence.) A re-run after a replay that succeeded (the target's last tid is the
@@ -83,8 +90,8 @@ options:
     description:
       - "Epoch seconds (this host's clock) after which no transaction is written any more: the
         deadline of the write freeze's lease minus its margin, for the replay of a cutover. A
-        transaction not begun by then is not written and the module fails, naming the tid the
-        target holds; one begun before it is finished. Omitted, no deadline."
+        transaction not begun (sent) by then is not written and the module fails, naming the tid
+        the target holds; one begun before it is finished. Omitted, no deadline."
     type: float
   passes:
     description:
@@ -123,9 +130,9 @@ attributes:
     support: full
     platforms: posix
 notes:
-  - Speed. The module opens no index of either file and connects once; a 10-transaction tail
-    through ZEO on a 100 MB Data.fs takes well under a second of wall time, interpreter start
-    included (see C(docs/benchmarks.md)).
+  - Speed. The module opens no index of either file and connects once. Through ZEO what is
+    left is the target server's own work, above all the C(fsync) of each commit, which keeps
+    each source transaction durable under its own tid (see C(docs/benchmarks.md), "Replay").
 seealso:
   - module: zopeops.stages.zodb_snapshot
   - module: zopeops.stages.zodb_restore
