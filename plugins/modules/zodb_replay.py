@@ -576,6 +576,7 @@ class OnlineWriter:
                 # transaction the server would still hold.
                 pass
 
+
 def needs_blobs(source, tail):
     """True if a transaction of the tail stores a blob (read before anything is written)."""
     from ZODB.FileStorage import FileIterator
@@ -737,6 +738,7 @@ def replay_tail(params, source, tail, target, result, base):
                   msg='Copied %d transactions (%s .. %s, %d blobs) from %s into %s.' % (
                       counters['txns'], result['first_tid'], result['last_tid'],
                       counters['blobs'], source, target.where))
+
 
 def main():
     module = AnsibleModule(
