@@ -334,15 +334,6 @@ class Target:
         self.storage.close()
 
 
-def blob_file(source_blobs, record, txn):
-    path = source_blobs.getBlobFilename(record.oid, record.tid)
-    if not os.path.exists(path):
-        raise zu.ZODBDataError(
-            'The source blob file %s of object %s in transaction %s is missing. Check '
-            'source_blob_dir.' % (path, zfmt.tid_to_hex(record.oid), zfmt.tid_to_hex(txn.tid)))
-    return path
-
-
 class TransactionFailed(Exception):
     """A source transaction the target did not take: its tid and why."""
 
@@ -352,7 +343,8 @@ class TransactionFailed(Exception):
         self.reason = reason
 
 
-def blob_file(source_blobs, record, txn):
+def blob_file(source_blobs, record):
+    """The source's blob file of a blob record (the error names the transaction around it)."""
     if source_blobs is None:
         raise zu.ZODBDataError('it stores a blob and no source_blob_dir was given')
     path = source_blobs.getBlobFilename(record.oid, record.tid)
@@ -380,7 +372,7 @@ class OfflineWriter:
                 if record.data and is_blob_record(record.data):
                     temp = os.path.join(storage.temporaryDirectory(), 'replay-%s-%s.blob' % (
                         record.oid.hex(), record.tid.hex()))
-                    shutil.copyfile(blob_file(self.source_blobs, record, txn), temp)
+                    shutil.copyfile(blob_file(self.source_blobs, record), temp)
                     storage.restoreBlob(record.oid, record.tid, record.data, temp,
                                         record.data_txn, txn)
                     blobs += 1
@@ -489,7 +481,7 @@ class OnlineWriter:
                 if is_blob_record(record.data):
                     # Opened here, so that a missing file fails this transaction before it
                     # is sent, not half way through its messages.
-                    handle = open(blob_file(self.source_blobs, record, txn), 'rb')
+                    handle = open(blob_file(self.source_blobs, record), 'rb')
                     handles.append(handle)
                     size += os.fstat(handle.fileno()).st_size
                     messages.append(('iter', None, blob_messages(handle, record.oid, serial,
