@@ -447,10 +447,9 @@ class OnlineWriter:
     - Each vote must report no resolved conflict and each tpc_finish the source's tid.
     """
 
-    def __init__(self, storage, pipeline, source_fd, source_blobs, counters):
+    def __init__(self, pipeline, source_fd, source_blobs, counters):
         self.pipeline, self.source_fd = pipeline, source_fd
         self.source_blobs, self.counters = source_blobs, counters
-        self.storage = storage
         self.ident = 0
         self.proof = None  # (oid, tid) that the next transaction checks, or None
         self.window, self.window_bytes = [], 0
@@ -499,6 +498,7 @@ class OnlineWriter:
         except Exception as exc:  # a missing blob file, a torn record...
             for handle in handles:
                 handle.close()
+            self.drain()  # the transactions before this one are sound: the target takes them
             raise TransactionFailed(txn.tid, exc) from None
         messages += [('call', 'vote', (ident,)), ('call', 'tpc_finish', (ident,))]
         self.window.append((txn.tid, ident, blobs, messages))
@@ -666,8 +666,7 @@ def replay_tail(params, source, tail, target, result, base):
     last = wanted[-1]
     source_fd = os.open(source, os.O_RDONLY)
     if target.online:
-        writer = OnlineWriter(target.storage,
-                              zzeo.CommitPipeline(target.storage, params['zeo_timeout']),
+        writer = OnlineWriter(zzeo.CommitPipeline(target.storage, params['zeo_timeout']),
                               source_fd, source_blobs, counters)
     else:
         writer = OfflineWriter(target.storage, source_blobs, counters)

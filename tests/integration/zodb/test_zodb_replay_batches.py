@@ -3,6 +3,7 @@ of its windows (a blob inside a window, the not_after deadline between two trans
 empty range) and a target that conflicts half way, where the target must keep a prefix."""
 from __future__ import annotations
 
+import os
 import time
 import types
 
@@ -61,13 +62,30 @@ class DeadlineAfter:
 
 def test_windows_span_blobs_not_after_cuts_between_two_and_an_empty_range_writes_nothing(
         online, monkeypatch, capsys):
-    # windows of 4: the first one holds two blob transactions, the deadline falls in the second
+    # windows of 4: the first one holds two blob transactions; the fifth one's blob file is
+    # missing, so it fails before it is sent, and the four before it are taken
     monkeypatch.setattr(zodb_replay, 'WINDOW_TRANSACTIONS', 4)
-    monkeypatch.setattr(zodb_replay, 'time', DeadlineAfter(5))
-    cut = run_module_in_process(zodb_replay, dict(online.args, not_after=time.time() + 600),
+    from ZODB.blob import FilesystemHelper, is_blob_record
+    from ZODB.FileStorage import FileIterator
+    iterator = FileIterator(online.args['source'], start=bytes.fromhex(online.tids[4]))
+    record = [record for record in next(iterator) if is_blob_record(record.data)][0]
+    iterator.close()
+    blob = FilesystemHelper(online.args['source_blob_dir']).getBlobFilename(record.oid,
+                                                                              record.tid)
+    os.rename(blob, blob + '.away')
+    missing = run_module_in_process(zodb_replay, online.args, monkeypatch, capsys)
+    os.rename(blob + '.away', blob)
+    assert missing['rc'] == 1 and 'is missing' in missing['msg'], missing
+    assert 'transaction %s' % online.tids[4] in missing['msg']
+    assert 'target_tid %s' % online.tids[3] in missing['msg']
+
+    # the deadline passes after the fifth transaction is begun: it is finished, the sixth is
+    # not begun
+    monkeypatch.setattr(zodb_replay, 'time', DeadlineAfter(1))
+    cut = run_module_in_process(zodb_replay, dict(online.args, after_tid=online.tids[3],
+                                                  not_after=time.time() + 600),
                                 monkeypatch, capsys)
     assert cut['rc'] == 1 and 'not_after' in cut['msg'], cut
-    # the sixth was not begun; the five before it (begun before the deadline) were finished
     assert 'before transaction %s' % online.tids[5] in cut['msg']
     assert 'up to %s' % online.tids[4] in cut['msg']
 
