@@ -70,8 +70,8 @@ def test_windows_span_blobs_not_after_cuts_between_two_and_an_empty_range_writes
     iterator = FileIterator(online.args['source'], start=bytes.fromhex(online.tids[4]))
     record = [record for record in next(iterator) if is_blob_record(record.data)][0]
     iterator.close()
-    blob = FilesystemHelper(online.args['source_blob_dir']).getBlobFilename(record.oid,
-                                                                              record.tid)
+    helper = FilesystemHelper(online.args['source_blob_dir'])
+    blob = helper.getBlobFilename(record.oid, record.tid)
     os.rename(blob, blob + '.away')
     missing = run_module_in_process(zodb_replay, online.args, monkeypatch, capsys)
     os.rename(blob + '.away', blob)
