@@ -401,9 +401,9 @@ class OfflineWriter:
 
 
 # A window of the online replay: the transactions sent to the server in one go. Two windows
-# are in flight at most, so that the server commits one while the next is read and sent; a
-# window is small enough that what is in flight when not_after comes finishes in well under a
-# second (it is what a frozen cutover waits for).
+# are in flight at most, so that the server commits one while the next is read and sent. What
+# is in flight when not_after comes is finished (a frozen cutover waits for it): at most 128
+# commits, about 0.7 s where each commit's fsync takes 5 ms (measured on a busy shared disk).
 WINDOW_TRANSACTIONS = 64
 WINDOW_BYTES = 4 * 1024 * 1024
 BLOB_CHUNK_BYTES = 59000  # ZEO's ClientStorage.storeBlob sends blobs in chunks of this size
