@@ -511,14 +511,12 @@ def scheduled(config, now=time.time):
     return result
 
 
-def due_in(config, now=time.time):
+def due_in(config, since, now=time.time):
     """Seconds until the next backup of the supervisord loop: ``interval`` after the last
-    run that found the repository up to date (0 when there is none)."""
+    run that found the repository up to date, else after ``since`` (the loop's start)."""
     latest = read_json(os.path.join(config['repository'], 'latest.json')) or {}
-    if not latest.get('checked_at'):
-        return 0.0
-    return max(0.0, parse_iso(latest['checked_at']).timestamp()
-               + float(config.get('interval', 86400)) - now())
+    last = parse_iso(latest['checked_at']).timestamp() if latest.get('checked_at') else since
+    return max(0.0, last + float(config.get('interval', 86400)) - now())
 
 
 def main(argv=None):
@@ -531,10 +529,11 @@ def main(argv=None):
     options = parser.parse_args(argv)
     with open(options.config) as handle:
         config = json.load(handle)
+    since = time.time()
     while True:
         if options.loop:
-            time.sleep(min(due_in(config), 3600))
-            if due_in(config) > 0:
+            time.sleep(min(due_in(config, since), 3600))
+            if due_in(config, since) > 0:
                 continue
         try:
             if options.verify:
@@ -549,8 +548,9 @@ def main(argv=None):
             status = EXIT_BUSY if isinstance(exc, StageBusy) else 1
         if not options.loop:
             return status
-        if status:
+        if status:  # try again after ``retry`` seconds, not at once
             time.sleep(float(config.get('retry', 600)))
+            since = time.time() - float(config.get('interval', 86400))
 
 
 if __name__ == '__main__':

@@ -36,7 +36,7 @@ description:
     lock, which C(playbooks/backup.yml) takes on the conductor before it calls this module.
   - The same code runs the scheduled backups that C(roles/backup) installs (a systemd timer,
     or a supervisord program), so they write the same reports.
-version_added: 0.2.0
+version_added: 0.1.0
 author:
   - zopeops.stages developers (@zopeops)
 extends_documentation_fragment:
