@@ -93,6 +93,12 @@ def backup_summary(found, generated_at):
             'ok': age is not None and age <= limit}
 
 
+def backup_lateness(backup):
+    if backup['age_hours'] is None:
+        return 'missing'
+    return '%.1f hours old (the limit is %g)' % (backup['age_hours'], backup['max_age_hours'])
+
+
 def backup_text(backup):
     """'3.2 h ago' / 'none' / 'LATE 30.0 h (limit 26 h)'."""
     if not backup:
@@ -357,11 +363,8 @@ def build_report(model, instances, lb=None, probes=None, promotions=None, refs=N
                 if (side['side'] == 'live' or side['health'] == 'failed') and not client['ok']:
                     problems.append('%s: %s' % (client['id'], client['error'] or 'HTTP %s'
                                                 % client['status']))
-    late = ['%s: its last good backup is %s' % (
-        stage['name'], 'missing' if stage['backup']['age_hours'] is None else
-        '%.1f hours old (the limit is %g)' % (stage['backup']['age_hours'],
-                                            stage['backup']['max_age_hours']))
-        for stage in stages if stage['backup'] and not stage['backup']['ok']]
+    late = ['%s: its last good backup is %s' % (stage['name'], backup_lateness(stage['backup']))
+            for stage in stages if stage['backup'] and not stage['backup']['ok']]
     # status.json and status.html are made from this: no user:password@ of a URL gets there.
     return redact_deep({
         'backups_late': late,

@@ -6,9 +6,10 @@ retention by count of full backups, a JSON report per backup, and the restore dr
 
 One code path for a backup now and a scheduled one: the module ``zodb_backup`` calls
 ``backup()`` and ``drill()``; ``roles/backup`` copies this file (with ``files.py``, its only
-other import) onto the ZEO host, where the systemd timer or the supervisord loop runs it as a
-script with the release's Python (``python zodb_backup.py --config backup.json``), which
-calls the same functions and writes the same reports.
+other import, and the entry point ``roles/backup/files/zopeops_backup.py``) onto the ZEO
+host, where the systemd timer or the supervisord loop runs
+``python zopeops_backup.py --config backup.json`` with the release's Python, which calls the
+same functions (``cli``) and writes the same reports.
 
 The repository (one folder per stage) holds what ``repozo -B`` writes
 (``<stamp>.fs`` full, ``<stamp>.deltafs`` incremental, ``<stamp>.dat``, ``<stamp>.index``),
@@ -18,7 +19,7 @@ possible: committed blob files never change), ``reports/<stamp>.json`` and ``lat
 ``reports/drill-latest.json`` (the last restore drill).
 
 Only the standard library at import time (ZODB is imported by the functions that need it), so
-that the file runs as a script outside Ansible.
+that the file is imported by a script outside Ansible.
 """
 from __future__ import annotations
 
@@ -315,7 +316,8 @@ def backup(path, repository, blob_dir=None, keep=7, full=False, quick=False, rep
         return {'changed': kind != 'unchanged', 'kind': kind, 'reason': reason,
                 'removed': removed, 'repository': repository,
                 'msg': 'Would make %s backup of %s into %s (%s)%s.' % (
-                    'no' if kind == 'unchanged' else 'a ' + kind, path, repository, reason,
+                    {'unchanged': 'no', 'full': 'a full'}.get(kind, 'an ' + kind), path,
+                    repository, reason,
                     '; would remove %d old files' % len(removed) if removed else '')}
     os.makedirs(repository, mode=0o700, exist_ok=True)
     before = {entry[2] for entry in data_files(repository)}
@@ -367,8 +369,8 @@ def backup(path, repository, blob_dir=None, keep=7, full=False, quick=False, rep
     removed = retention(repository, keep)
     return {'changed': True, 'kind': kind, 'reason': report['reason'], 'report': report,
             'removed': removed, 'repository': repository, 'duration': report['duration'],
-            'msg': 'Made a %s backup of %s: %s (%d bytes, last tid %s)%s.' % (
-                kind, path, name, size, tid,
+            'msg': 'Made %s %s backup of %s: %s (%d bytes, last tid %s)%s.' % (
+                'an' if kind == 'incremental' else 'a', kind, path, name, size, tid,
                 '; removed %d files of old backups' % len(removed) if removed else '')}
 
 
@@ -519,7 +521,9 @@ def due_in(config, since, now=time.time):
     return max(0.0, last + float(config.get('interval', 86400)) - now())
 
 
-def main(argv=None):
+def cli(argv, out):
+    """The scheduled runs' command line (roles/backup/files/zopeops_backup.py): one JSON line
+    per run on ``out``; returns the exit status (0, 1, or EXIT_BUSY when skipped)."""
     import argparse
     parser = argparse.ArgumentParser(description='Scheduled repozo backups of one stage.')
     parser.add_argument('--config', required=True, help='the JSON file roles/backup writes')
@@ -541,17 +545,15 @@ def main(argv=None):
                                repozo=config.get('repozo'))
             else:
                 result = scheduled(config)
-            print(json.dumps(result, sort_keys=True), flush=True)
+            out.write(json.dumps(result, sort_keys=True) + '\n')
             status = 0
         except BackupError as exc:
-            print(json.dumps({'failed': True, 'msg': str(exc)}), flush=True)
+            out.write(json.dumps({'failed': True, 'msg': str(exc)}) + '\n')
             status = EXIT_BUSY if isinstance(exc, StageBusy) else 1
+        out.flush()
         if not options.loop:
             return status
         if status:  # try again after ``retry`` seconds, not at once
             time.sleep(float(config.get('retry', 600)))
             since = time.time() - float(config.get('interval', 86400))
 
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -20,7 +20,7 @@ description:
     the same filesystem (committed blob files never change), else copied.
   - B(Report.) Each backup writes C(reports/<stamp>.json) and C(latest.json) (kind, reason,
     files, size, duration, last tid and its time, blob files). A run that finds nothing new
-    sets C(checked_at) in C(latest.json): the repository holds the data as of then.
+    sets C(checked_at) in C(latest.json), since the repository holds the data as of then.
     C(playbooks/status.yml) reads C(latest.json).
   - B(Retention.) After a backup, the backups older than the newest O(keep) full ones (each
     full backup with its incrementals, their C(.dat), C(.index), blob backups and reports) are

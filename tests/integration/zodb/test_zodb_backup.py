@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -105,8 +106,14 @@ def test_the_scheduled_script_writes_the_same_report(storage_factory, tmp_path):
         'path': data, 'blob_dir': blobs, 'repository': repo, 'keep': 3, 'stage': 'beta',
         'state_dir': str(state_dir), 'scratch_dir': str(tmp_path / 'scratch'),
         'drill_every': 604800}))
-    script = [sys.executable, str(REPO / 'plugins' / 'module_utils' / 'zodb_backup.py'),
-              '--config', str(config)]
+    # Installed as roles/backup installs it: the entry point beside the module's code.
+    installed = tmp_path / 'bin'
+    installed.mkdir()
+    for source in (REPO / 'plugins' / 'module_utils' / 'zodb_backup.py',
+                   REPO / 'plugins' / 'module_utils' / 'files.py',
+                   REPO / 'roles' / 'backup' / 'files' / 'zopeops_backup.py'):
+        shutil.copy(source, installed / source.name)
+    script = [sys.executable, str(installed / 'zopeops_backup.py'), '--config', str(config)]
     env = dict(os.environ, PYTHONPATH='')  # as on the host: no collection importable
 
     # A promotion holds beta: the run refuses, says why, and writes nothing.
