@@ -556,4 +556,3 @@ def cli(argv, out):
         if status:  # try again after ``retry`` seconds, not at once
             time.sleep(float(config.get('retry', 600)))
             since = time.time() - float(config.get('interval', 86400))
-
