@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import socket
+import time
 
 import pytest
 
@@ -19,11 +22,29 @@ def test_backup_and_drill_of_beta_under_load_and_its_age_in_the_status(pipeline,
     config = json.loads((pipeline.sandbox / 'beta' / 'etc' / 'backup.json').read_text())
     assert config['repository'] == str(pipeline.sandbox / 'backups' / 'beta')
 
+    # While a promotion holds beta, a backup is refused, naming it, and writes nothing.
+    repository = pipeline.sandbox / 'backups' / 'beta'
+    before = sorted(repository.rglob('*')) if repository.exists() else []
+    folder = lock_dir(pipeline, 'beta')
+    folder.mkdir(parents=True)
+    (folder / 'owner.json').write_text(json.dumps({
+        'run_id': 'other-run', 'owner': 'alice', 'action': 'run', 'stage': 'beta',
+        'started_at': '2026-11-29T12:00:00Z', 'step': 'twin_data',
+        'controller': socket.gethostname(), 'controller_pid': os.getpid(),
+        'taken_at': time.time()}))
+    try:
+        refused = pipeline.playbook('backup.yml', {'stage': 'beta'})
+    finally:
+        (folder / 'owner.json').unlink()
+        folder.rmdir()
+    assert refused.returncode != 0 and 'A run of beta (run other-run) by alice' in \
+        said(refused), refused.stdout[-3000:]
+    assert (sorted(repository.rglob('*')) if repository.exists() else []) == before
+
     run = run_under_load(pipeline, 'backup.yml', 'beta', timeout=300)
     assert run.proc.returncode == 0, run.output
     print('backup beta: %s' % run.report())
     assert_zero_loss(pipeline, run, 'beta', 'self')
-    repository = pipeline.sandbox / 'backups' / 'beta'
     latest = json.loads((repository / 'latest.json').read_text())
     # The first backup of the session is full; the writes make any later one incremental.
     assert latest['kind'] in ('full', 'incremental')
