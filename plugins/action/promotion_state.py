@@ -25,7 +25,7 @@ It polls ansible-playbook's pid (with the process's start time, against pid reus
 second and exits when it is gone, whatever signal ended it, SIGKILL of its process group
 included; it exits when the renewal finds the lock released or another run's.
 
-A push or a site.yml run leaves no plan to resume, so when its ansible-playbook ends without
+A push, a site.yml or a backup.yml run leaves no plan to resume, so when its ansible-playbook ends without
 having released its locks (a play whose every host failed ends the playbook before its last
 play; a kill), the heartbeat releases them, through the module, before it exits: their lock
 lives exactly as long as the run. A promotion's lock stays, interrupted, for its resume.
@@ -53,7 +53,7 @@ MAX_PERIOD = 10.0
 # The heartbeat's process name (ps -o comm, /proc/<pid>/comm): what it is, at a glance.
 PROCESS_NAME = b'zopeops-lock-hb'
 # Runs whose locks the heartbeat releases when their ansible-playbook ends (see above).
-RELEASED_AT_EXIT = ('push', 'site')
+RELEASED_AT_EXIT = ('push', 'site', 'backup')
 
 
 def _controller():

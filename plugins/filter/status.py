@@ -26,7 +26,7 @@ def merge_hosts(results):
             into['clients'].update(found.get('clients') or {})
             into['drift'].extend(found.get('drift') or [])
             if found.get('zeo_host') or 'deployed' not in into:
-                for key in ('deployed', 'current', 'data', 'zeo_running'):
+                for key in ('deployed', 'current', 'data', 'zeo_running', 'backup'):
                     if key in found:
                         into[key] = found[key]
     return merged

@@ -56,7 +56,7 @@ LEASE = 120.0
 # finding out where the traffic is, and carry out (or undo) the recorded plan.
 TAKES_OVER_INTERRUPTED = ('resume', 'rollback')
 # Runs that leave no plan behind: their interrupted lock is taken over by any run.
-STATELESS = ('push', 'site')
+STATELESS = ('push', 'site', 'backup')
 MUTEX_TIMEOUT = 30
 
 
@@ -138,7 +138,7 @@ def holder_purpose(owner):
     action = owner.get('action') or 'run'
     if action == 'push_branding':
         return 'push'
-    return action if action in ('run', 'resume', 'rollback', 'site') else 'run'
+    return action if action in ('run', 'resume', 'rollback', 'site', 'backup') else 'run'
 
 
 def holder_step(state_dir, stage, owner):
@@ -177,6 +177,8 @@ def describe_owner(stage, owner):
     what = owner.get('action') or 'a run'
     if owner.get('purpose') == 'site':
         what = 'site.yml run'
+    elif owner.get('purpose') == 'backup':
+        what = 'backup.yml run'
     elif owner.get('action') == 'push_branding':
         what = 'branding push%s' % (' of %s' % owner['partner'] if owner.get('partner') else '')
     return '%s of %s (run %s) by %s, since %s, at step %s' % (

@@ -70,6 +70,46 @@ def human_size(size):
     return None  # pragma: no cover
 
 
+def _parse_time(iso):
+    try:
+        return datetime.datetime.fromisoformat(str(iso).replace('Z', '+00:00'))
+    except ValueError:
+        return None
+
+
+def backup_summary(found, generated_at):
+    """A stage's last good backup as the report shows it: when, how old (hours, against the
+    report's time), the limit, and ``ok`` (not older than the limit); None when the stage's
+    backups are not read (no backup repository given)."""
+    if not found:
+        return None
+    limit = float(found.get('max_age_hours') or 26)
+    now, then = _parse_time(generated_at), _parse_time(found.get('checked_at') or '')
+    age = round((now - then).total_seconds() / 3600, 1) if now and then else None
+    return {'checked_at': found.get('checked_at'), 'stamp': found.get('stamp'),
+            'kind': found.get('kind'), 'last_tid': found.get('last_tid'),
+            'size_text': human_size(found.get('size')), 'drill_at': found.get('drill_at'),
+            'age_hours': age, 'max_age_hours': limit,
+            'ok': age is not None and age <= limit}
+
+
+def backup_lateness(backup):
+    if backup['age_hours'] is None:
+        return 'missing'
+    return '%.1f hours old (the limit is %g)' % (backup['age_hours'], backup['max_age_hours'])
+
+
+def backup_text(backup):
+    """'3.2 h ago' / 'none' / 'LATE 30.0 h (limit 26 h)'."""
+    if not backup:
+        return '-'
+    if backup['age_hours'] is None:
+        return 'NONE (limit %g h)' % backup['max_age_hours']
+    if not backup['ok']:
+        return 'LATE %.1f h (limit %g h)' % (backup['age_hours'], backup['max_age_hours'])
+    return '%.1f h ago' % backup['age_hours']
+
+
 def short_time(iso):
     """'2026-11-29T12:30:39+00:00' -> '2026-11-29 12:30'."""
     if not iso:
@@ -268,8 +308,12 @@ def build_report(model, instances, lb=None, probes=None, promotions=None, refs=N
         healthy = (frontend['ok'] if probe else True) and bool(serving_side) and \
             serving_side['health'] == 'ok' and all(s['health'] != 'failed' for s in sides) \
             and not (frozen and not run['live'])
+        live_side = next((s for s in sides if s['side'] == 'live'), None)
+        backup = backup_summary((instances.get(live_side['instance']) or {}).get('backup')
+                                if live_side else None, generated_at)
         stages.append({
             'name': name,
+            'backup': backup,
             'index': stage_model['index'],
             'predecessor': stage_model['predecessor'],
             'data_policy': stage_model.get('data_policy'),
@@ -319,8 +363,11 @@ def build_report(model, instances, lb=None, probes=None, promotions=None, refs=N
                 if (side['side'] == 'live' or side['health'] == 'failed') and not client['ok']:
                     problems.append('%s: %s' % (client['id'], client['error'] or 'HTTP %s'
                                                 % client['status']))
+    late = ['%s: its last good backup is %s' % (stage['name'], backup_lateness(stage['backup']))
+            for stage in stages if stage['backup'] and not stage['backup']['ok']]
     # status.json and status.html are made from this: no user:password@ of a URL gets there.
     return redact_deep({
+        'backups_late': late,
         'generated_at': generated_at,
         'pipeline': list(model['pipeline']),
         'stages': stages,
@@ -462,6 +509,8 @@ def table_lines(report):
         ('traffic', [_traffic_cell(st) for st in stages]),
         ('twin', [_twin_cell(st) for st in stages]),
         ('promotion', [_promotion_cell(st) for st in stages]),
+        ('backup', [backup_text(st.get('backup')) for st in stages]
+         if any(st.get('backup') for st in stages) else []),
         ('last run', [_last_run_cells(st)[0] for st in stages]),
         ('', [_last_run_cells(st)[1] for st in stages]),
         ('drift', ['none' if not st['drift'] else '%d, see below' % len(st['drift'])
@@ -484,6 +533,8 @@ def table_lines(report):
         lines.append('problem: ' + problem)
     for item in report['drift']:
         lines.append('drift: ' + item)
+    for item in report.get('backups_late') or []:
+        lines.append('backup: ' + item)
     return lines
 
 
@@ -581,6 +632,13 @@ def _stage_html(stage):
             (', by %s' % _e(promotion['locked_by'])) if promotion.get('locked_by') else '',
             ('<br><span class="mono">%s</span>' % _e(promotion['next']))
             if promotion.get('next') else '')))
+    backup = stage.get('backup')
+    if backup:
+        rows.append(('backup', '<span class="%s" data-backup-ok="%s">%s</span>%s' % (
+            'ok-t' if backup['ok'] else 'bad-t', 'true' if backup['ok'] else 'false',
+            _e(backup_text(backup)),
+            ('<br>%s %s' % (_e(backup['kind']), _e(short_time(backup['checked_at']))))
+            if backup['checked_at'] else '')))
     rows.append(('drift', '<span class="ok-t">none</span>' if not stage['drift'] else
                  '<br>'.join('<span class="bad-t">%s</span>' % _e(d) for d in stage['drift'])))
     head = '<table>%s</table>' % ''.join(
@@ -598,6 +656,8 @@ def render_html(report, title='zopeops pipeline status'):
         _stage_html(stage) for stage in report['stages'])
     notes = ''.join('<li class="problem">%s</li>' % _e(p) for p in report['problems'])
     notes += ''.join('<li class="drift">drift: %s</li>' % _e(d) for d in report['drift'])
+    notes += ''.join('<li class="problem">backup: %s</li>' % _e(b)
+                     for b in report.get('backups_late') or [])
     overall = 'healthy' if report['healthy'] else 'NOT healthy'
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -50,6 +50,15 @@ options:
       zeo_address:
         description: Where the ZEO server listens, C(host:port), as seen from this host.
         type: str
+      backup_repository:
+        description:
+          - The stage's backup folder (M(zopeops.stages.zodb_backup)); its C(latest.json) and
+            C(reports/drill-latest.json) give the last good backup and restore drill.
+        type: path
+      backup_max_age_hours:
+        description: How old the last good backup may be, in hours, before the status marks it red.
+        type: float
+        default: 26
       clients:
         description:
           - The instance's Zope clients on this host, each C({id, name, url, port}); C(id)
@@ -137,6 +146,7 @@ instances:
       current: 8c270e68a84f7dd537f3cae6c545b684c72b06a4
       data: {size: 1048576, last_tid: 040d5727eb115822, mtime: "2026-11-29T12:31:02+00:00"}
       zeo_running: true
+      backup: {checked_at: "2026-11-29T02:00:03Z", stamp: 2026-11-29-02-00-01, kind: incremental, max_age_hours: 26}
       clients: {test-client1: {ok: true, status: 200, latency: 0.012, revision: 8c27..., last_tid: 040d..., marker: seeded}}
       drift: []
 probes:
@@ -322,6 +332,9 @@ def instance_status(spec, timeout, proof, manager, process_manager='supervisord'
         if conf is not None and port and wanted and port != wanted:
             found['drift'].append('%s: zeo.conf listens on port %d, the inventory says %d'
                                   % (spec['instance'], port, wanted))
+        if spec.get('backup_repository'):
+            found['backup'] = backup_state(spec['backup_repository'],
+                                           spec['backup_max_age_hours'])
     for client in spec.get('clients') or []:
         found['clients'][client['id']] = prove_client(client, proof, manager, timeout,
                                                       process_manager)
@@ -331,6 +344,19 @@ def instance_status(spec, timeout, proof, manager, process_manager='supervisord'
             found['drift'].append('%s: zope-%s.ini listens on port %d, the inventory says %s'
                                   % (client['id'], client['name'], port, client['port']))
     return found
+
+
+def backup_state(repository, max_age_hours):
+    """The stage's last good backup (zodb_backup's latest.json) and restore drill."""
+    latest = read_json(os.path.join(repository, 'latest.json')) or {}
+    drill = read_json(os.path.join(repository, 'reports', 'drill-latest.json')) or {}
+    return {
+        'repository': repository, 'max_age_hours': max_age_hours,
+        'checked_at': latest.get('checked_at'), 'stamp': latest.get('stamp'),
+        'kind': latest.get('kind'), 'last_tid': latest.get('last_tid'),
+        'size': latest.get('size'), 'duration': latest.get('duration'),
+        'drill_at': drill.get('finished_at'),
+    }
 
 
 def current_step(state):
@@ -400,6 +426,8 @@ def main():
                 dir=dict(type='path', required=True),
                 zeo_host=dict(type='bool', default=False),
                 zeo_address=dict(type='str'),
+                backup_repository=dict(type='path'),
+                backup_max_age_hours=dict(type='float', default=26),
                 clients=dict(type='list', elements='dict', default=[]),
             )),
             probes=dict(type='list', elements='dict', default=[]),

@@ -97,3 +97,10 @@ def test_templates_use_the_project_and_inventory_defined_beside_them():
 def test_names_are_unique():
     names = [t['name'] for t in templates()]
     assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize('inventory', INVENTORIES)
+def test_backup_stage_choices_are_the_whole_pipeline(inventory):
+    question = survey_question(template_for('playbooks/backup.yml'), 'stage')
+    assert question['type'] == 'multiplechoice' and question['required'] is True
+    assert question['choices'] == pipeline(inventory)

@@ -291,3 +291,30 @@ def test_a_lock_whose_heartbeat_is_old_is_an_interrupted_run_with_what_to_run():
                         LS_REMOTE)
     assert rep['stages'][1]['promotion']['interrupted'] and not rep['healthy']
     assert rep['problems'][0].startswith('test: writes FROZEN, and no promotion runs. Next:')
+
+
+def test_backup_age_against_the_stages_limit():
+    found = hosts()
+    found[0]['instances']['dev']['backup'] = {
+        'checked_at': '2026-11-29T10:01:00Z', 'stamp': '2026-11-29-10-00-58',
+        'kind': 'incremental', 'size': 4096, 'max_age_hours': 26}
+    found[1]['instances']['test']['backup'] = {
+        'checked_at': '2026-11-27T13:01:00Z', 'kind': 'full', 'max_age_hours': 26}
+    rep = status_report(MODEL, found, LB, CONDUCTOR, LS_REMOTE, {'dev': 'main'},
+                        '2026-11-29T13:01:00Z')
+    dev, test = rep['stages']
+    assert dev['backup']['age_hours'] == 3.0 and dev['backup']['ok']
+    assert test['backup']['age_hours'] == 48.0 and not test['backup']['ok']
+    assert rep['backups_late'] == ['test: its last good backup is 48.0 hours old (the limit is 26)']
+    assert rep['healthy']  # a late backup is shown red; the stage still serves
+    lines = status_render(rep, 'text')
+    assert any(line.startswith('backup') and '3.0 h ago' in line and 'LATE 48.0 h' in line
+               for line in lines), lines
+    page = status_render(rep, 'html')
+    assert 'data-backup-ok="false"' in page and 'data-backup-ok="true"' in page
+    # No backup yet: red, "NONE".
+    found[0]['instances']['dev']['backup'] = {'checked_at': None, 'max_age_hours': 26}
+    rep = status_report(MODEL, found, LB, CONDUCTOR, LS_REMOTE, {'dev': 'main'},
+                        '2026-11-29T13:01:00Z')
+    assert not rep['stages'][0]['backup']['ok'] and 'dev: its last good backup is missing' in \
+        rep['backups_late']
