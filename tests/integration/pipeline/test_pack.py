@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from support.promotion import lock_dir, output, said
+from support.promotion import lock_dir, lost_writes, output, said
 from support.writeload import WriteLoad
 
 pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.xdist_group('pipeline')]
@@ -45,7 +45,7 @@ def test_pack_now_and_on_schedule_never_under_another_runs_lock(pipeline):
     # Writes make history to pack: each rewrites the demo's write container.
     with WriteLoad('http://127.0.0.1:%d' % pipeline.lb_port('beta'), auth=pipeline.admin_auth(),
                    threads=2, max_writes=30, max_seconds=60) as writes:
-        pass
+        writes.wait(90)
     assert len(writes.acknowledged) == 30 and not writes.failed, writes.report()
     assert 'beta-pack' in pipeline.program_states()  # the schedule, under supervisord
 
@@ -76,6 +76,7 @@ def test_pack_now_and_on_schedule_never_under_another_runs_lock(pipeline):
     assert packed['days'] == 0 and packed['duration'] > 0, packed
     assert packed['size_after'] < packed['size_before'], packed
     assert pipeline.datafs('beta').stat().st_size == packed['size_after']
+    assert not lost_writes(pipeline, 'beta', set(writes.acknowledged))['missing_datafs']
     entry = [e for e in pipeline.ledger() if e.get('action') == 'pack'][-1]
     assert entry['stage'] == 'beta' and entry['result'] == 'packed', entry
     assert not lock_dir(pipeline, 'beta').exists()
@@ -87,4 +88,6 @@ def test_pack_now_and_on_schedule_never_under_another_runs_lock(pipeline):
     assert scheduled.returncode == 0, scheduled.stdout + scheduled.stderr
     again = report(pipeline)
     assert again['result'] == 'packed' and again['how'] == 'schedule', again
+    assert again['size_after'] == again['size_before'] == packed['size_after'], again
+    assert (pipeline.datafs('beta').parent / 'pack-report.json').stat().st_mode & 0o777 == 0o600
     assert not lock_dir(pipeline, 'beta').exists()
