@@ -382,21 +382,22 @@ def test_per_server_states(haproxy):
 def test_a_drained_server_that_is_down_is_known_as_drained(haproxy):
     """A client restarted while drained fails its checks (DOWN): putting it back still sends
     the command, and the last healthy server is never taken out."""
-    server = dict(backend='be_test_live', server='test-client2', map_file=None)
-    run(haproxy, state='drain', **server)
+    two = dict(backend='be_test_live', server='test-client2', map_file=None)
+    one = dict(two, server='test-client1')
+    run(haproxy, state='drain', **two)
     haproxy.failing.add('test-client2')
     with pytest.raises(lb_switch.SwitchError, match='has not passed its health checks within'):
-        run(haproxy, state='ready', wait_up=0.3, **dict(server, server='test-client2'))
+        run(haproxy, state='ready', wait_up=0.3, **two)
     assert haproxy.admin[('be_test_live', 'test-client2')] == 'ready'
     assert 'set server be_test_live/test-client2 state ready' in writes(haproxy)
     haproxy.admin[('be_test_live', 'test-client2')] = 'drain'
     with pytest.raises(lb_switch.SwitchError, match='only 0 other server.s. of be_test_live pass '
                                                     'their health checks and take traffic .none.'):
-        run(haproxy, state='drain', min_others_up=1, **dict(server, server='test-client1'))
+        run(haproxy, state='drain', min_others_up=1, **one)
     assert haproxy.admin.get(('be_test_live', 'test-client1'), 'ready') == 'ready'
     haproxy.failing.clear()
     haproxy.admin[('be_test_live', 'test-client2')] = 'ready'
-    result = run(haproxy, state='drain', min_others_up=1, **dict(server, server='test-client1'))
+    result = run(haproxy, state='drain', min_others_up=1, **one)
     assert result['changed'] and result['healthy_servers'] == ['test-client1', 'test-client2']
 
 
