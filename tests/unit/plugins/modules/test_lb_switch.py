@@ -383,7 +383,7 @@ def test_a_drained_server_that_is_down_is_known_as_drained(haproxy):
     """A client restarted while drained fails its checks (DOWN): putting it back still sends
     the command, and the last healthy server is never taken out."""
     two = dict(backend='be_test_live', server='test-client2', map_file=None)
-    one = dict(two, server='test-client1')
+    one = dict(backend='be_test_live', server='test-client1', map_file=None)
     run(haproxy, state='drain', **two)
     haproxy.failing.add('test-client2')
     with pytest.raises(lb_switch.SwitchError, match='has not passed its health checks within'):
