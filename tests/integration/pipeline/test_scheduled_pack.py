@@ -1,6 +1,7 @@
-"""pack.yml and the scheduled pack on the local pipeline (beta, after site.yml): the pack
-through ZEO under beta's lock, its report beside the data, and both refused (nothing packed)
-while another run holds the stage. Runs before the promotions (file order of group pipeline).
+"""pack.yml and the scheduled pack on the local pipeline (beta): the pack through ZEO under
+beta's lock, its report beside the data, acknowledged writes kept, and both refused (nothing
+packed) while another run holds the stage. Runs after the promotions and pushes of group
+pipeline (file order): beta's data then holds the admin the write load logs in as.
 """
 from __future__ import annotations
 
