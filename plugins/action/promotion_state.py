@@ -42,6 +42,7 @@ import time
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.zopeops.stages.plugins.module_utils.promotion import STATELESS
 from ansible_collections.zopeops.stages.plugins.module_utils.readiness import pid_alive
 
 display = Display()
@@ -53,7 +54,7 @@ MAX_PERIOD = 10.0
 # The heartbeat's process name (ps -o comm, /proc/<pid>/comm): what it is, at a glance.
 PROCESS_NAME = b'zopeops-lock-hb'
 # Runs whose locks the heartbeat releases when their ansible-playbook ends (see above).
-RELEASED_AT_EXIT = ('push', 'site', 'backup')
+RELEASED_AT_EXIT = STATELESS
 
 
 def _controller():

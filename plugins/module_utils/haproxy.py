@@ -193,6 +193,40 @@ def writes_in_flight(streams, backends, frontend=None):
     return found
 
 
+# ``show servers state``'s srv_admin_state bits (HAProxy's enum srv_admin, include/haproxy/
+# server-t.h): forced, inherited, configured, resolver and hostname maintenance; forced and
+# inherited drain. ``show stat`` cannot tell a drained server that is DOWN from a ready one.
+ADMIN_MAINT_BITS = 0x01 | 0x02 | 0x04 | 0x20 | 0x40
+ADMIN_DRAIN_BITS = 0x08 | 0x10
+
+
+def parse_show_servers_state(text):
+    """``show servers state <backend>`` -> {server: 'ready' | 'drain' | 'maint'}.
+
+    The answer is a version line, a ``# be_id be_name srv_id srv_name ...`` header and one
+    line per server; the columns are found by name, so added columns do not break it.
+    """
+    header, states = None, {}
+    for line in text.splitlines():
+        if line.startswith('# '):
+            header = line[2:].split()
+            continue
+        parts = line.split()
+        if header is None or len(parts) < len(header) or not parts:
+            continue
+        row = dict(zip(header, parts))
+        try:
+            admin = int(row['srv_admin_state'])
+        except (KeyError, ValueError):
+            continue
+        states[row.get('srv_name')] = ('maint' if admin & ADMIN_MAINT_BITS else
+                                       'drain' if admin & ADMIN_DRAIN_BITS else 'ready')
+    if header is None:
+        raise HAProxyError('HAProxy answered "show servers state" with something that is not '
+                           'its table: %r' % text[:200])
+    return states
+
+
 def parse_map_text(text):
     """A map file's text -> [(key, value), ...], skipping comments and blank lines."""
     entries = []
@@ -388,6 +422,12 @@ class RuntimeAPI:
                                % (self.address, backend, ', '.join(known) or 'none'))
         return {'scur': _int(found.get('scur')), 'status': found.get('status', ''),
                 'servers': servers}
+
+    def admin_states(self, backend):
+        """{server: 'ready' | 'drain' | 'maint'} of ``backend``: the administrative state a
+        ``set server ... state`` gave each server, whether its health checks pass or not."""
+        check_token(backend, 'Backend')
+        return parse_show_servers_state(self.execute('show servers state %s' % backend))
 
     def streams(self):
         """Every stream HAProxy holds now (``show sess all``), parsed."""

@@ -55,8 +55,12 @@ LEASE = 120.0
 # The purposes of a run that may take over an interrupted promotion's lock: they start by
 # finding out where the traffic is, and carry out (or undo) the recorded plan.
 TAKES_OVER_INTERRUPTED = ('resume', 'rollback')
-# Runs that leave no plan behind: their interrupted lock is taken over by any run.
-STATELESS = ('push', 'site', 'backup')
+# Runs that leave no plan behind: their interrupted lock is taken over by any run, and their
+# heartbeat releases their lock when their ansible-playbook ends (a backup, a rolling restart
+# and a pack, playbooks/backup.yml, restart.yml and pack.yml, and the scheduled pack, are such
+# runs too).
+STATELESS = ('push', 'site', 'backup', 'restart', 'pack')
+PURPOSES = ('run', 'resume', 'rollback') + STATELESS
 MUTEX_TIMEOUT = 30
 
 
@@ -138,7 +142,7 @@ def holder_purpose(owner):
     action = owner.get('action') or 'run'
     if action == 'push_branding':
         return 'push'
-    return action if action in ('run', 'resume', 'rollback', 'site', 'backup') else 'run'
+    return action if action in PURPOSES else 'run'
 
 
 def holder_step(state_dir, stage, owner):
@@ -181,6 +185,8 @@ def describe_owner(stage, owner):
         what = 'backup.yml run'
     elif owner.get('action') == 'push_branding':
         what = 'branding push%s' % (' of %s' % owner['partner'] if owner.get('partner') else '')
+    elif owner.get('purpose') in ('restart', 'pack'):
+        what = {'restart': 'rolling restart', 'pack': 'pack'}[owner['purpose']]
     return '%s of %s (run %s) by %s, since %s, at step %s' % (
         what, stage, owner.get('run_id', '?'), owner.get('owner', '?'),
         owner.get('started_at', '?'), owner.get('step') or '?')

@@ -137,8 +137,10 @@ def zeo_status(address, timeout=2.0):
     return status
 
 
-def probe_zeo(address, storage='1', expected_tid=None, timeout=2.0):
-    """Probe a ZEO server; ok when it answers and ``storage`` has the expected last tid."""
+def probe_zeo(address, storage='1', expected_tid=None, timeout=2.0, min_connections=0):
+    """Probe a ZEO server; ok when it answers, ``storage`` has the expected last tid and at
+    least ``min_connections`` clients are connected to it (ZEO's own count, as ``ruok``
+    reports it: a restarted server's clients have reconnected)."""
     try:
         status = zeo_status(address, timeout)
     except (OSError, ValueError, struct.error) as exc:
@@ -152,6 +154,12 @@ def probe_zeo(address, storage='1', expected_tid=None, timeout=2.0):
         return ProbeResult(
             False, 'the ZEO server at %s reports last transaction %s for storage %r, '
             'expected %s' % (address, last_tid, storage, expected_tid), last_tid, final=True)
+    connections = status[storage].get('connections', 0)
+    if min_connections and (not isinstance(connections, int) or connections < min_connections):
+        return ProbeResult(False, 'the ZEO server at %s answers, but storage %r has %s client '
+                           'connection(s), fewer than the %d expected (its clients have not '
+                           'all reconnected)' % (address, storage, connections, min_connections),
+                           last_tid)
     return ProbeResult(True, 'ZEO at %s answers; storage %r last transaction %s'
                        % (address, storage, last_tid), last_tid)
 

@@ -41,8 +41,12 @@ description:
     RV(healthy_servers) the servers of the side that takes the traffic which pass their
     health checks. With O(wait_healthy) the query waits for one to pass and warns, naming the
     stage and O(frontend_url), when none does: the stage's frontend would answer 503."
-  - Also sets the administrative state of one server (O(backend), O(server), O(state)) for
-    users of a single backend, waiting for it to drain when it is taken out.
+  - Also sets the administrative state of one server (O(backend), O(server), O(state)),
+    waiting for it to drain when it is taken out (C(scur) 0) and, with O(wait_up), until it
+    passes its health checks when it is put back; O(min_others_up) refuses to take out the
+    last healthy servers. The state is read with C(show servers state), so a drained server
+    whose checks fail (C(DOWN)) is still known as drained. C(playbooks/restart.yml) restarts
+    a stage's clients this way, one at a time.
   - With O(balancer=nginx) it rewrites the stage's upstream include file, validates the whole
     configuration with C(nginx -t), reloads nginx gracefully, and puts the old file back if
     nginx refuses the new one.
@@ -194,6 +198,21 @@ options:
         gets no new ones, C(maint) is out of service (health checks stop too).
     type: str
     choices: [ready, drain, maint]
+  min_others_up:
+    description:
+      - Per-server mode with O(state=drain) or O(state=maint); refuse, changing nothing,
+        unless at least this many other servers of O(backend) pass HAProxy's health checks and
+        take traffic (state C(ready)). V(1) never takes the last healthy server out of
+        rotation (C(playbooks/restart.yml)).
+    type: int
+    default: 0
+  wait_up:
+    description:
+      - Per-server mode with O(state=ready); wait at most this many seconds until the server
+        passes HAProxy's health checks (it takes traffic again), and fail naming its status if
+        it does not. V(0) does not wait. Check mode does not wait.
+    type: float
+    default: 0.0
   nginx_conf:
     description: nginx's main configuration file, given to C(nginx -t -c) and C(nginx -s reload -c).
     type: path
@@ -336,7 +355,9 @@ after:
 healthy_servers:
   description:
     - For a read-only query of a stage with O(map_file) (HAProxy), the servers of the active side's
-      backend that pass HAProxy's health checks; null otherwise.
+      backend that pass HAProxy's health checks; in per-server mode, the servers of
+      O(backend) that pass them and take traffic (state C(ready)) before the task; null
+      otherwise.
   returned: always (null where it does not apply)
   type: list
   elements: str
@@ -727,10 +748,24 @@ def haproxy_server(api, params, check_mode):
         raise SwitchError('Backend %s in HAProxy at %s has no server %s; it has: %s.'
                           % (backend, api.address, server,
                              ', '.join(sorted(stats['servers'])) or 'none'))
+    # The administrative state, not the status: a drained server whose checks fail shows DOWN.
+    admin = api.admin_states(backend)
     status = stats['servers'][server]['status']
-    before = {'backend': backend, 'server': server, 'state': server_state(status),
-              'status': status}
+    before = {'backend': backend, 'server': server,
+              'state': admin.get(server) or server_state(status), 'status': status}
     after = dict(before, state=params['state'])
+    result['healthy_servers'] = sorted(
+        name for name, srv in stats['servers'].items()
+        if server_is_up(srv['status'], srv['check']) and admin.get(name, 'ready') == 'ready')
+    if params['state'] != 'ready' and before['state'] == 'ready':
+        others = [name for name in result['healthy_servers'] if name != server]
+        if len(others) < params['min_others_up']:
+            raise SwitchError(
+                'Refusing to set %s/%s to %s in HAProxy at %s: only %d other server(s) of %s '
+                'pass their health checks and take traffic (%s), and min_others_up is %d. '
+                'Nothing was changed.' % (backend, server, params['state'], api.address,
+                                          len(others), backend, ', '.join(others) or 'none',
+                                          params['min_others_up']), before=before)
     if before['state'] != params['state']:
         result['changed'] = True
         result['diff'] = {'before': '%s/%s state %s\n' % (backend, server, before['state']),
@@ -744,14 +779,34 @@ def haproxy_server(api, params, check_mode):
                 if not drained:
                     result['warnings'].append('Server %s/%s still had sessions after %.1fs.'
                                               % (backend, server, seconds))
-            now = api.backend_stats(backend)['servers'][server]['status']
-            after.update(state=server_state(now), status=now)
-            if after['state'] != params['state']:
+            now = api.admin_states(backend).get(server)
+            if now != params['state']:
                 raise HAProxyError('HAProxy at %s accepted "set server %s/%s state %s" but reports '
-                                   'status %s.' % (api.address, backend, server,
-                                                   params['state'], now))
+                                   'state %s.' % (api.address, backend, server,
+                                                  params['state'], now))
+    if params['state'] == 'ready' and params['wait_up'] > 0 and not check_mode:
+        _wait_server_up(api, backend, server, params['wait_up'], before)
+    if not check_mode:
+        after['status'] = api.backend_stats(backend)['servers'][server]['status']
     result.update(before=before, after=after)
     return result
+
+
+def _wait_server_up(api, backend, server, timeout, before, clock=time.monotonic,
+                    sleep=time.sleep):
+    """Wait until ``server`` passes HAProxy's health checks (it takes traffic again)."""
+    start = clock()
+    while True:
+        srv = api.backend_stats(backend)['servers'][server]
+        if server_is_up(srv['status'], srv['check']):
+            return round(clock() - start, 3)
+        if clock() - start >= timeout:
+            raise SwitchError(
+                'Server %s/%s is ready in HAProxy at %s but has not passed its health checks '
+                'within %.0fs (wait_up): status %s, check %s. It gets no traffic until it does.'
+                % (backend, server, api.address, timeout, srv['status'] or '?',
+                   srv['check'] or '?'), before=before)
+        sleep(0.2)
 
 
 def nginx_stage(params, check_mode):
@@ -827,6 +882,8 @@ ARGUMENT_SPEC = dict(
     backend=dict(type='str'),
     server=dict(type='str'),
     state=dict(type='str', choices=['ready', 'drain', 'maint']),
+    min_others_up=dict(type='int', default=0),
+    wait_up=dict(type='float', default=0.0),
     nginx_conf=dict(type='path', default='/etc/nginx/nginx.conf'),
     nginx_include=dict(type='path'),
     nginx_binary=dict(type='str', default='nginx'),
@@ -840,7 +897,8 @@ ARGUMENT_SPEC = dict(
 
 def run(params, check_mode, api_factory=RuntimeAPI):
     """Do what ``params`` ask; return the module result. Raises on failure."""
-    for name in ('wait_writes', 'lease', 'lease_margin', 'gate_timeout', 'drain_timeout'):
+    for name in ('wait_writes', 'lease', 'lease_margin', 'gate_timeout', 'drain_timeout',
+                 'wait_up'):
         if params[name] < 0:
             raise SwitchError('%s must be 0 or a number of seconds, not %s.'
                               % (name, params[name]))

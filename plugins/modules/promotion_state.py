@@ -30,7 +30,8 @@ description:
     whichever controller took it; so is, at once, a lock of this controller whose
     C(ansible-playbook) process is gone. Its run's state then says C(status: interrupted).
     O(purpose=resume) and O(purpose=rollback) take an interrupted lock over; so does any run when
-    the holder was a push, a site.yml or a backup.yml run (they leave no plan to finish). O(purpose=run) is
+    the holder was a push, a site.yml run, a backup.yml run, a rolling restart or a pack (they
+    leave no plan to finish). O(purpose=run) is
     refused, naming the run, its step and what to do. A lock whose heartbeat is younger is
     refused, naming the holder and how long until it counts as interrupted."
   - "One call can take the lock, update the state, append to the ledger and release the lock, in
@@ -81,9 +82,10 @@ options:
     description:
       - What the run does, which decides whether it may take over an interrupted run's lock
         (V(resume), V(rollback)) and is recorded in C(owner.json). V(push) is a branding push,
-        V(site) a C(site.yml) run, V(backup) a C(backup.yml) run.
+        V(site) a C(site.yml) run, V(backup) a C(backup.yml) run, V(restart) a rolling restart
+        (C(restart.yml)), V(pack) a pack (C(pack.yml) or the scheduled one).
     type: str
-    choices: [run, resume, rollback, push, site, backup]
+    choices: [run, resume, rollback, push, site, backup, restart, pack]
     default: run
   break_lock:
     description: Take over the lock whoever holds it, even a live one. For a run that is known
@@ -202,7 +204,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zopeops.stages.plugins.module_utils.promotion import (
-    PromotionRefused, acquire, append_ledger, lock_dirs, phase_durations, read_owner, read_state,
+    PURPOSES, PromotionRefused, acquire, append_ledger, lock_dirs, phase_durations, read_owner, read_state,
     release, start_state, update_state)
 
 ARGUMENT_SPEC = dict(
@@ -213,8 +215,7 @@ ARGUMENT_SPEC = dict(
     lock=dict(type='str', choices=['acquired', 'released', 'unchanged'], default='unchanged'),
     owner=dict(type='dict', default={}),
     claims=dict(type='list', elements='str', default=[]),
-    purpose=dict(type='str', choices=['run', 'resume', 'rollback', 'push', 'site', 'backup'],
-                 default='run'),
+    purpose=dict(type='str', choices=list(PURPOSES), default='run'),
     break_lock=dict(type='bool', default=False),
     lease=dict(type='raw', default=120),
     dead_run_id=dict(type='str'),

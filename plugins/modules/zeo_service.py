@@ -124,6 +124,14 @@ options:
         as its last transaction, proving that the server serves the data that was installed.
       - A different tid fails at once (waiting cannot fix it). Only for O(kind=zeo).
     type: str
+  min_connections:
+    description:
+      - A ZEO server is ready only once at least this many clients are connected to
+        O(storage) (ZEO's own count in its C(ruok) status), for example the stage's Zope
+        clients after a restart of their server (C(playbooks/restart.yml -e component=zeo)).
+        V(0) does not count. Only for O(kind=zeo).
+    type: int
+    default: 0
   health_path:
     description:
       - The path requested to decide that a Zope client is up. Only for O(kind=zope).
@@ -419,7 +427,8 @@ def make_probe(kind, address, params, pid_of=None):
     if kind == 'zeo':
         expected_tid = (normalize_tid(params['expected_tid'])
                         if params.get('expected_tid') else None)
-        return lambda: probe_zeo(address, params['storage'], expected_tid)
+        return lambda: probe_zeo(address, params['storage'], expected_tid,
+                                 min_connections=params.get('min_connections') or 0)
     if proves_revision(params):
         return revision_probe(address, params, pid_of)
     return lambda: probe_http(address, params['health_path'])
@@ -1075,6 +1084,7 @@ def main():
             address=dict(type='str'),
             storage=dict(type='str', default='1'),
             expected_tid=dict(type='str'),
+            min_connections=dict(type='int', default=0),
             health_path=dict(type='str', default='/'),
             expected_revision=dict(type='str'),
             revision_proof=dict(type='str', choices=list(PROOFS)),

@@ -369,3 +369,13 @@ def test_writes_in_flight_are_unsafe_methods_on_the_stages_backends():
     assert len(hx.writes_in_flight(unrouted, ['be_test_upgrade'], 'fe_test')) == 2
     weird = hx.parse_show_sess_all(SHOW_SESS_ALL.replace('meth=3', 'meth=42'))
     assert weird[1]['method'] == 'OTHER'
+
+
+def test_show_servers_state_gives_the_administrative_state():
+    text = ('1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state '
+            'srv_uweight\n3 be_t 1 t-c1 127.0.0.1 0 8 1\n3 be_t 2 t-c2 127.0.0.1 2 0 1\n'
+            '3 be_t 3 t-c3 127.0.0.1 0 1 1\n')
+    assert hx.parse_show_servers_state(text) == {'t-c1': 'drain', 't-c2': 'ready',
+                                                 't-c3': 'maint'}
+    with pytest.raises(hx.HAProxyError, match='not its table'):
+        hx.parse_show_servers_state('Unknown command')

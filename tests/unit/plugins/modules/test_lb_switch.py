@@ -35,6 +35,8 @@ class SimulatedHAProxy(hx.RuntimeAPI):
         self.sessions = []  # (method number, backend) of the streams `show sess all` lists
         self.level = level
         self.check_status = 'L7OK'
+        self.admin = {}  # (backend, server) -> ready | drain | maint, as `set server` left it
+        self.failing = set()  # servers whose health checks fail: DOWN whatever their state
 
     def execute(self, command):
         self.sent.append(command)
@@ -43,6 +45,7 @@ class SimulatedHAProxy(hx.RuntimeAPI):
             lines = ['# ' + ','.join(COLUMNS)]
             for backend, servers in self.servers.items():
                 for name, (status, scur) in servers.items():
+                    status = 'DOWN' if name in self.failing else status
                     check = 'L7OK' if backend == 'be_test_live' else self.check_status
                     lines.append(','.join([backend, name, '0', '0', str(scur), status, check,
                                            '127.0.0.1:1']))
@@ -75,6 +78,13 @@ class SimulatedHAProxy(hx.RuntimeAPI):
                 return 'entry not found.'
             self.map_data[words[2]][words[3]] = words[4]
             return ''
+        if words[:3] == ['show', 'servers', 'state']:
+            lines = ['1', '# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state']
+            for number, name in enumerate(self.servers[words[3]]):
+                admin = self.admin.get((words[3], name), 'ready')
+                lines.append('3 %s %d %s 127.0.0.1 2 %d' % (words[3], number + 1, name, {
+                    'ready': 0, 'drain': 0x08, 'maint': 0x01}[admin]))
+            return '\n'.join(lines)
         if words[:2] == ['set', 'server']:
             if self.level != 'admin':
                 return 'Permission denied'
@@ -85,6 +95,7 @@ class SimulatedHAProxy(hx.RuntimeAPI):
                 return 'No such server.'
             self.servers[backend][server][0] = {'ready': 'UP', 'drain': 'DRAIN',
                                                 'maint': 'MAINT'}[words[4]]
+            self.admin[(backend, server)] = words[4]
             return ''
         return 'Unknown command: ' + command
 
@@ -366,6 +377,28 @@ def test_per_server_states(haproxy):
         run(haproxy, state='drain', backend='be_test_live', server='ghost', map_file=None)
     with pytest.raises(hx.HAProxyError, match='no backend be_ghost'):
         run(haproxy, state='drain', backend='be_ghost', server='x', map_file=None)
+
+
+def test_a_drained_server_that_is_down_is_known_as_drained(haproxy):
+    """A client restarted while drained fails its checks (DOWN): putting it back still sends
+    the command, and the last healthy server is never taken out."""
+    two = dict(backend='be_test_live', server='test-client2', map_file=None)
+    one = dict(backend='be_test_live', server='test-client1', map_file=None)
+    run(haproxy, state='drain', **two)
+    haproxy.failing.add('test-client2')
+    with pytest.raises(lb_switch.SwitchError, match='has not passed its health checks within'):
+        run(haproxy, state='ready', wait_up=0.3, **two)
+    assert haproxy.admin[('be_test_live', 'test-client2')] == 'ready'
+    assert 'set server be_test_live/test-client2 state ready' in writes(haproxy)
+    haproxy.admin[('be_test_live', 'test-client2')] = 'drain'
+    with pytest.raises(lb_switch.SwitchError, match='only 0 other server.s. of be_test_live pass '
+                                                    'their health checks and take traffic .none.'):
+        run(haproxy, state='drain', min_others_up=1, **one)
+    assert haproxy.admin.get(('be_test_live', 'test-client1'), 'ready') == 'ready'
+    haproxy.failing.clear()
+    haproxy.admin[('be_test_live', 'test-client2')] = 'ready'
+    result = run(haproxy, state='drain', min_others_up=1, **one)
+    assert result['changed'] and result['healthy_servers'] == ['test-client1', 'test-client2']
 
 
 def test_per_server_on_a_socket_below_admin(tmp_path):

@@ -285,6 +285,10 @@ def test_probe_zeo_reads_the_last_tid():
         assert not wrong.ok and wrong.final and TID in wrong.detail
         missing = readiness.probe_zeo(zeo.address, storage='main')
         assert not missing.ok and missing.final and "has no storage 'main'" in missing.detail
+        # After a restart: ready once its clients have reconnected (ZEO's own count).
+        waiting = readiness.probe_zeo(zeo.address, expected_tid=TID, min_connections=2)
+        assert not waiting.ok and not waiting.final, waiting
+        assert 'has 0 client connection(s), fewer than the 2 expected' in waiting.detail
     finally:
         zeo.close()
 
