@@ -11,7 +11,8 @@ process starts several):
 - per machine a root of its own: an overlay of the Debian rootfs that
   ``scripts/ensure-nspawn-rootfs`` built (systemd, sshd, sudo, rsync, git, HAProxy, python3),
   with the machine's host name, host key, sshd settings, login account and service account
-  written into it before its first boot. It survives a reboot (:meth:`Machines.crash`, then
+  written into it before its first boot (its disk: ``$ZOPEOPS_HARNESS_DISKS/<id>/<name>``,
+  ``/var/tmp/zopeops-harness`` by default). It survives a reboot (:meth:`Machines.crash`, then
   :meth:`Machines.boot`): enabled units start again as on a real machine;
 - per machine a ``systemd-nspawn --boot`` of that root in its network namespace. The project's
   checkout (its virtualenv is the modules' Python, as on the namespace machines before), the
@@ -48,6 +49,8 @@ SSH_USER = 'zopeops-ci'
 # The packages the machines' rootfs must have (scripts/ensure-nspawn-rootfs).
 ROOTFS_PACKAGES = ('systemd', 'openssh-server', 'sudo', 'rsync', 'git', 'haproxy', 'procps')
 _counter = itertools.count()
+# Where the machines' disks are made (not under pytest's folders; see Machines).
+DISKS = os.environ.get('ZOPEOPS_HARNESS_DISKS', '/var/tmp/zopeops-harness')
 
 
 class HarnessUnavailable(Exception):
@@ -107,13 +110,14 @@ class Machine:
     netns: str
     veth: str
     dir: pathlib.Path
+    disk: pathlib.Path
     container: nspawn.Container | None = None
 
     @property
     def root(self):
         """The machine's root as this machine sees it (the overlay; mounted while the harness
         runs, also while the machine is down)."""
-        return self.dir / 'root'
+        return self.disk / 'root'
 
     def path(self, absolute):
         """Where a path of the machine lies for this machine: inside the running container (its
@@ -152,6 +156,10 @@ class Machines:
         self.bridge = self.id + 'br'
         self.machines = {}
         self.network = None
+        # The machines' disks (their roots mounted as overlays) live outside the workdir: a
+        # pytest session's clean-up of old base folders (another session's, on a shared
+        # machine) must never walk into a mounted root.
+        self.disks = pathlib.Path(DISKS) / self.id
         self.key = self.workdir / 'id_ed25519'
         self.known_hosts = self.workdir / 'known_hosts'
         self._stopped = False
@@ -208,7 +216,8 @@ class Machines:
         for index, name in enumerate(self.names):
             machine = Machine(name=name, index=index, address=str(hosts[10 + index]),
                               netns='%s-%s' % (self.id, name), veth='%sv%d' % (self.id, index),
-                              dir=self.workdir / 'machines' / name)
+                              dir=self.workdir / 'machines' / name,
+                              disk=self.disks / name)
             self.machines[name] = machine
             _run(['ip', 'netns', 'add', machine.netns])
             _run(['ip', 'link', 'add', machine.veth, 'type', 'veth', 'peer', 'name', 'eth0',
@@ -222,10 +231,11 @@ class Machines:
     def _make_root(self, machine):
         """The machine's root: an overlay of the rootfs, with what its installer would have
         set up (host name and key, sshd, the login and service accounts, sudo)."""
+        machine.dir.mkdir(parents=True, exist_ok=True)
         for sub in ('upper', 'work', 'root'):
-            (machine.dir / sub).mkdir(parents=True, exist_ok=True)
+            (machine.disk / sub).mkdir(parents=True, exist_ok=True)
         _run(['mount', '-t', 'overlay', 'overlay', '-o', 'lowerdir=%s,upperdir=%s,workdir=%s'
-              % (nspawn.ROOTFS, machine.dir / 'upper', machine.dir / 'work'), str(machine.root)])
+              % (nspawn.ROOTFS, machine.disk / 'upper', machine.disk / 'work'), str(machine.root)])
         root = machine.root
         (root / 'etc' / 'hostname').write_text(machine.name + '\n')
         # Its own name resolves (sudo looks it up at every call), as an installer writes it.
@@ -375,11 +385,15 @@ class Machines:
             _run(['ip', 'netns', 'del', machine.netns], check=False)
             if _run(['ip', 'link', 'show', machine.veth], check=False).returncode == 0:
                 _run(['ip', 'link', 'del', machine.veth], check=False)
-            # The machine's disk (releases, data); its logs are kept beside it.
-            for sub in ('upper', 'work', 'root'):
-                shutil.rmtree(machine.dir / sub, ignore_errors=True)
+            # The machine's disk (releases, data); its logs stay in its folder.
+            if not os.path.ismount(machine.root):
+                shutil.rmtree(machine.disk, ignore_errors=True)
         if _run(['ip', 'link', 'show', self.bridge], check=False).returncode == 0:
             _run(['ip', 'link', 'del', self.bridge], check=False)
+        try:
+            self.disks.rmdir()
+        except OSError:
+            pass
 
     @staticmethod
     def _keep_logs(machine):
