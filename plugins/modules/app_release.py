@@ -225,7 +225,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -238,8 +237,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zopeops.stages.plugins.module_utils.redact import (
     module_scrubber, redact_url)
-
-SHA_RE = re.compile(r'^[0-9a-f]{40}$')
+from ansible_collections.zopeops.stages.plugins.module_utils.releases import (
+    LOCK_NAME, SHA_RE, linked_release)
 
 
 class BuildError(Exception):
@@ -459,15 +458,6 @@ def read_deployed(instance_dir):
     return record
 
 
-def linked_release(current):
-    """The release folder ``current`` points at (absolute), or None."""
-    try:
-        target = os.readlink(current)
-    except OSError:
-        return None
-    return os.path.normpath(os.path.join(os.path.dirname(current), target))
-
-
 def relink(current, release_dir):
     """Point ``current`` at ``release_dir`` atomically: a new link renamed over the old one."""
     tmp = '%s.tmp-%d' % (current, os.getpid())
@@ -580,7 +570,7 @@ def main():
 
     try:
         os.makedirs(releases, exist_ok=True)
-        with locked(os.path.join(releases, '.lock')):
+        with locked(os.path.join(releases, LOCK_NAME)):
             remote = Remote(params['repo'])
             ensure_mirror(mirror, remote, steps, params['timeout'])
             sha = resolve(mirror, revision, steps, params['timeout'])
