@@ -3,8 +3,8 @@ and acknowledged-write loads (0 failed reads, 0 lost writes).
 
 Runs after test_promote.py and test_push_branding.py in the same sandbox: prod runs demo-v2
 there, promoted from demo-v1. A hotfix (a new tag, demo-v3) is promoted to prod with
-zopeops_keep_releases=1 beside releases nothing uses, which the promotion prunes while every
-release in use stays; then prod rolls back to demo-v1, the release before the previous one.
+zopeops_keep_releases=1 beside releases nothing uses, which the promotion prunes (but the newest
+of them) while every release in use stays; then prod rolls back to demo-v1, the release before the previous one.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def tag_a_hotfix(pipeline, tmp_path, tag):
 
 
 def plant_unused_releases(pipeline):
-    """Two old releases nothing uses and the folder of a build that died."""
+    """Two old releases nothing uses (the second newer) and the folder of a build that died."""
     releases = pipeline.sandbox / 'releases'
     planted = []
     for number in (1, 2, 3):
@@ -56,7 +56,7 @@ def plant_unused_releases(pipeline):
 def test_pruning_keeps_every_release_in_use_and_rollback_reaches_any_kept_one(pipeline, tmp_path):
     v1, v2 = pipeline.revision_of('demo-v1'), pipeline.revision_of('demo-v2')
     if info(pipeline, 'prod')['revision'] != v2:  # this file run on its own: prod had demo-v1
-        run = run_under_load(pipeline, 'promote.yml', 'prod')
+        run = run_under_load(pipeline, 'promote.yml', 'prod', {'promote_revision': 'demo-v2'})
         assert run.proc.returncode == 0, run.output
     v3 = tag_a_hotfix(pipeline, tmp_path, 'demo-v3')
     planted = plant_unused_releases(pipeline)
@@ -67,8 +67,9 @@ def test_pruning_keeps_every_release_in_use_and_rollback_reaches_any_kept_one(pi
     print('hotfix prod: %s' % run.report())
     assert_zero_loss(pipeline, run, 'prod', 'upstream')
     assert info(pipeline, 'prod')['revision'] == v3
-    # Pruned: what nothing used; kept: every release an instance links to or records.
-    assert not any(folder.exists() for folder in planted), planted
+    # Pruned: what nothing used but the newest one of those; kept: every release an instance
+    # links to or records.
+    assert [folder.exists() for folder in planted] == [False, True, False], planted
     releases = pipeline.sandbox / 'releases'
     assert {v1, v2, v3} <= {p.name for p in releases.iterdir()}
     for instance in pipeline.sandbox.iterdir():

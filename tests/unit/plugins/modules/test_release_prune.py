@@ -60,7 +60,7 @@ def test_promotion_revisions_names_plans_and_rollback_targets():
                                        'live_revision': 'hotfix', 'from_revision': 'b' * 40}},
         {'status': 'finished', 'plan': {'stage': 'prod'}, 'rollback_target': {'revision': 'c' * 40}},
         'not a state'])
-    assert [name for name, _ in named] == ['a' * 40, 'hotfix', 'b' * 40, 'c' * 40]
+    assert [entry[0] for entry in named] == ['a' * 40, 'hotfix', 'b' * 40, 'c' * 40]
     assert named[3][1] == 'rollback target of prod'
 
 
