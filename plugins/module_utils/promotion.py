@@ -410,7 +410,8 @@ def start_state(state_dir, stage, previous, fresh, run_id):
     last run left that must carry forward (the stage's rollback target)."""
     with _mutex(state_dir):
         _require_lock(state_dir, stage, run_id, 'It may not write its state.')
-        state = {key: previous[key] for key in ('rollback_target',) if key in previous}
+        state = {key: previous[key] for key in ('rollback_target', 'rollback_history')
+                 if key in previous}
         state.update(fresh)
         state.setdefault('events', [])
         state = redact_deep(state)

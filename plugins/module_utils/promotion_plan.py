@@ -49,9 +49,58 @@ def _short(revision):
     return (revision or '-')[:12]
 
 
+HISTORY_LENGTH = 20  # the rollback targets a stage's state remembers, newest last
+
+
+def rollback_history(previous):
+    """The stage's rollback targets, oldest first: each promotion's from_revision with the data
+    pair it kept ({revision, data_pair, recorded_by}); the last is the rollback target."""
+    history = [dict(entry) for entry in previous.get('rollback_history') or []
+               if isinstance(entry, dict) and entry.get('revision')]
+    target = previous.get('rollback_target') or {}
+    if target.get('revision') and not any(
+            entry.get('recorded_by') == target.get('recorded_by')
+            and entry.get('revision') == target['revision'] for entry in history):
+        history.append(dict(target))  # a state written before the history existed
+    return history[-HISTORY_LENGTH:]
+
+
+def _rollback_to(plan, previous, stage, stage_revision, rollback_to, rollback_data, kept_pairs):
+    """The plan of a rollback to any kept release (-e rollback_to): its data pair when one
+    is kept with it, else the code only (said in code_only_reason)."""
+    name, target = rollback_to.get('name') or '', rollback_to.get('revision') or ''
+    if previous.get('status') in UNFINISHED:
+        raise PlanRefused(
+            'The last run of %s (%s) is %s at step %s: finish it (-e action=resume) or roll it '
+            'back (-e action=rollback without rollback_to) first, then roll back to %s.'
+            % (stage, previous.get('run_id', '?'), previous.get('status'),
+               previous.get('step', '?'), name))
+    if target == stage_revision:
+        raise PlanRefused('%s runs %s (%s) already: there is nothing to roll back.'
+                          % (stage, name, _short(target)))
+    pairs = set(kept_pairs or [])
+    entry = next((entry for entry in reversed(rollback_history(previous))
+                  if entry.get('revision') == target and entry.get('data_pair') in pairs), None)
+    plan.update(twin_revision=stage_revision, live_revision=target, data_from=stage,
+                catch_up_to_twin=True, start='twin_code', rollback_to=name)
+    if rollback_data and entry:
+        plan.update(live_data='previous_pair', rollback_pair=entry['data_pair'])
+        return plan
+    plan.update(live_data='own', rollback_pair=None, code_only_reason=(
+        'Only the code goes back: -e rollback_data=false keeps the data as it is.'
+        if not rollback_data else
+        'Only the code goes back: no data pair of %s is kept on %s (a promotion keeps '
+        'promote_keep_previous_data pairs); the stage keeps its data and every write.'
+        % (name, stage)))
+    return plan
+
+
 def make_plan(model, stage, action, previous, predecessor_deployed, stage_deployed, lb_views,
-              revision=None, rollback_data=True, force=False):
-    """Return the plan dict, or raise PlanRefused with one clear sentence."""
+              revision=None, rollback_data=True, force=False, rollback_to=None, kept_pairs=None):
+    """Return the plan dict, or raise PlanRefused with one clear sentence.
+
+    ``rollback_to``: {name, revision} of the kept release a rollback returns to (-e
+    rollback_to); ``kept_pairs``: the stamps of the data pairs kept on the stage's ZEO host."""
     entry = model['stages'][stage]
     policy = entry['data_policy']
     predecessor = entry['predecessor']
@@ -97,6 +146,7 @@ def make_plan(model, stage, action, previous, predecessor_deployed, stage_deploy
             live_data='from_twin' if upstream else 'own',
             start='twin_code',
             code_only_refresh=target == stage_revision,
+            rollback_history=rollback_history(previous),
         )
         return plan
 
@@ -107,7 +157,8 @@ def make_plan(model, stage, action, previous, predecessor_deployed, stage_deploy
                               % (stage, previous.get('status') or 'none'))
         plan.update({key: previous_plan[key] for key in (
             'twin_revision', 'live_revision', 'data_from', 'catch_up_to_twin', 'live_data',
-            'from_revision', 'rollback_pair', 'code_only_refresh', 'rollback_data')
+            'from_revision', 'rollback_pair', 'code_only_refresh', 'rollback_data',
+            'rollback_history', 'rollback_to', 'code_only_reason')
             if key in previous_plan})
         plan['action'] = previous_plan.get('action', 'run')
         plan['resumed_run'] = previous.get('run_id')
@@ -118,6 +169,9 @@ def make_plan(model, stage, action, previous, predecessor_deployed, stage_deploy
         return plan
 
     # rollback
+    if rollback_to:
+        return _rollback_to(plan, previous, stage, stage_revision, rollback_to, rollback_data,
+                            kept_pairs)
     if unfinished and serving == 'upgrade':
         # A promotion failed (or stopped) with traffic on the twin: the stage returns to what
         # it ran before that promotion; the twin keeps serving until the stage is back.
@@ -192,6 +246,8 @@ def describe(plan):
         plan['policy'], plan.get('data_from'),
         ', caught up at the first switch' if plan.get('catch_up_to_twin') else '',
         plan.get('live_data')))
+    if plan.get('code_only_reason'):
+        lines.append(plan['code_only_reason'])
     if plan.get('code_only_refresh'):
         lines.append('%s already runs %s: this run refreshes its data only (%s policy).'
                      % (plan['stage'], _short(plan.get('live_revision')), plan['policy']))

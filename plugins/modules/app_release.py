@@ -16,12 +16,14 @@ description:
     is already built is reused, not rebuilt. Concurrent builds on one machine (several stages
     deployed in parallel) are serialised by a lock; the second finds the release ready.
   - A release is only complete once its C(release.json) is written; a half-built one (an
-    interrupted run) is removed and built again.
+    interrupted run) is removed and built again. C(release.json) is written last, after the
+    virtualenv was checked to provide O(provides).
   - With O(installer=uv), a rebuild whose dependencies did not change takes seconds, because uv's
     cache under C(<root>/releases/.cache) holds every wheel already installed once.
   - Bytecode is compiled once, when the release is installed (C(uv pip install
     --compile-bytecode); pip compiles by default), so no process that runs it compiles again.
-  - With O(instance_dir), the same call also deploys the release to an instance; it points
+  - With O(instance_dir), the same call also deploys the release to an instance (under the
+    releases' lock, so that M(zopeops.stages.release_prune) sees the new link); it points
     C(<instance_dir>/current) at it (a new symlink renamed over the old one, atomic) and writes
     C(<instance_dir>/deployed.json) (atomically, a temporary file renamed into place) with
     C(revision), C(previous_revision), C(requested), C(deployed_at) and C(deployed_by); other
@@ -112,6 +114,19 @@ options:
     description: Who deploys, recorded in C(deployed.json) (with O(instance_dir)).
     type: str
     default: ansible
+  provides:
+    description:
+      - The programs the release's virtualenv must hold in C(venv/bin), because the host runs
+        them - C(runzeo) on a ZEO host (package C(ZEO)), C(runwsgi) and C(zconsole) on a Zope
+        client host (package C(Zope)). The roles pass what the host runs.
+      - Checked after a build, before the release is marked complete - a build that lacks one
+        fails, naming the program, the package that provides it and the file to add it to, and
+        leaves no release behind. A release built earlier that lacks one fails the same way, and
+        O(instance_dir)'s C(current) is not pointed at it.
+    type: list
+    elements: str
+    choices: [runzeo, runwsgi, zconsole]
+    default: []
 attributes:
   check_mode:
     support: full
@@ -152,6 +167,14 @@ EXAMPLES = r"""
     revision: demo-v1            # only for a first deployment
     instance_dir: /srv/zopeops/prod
     follow_deployed: true
+
+- name: Ensure a ZEO and Zope client host gets a release that can run both.
+  zopeops.stages.app_release:
+    root: /srv/zopeops
+    repo: https://git.example.com/site.git
+    revision: main
+    instance_dir: /srv/zopeops/dev
+    provides: [runzeo, runwsgi, zconsole]
 """
 
 RETURN = r"""
@@ -202,7 +225,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -215,8 +237,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.zopeops.stages.plugins.module_utils.redact import (
     module_scrubber, redact_url)
-
-SHA_RE = re.compile(r'^[0-9a-f]{40}$')
+from ansible_collections.zopeops.stages.plugins.module_utils.releases import (
+    LOCK_NAME, SHA_RE, linked_release)
 
 
 class BuildError(Exception):
@@ -392,6 +414,37 @@ def build(params, sha, release_dir, steps):
         handle.write(sha + '\n')
 
 
+# The programs a host runs from its release, and the distribution that installs each.
+PROGRAM_PACKAGES = {'runzeo': ('ZEO', 'a ZEO host'), 'runwsgi': ('Zope', 'a Zope client host'),
+                    'zconsole': ('Zope', 'a Zope client host')}
+
+
+def missing_programs(release_dir, provides):
+    """The programs of ``provides`` that the release's virtualenv does not hold, in order."""
+    return [name for name in provides
+            if not os.access(os.path.join(release_dir, 'venv', 'bin', name), os.X_OK)]
+
+
+def provides_problem(params, sha, release_dir, missing):
+    """One sentence naming each missing program, its package and the file to add it to."""
+    packages = []
+    for name in missing:
+        if PROGRAM_PACKAGES[name][0] not in packages:
+            packages.append(PROGRAM_PACKAGES[name][0])
+    where = ('the requirements file %s of the application repository (app_release_requirements)'
+             % params['requirements'] if params['requirements'] else
+             "the project's dependencies (pyproject.toml or setup.py) in the application "
+             "repository")
+    return ('The release of %s at %s does not provide %s, which this host runs: add %s to %s, '
+            'commit, and run again. A release must install ZEO on a ZEO host and Zope on a '
+            'client host (docs/applications.md).' % (
+                sha[:12], release_dir,
+                ', '.join('%s (%s runs it; package %s)' % (name, PROGRAM_PACKAGES[name][1],
+                                                           PROGRAM_PACKAGES[name][0])
+                          for name in missing),
+                ' and '.join(packages), where))
+
+
 def read_deployed(instance_dir):
     """The instance's deployed.json as a dict ({} when missing); ValueError when unreadable."""
     path = os.path.join(instance_dir, 'deployed.json')
@@ -403,15 +456,6 @@ def read_deployed(instance_dir):
     if not isinstance(record, dict):
         raise ValueError('%s is not a JSON object' % path)
     return record
-
-
-def linked_release(current):
-    """The release folder ``current`` points at (absolute), or None."""
-    try:
-        target = os.readlink(current)
-    except OSError:
-        return None
-    return os.path.normpath(os.path.join(os.path.dirname(current), target))
 
 
 def relink(current, release_dir):
@@ -479,6 +523,8 @@ def main():
             instance_dir=dict(type='path'),
             follow_deployed=dict(type='bool', default=False),
             deployed_by=dict(type='str', default='ansible'),
+            provides=dict(type='list', elements='str', default=[],
+                          choices=sorted(PROGRAM_PACKAGES)),
         ),
         supports_check_mode=True,
     )
@@ -512,6 +558,9 @@ def main():
         if sha is None:
             sha = revision if SHA_RE.match(revision) else None
         ready = sha and os.path.isfile(os.path.join(releases, sha, 'release.json'))
+        missing = missing_programs(os.path.join(releases, sha), params['provides']) if ready else []
+        if missing:
+            fail(provides_problem(params, sha, os.path.join(releases, sha), missing), **result)
         result.update(revision=sha or revision, release_dir=os.path.join(releases, sha or revision),
                       changed=not ready, msg='would build' if not ready else 'release exists')
         if params['instance_dir']:
@@ -521,7 +570,7 @@ def main():
 
     try:
         os.makedirs(releases, exist_ok=True)
-        with locked(os.path.join(releases, '.lock')):
+        with locked(os.path.join(releases, LOCK_NAME)):
             remote = Remote(params['repo'])
             ensure_mirror(mirror, remote, steps, params['timeout'])
             sha = resolve(mirror, revision, steps, params['timeout'])
@@ -539,6 +588,9 @@ def main():
                 started = time.monotonic()
                 try:
                     build(params, sha, release_dir, steps)
+                    missing = missing_programs(release_dir, params['provides'])
+                    if missing:
+                        raise BuildError(provides_problem(params, sha, release_dir, missing))
                 except BaseException:
                     shutil.rmtree(release_dir, ignore_errors=True)
                     raise
@@ -551,9 +603,14 @@ def main():
                 os.rename(tmp, marker)
                 result.update(built=True, changed=True,
                               build_seconds=round(time.monotonic() - started, 3))
-        result.update(revision=sha, release_dir=release_dir)
-        if params['instance_dir']:
-            deploy(module, params, sha, release_dir, revision, previous, result)
+            else:
+                missing = missing_programs(release_dir, params['provides'])
+                if missing:  # built before, for a host that runs other programs
+                    raise BuildError(provides_problem(params, sha, release_dir, missing))
+            result.update(revision=sha, release_dir=release_dir)
+            if params['instance_dir']:
+                # Under the lock: release_prune never sees a release about to be linked as unused.
+                deploy(module, params, sha, release_dir, revision, previous, result)
     except BuildError as exc:
         fail('Building the release of %r under %s failed: %s' % (revision, releases, exc),
              **result)

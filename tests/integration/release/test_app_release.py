@@ -10,6 +10,7 @@ import pytest
 
 from support.git_http import GitHTTPServer
 from support.modules import run_module
+from support.paths import REPO
 
 pytestmark = pytest.mark.integration
 GIT_ENV = dict(os.environ, GIT_AUTHOR_NAME='t', GIT_AUTHOR_EMAIL='t@example.com',
@@ -287,3 +288,37 @@ def test_credentials_reach_git_through_its_environment_only(tmp_path, repo):
     assert server.argv_hits == [], server.argv_hits
     for text in (json.dumps(first), json.dumps(second), json.dumps(wrong)):
         assert SECRET not in text
+
+
+# -- provides: a release that cannot run what its host runs is refused when it is built -----
+
+WHEEL_CACHE = os.path.expanduser('~/.cache/zopeops-stages')
+
+
+def test_release_without_zeo_is_refused_for_a_zeo_host(tmp_path, repo):
+    """A Plone-like project pins Zope (Plone does not depend on ZEO) and forgets ZEO: a host
+    that runs runzeo gets a clear refusal, naming the program, the package and the file, and
+    no release that looks complete; a client-only host gets the same release."""
+    work, bare = repo
+    zope_pin = next(line for line in (REPO / 'examples' / 'zopeapp' / 'requirements.txt')
+                    .read_text().splitlines() if line.startswith('Zope'))
+    (work / 'requirements.txt').write_text(zope_pin + '\n')
+    git(work, 'commit', '-qam', 'Zope without ZEO')
+    git(work, 'push', '-q', str(bare), 'main')
+    sha = git(work, 'rev-parse', 'HEAD')
+    root, instance = tmp_path / 'root', tmp_path / 'root' / 'dev'
+    offline = dict(cache_dir=WHEEL_CACHE, installer_env={'UV_OFFLINE': '1'})
+    refused = deploy(root, bare, 'main', instance, provides=['runzeo', 'runwsgi', 'zconsole'],
+                     **offline)
+    assert refused.get('failed'), refused
+    assert 'does not provide runzeo (a ZEO host runs it; package ZEO)' in refused['msg'], refused
+    assert 'add ZEO to the requirements file requirements.txt' in refused['msg']
+    assert 'runwsgi' not in refused['msg'] and 'zconsole' not in refused['msg']
+    assert not (root / 'releases' / sha).exists(), 'a refused release was left behind'
+    assert not (instance / 'current').exists()
+    client = deploy(root, bare, 'main', instance, provides=['runwsgi', 'zconsole'], **offline)
+    assert client['rc'] == 0 and client['built'], client
+    again = deploy(root, bare, 'main', instance, provides=['runzeo'], **offline)
+    assert again.get('failed') and 'package ZEO' in again['msg'], again
+    assert (root / 'releases' / sha / 'release.json').exists(), 'a release in use was removed'
+    assert os.readlink(instance / 'current') == str(root / 'releases' / sha)

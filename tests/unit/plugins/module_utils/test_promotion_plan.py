@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.zopeops.stages.plugins.module_utils.promotion_plan import (
-    PlanRefused, make_plan, serving_side)
+    PlanRefused, describe, make_plan, serving_side)
 
 
 def model(policy='upstream'):
@@ -105,3 +105,48 @@ def test_none_policy_with_the_code_in_place_is_nothing_to_do_unless_forced():
         make_plan(model('none'), 'test', 'run', {}, same, same, LIVE)
     forced = make_plan(model('none'), 'test', 'run', {}, same, same, LIVE, force=True)
     assert forced['code_only_refresh'] and forced['live_data'] == 'own'
+
+
+# --- rollback to any kept release (-e rollback_to) ---------------------------------------
+
+HISTORY = {'status': 'done',
+           'rollback_history': [{'revision': 'v1', 'data_pair': 'S1', 'recorded_by': 'r1'},
+                                {'revision': 'v2', 'data_pair': 'S2', 'recorded_by': 'r2'}],
+           'rollback_target': {'revision': 'v3', 'data_pair': 'S3', 'recorded_by': 'r3'}}
+
+
+def test_a_run_records_every_rollback_target_in_the_history():
+    history = plan(previous=HISTORY)['rollback_history']
+    assert [e['revision'] for e in history] == ['v1', 'v2', 'v3']
+    # A state from before the history: its one target starts it.
+    assert plan(previous={'rollback_target': {'revision': 'v0'}})['rollback_history'] == [
+        {'revision': 'v0'}]
+
+
+def test_rollback_to_a_kept_release_with_its_pair():
+    p = plan(action='rollback', previous=HISTORY, rollback_to={'name': 'demo-v1', 'revision': 'v1'},
+             kept_pairs=['S1', 'S3'])
+    assert (p['live_revision'], p['twin_revision'], p['start']) == ('v1', 'old', 'twin_code')
+    assert (p['live_data'], p['rollback_pair']) == ('previous_pair', 'S1')
+    assert 'code_only_reason' not in p and p['rollback_to'] == 'demo-v1'
+
+
+def test_rollback_to_a_release_whose_pair_is_gone_takes_the_code_only_and_says_so():
+    p = plan(action='rollback', previous=HISTORY, rollback_to={'name': 'demo-v2', 'revision': 'v2'},
+             kept_pairs=['S3'])
+    assert (p['live_revision'], p['live_data'], p['rollback_pair']) == ('v2', 'own', None)
+    assert p['code_only_reason'].startswith('Only the code goes back: no data pair of demo-v2')
+    assert p['code_only_reason'] in describe(p)
+    never = plan(action='rollback', previous={}, rollback_to={'name': 'x', 'revision': 'vx'})
+    assert never['live_data'] == 'own' and never['catch_up_to_twin']
+    asked = plan(action='rollback', previous=HISTORY, rollback_data=False,
+                 rollback_to={'name': 'demo-v1', 'revision': 'v1'}, kept_pairs=['S1'])
+    assert asked['live_data'] == 'own' and 'rollback_data=false' in asked['code_only_reason']
+
+
+def test_rollback_to_refuses_the_running_release_and_an_unfinished_run():
+    with pytest.raises(PlanRefused, match='runs demo-v9 .* already'):
+        plan(action='rollback', rollback_to={'name': 'demo-v9', 'revision': 'old'})
+    with pytest.raises(PlanRefused, match='finish it'):
+        plan(action='rollback', previous={'status': 'failed', 'run_id': 'r'},
+             rollback_to={'name': 'demo-v1', 'revision': 'v1'})
