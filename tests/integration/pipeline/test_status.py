@@ -101,5 +101,10 @@ def test_page_renders_a_green_column_per_stage(status, tmp_path):
     for stage in report['stages']:
         assert stage['revision']['short'] in dom and stage['sides'][0]['data']['last_tid'] in dom
     assert 'pipeline status: healthy' in dom
+    # The only red a healthy pipeline shows: a stage without a recent backup (this sandbox
+    # has made none), marked as such, and its note.
+    red = re.findall(r'class="(?:bad-t|problem)"([^>]*)>([^<]*)', dom)
+    assert all('data-backup-ok="false"' in attrs or text.startswith('backup: ')
+               for attrs, text in red), red
     png = screenshot(page, tmp_path / 'status.png', 1100, 700)
-    assert count_near(png, GREEN) > 200 and count_near(png, RED) < 20
+    assert count_near(png, GREEN) > 200 and count_near(png, RED) < 20 + 80 * len(red)
