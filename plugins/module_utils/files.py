@@ -32,10 +32,12 @@ class LockTimeout(Exception):
     """Another process held the lock for longer than the caller was willing to wait."""
 
 
-def atomic_write(path, text, mode=0o644, ownership=None):
+def atomic_write(path, text, mode=0o644, ownership=None, check=None):
     """Replace ``path`` with ``text`` in one rename, keeping an existing file's mode and owner
     (a new file gets ``mode``); the data is fsynced before the rename. With ``ownership`` (an
-    Ownership) the file gets its owner, group and file mode instead, before the rename."""
+    Ownership) the file gets its owner, group and file mode instead, before the rename. With
+    ``check``, ``check(temporary_path)`` runs before the rename; an exception it raises leaves
+    ``path`` as it was."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         current = os.stat(path)
@@ -57,6 +59,8 @@ def atomic_write(path, text, mode=0o644, ownership=None):
                 pass  # not root: the file stays ours, which is what the writer can do
         else:
             os.chmod(tmp, mode)
+        if check is not None:
+            check(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -81,72 +81,8 @@ directories:
     - {path: /srv/zopeops/test/var/snapshots, created: true, changed: true}
 '''
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
-
-KEYS = ('path', 'paths', 'mode', 'owner', 'group')
-
-
-def normalise(module, items):
-    """Strings and dicts -> dicts with path/mode/owner/group; every mistake named at once."""
-    entries, problems = [], []
-    for index, item in enumerate(items):
-        spec = {'path': item} if isinstance(item, str) else item
-        if not isinstance(spec, dict) or not (spec.get('path') or 'paths' in spec) or (
-                'path' in spec and 'paths' in spec):
-            problems.append('directories[%d] must be a path or a dict with a path or paths'
-                            % index)
-            continue
-        unknown = sorted(set(spec) - set(KEYS))
-        if unknown:
-            problems.append('directories[%d] (%s) has unknown keys %s; known: %s'
-                            % (index, spec.get('path') or 'paths', ', '.join(unknown),
-                               ', '.join(KEYS)))
-            continue
-        paths = spec['paths'] if 'paths' in spec else [spec['path']]
-        if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
-            problems.append('directories[%d] paths must be a list of paths' % index)
-            continue
-        mode = spec.get('mode')
-        for path in paths:
-            # An int is the mode itself (YAML's unquoted 0755 is 493 = 0o755), as for file.
-            entries.append({'path': os.path.abspath(path),
-                            'mode': None if mode in (None, '') else mode,
-                            'owner': spec.get('owner') or None,
-                            'group': spec.get('group') or None})
-    if problems:
-        module.fail_json(msg='instance_dirs: %s.' % '; '.join(problems))
-    return entries
-
-
-def ensure(module, entry):
-    path = entry['path']
-    result = {'path': path, 'created': False, 'changed': False}
-    diff = {'before': {'path': path}, 'after': {'path': path}}
-    if os.path.lexists(path) and not os.path.isdir(path):
-        module.fail_json(msg='instance_dirs: %s exists but is not a folder. Move it away or fix '
-                             'the path.' % path)
-    if not os.path.isdir(path):
-        result.update(created=True, changed=True)
-        diff['before']['state'] = 'absent'
-        diff['after']['state'] = 'directory'
-        if module.check_mode:
-            return result, diff
-        try:
-            os.makedirs(path)
-        except OSError as exc:
-            module.fail_json(msg='instance_dirs: could not create %s: %s. Check the rights on '
-                                 'its parent folder.' % (path, exc))
-    file_args = module.load_file_common_arguments(
-        {'path': path, 'mode': entry['mode'], 'owner': entry['owner'], 'group': entry['group']})
-    try:
-        changed = module.set_fs_attributes_if_different(file_args, False, diff)
-    except Exception as exc:  # AnsibleModule fails itself on most errors; name the folder
-        module.fail_json(msg='instance_dirs: could not set mode/owner/group of %s: %s'
-                             % (path, exc))
-    result['changed'] = result['changed'] or changed
-    return result, diff
+from ansible_collections.zopeops.stages.plugins.module_utils.instance_paths import ensure_dirs
 
 
 def main():
@@ -154,14 +90,8 @@ def main():
         argument_spec=dict(directories=dict(type='list', elements='raw', required=True)),
         supports_check_mode=True,
     )
-    results, diffs = [], []
-    for entry in normalise(module, module.params['directories']):
-        result, diff = ensure(module, entry)
-        results.append(result)
-        if result['changed']:
-            diffs.append(diff)
-    changed = any(result['changed'] for result in results)
-    output = dict(changed=changed, directories=results)
+    results, diffs = ensure_dirs(module, module.params['directories'])
+    output = dict(changed=any(result['changed'] for result in results), directories=results)
     if module._diff and diffs:
         output['diff'] = diffs
     module.exit_json(**output)

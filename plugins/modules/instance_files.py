@@ -1,0 +1,176 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: zopeops.stages developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: instance_files
+short_description: Ensure a component's folders and configuration files, rendered from templates, in one call
+description:
+  - Ensures the folders in O(directories) (as M(zopeops.stages.instance_dirs) does), then the
+    files in O(files): each file's content, mode, owner and group. A role that used to run a
+    C(file) task, a few C(template) tasks and their loops makes one call per host instead; an
+    idle C(site.yml) spent most of its time in Ansible's per-task, per-file overhead.
+  - The action plugin of the same name renders each file's template on the controller, as
+    M(ansible.builtin.template) does (the role's C(templates) folder, the task's variables,
+    C(trim_blocks)), and sends the module the rendered contents.
+  - A file whose content differs is written to a temporary file in its folder, fsynced,
+    optionally checked with O(files[].validate), and renamed over the old one, so a service that
+    reads it meanwhile sees the old file or the new one. A file whose content is the same is not
+    written; its mode, owner and group are still ensured.
+version_added: 0.9.0
+author:
+  - zopeops.stages developers (@zopeops)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+options:
+  directories:
+    description:
+      - The folders, created first, in order; the format of M(zopeops.stages.instance_dirs)'s
+        O(zopeops.stages.instance_dirs#module:directories).
+    type: list
+    elements: raw
+    default: []
+  files:
+    description:
+      - The files, each a dict.
+      - C(dest) (required) is the file's path. It may contain C({name}) style fields when
+        C(each) is given (see below).
+      - C(template) is a template of the role (its C(templates) folder, as for
+        M(ansible.builtin.template)), rendered on the controller with the task's variables plus
+        C(vars); or C(src), a text file of the role's C(files) folder (or a path on the
+        controller) copied as it is; or C(content), the file's text.
+      - C(each) (a list) makes one file per element; the element is the variable C(item) in the
+        template, and C(dest), C(key), C(template) and C(src) are formatted with the element's
+        keys (C({name}) is the
+        element's C(name)); a string element is C({item}).
+      - C(mode) (octal string, as for M(ansible.builtin.copy)), C(owner), C(group).
+      - C(key) names the file in the result's RV(changed_keys) (a role decides from it what to
+        restart); C(validate) is a command checking the new file before it replaces the old one,
+        with C(%s) for its path (no shell); C(secret) (bool) keeps its content out of the diff.
+    type: list
+    elements: dict
+    default: []
+attributes:
+  check_mode:
+    support: full
+    details: Reports which folders and files would be created or changed; changes nothing.
+  diff_mode:
+    support: full
+    details: The folders' attributes and the files' contents before and after (not of a file marked C(secret)).
+  platform:
+    support: full
+    platforms: posix
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+seealso:
+  - module: zopeops.stages.instance_dirs
+  - module: ansible.builtin.template
+'''
+
+EXAMPLES = r'''
+- name: Ensure the ZEO server's folders and configuration.
+  zopeops.stages.instance_files:
+    directories:
+      - paths: [/srv/zopeops/test, /srv/zopeops/test/etc]
+        mode: "0755"
+    files:
+      - template: etc/zeo.conf.j2
+        dest: /srv/zopeops/test/etc/zeo.conf
+        mode: "0644"
+        key: zeo
+  register: zeo_files
+  notify: Restart the ZEO server.
+
+- name: Ensure each Zope client's configuration (one file per client).
+  zopeops.stages.instance_files:
+    files:
+      - template: etc/zope.ini.j2
+        each: "{{ zope_client_clients }}"
+        dest: "/srv/zopeops/test/etc/zope-{name}.ini"
+        key: "{name}"
+        mode: "0644"
+'''
+
+RETURN = r'''
+directories:
+  description: One entry per folder, as M(zopeops.stages.instance_dirs) returns them.
+  returned: always
+  type: list
+  elements: dict
+files:
+  description: One entry per file, in order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    dest:
+      description: The file.
+      type: str
+    key:
+      description: The file's key (empty when none was given).
+      type: str
+    changed:
+      description: Whether its content, mode, owner or group changed (would change, in check mode).
+      type: bool
+    content_changed:
+      description: Whether its content changed.
+      type: bool
+  sample:
+    - {dest: /srv/zopeops/test/etc/zeo.conf, key: zeo, changed: true, content_changed: true}
+files_changed:
+  description: Whether any file changed (not counting folders).
+  returned: always
+  type: bool
+  sample: true
+changed_keys:
+  description: The keys of the files that changed, each once, in order.
+  returned: always
+  type: list
+  elements: str
+  sample: [client1]
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.zopeops.stages.plugins.module_utils.instance_paths import (
+    ensure_dirs, ensure_file, normalise_files)
+
+WHO = 'instance_files'
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            directories=dict(type='list', elements='raw', default=[]),
+            files=dict(type='list', elements='dict', default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    folders, diffs = ensure_dirs(module, module.params['directories'], WHO)
+    files = []
+    for spec in normalise_files(module, module.params['files'], WHO):
+        result, diff = ensure_file(module, spec, WHO)
+        files.append(result)
+        if result['content_changed'] and 'after' in diff:
+            diffs.append(diff)
+    changed_keys = []
+    for result in files:
+        if result['changed'] and result['key'] and result['key'] not in changed_keys:
+            changed_keys.append(result['key'])
+    files_changed = any(result['changed'] for result in files)
+    output = dict(changed=files_changed or any(folder['changed'] for folder in folders),
+                  directories=folders, files=files, files_changed=files_changed,
+                  changed_keys=changed_keys)
+    if module._diff and diffs:
+        output['diff'] = diffs
+    module.exit_json(**output)
+
+
+if __name__ == '__main__':
+    main()
