@@ -9,7 +9,7 @@ module: instance_files
 short_description: Ensure a component's folders and configuration files, rendered from templates, in one call
 description:
   - Ensures the folders in O(directories) (as M(zopeops.stages.instance_dirs) does), then the
-    files in O(files): each file's content, mode, owner and group. A role that used to run a
+    files in O(files), each with its content, mode, owner and group. A role that used to run a
     C(file) task, a few C(template) tasks and their loops makes one call per host instead; an
     idle C(site.yml) spent most of its time in Ansible's per-task, per-file overhead.
   - The action plugin of the same name renders each file's template on the controller, as
