@@ -69,7 +69,7 @@ def markdown(result):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--before', required=True, help='the revision to compare with')
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--workdir', default=str(pl.REPO / '.sandbox-bench-site'))

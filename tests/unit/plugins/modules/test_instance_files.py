@@ -82,10 +82,10 @@ def test_expand_makes_one_file_per_element_and_names_mistakes():
                     {'template': 'unit.{item}.j2', 'each': ['service', 'timer'],
                      'dest': '/etc/u.{item}'},
                     {'content': 'x', 'dest': '/etc/x'}])
-    assert [(dest, key) for _, _, dest, key in files] == [
+    assert [(entry[2], entry[3]) for entry in files] == [
         ('/etc/zope-c1.ini', 'c1'), ('/etc/zope-c2.ini', 'c2'),
         ('/etc/u.service', ''), ('/etc/u.timer', ''), ('/etc/x', '')]
-    assert [spec['template'] for spec, _, _, _ in files[2:4]] == ['unit.service.j2', 'unit.timer.j2']
+    assert [entry[0]['template'] for entry in files[2:4]] == ['unit.service.j2', 'unit.timer.j2']
     assert files[0][1] == {'name': 'c1'}
     with pytest.raises(AnsibleActionFail) as info:
         expand([{'dest': '/a'}, {'content': 'x', 'template': 't', 'dest': '/b'},
