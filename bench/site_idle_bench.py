@@ -86,8 +86,8 @@ def main(argv=None):
     pipeline = pl.new_pipeline(args.workdir)
     runs = []
     try:
-        pl.write_inventory(pipeline.inventory, 1)
         pipeline.clients = 1
+        pl.write_inventory(pipeline.inventory, 1)
         pl.log('bringing the sandbox up with site.yml of %s' % head)
         if pipeline.run_playbook('site.yml', log_path=pipeline.workdir / 'site.log') != 0:
             raise SystemExit('site.yml failed; see %s' % (pipeline.workdir / 'site.log'))
@@ -103,7 +103,7 @@ def main(argv=None):
                     run.update(playbook=playbook, tree=tree, round=number, load=load)
                     pl.log('%s %s: %.1f s wall, %.1f s CPU, changed=%d, rc %d (load %.1f)'
                            % (playbook, tree, run['wall'], run['cpu'], run['changed'], run['rc'], load))
-                    if run['rc'] != 0 or (playbook == 'site.yml' and run['changed']):
+                    if run['rc'] != 0 or not run['ok'] or (playbook == 'site.yml' and run['changed']):
                         raise SystemExit('%s of %s was not an idle success; see %s'
                                          % (playbook, tree, pipeline.workdir))
                     runs.append(run)
