@@ -301,6 +301,26 @@ def stages_changed(model, hosts):
                    for side in (model['stages'][name]['live'], model['stages'][name]['upgrade']))]
 
 
+def databases_on_server(model, names, port):
+    """The RelStorage databases a PostgreSQL server holds: every side whose database names
+    this server (one of ``names``, its addresses) on ``port``; in pipeline order, live first.
+    Each: instance, stage, side, name, user, history, and data_host (whose variables hold the
+    stage's password)."""
+    names = set(str(name) for name in names if name)
+    found = []
+    for stage in model['pipeline']:
+        for side in ('live', 'upgrade'):
+            entry = model['stages'][stage][side]
+            database = entry and entry.get('database')
+            if database and database['host'] in names and database['port'] == int(port):
+                found.append({'instance': entry['instance'], 'stage': stage, 'side': side,
+                              'name': database['name'], 'user': database['user'],
+                              'history': database['history'], 'data_host': entry['data_host'],
+                              'client_machines': sorted(set(c['address']
+                                                            for c in entry['clients']))})
+    return found
+
+
 def leaders_by_machine(machines):
     """{host: machine} -> the set of hosts that lead their machine: the first by name."""
     leaders = {}

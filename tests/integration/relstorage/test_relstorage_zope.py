@@ -30,12 +30,13 @@ ADMIN = ('admin', 'admin-secret')
 
 def render_zope_conf(instance_dir, name, database, keep_history):
     """The role's zope.conf for client ``name``, with the role's defaults for RelStorage."""
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             loader=jinja2.FileSystemLoader(str(TEMPLATE.parent.parent)))
     env.filters['bool'] = lambda value: str(value).lower() in ('1', 'true', 'yes', 'on')
     pgpass = instance_dir / 'etc' / 'pgpass'
     dsn = ("dbname='%s' user='%s' host='127.0.0.1' port='%d' passfile='%s'"
            % (database['name'], database['user'], database['port'], pgpass))
-    return env.from_string(TEMPLATE.read_text()).render(
+    return env.get_template('etc/zope.conf.j2').render(
         ansible_managed='test', zope_client_conf_name=name,
         zope_client_conf_persistent_cache=True, zope_client_dir=str(instance_dir),
         zope_client_debug_mode=False, zope_client_stage='test', zope_client_instance='test',

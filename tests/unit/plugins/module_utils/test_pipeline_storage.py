@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.zopeops.stages.plugins.module_utils.pipeline import (
-    PipelineError, build_model)
+    PipelineError, build_model, databases_on_server)
 
 
 def inventory():
@@ -113,3 +113,15 @@ def test_the_hosts_of_one_side_must_agree_on_the_storage():
     problems = problems_of(groups, hostvars)
     assert any('The hosts of test disagree on zopeops_storage (relstorage on test-a; zeo on '
                'test-b)' in p for p in problems)
+
+
+def test_a_server_holds_the_databases_that_name_it_on_its_port():
+    groups, hostvars = inventory()
+    model = build_model(groups, hostvars, ['dev', 'test'])
+    found = databases_on_server(model, ['pg1', 'db1'], 5432)
+    assert [(d['instance'], d['name'], d['user'], d['data_host'], d['client_machines'])
+            for d in found] == [
+        ('test', 'zopeops_test', 'zopeops_test', 'test-a', ['m2', 'm3']),
+        ('test_upgrade', 'zopeops_test_upgrade', 'zopeops_test', 'test_upgrade-a', ['m3'])]
+    assert databases_on_server(model, ['db1'], 5433) == []
+    assert databases_on_server(model, ['db2'], 5432) == []
