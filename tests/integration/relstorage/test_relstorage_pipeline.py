@@ -8,7 +8,9 @@ make test can spare (docs/relstorage.md).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -16,7 +18,7 @@ import pytest
 import requests
 
 from support.ansible import assert_no_changes, run_playbook
-from support.paths import REPO
+from support.paths import REPO, VENV_BIN
 from support.ports import free_port_block
 from support.postgresql import PG_BIN, pg_missing
 
@@ -38,9 +40,8 @@ def test_site_brings_up_a_relstorage_pipeline_and_changes_nothing_the_second_tim
         assert_no_changes(run_playbook('site.yml', INVENTORY, extra))
         # No ZEO server anywhere; the stages' clients and PostgreSQL under supervisord.
         conf = sandbox / 'supervisor' / 'supervisord.conf'
-        programs = subprocess.run([sys.executable.replace('python', 'supervisorctl'), '-c',
-                                   str(conf), 'status'], capture_output=True, text=True,
-                                  check=False).stdout
+        programs = subprocess.run([str(VENV_BIN / 'supervisorctl'), '-c', str(conf), 'status'],
+                                  capture_output=True, text=True, check=False).stdout
         assert 'postgresql' in programs and 'zeo' not in programs
         # dev's demo content was made on RelStorage by the init script; each stage serves.
         dev = requests.get('http://127.0.0.1:%d/partners/acme/' % base, timeout=30)
@@ -48,9 +49,8 @@ def test_site_brings_up_a_relstorage_pipeline_and_changes_nothing_the_second_tim
         assert requests.get('http://127.0.0.1:%d/@@zopeops-info' % (base + 1),
                             timeout=30).status_code == 200
         # Each live side has its own database with RelStorage's schema; the twin's exists.
-        run_dir = '/tmp/zopeops-' + __import__('hashlib').sha1(
-            str(sandbox).encode()).hexdigest()[:10] + '-pg'
-        psql = ['runuser', '-u', 'postgres', '--'] if __import__('os').geteuid() == 0 else []
+        run_dir = '/tmp/zopeops-' + hashlib.sha1(str(sandbox).encode()).hexdigest()[:10] + '-pg'
+        psql = ['runuser', '-u', 'postgres', '--'] if os.geteuid() == 0 else []
         names = subprocess.run(psql + ['psql', '-X', '-A', '-t', '-h', run_dir, '-p',
                                        str(base + 50), '-d', 'postgres', '-c',
                                        'SELECT datname FROM pg_database'],
