@@ -77,7 +77,7 @@ def timed(func):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--size', type=int, default=100, help='megabytes of the source')
     parser.add_argument('--rounds', type=int, default=2)
     args = parser.parse_args()

@@ -243,8 +243,8 @@ def _database_text(database):
     """Where a RelStorage side's data lives: database@host:port (history), no password."""
     if not database:
         return None
-    return '%s@%s:%s (history-%s)' % (database['name'], database['host'], database['port'],
-                                       database['history'])
+    return '%s@%s:%s (history-%s)' % (
+        database['name'], database['host'], database['port'], database['history'])
 
 
 def storage_text(side):

@@ -5,11 +5,8 @@ restart and through a second RelStorage client; blobs go through the client's bl
 history-preserving and history-free databases get their own schema."""
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import textwrap
-from pathlib import Path
 
 import jinja2
 import pytest
@@ -50,8 +47,8 @@ def render_zope_conf(instance_dir, name, database, keep_history):
 def write_pgpass(path, database):
     """As the role writes it: host:port:database:user:password, ':' and '\\' escaped."""
     escaped = PASSWORD.replace('\\', '\\\\').replace(':', '\\:')
-    path.write_text('127.0.0.1:%d:%s:%s:%s\n' % (database['port'], database['name'],
-                                                  database['user'], escaped))
+    path.write_text('127.0.0.1:%d:%s:%s:%s\n' % (
+        database['port'], database['name'], database['user'], escaped))
     path.chmod(0o600)
 
 
