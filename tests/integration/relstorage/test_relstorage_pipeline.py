@@ -2,7 +2,7 @@
 cluster of the sandbox's own) brought up by site.yml twice: the second run changes nothing.
 
 Opt-in (marker relstorage_pipeline, `make test-relstorage`): one site.yml of a fresh sandbox
-takes about 4-5 minutes on this 2-core machine under the other sessions' load (two releases
+takes 4-5.5 minutes on this 2-core machine under the other sessions' load (two releases
 built, a PostgreSQL cluster initialised, three Zope clients started), far over the ~2 minutes
 make test can spare (docs/relstorage.md).
 """
