@@ -113,7 +113,7 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         del tmp
-        files = []
+        files, secrets = [], {}
         for spec, item, dest, key in expand(self._task.args.get('files')):
             if 'content' in spec:
                 content = spec['content']
@@ -121,10 +121,15 @@ class ActionModule(ActionBase):
                 content = self._read(spec['src'])
             else:
                 content = self._render(spec, item, dest, task_vars)
-            entry = {'dest': dest, 'content': str(content), 'key': key}
+            entry = {'dest': dest, 'key': key}
             entry.update((name, spec[name]) for name in PASSED_ON if spec.get(name) not in (None, ''))
+            if entry.get('secret'):  # the module's no_log option: masked in every output
+                secrets[dest] = str(content)
+            else:
+                entry['content'] = str(content)
             files.append(entry)
-        module_args = {'directories': self._task.args.get('directories') or [], 'files': files}
+        module_args = {'directories': self._task.args.get('directories') or [], 'files': files,
+                       'secret_contents': secrets}
         result.update(self._execute_module(module_name='zopeops.stages.instance_files',
                                            module_args=module_args, task_vars=task_vars))
         return result

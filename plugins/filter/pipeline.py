@@ -1,14 +1,15 @@
 # -*- coding: utf-8 -*-
 # Copyright: zopeops.stages developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The pipeline_model, machine_leaders, pipeline_check_urls, revision_check and stages_changed
-filters; their documentation is in the .yml file of each name beside this file."""
+"""The pipeline_model, machine_leaders, pipeline_check_urls, relstorage_databases,
+revision_check and stages_changed filters; their documentation is in the .yml file of each name beside this file."""
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.zopeops.stages.plugins.module_utils.pipeline import (
-    PipelineError, build_model, check_urls, leaders_by_machine, stages_changed)
+    PipelineError, build_model, check_urls, databases_on_server, leaders_by_machine,
+    stages_changed)
 from ansible_collections.zopeops.stages.plugins.module_utils.revision_proof import (
     proof_problems)
 
@@ -47,5 +48,5 @@ def revision_check(settings):
 class FilterModule:
     def filters(self):
         return {'pipeline_model': pipeline_model, 'machine_leaders': machine_leaders,
-                'pipeline_check_urls': check_urls,
+                'pipeline_check_urls': check_urls, 'relstorage_databases': databases_on_server,
                 'revision_check': revision_check, 'stages_changed': stages_changed}

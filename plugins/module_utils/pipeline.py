@@ -13,12 +13,24 @@ Inventory conventions (see docs/architecture.md):
            zopeops_bind_address (the private address ZEO and Zope listen on; ansible_host
            when unset), zopeops_service_user (never empty or root outside the local sandbox,
            which zopeops_sandbox marks)
-  stage    zopeops_lb_port and zopeops_data_policy, read from the stage's ZEO host
+  stage    zopeops_lb_port and zopeops_data_policy, read from the stage's ZEO host (a
+           RelStorage stage's first client host)
+  storage  zopeops_storage: zeo (default) or relstorage, on each side's hosts (group vars of S
+           and S_upgrade). A relstorage side has no S_zeo group; its clients talk to PostgreSQL:
+           zopeops_postgresql_host (required), zopeops_postgresql_port (5432),
+           zopeops_postgresql_user (zopeops_<stage>), zopeops_postgresql_database
+           (zopeops_<instance>), zopeops_relstorage_history (preserving or free)
 """
 from __future__ import annotations
 
+import re
+
 DATA_POLICIES = ('upstream', 'self', 'none')
+STORAGES = ('zeo', 'relstorage')
+RELSTORAGE_HISTORIES = ('preserving', 'free')
 TWIN_SUFFIX = '_upgrade'
+# PostgreSQL identifiers the collection creates unquoted: lower case, at most 63 bytes.
+_PG_IDENTIFIER = re.compile(r'^[a-z_][a-z0-9_]{0,62}$')
 
 
 class PipelineError(ValueError):
@@ -91,7 +103,17 @@ def _side(groups, hostvars, stage, side, problems):
                 "groups '%s_zeo' (one ZEO host) and '%s_clients' (its Zope client hosts)."
                 % (stage, inst, inst))
         return None
-    if len(zeo_hosts) != 1:
+    storage = _side_storage(hostvars, inst, zeo_hosts + client_hosts, problems)
+    if storage not in STORAGES:
+        return None
+    if storage == 'relstorage':
+        if zeo_hosts:
+            problems.append(
+                "%s stores its data with RelStorage (zopeops_storage: relstorage), so it has no "
+                "ZEO server, but group '%s_zeo' holds %s: remove that group, or set "
+                "zopeops_storage: zeo." % (inst, inst, ', '.join(zeo_hosts)))
+            return None
+    elif len(zeo_hosts) != 1:
         problems.append(
             "Group '%s_zeo' must hold exactly one host (the ZEO server of %s); it holds %s."
             % (inst, inst, ', '.join(zeo_hosts) if zeo_hosts else 'none'))
@@ -100,10 +122,16 @@ def _side(groups, hostvars, stage, side, problems):
         problems.append("Group '%s_clients' has no hosts: %s needs at least one Zope client."
                         % (inst, inst))
         return None
-    zeo_host = zeo_hosts[0]
-    zeo_vars = hostvars[zeo_host]
-    zeo_port = _as_port(zeo_vars.get('zopeops_zeo_port'),
-                        'zopeops_zeo_port of %s' % zeo_host, problems)
+    zeo = database = None
+    if storage == 'zeo':
+        zeo_host = zeo_hosts[0]
+        zeo_vars = hostvars[zeo_host]
+        zeo = {'host': zeo_host, 'address': _address(zeo_vars, zeo_host),
+               'machine': _machine(zeo_vars, zeo_host),
+               'port': _as_port(zeo_vars.get('zopeops_zeo_port'),
+                                'zopeops_zeo_port of %s' % zeo_host, problems)}
+    else:
+        database = _database(hostvars[client_hosts[0]], stage, inst, client_hosts[0], problems)
     clients = []
     for host in client_hosts:
         entries = hostvars[host].get('zopeops_clients') or []
@@ -125,11 +153,62 @@ def _side(groups, hostvars, stage, side, problems):
     return {
         'instance': inst,
         'side': side,
-        'zeo': {'host': zeo_host, 'address': _address(zeo_vars, zeo_host),
-                'machine': _machine(zeo_vars, zeo_host), 'port': zeo_port},
+        'storage': storage,
+        'zeo': zeo,
+        'database': database,
+        # The host that stands for the side's data: its ZEO server, else its first client.
+        'data_host': zeo['host'] if zeo else client_hosts[0],
         'clients': clients,
-        'hosts': sorted(set([zeo_host] + client_hosts)),
+        'hosts': sorted(set(zeo_hosts + client_hosts)),
     }
+
+
+def _side_storage(hostvars, inst, hosts, problems):
+    """zopeops_storage of one side's hosts (zeo unless set): one kind for the whole side."""
+    kinds = {}
+    for host in hosts:
+        kinds.setdefault(str(hostvars[host].get('zopeops_storage') or 'zeo'), []).append(host)
+    wrong = sorted(kind for kind in kinds if kind not in STORAGES)
+    if wrong:
+        problems.append(
+            "zopeops_storage of %s is %s; choose one of %s (set it in the group vars of the "
+            "stage and of its twin)." % (inst, ', '.join(repr(k) for k in wrong),
+                                         ', '.join(STORAGES)))
+        return 'invalid'
+    if len(kinds) > 1:
+        problems.append(
+            'The hosts of %s disagree on zopeops_storage (%s): a side has one storage; set it '
+            'once in the group vars of %s.'
+            % (inst, '; '.join('%s on %s' % (kind, ', '.join(sorted(names)))
+                               for kind, names in sorted(kinds.items())), inst))
+    return sorted(kinds)[0] if kinds else 'zeo'
+
+
+def _database(host_vars, stage, inst, host, problems):
+    """The PostgreSQL database a RelStorage side uses, from the variables of ``host``."""
+    server = str(host_vars.get('zopeops_postgresql_host') or '').strip()
+    if not server:
+        problems.append(
+            '%s stores its data with RelStorage but names no PostgreSQL server: set '
+            'zopeops_postgresql_host (the address its clients connect to) for the stage and '
+            'its twin (docs/relstorage.md).' % inst)
+    port = _as_port(host_vars.get('zopeops_postgresql_port') or 5432,
+                    'zopeops_postgresql_port of %s' % inst, problems)
+    names = {}
+    for key, default in (('user', 'zopeops_' + stage), ('database', 'zopeops_' + inst)):
+        value = str(host_vars.get('zopeops_postgresql_' + key) or default)
+        if not _PG_IDENTIFIER.match(value):
+            problems.append(
+                'zopeops_postgresql_%s of %s is %r: use lower-case letters, digits and _ '
+                '(at most 63, not starting with a digit).' % (key, inst, value))
+        names[key] = value
+    history = str(host_vars.get('zopeops_relstorage_history') or 'preserving')
+    if history not in RELSTORAGE_HISTORIES:
+        problems.append('zopeops_relstorage_history of %s is %r; choose one of %s.'
+                        % (inst, history, ', '.join(RELSTORAGE_HISTORIES)))
+    return {'host': server, 'port': port, 'user': names['user'], 'name': names['database'],
+            'history': history, 'keep_history': history == 'preserving',
+            'client_host': host}
 
 
 def build_model(groups, hostvars, pipeline):
@@ -162,8 +241,9 @@ def build_model(groups, hostvars, pipeline):
             'lb_port': None,
             'data_policy': 'upstream',
         }
+        _check_twin_storage(stage, live, upgrade, problems)
         if live:
-            stage_vars = hostvars[live['zeo']['host']]
+            stage_vars = hostvars[live['data_host']]
             entry['lb_port'] = _as_port(stage_vars.get('zopeops_lb_port'),
                                         'zopeops_lb_port of stage %s' % stage, problems)
             policy = stage_vars.get('zopeops_data_policy') or 'upstream'
@@ -189,6 +269,26 @@ def build_model(groups, hostvars, pipeline):
     return {'pipeline': pipeline, 'stages': stages, 'lb_hosts': lb_hosts}
 
 
+def _check_twin_storage(stage, live, upgrade, problems):
+    """A twin stores its data as its stage does, in a database of its own."""
+    if not live or not upgrade:
+        return
+    if live['storage'] != upgrade['storage']:
+        problems.append(
+            'Stage %s stores its data with %s but its twin %s with %s: set the same '
+            'zopeops_storage for both (moving a stage between storages is not built yet, '
+            'docs/relstorage.md).' % (stage, live['storage'], upgrade['instance'],
+                                      upgrade['storage']))
+    elif live['database'] and upgrade['database']:
+        mine, twin = live['database'], upgrade['database']
+        if (mine['host'], mine['port'], mine['name']) == (twin['host'], twin['port'],
+                                                          twin['name']):
+            problems.append(
+                'Stage %s and its twin %s use the same database %s on %s:%s: each needs one '
+                'of its own (leave zopeops_postgresql_database unset for the defaults).'
+                % (stage, upgrade['instance'], mine['name'], mine['host'], mine['port']))
+
+
 def stages_changed(model, hosts):
     """The stages a run over ``hosts`` (the play's hosts, after --limit) changes, in pipeline
     order: a stage whose live side or twin has a host among them, and every stage when a load
@@ -199,6 +299,26 @@ def stages_changed(model, hosts):
     return [name for name in model['pipeline']
             if any(side and hosts & set(side['hosts'])
                    for side in (model['stages'][name]['live'], model['stages'][name]['upgrade']))]
+
+
+def databases_on_server(model, names, port):
+    """The RelStorage databases a PostgreSQL server holds: every side whose database names
+    this server (one of ``names``, its addresses) on ``port``; in pipeline order, live first.
+    Each: instance, stage, side, name, user, history, and data_host (whose variables hold the
+    stage's password)."""
+    names = set(str(name) for name in names if name)
+    found = []
+    for stage in model['pipeline']:
+        for side in ('live', 'upgrade'):
+            entry = model['stages'][stage][side]
+            database = entry and entry.get('database')
+            if database and database['host'] in names and database['port'] == int(port):
+                found.append({'instance': entry['instance'], 'stage': stage, 'side': side,
+                              'name': database['name'], 'user': database['user'],
+                              'history': database['history'], 'data_host': entry['data_host'],
+                              'client_machines': sorted(set(c['address']
+                                                            for c in entry['clients']))})
+    return found
 
 
 def leaders_by_machine(machines):
@@ -233,8 +353,9 @@ def _check_ports(stages, lb_machines, problems):
         for side in (stage['live'], stage['upgrade']):
             if not side:
                 continue
-            claim(side['zeo']['machine'], side['zeo']['port'],
-                  'the ZEO server of %s' % side['instance'])
+            if side['zeo']:
+                claim(side['zeo']['machine'], side['zeo']['port'],
+                      'the ZEO server of %s' % side['instance'])
             for client in side['clients']:
                 claim(client['machine'], client['port'], 'Zope client %s' % client['id'])
 

@@ -209,8 +209,11 @@ def _side_report(stage, side_model, instances, refs, serving, expected):
     if expected and revision and expected['commit'] != revision['commit']:
         drift.append('the inventory asks for %s, which is %s now; %s runs %s (run site.yml)'
                      % (expected['ref'], expected['commit'][:SHORT], inst, revision['short']))
+    storage = side_model.get('storage') or 'zeo'
+    # A RelStorage side has no ZEO server: its clients' health is the side's.
+    server_ok = zeo_running or storage != 'zeo'
     if side_model['side'] == 'live':
-        health = 'ok' if len(healthy_clients) == len(clients) and zeo_running else 'failed'
+        health = 'ok' if len(healthy_clients) == len(clients) and server_ok else 'failed'
     else:
         # A twin is healthy stopped; running, every client must answer.
         health = ('ok' if not running or len(healthy_clients) == len(clients) else 'failed')
@@ -223,6 +226,8 @@ def _side_report(stage, side_model, instances, refs, serving, expected):
         'deployed_at': deployed.get('deployed_at'),
         'deployed_by': deployed.get('deployed_by'),
         'data': data,
+        'storage': storage,
+        'database': _database_text(side_model.get('database')),
         'zeo_running': zeo_running,
         'running': running,
         'serving': serving,
@@ -232,6 +237,18 @@ def _side_report(stage, side_model, instances, refs, serving, expected):
         'health': health,
         'drift': drift,
     }
+
+
+def _database_text(database):
+    """Where a RelStorage side's data lives: database@host:port (history), no password."""
+    if not database:
+        return None
+    return '%s@%s:%s (history-%s)' % (
+        database['name'], database['host'], database['port'], database['history'])
+
+
+def storage_text(side):
+    return 'RelStorage' if side.get('storage') == 'relstorage' else 'ZEO'
 
 
 def _ledger_summary(entry):
@@ -357,7 +374,8 @@ def build_report(model, instances, lb=None, probes=None, promotions=None, refs=N
         for side in stage['sides']:
             if side['health'] == 'starting':
                 continue
-            if side['side'] == 'live' and not side['zeo_running']:
+            if (side['side'] == 'live' and not side['zeo_running']
+                    and side.get('storage', 'zeo') == 'zeo'):
                 problems.append('%s: its ZEO server does not answer' % side['instance'])
             for client in side['clients']:
                 if (side['side'] == 'live' or side['health'] == 'failed') and not client['ok']:
@@ -496,6 +514,7 @@ def table_lines(report):
     rows = [
         ('', [st['name'] + ('' if st['health'] == 'ok' else ' (FAILED)') for st in stages]),
         ('revision', [revision_label(st['revision']) for st in stages]),
+        ('storage', [storage_text(s) for s in live]),
         ('last tid', [s['data'].get('last_tid') or '-' for s in live]),
         ('data time', [short_time(s['data'].get('last_time')) or '-' for s in live]),
         ('Data.fs', [s['data'].get('size_text') or '-' for s in live]),
@@ -583,7 +602,9 @@ def _side_html(side):
     else:
         badge = '<span class="badge %s">%s</span>' % (
             side['health'], 'healthy' if side['health'] == 'ok' else 'FAILED')
-    rows = [('revision', '<span class="mono">%s</span>' % _e(revision_label(side['revision'])))]
+    rows = [('revision', '<span class="mono">%s</span>' % _e(revision_label(side['revision']))),
+            ('storage', _e(storage_text(side) + (' ' + side['database']
+                                                 if side.get('database') else '')))]
     if side['side'] == 'live' or side['running']:
         data = side['data']
         rows += [

@@ -49,10 +49,18 @@ options:
       - C(mode) (octal string, as for M(ansible.builtin.copy)), C(owner), C(group).
       - C(key) names the file in the result's RV(changed_keys) (a role decides from it what to
         restart); C(validate) is a command checking the new file before it replaces the old one,
-        with C(%s) for its path (no shell); C(secret) (bool) keeps its content out of the diff.
+        with C(%s) for its path (no shell); C(secret) (bool) keeps its content out of the diff
+        and out of every output (the action plugin passes it in O(secret_contents)).
     type: list
     elements: dict
     default: []
+  secret_contents:
+    description:
+      - The contents of the files marked C(secret), by their C(dest); a no_log option, so they
+        are masked in every output. The action plugin fills it; a file marked C(secret) may
+        give its C(content) here instead of in O(files).
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -149,12 +157,16 @@ def main():
         argument_spec=dict(
             directories=dict(type='list', elements='raw', default=[]),
             files=dict(type='list', elements='dict', default=[]),
+            secret_contents=dict(type='dict', default={}, no_log=True),
         ),
         supports_check_mode=True,
     )
     folders, diffs = ensure_dirs(module, module.params['directories'], WHO)
     files = []
-    for spec in normalise_files(module, module.params['files'], WHO):
+    specs = [dict(spec, content=module.params['secret_contents'][spec['dest']])
+             if spec.get('secret') and spec.get('dest') in module.params['secret_contents'] else spec
+             for spec in module.params['files']]
+    for spec in normalise_files(module, specs, WHO):
         result, diff = ensure_file(module, spec, WHO)
         files.append(result)
         if result['content_changed'] and 'after' in diff:

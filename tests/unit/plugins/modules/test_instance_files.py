@@ -115,7 +115,9 @@ def test_a_role_renders_as_template_does_in_one_call(tmp_path):
             'directories': [{'path': str(out), 'mode': '0755'}],
             'files': [{'template': 'client.conf.j2', 'each': '{{ clients }}',
                        'dest': str(out) + '/{name}.conf', 'key': '{name}', 'vars': {'cache': True}},
-                      {'src': 'script.py', 'dest': str(out / 'script.py'), 'key': 'script'}]},
+                      {'src': 'script.py', 'dest': str(out / 'script.py'), 'key': 'script'},
+                      {'content': 'password={{ secret }}\n', 'dest': str(out / 'pgpass'),
+                       'mode': '0600', 'secret': True, 'key': 'all'}]},
          'register': 'ours'},
         {'name': 'Theirs.', 'ansible.builtin.template': {
             'src': 'client.conf.j2', 'dest': str(out) + '/template-{{ item.name }}.conf'},
@@ -125,11 +127,12 @@ def test_a_role_renders_as_template_does_in_one_call(tmp_path):
     playbook = tmp_path / 'play.yml'
     playbook.write_text(yaml.safe_dump([{
         'hosts': 'localhost', 'gather_facts': False,
-        'vars': {'clients': [{'name': 'client1', 'port': 8081}, {'name': 'client2', 'port': 8082}]},
+        'vars': {'clients': [{'name': 'client1', 'port': 8081}, {'name': 'client2', 'port': 8082}],
+                 'secret': 's3cr3t-value'},
         'roles': ['demo']}]))
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
                ANSIBLE_ROLES_PATH=str(tmp_path / 'roles'))
-    proc = subprocess.run([ANSIBLE_PLAYBOOK, '-i', 'localhost,', '-c', 'local',
+    proc = subprocess.run([ANSIBLE_PLAYBOOK, '-i', 'localhost,', '-c', 'local', '-vvv', '--diff',
                            '-e', 'ansible_python_interpreter=' + sys.executable, str(playbook)],
                           cwd=str(tmp_path), capture_output=True, text=True, env=env,
                           timeout=300, check=False)
@@ -138,4 +141,7 @@ def test_a_role_renders_as_template_does_in_one_call(tmp_path):
         assert (out / (name + '.conf')).read_bytes() == (out / ('template-%s.conf' % name)).read_bytes()
     assert 'cache = on\nport = 8082\n' in (out / 'client2.conf').read_text()
     assert (out / 'script.py').read_text() == 'print("hello")\n'
-    assert (tmp_path / 'keys.json').read_text() == '["client1", "client2", "script"]'
+    assert (tmp_path / 'keys.json').read_text() == '["client1", "client2", "script", "all"]'
+    assert (out / 'pgpass').read_text() == 'password=s3cr3t-value\n'
+    assert 's3cr3t-value' not in proc.stdout + proc.stderr, 'a secret file reached the output'
+    assert 'cache = on' in proc.stdout, 'the diff of the other files is not shown'
