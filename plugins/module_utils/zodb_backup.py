@@ -71,8 +71,9 @@ def parse_iso(text):
 
 
 def repozo_command(repozo=None):
-    """ZODB's repozo: ``repozo`` if given, else the console script beside this Python (the
-    release's virtualenv), else ``python -m ZODB.scripts.repozo``."""
+    """ZODB's repozo as a command (where it does not run in this process): ``repozo`` if
+    given, else the console script beside this Python (the release's virtualenv), else
+    ``python -m ZODB.scripts.repozo``."""
     if repozo:
         return [repozo]
     beside = os.path.join(os.path.dirname(sys.executable), 'repozo')
