@@ -106,6 +106,11 @@ def module_backup(src, repo):
                                   'repository': repo})[1]
 
 
+def module_drill(repo, scratch):
+    return module('zodb_backup', {'repository': repo, 'verify': True,
+                                  'scratch_dir': scratch})[1]
+
+
 def one_round(src0, src1, work, order):
     """Both sides once, in ``order``: {measure: seconds}."""
     times = {}
@@ -135,8 +140,7 @@ def one_round(src0, src1, work, order):
             result = measured(times, 'incremental_module', module_backup, src1, repo)
             assert result['kind'] == 'incremental', result
             times['incremental_module_inside'] = result['duration']
-            result = measured(times, 'restore_module', lambda: module(
-                'zodb_backup', {'repository': repo, 'verify': True, 'scratch_dir': scratch})[1])
+            result = measured(times, 'restore_module', module_drill, repo, scratch)
             assert result['verified'], result
             times['restore_module_inside'] = result['duration']
         shutil.rmtree(repo)
@@ -149,9 +153,8 @@ def bench_size(work, size, rounds):
     for number in range(rounds):
         order = ('bare', 'module') if number % 2 == 0 else ('module', 'bare')
         runs.append(one_round(src0, src1, work, order))
-        print('round %d: %s' % (number + 1, ', '.join('%s %.2fs' % item
-                                                       for item in sorted(runs[-1].items()))),
-              flush=True)
+        shown = ', '.join('%s %.2fs' % item for item in sorted(runs[-1].items()))
+        print('round %d: %s' % (number + 1, shown), flush=True)
     best = {key: min(r[key] for r in runs) for key in runs[0]}
     ratios = {name: best[ours] / best[theirs] for name, (ours, theirs) in PAIRS.items()}
     ratios.update({name + '_cpu': best[ours + '_cpu'] / best[theirs + '_cpu']
