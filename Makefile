@@ -114,9 +114,11 @@ push-branding: deps
 # else spreads over both.
 # The multi-machine suite's short scope runs here (tests/integration/multihost, marker
 # multihost and not multihost_full: the harness, site.yml twice, both balancers, the service
-# user, a machine unreachable at preflight, prod's promotion losing a client machine after the
-# switch to the twin, then resumed, status.yml; root: harness-deps installs iproute2,
-# systemd-container and builds the machines' Debian root). The rest of it (a balancer refusing the switch, the promotions of beta and test)
+# user, a machine unreachable at preflight, backup.yml, its drill and a scheduled backup, prod's
+# promotion losing a client machine after the switch to the twin, then resumed, status.yml;
+# root: harness-deps installs iproute2, systemd-container and builds the machines' Debian
+# root). The rest of it (a rolling restart of prod, a balancer refusing the switch, the
+# promotions of beta and test)
 # is left to `make test-multihost`, for make test's time budget (README, Development).
 # Then the Ansible ecosystem's gates: ansible-test sanity, ansible-lint (production profile),
 # Galaxy build + install + FQCN runs, ansible-builder, changelog lint, Molecule scenarios

@@ -23,8 +23,10 @@ that the file is imported by a script outside Ansible.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
+import io
 import json
 import os
 import re
@@ -69,8 +71,9 @@ def parse_iso(text):
 
 
 def repozo_command(repozo=None):
-    """ZODB's repozo: ``repozo`` if given, else the console script beside this Python (the
-    release's virtualenv), else ``python -m ZODB.scripts.repozo``."""
+    """ZODB's repozo as a command (where it does not run in this process): ``repozo`` if
+    given, else the console script beside this Python (the release's virtualenv), else
+    ``python -m ZODB.scripts.repozo``."""
     if repozo:
         return [repozo]
     beside = os.path.join(os.path.dirname(sys.executable), 'repozo')
@@ -80,7 +83,18 @@ def repozo_command(repozo=None):
 
 
 def run_repozo(args, repozo=None):
-    """Run repozo with ``args``; (log lines it printed); BackupError with its last words."""
+    """Run repozo with ``args``; (log lines it printed); BackupError with its last words.
+
+    ZODB's own ``repozo.main`` in this process (its output captured), unless ``repozo`` names
+    a command or this Python has no ZODB: the run then costs no second interpreter start and
+    ZODB import (docs/benchmarks.md, "Backups")."""
+    if not repozo:
+        try:
+            from ZODB.scripts import repozo as in_process
+        except ImportError:
+            in_process = None
+        if in_process is not None:
+            return _repozo_here(in_process, args)
     command = repozo_command(repozo) + list(args)
     try:
         proc = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -92,6 +106,28 @@ def run_repozo(args, repozo=None):
     if proc.returncode != 0:
         raise BackupError('repozo %s failed (exit %d): %s' % (
             ' '.join(args[:1]), proc.returncode, lines[-1] if lines else 'no output'))
+    return lines
+
+
+def _repozo_here(repozo_module, args):
+    """``repozo.main(args)`` with its stdout and stderr captured, as run_repozo reports it: an
+    exit status or an exception becomes the BackupError the command's exit would have."""
+    captured = io.StringIO()
+    status = 0
+    with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        try:
+            repozo_module.main(list(args))
+        except SystemExit as exc:
+            status = exc.code
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            status = '%s: %s' % (type(exc).__name__, exc)
+    lines = captured.getvalue().splitlines()
+    if status not in (None, 0):
+        if isinstance(status, str):
+            lines.append(status)
+        raise BackupError('repozo %s failed (exit %d): %s' % (
+            ' '.join(args[:1]), status if isinstance(status, int) else 1,
+            lines[-1] if lines else 'no output'))
     return lines
 
 

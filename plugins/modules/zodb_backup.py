@@ -87,8 +87,9 @@ options:
     type: path
   repozo:
     description:
-      - The repozo executable; default the one beside the Python running the module, else
-        C(python -m ZODB.scripts.repozo).
+      - A repozo executable to run. By default the module calls ZODB's own repozo
+        (C(ZODB.scripts.repozo)) in its own process, with the Python running the module, which
+        spares a second interpreter start and ZODB import per run.
     type: path
   lock_timeout:
     description:

@@ -1,14 +1,16 @@
 """The pipeline on production-shaped machines (tests/harness): site.yml twice, services running
-as the service user, a machine unreachable at preflight, the promotion of prod under reads
-through both balancers and acknowledged writes (a client machine lost after the switch to the
-twin, then the run resumed), data moving machine to machine, status.yml. ``multihost_full``
-(make test-multihost only) adds one balancer refusing the switch (most of a promotion: the
-twin comes up) and the promotions of beta and test.
+as the service user, a machine unreachable at preflight, prod's backup, drill and scheduled
+backup, the promotion of prod under reads through both balancers and acknowledged writes (a
+client machine lost after the switch to the twin, then the run resumed), data moving machine
+to machine, status.yml. ``multihost_full`` (make test-multihost only) adds a rolling restart of
+prod's clients, one balancer refusing the switch (most of a promotion: the twin comes up) and
+the promotions of beta and test.
 
 The tests run in this order on one harness (one xdist group): each builds on the last.
 """
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -182,6 +184,94 @@ def test_the_pull_key_may_only_read_its_one_snapshot_folder(harness, deployed, t
         db1.run(['rm', '-rf', OUTGOING])
     assert removed.returncode == 0, output(removed)
     assert keys_left(harness) == []
+
+
+BACKUPS = '/srv/zopeops/backups/prod'
+
+
+def backup_reports(machine):
+    """{stamp: report} of prod's backups on its ZEO machine (their files there)."""
+    folder = machine.path(BACKUPS + '/reports')
+    return {path.stem: json.loads(path.read_text()) for path in folder.glob('*.json')
+            if path.stem != 'drill-latest'} if folder.exists() else {}
+
+
+def test_backup_of_prod_the_drill_and_the_scheduled_backup(harness, deployed):
+    """backup.yml and its drill under the loads, on prod's ZEO machine: the backup, its report
+    and every file of the repository belong to the service user; the drill passes; the backup
+    and pack timers site.yml installed are enabled and listed by systemd; the timer's service,
+    started as the timer would, backs up what was written since as the service user."""
+    db1 = harness['db1']
+    run = run_under_load(harness, 'backup.yml', 'prod', timeout=600)
+    assert run.proc.returncode == 0, output(run.proc)
+    assert_zero_loss(harness, run, 'prod', 'self')
+    latest = json.loads(db1.path(BACKUPS + '/latest.json').read_text())
+    assert latest['kind'] == 'full' and latest['ok'] and latest['last_tid'], latest
+    assert db1.path(BACKUPS + '/' + latest['files'][0]).exists()
+    assert latest['blob_backup'] == 'blobs/' + latest['stamp'], latest
+    drill = run_under_load(harness, 'backup.yml', 'prod', {'verify': True}, timeout=600)
+    assert drill.proc.returncode == 0, output(drill.proc)
+    assert_zero_loss(harness, drill, 'prod', 'self')
+    assert 'fstest passed' in said(drill.proc), output(drill.proc)
+    report = json.loads(db1.path(BACKUPS + '/reports/drill-latest.json').read_text())
+    assert report['ok'] and report['last_tid'] == latest['last_tid'], report
+
+    timers = db1.run(['systemctl', 'list-timers', '--all', '--no-pager'], check=True).stdout
+    for unit in ('zopeops-prod-backup.timer', 'zopeops-prod-pack.timer'):
+        assert unit in timers, timers
+        enabled = db1.run(['systemctl', 'is-enabled', unit]).stdout.strip()
+        assert enabled == 'enabled', (unit, enabled)
+    # One scheduled backup, started as the timer starts it: the writes of the loads above
+    # came after the backup, so it is an incremental one with a report of its own.
+    before = backup_reports(db1)
+    fired = db1.run(['systemctl', 'start', 'zopeops-prod-backup.service'], timeout=600)
+    shown = db1.run(['systemctl', 'show', '-p', 'Result', '-p', 'ExecMainStatus',
+                     'zopeops-prod-backup.service']).stdout
+    journal = db1.run(['journalctl', '--no-pager', '-n', '30', '-u',
+                       'zopeops-prod-backup.service']).stdout
+    assert fired.returncode == 0 and 'Result=success' in shown, (fired.stderr, shown, journal)
+    new = {stamp: r for stamp, r in backup_reports(db1).items() if stamp not in before}
+    assert [r['kind'] for r in new.values()] == ['incremental'], (new, journal)
+    # Everything in the repository is the service user's, nothing root's.
+    strangers = db1.run(['find', '/srv/zopeops/backups', '!', '-user', harness.service_user],
+                        check=True).stdout
+    assert not strangers.strip(), strangers
+    print('backup prod: %s; drill: %s' % (run.report(), drill.report()))
+
+
+def main_pids(harness, stage):
+    """{unit: MainPID} of every live client of a stage, read from systemd on its machine."""
+    found = {}
+    for path in sorted((harness.inventory / 'host_vars').glob('*.yml')):
+        host_vars = yaml.safe_load(path.read_text())
+        if host_vars.get('zopeops_stage') != stage or host_vars.get('zopeops_side') != 'live':
+            continue
+        machine = harness[path.stem.split('-', 1)[1]]
+        for client in host_vars.get('zopeops_clients', []):
+            unit = 'zopeops-%s-%s' % (stage, client['name'])
+            shown = machine.run(['systemctl', 'show', '-p', 'MainPID', '--value', unit],
+                                check=True).stdout.strip()
+            found['%s/%s' % (machine.name, unit)] = int(shown or 0)
+    return found
+
+
+@pytest.mark.multihost_full
+def test_rolling_restart_of_prod_under_load_through_both_balancers(harness, deployed):
+    """restart.yml restarts prod's clients on three machines one at a time while both
+    balancers serve the reads and lb1 the writes: no read fails, no acknowledged write is
+    lost, and every client runs a new process (its unit's MainPID in its machine)."""
+    before = main_pids(harness, 'prod')
+    assert len(before) == sum(harness.prod_clients) and all(before.values()), before
+    started = time.monotonic()
+    run = run_under_load(harness, 'restart.yml', 'prod', timeout=900)
+    took = time.monotonic() - started
+    assert run.proc.returncode == 0, output(run.proc)
+    assert 'restart of its clients succeeded' in said(run.proc), output(run.proc)
+    assert_zero_loss(harness, run, 'prod', 'self')
+    after = main_pids(harness, 'prod')
+    assert all(after[unit] and after[unit] != before[unit] for unit in before), (before, after)
+    assert_prod_served_by(harness, 'live')
+    print('rolling restart of prod: %.0f s; %s' % (took, run.report()))
 
 
 def haproxy_command(socket_path, command):
