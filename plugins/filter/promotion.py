@@ -28,14 +28,16 @@ def _deployed(read):
 
 
 def promotion_plan(model, stage, action, previous, deployed, lb_views, revision=None,
-                   rollback_data=True, force=False, rollback_to=None, kept_pairs=None):
+                   rollback_data=True, force=False, rollback_to=None, kept_pairs=None,
+                   restore=None):
     """``deployed``: [the predecessor's, the stage's] deployed.json (slurp results or dicts)."""
     deployed = list(deployed or []) + [{}, {}]
     try:
         return make_plan(model, stage, action, dict(previous or {}), _deployed(deployed[0]),
                          _deployed(deployed[1]), list(lb_views or []), revision=revision or None,
                          rollback_data=rollback_data, force=force,
-                         rollback_to=rollback_to or None, kept_pairs=kept_pairs)
+                         rollback_to=rollback_to or None, kept_pairs=kept_pairs,
+                         restore=restore or None)
     except PlanRefused as exc:
         # A refusal is an answer, not an error of the template: the play says it in one line.
         return {'refused': str(exc)}

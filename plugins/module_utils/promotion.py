@@ -60,7 +60,9 @@ TAKES_OVER_INTERRUPTED = ('resume', 'rollback')
 # and a pack, playbooks/backup.yml, restart.yml and pack.yml, and the scheduled pack, are such
 # runs too).
 STATELESS = ('push', 'site', 'backup', 'restart', 'pack')
-PURPOSES = ('run', 'resume', 'rollback') + STATELESS
+# A restore (playbooks/restore.yml) is a run with a plan, like a promotion: its interrupted
+# lock is taken over by a resume or a rollback.
+PURPOSES = ('run', 'resume', 'rollback', 'restore') + STATELESS
 MUTEX_TIMEOUT = 30
 
 
@@ -234,7 +236,7 @@ def _lock_decision(state_dir, stage, holder, purpose, lease, dead_run_id, break_
             mark_interrupted(state_dir, stage, holder, why, now)
         if break_lock or purpose in TAKES_OVER_INTERRUPTED or info['purpose'] in STATELESS:
             return True, None, info
-        if purpose == 'run':
+        if purpose in ('run', 'restore'):
             todo = ('Finish it with -e action=resume, or return %s to what it ran before with '
                     '-e action=rollback; both take the lock over and start by finding out which '
                     'side the load balancer sends traffic to.' % stage)

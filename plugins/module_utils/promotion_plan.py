@@ -16,6 +16,12 @@ The data modes of the stage at step ``live_data``:
                     archived when it stops (a rollback)
     keep            the stage keeps its Data.fs and the twin's data is archived (the rollback
                     of a promotion that failed before the stage's data was replaced)
+
+A restore (action ``restore``, playbooks/restore.yml) is a plan like the upstream policy's:
+the twin's data comes from a backup (``plan['restore']``: the stage it is of, the backup's
+stamp and last tid) instead of a snapshot, the code stays the stage's, the first switch has no
+catch-up (the restore drops the stage's transactions after the backup) and the switch back
+catches up the twin's writes.
 """
 from __future__ import annotations
 
@@ -95,12 +101,51 @@ def _rollback_to(plan, previous, stage, stage_revision, rollback_to, rollback_da
     return plan
 
 
+def _refuse_unless_idle(stage, previous, serving):
+    """A new run (a promotion, a restore) needs the last one finished and traffic on the stage."""
+    if previous.get('status') in UNFINISHED:
+        raise PlanRefused(
+            'The last run of %s (%s, %s) is %s at step %s: finish it with -e action=resume, '
+            'or return the stage to what it ran before with -e action=rollback.'
+            % (stage, previous.get('run_id', '?'), previous.get('action', 'run'),
+               previous.get('status'), previous.get('step', '?')))
+    if serving != 'live':
+        raise PlanRefused(
+            'The load balancer sends the traffic of %s to its twin %s_upgrade although no '
+            'run of it is unfinished. Find out why; -e action=resume finishes a promotion '
+            'from there.' % (stage, stage))
+
+
+def _restore(plan, previous, stage, serving, stage_revision, restore):
+    """The plan of a restore of a backup through the twin (the module's docstring)."""
+    _refuse_unless_idle(stage, previous, serving)
+    source = restore.get('from') or stage
+    if source != stage and not restore.get('allow_other_stage'):
+        raise PlanRefused(
+            "Refused: restoring %s's backup into %s replaces %s's data with another stage's. "
+            'Give -e allow_other_stage=true to do that.' % (source, stage, stage))
+    if not restore.get('stamp'):
+        raise PlanRefused('No backup of %s is named to restore: run playbooks/restore.yml, which '
+                          'finds it.' % source)
+    if not stage_revision:
+        raise PlanRefused('%s has no deployed revision (no deployed.json): deploy it first.'
+                          % stage)
+    plan.update(twin_revision=stage_revision, live_revision=stage_revision, data_from=source,
+                restore=dict(restore, **{'from': source}), catch_up_to_twin=False,
+                live_data='from_twin', start='twin_code',
+                rollback_history=rollback_history(previous))
+    return plan
+
+
 def make_plan(model, stage, action, previous, predecessor_deployed, stage_deployed, lb_views,
-              revision=None, rollback_data=True, force=False, rollback_to=None, kept_pairs=None):
+              revision=None, rollback_data=True, force=False, rollback_to=None, kept_pairs=None,
+              restore=None):
     """Return the plan dict, or raise PlanRefused with one clear sentence.
 
     ``rollback_to``: {name, revision} of the kept release a rollback returns to (-e
-    rollback_to); ``kept_pairs``: the stamps of the data pairs kept on the stage's ZEO host."""
+    rollback_to); ``kept_pairs``: the stamps of the data pairs kept on the stage's ZEO host;
+    ``restore``: the backup a restore installs ({from, stamp, last_tid, files, repository,
+    allow_other_stage, ...}, found by restore.yml on the backup's ZEO host)."""
     entry = model['stages'][stage]
     policy = entry['data_policy']
     predecessor = entry['predecessor']
@@ -117,18 +162,11 @@ def make_plan(model, stage, action, previous, predecessor_deployed, stage_deploy
         'twin': entry['upgrade'], 'live': entry['live'],
     }
 
+    if action == 'restore':
+        return _restore(plan, previous, stage, serving, stage_revision, restore or {})
+
     if action == 'run':
-        if unfinished:
-            raise PlanRefused(
-                'The last run of %s (%s, %s) is %s at step %s: finish it with -e action=resume, '
-                'or return the stage to what it ran before with -e action=rollback.'
-                % (stage, previous.get('run_id', '?'), previous.get('action', 'run'),
-                   previous.get('status'), previous.get('step', '?')))
-        if serving != 'live':
-            raise PlanRefused(
-                'The load balancer sends the traffic of %s to its twin %s_upgrade although no '
-                'run of it is unfinished. Find out why; -e action=resume finishes a promotion '
-                'from there.' % (stage, stage))
+        _refuse_unless_idle(stage, previous, serving)
         target = revision or (predecessor_deployed or {}).get('revision') or ''
         if not target:
             raise PlanRefused('%s has no deployed revision to promote (no deployed.json): '
@@ -158,7 +196,7 @@ def make_plan(model, stage, action, previous, predecessor_deployed, stage_deploy
         plan.update({key: previous_plan[key] for key in (
             'twin_revision', 'live_revision', 'data_from', 'catch_up_to_twin', 'live_data',
             'from_revision', 'rollback_pair', 'code_only_refresh', 'rollback_data',
-            'rollback_history', 'rollback_to', 'code_only_reason')
+            'rollback_history', 'rollback_to', 'code_only_reason', 'restore')
             if key in previous_plan})
         plan['action'] = previous_plan.get('action', 'run')
         plan['resumed_run'] = previous.get('run_id')
@@ -242,10 +280,18 @@ def describe(plan):
     lines = ['%s %s: twin gets %s, the stage gets %s; %s.' % (
         plan['action'], plan['stage'], _short(plan.get('twin_revision')),
         _short(plan.get('live_revision')), start)]
-    lines.append('Data: policy %s; the twin gets a snapshot of %s%s; the stage\'s data: %s.' % (
-        plan['policy'], plan.get('data_from'),
-        ', caught up at the first switch' if plan.get('catch_up_to_twin') else '',
-        plan.get('live_data')))
+    restore = plan.get('restore')
+    if restore:
+        lines.append('Data: the twin gets %s\'s backup %s (%s, last transaction %s); at the '
+                     'first switch %s\'s transactions after it are dropped, the twin\'s writes '
+                     'are caught up at the switch back.' % (
+                         restore['from'], restore.get('stamp'), ' + '.join(restore.get('files') or []),
+                         restore.get('last_tid'), plan['stage']))
+    else:
+        lines.append('Data: policy %s; the twin gets a snapshot of %s%s; the stage\'s data: %s.'
+                     % (plan['policy'], plan.get('data_from'),
+                        ', caught up at the first switch' if plan.get('catch_up_to_twin') else '',
+                        plan.get('live_data')))
     if plan.get('code_only_reason'):
         lines.append(plan['code_only_reason'])
     if plan.get('code_only_refresh'):

@@ -410,10 +410,29 @@ def backup(path, repository, blob_dir=None, keep=7, full=False, quick=False, rep
                 '; removed %d files of old backups' % len(removed) if removed else '')}
 
 
+# The dates a person gives for "the state at": 2026-12-07 05:10[:00], with a T or a Z, or
+# repozo's own 2026-12-07-05-10-00 (all UTC).
+DATE_AT = re.compile(r'^(\d{4})-(\d\d)-(\d\d)(?:[ T-](\d\d)(?:[:-](\d\d)(?:[:-](\d\d))?)?)?Z?$')
+
+
+def repozo_date(text):
+    """``text`` (a date and time, UTC) in repozo's full format yyyy-mm-dd-hh-mm-ss, the form of
+    its file names, so that it compares with them; BackupError when it is no date."""
+    match = DATE_AT.match((text or '').strip())
+    try:
+        if not match:
+            raise ValueError(text)
+        when = datetime.datetime(*(int(part or 0) for part in match.groups()))
+    except ValueError:
+        raise BackupError('backup_at %r is no date and time: give it as 2026-12-07 05:10:00 '
+                          '(UTC; the time may be left out, or given as 05:10).' % text) from None
+    return when.strftime('%Y-%m-%d-%H-%M-%S')
+
+
 def chain_at(repository, backup_at=None):
     """The data files repozo -R uses for the latest state or the state at ``backup_at``
-    (repozo's yyyy-mm-dd[-hh[-mm[-ss]]], UTC)."""
-    when = backup_at or '9999'
+    (a date and time, UTC, see ``repozo_date``)."""
+    when = repozo_date(backup_at) if backup_at else '9999'
     needed = []
     for stamp, kind, name in reversed(data_files(repository)):
         if stamp <= when:
@@ -437,16 +456,24 @@ def _file_at(repository, chain, position):
     return os.path.join(repository, chain[-1][2])
 
 
+def chain_to_restore(repository, backup_at=None):
+    """``chain_at``, or BackupError saying why there is nothing to restore."""
+    chain = chain_at(repository, backup_at)
+    if not chain:
+        first = data_files(repository)
+        raise BackupError('No backup in %s%s to restore: %s' % (
+            repository, ' at or before %s' % backup_at if backup_at else '',
+            'the first one is of %s (UTC).' % first[0][0] if first else 'run a backup first.'))
+    return chain
+
+
 def drill(repository, scratch_dir, backup_at=None, repozo=None, keep_scratch=False):
     """The restore drill: ``repozo -R -w`` (checks every file against its .dat: size and md5)
     of the latest backup (or the state at ``backup_at``) into ``scratch_dir``, then ZODB's
     ``fstest`` on the restored Data.fs and, for every record that names a blob, that file in
     the blob backup of the last file restored. Touches no stage. Returns the result."""
     started, started_at = time.monotonic(), now_iso()
-    chain = chain_at(repository, backup_at)
-    if not chain:
-        raise BackupError('No backup in %s%s to restore: run a backup first.' % (
-            repository, ' at or before %s' % backup_at if backup_at else ''))
+    chain = chain_to_restore(repository, backup_at)
     for _stamp, _kind, name in chain:
         if name.endswith('z'):
             raise BackupError('%s is compressed; the drill reads uncompressed backups only.'
@@ -457,7 +484,7 @@ def drill(repository, scratch_dir, backup_at=None, repozo=None, keep_scratch=Fal
     try:
         args = ['-R', '-w', '-v', '-r', repository, '-o', output]
         if backup_at:
-            args += ['-D', backup_at]
+            args += ['-D', repozo_date(backup_at)]
         try:
             run_repozo(args, repozo)
         except BackupError as exc:
@@ -487,6 +514,7 @@ def drill(repository, scratch_dir, backup_at=None, repozo=None, keep_scratch=Fal
             'stamp': last_stamp, 'ok': True, 'files': [e[2] for e in chain],
             'backup_at': backup_at, 'restored_size': os.path.getsize(output),
             'records': records, 'blob_records': blobs, 'last_tid': tid,
+            'blob_backup': os.path.join('blobs', last_stamp) if os.path.isdir(blob_backup) else None,
             'last_tid_time': tid_time(tid), 'started_at': started_at,
             'finished_at': now_iso(), 'duration': round(time.monotonic() - started, 3),
         }

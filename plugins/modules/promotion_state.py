@@ -31,7 +31,7 @@ description:
     C(ansible-playbook) process is gone. Its run's state then says C(status: interrupted).
     O(purpose=resume) and O(purpose=rollback) take an interrupted lock over; so does any run when
     the holder was a push, a site.yml run, a backup.yml run, a rolling restart or a pack (they
-    leave no plan to finish). O(purpose=run) is
+    leave no plan to finish). O(purpose=run) and O(purpose=restore) are
     refused, naming the run, its step and what to do. A lock whose heartbeat is younger is
     refused, naming the holder and how long until it counts as interrupted."
   - "One call can take the lock, update the state, append to the ledger and release the lock, in
@@ -83,9 +83,10 @@ options:
       - What the run does, which decides whether it may take over an interrupted run's lock
         (V(resume), V(rollback)) and is recorded in C(owner.json). V(push) is a branding push,
         V(site) a C(site.yml) run, V(backup) a C(backup.yml) run, V(restart) a rolling restart
-        (C(restart.yml)), V(pack) a pack (C(pack.yml) or the scheduled one).
+        (C(restart.yml)), V(pack) a pack (C(pack.yml) or the scheduled one), V(restore) a
+        restore of a backup through the twin (C(restore.yml); a run with a plan, like V(run)).
     type: str
-    choices: [run, resume, rollback, push, site, backup, restart, pack]
+    choices: [run, resume, rollback, restore, push, site, backup, restart, pack]
     default: run
   break_lock:
     description: Take over the lock whoever holds it, even a live one. For a run that is known

@@ -77,14 +77,22 @@ options:
     default: false
   backup_at:
     description:
-      - With O(verify), restore the state at this time instead of the latest, in repozo's
-        format C(yyyy-mm-dd[-hh[-mm[-ss]]]) (UTC).
+      - With O(verify), restore the state at this time instead of the latest, UTC, as
+        C(2026-12-07 05:10:00) (seconds, or the whole time, may be left out) or in repozo's
+        format C(yyyy-mm-dd[-hh[-mm[-ss]]]). The state at a time is the last backup made at
+        or before it. A time before the first backup, or no date, fails naming it.
     type: str
   scratch_dir:
     description:
-      - With O(verify), the folder the drill restores into; emptied first and removed after.
-        Default C(<repository>/.drill).
+      - With O(verify), the folder the drill restores into; emptied first and removed after
+        (unless O(keep_restored)). Default C(<repository>/.drill).
     type: path
+  keep_restored:
+    description:
+      - With O(verify), leave the verified C(Data.fs) in O(scratch_dir) instead of removing
+        it, for C(playbooks/restore.yml) to install (RV(restored)). The caller removes it.
+    type: bool
+    default: false
   repozo:
     description:
       - A repozo executable to run. By default the module calls ZODB's own repozo
@@ -101,7 +109,8 @@ attributes:
     support: full
     details: Nothing is written. A backup says which kind repozo would make and why (it reads
       the Data.fs and the backups as repozo does without C(-Q)), and which old files the
-      retention would remove. The drill says which files it would restore.
+      retention would remove. The drill says which files it would restore (RV(restored)
+      without C(path)), and fails as it would when there is nothing to restore.
   diff_mode:
     support: none
   platform:
@@ -127,6 +136,14 @@ EXAMPLES = r'''
   zopeops.stages.zodb_backup:
     repository: "{{ zopeops_root }}/backups/prod"
     verify: true
+
+- name: Restore the state of 05:10 and keep it, verified, for an install (restore.yml).
+  zopeops.stages.zodb_backup:
+    repository: "{{ zopeops_root }}/backups/prod"
+    verify: true
+    backup_at: "2026-12-07 05:10:00"
+    scratch_dir: "{{ zopeops_root }}/backups/.restore-prod"
+    keep_restored: true
   vars:
     ansible_python_interpreter: "{{ zopeops_instance_dir }}/current/venv/bin/python"
 '''
@@ -157,6 +174,13 @@ removed:
 verified:
   description: True when the drill restored and checked the backup.
   type: bool
+  returned: when verify
+restored:
+  description: With O(verify), what the drill restores. C(files) (the repozo files, oldest
+    first), C(stamp) (of the last one), C(last_tid) and C(last_tid_time) (the state restored),
+    C(blob_dir) (the matching blob backup, absolute, or null) and, with O(keep_restored) and
+    not in check mode, C(path), the verified Data.fs kept in O(scratch_dir).
+  type: dict
   returned: when verify
 repository:
   description: The backup folder.
@@ -191,6 +215,7 @@ def main():
             verify=dict(type='bool', default=False),
             backup_at=dict(type='str'),
             scratch_dir=dict(type='path'),
+            keep_restored=dict(type='bool', default=False),
             repozo=dict(type='path'),
             lock_timeout=dict(type='float', default=60),
         ),
@@ -202,19 +227,24 @@ def main():
     repository = params['repository']
     try:
         if params['verify']:
+            scratch_dir = params['scratch_dir'] or os.path.join(repository, '.drill')
+            chain = zb.chain_to_restore(repository, params['backup_at'])
+            last = os.path.join(repository, chain[-1][2])
+            blob_dir = os.path.join(repository, 'blobs', chain[-1][0])
+            restored = {'files': [entry[2] for entry in chain], 'stamp': chain[-1][0],
+                        'last_tid': zb.last_tid_of(last),
+                        'blob_dir': blob_dir if os.path.isdir(blob_dir) else None}
+            restored['last_tid_time'] = zb.tid_time(restored['last_tid'])
             if module.check_mode:
-                chain = zb.chain_at(repository, params['backup_at'])
-                if not chain:
-                    raise zb.BackupError('No backup in %s to restore: run a backup first.'
-                                         % repository)
                 module.exit_json(changed=False, kind='drill', repository=repository,
-                                 report=None, verified=False,
+                                 report=None, verified=False, restored=restored,
                                  msg='Would restore %s into a scratch folder and check it.'
-                                     % ' + '.join(entry[2] for entry in chain))
-            result = zb.drill(repository, params['scratch_dir'] or
-                              os.path.join(repository, '.drill'),
-                              backup_at=params['backup_at'], repozo=params['repozo'])
-            result['kind'] = 'drill'
+                                     % ' + '.join(restored['files']))
+            result = zb.drill(repository, scratch_dir, backup_at=params['backup_at'],
+                              repozo=params['repozo'], keep_scratch=params['keep_restored'])
+            if params['keep_restored']:
+                restored['path'] = os.path.join(scratch_dir, 'Data.fs')
+            result.update(kind='drill', restored=restored)
         else:
             result = zb.backup(params['path'], repository, params['blob_dir'],
                                keep=params['keep'], full=params['full'], quick=params['quick'],

@@ -89,6 +89,13 @@ options:
     description:
       - The target's blob directory. Needed when the snapshot has blobs; with O(previous), the
         blob directory of the pair is swapped as well.
+  replaced_after:
+    description:
+      - With O(snapshot), count in RV(replaced_transactions) the transactions of the replaced
+        Data.fs with a tid greater than this one (16 hex digits) instead of those since its
+        recorded install. A restore gives the tid of the state it restores, so that the
+        count is what the restore drops.
+    type: str
   keep_previous:
     description:
       - How many previous Data.fs (+ blob directory) pairs to keep for rollback. C(0) removes
@@ -211,7 +218,8 @@ replaced_transactions:
   description:
     - With O(snapshot), how many transactions the Data.fs that the install replaced had got
       since it was itself installed (the tid in C(<path>.installed.json)), that is the writes
-      that the new data replaces, for a promotion's report. Null when there was no such record or the
+      that the new data replaces, for a promotion's report; with O(replaced_after), how many
+      it had after that tid. Null when there was no such record or the
       file no longer holds that transaction; 0 when the file already was the snapshot.
   type: int
   returned: with O(snapshot), when it was installed or already in place
@@ -631,7 +639,7 @@ def install(module, result, guard, resumed=None):
         raise
     when = zu.stamp()
     previous = {}
-    result['replaced_transactions'] = transactions_since_install(path)
+    result['replaced_transactions'] = transactions_since_install(path, params['replaced_after'])
     if os.path.exists(path):
         previous['path'] = '%s.prev-%s' % (path, when)
         if blob_dir and os.path.isdir(blob_dir):
@@ -645,23 +653,28 @@ def install(module, result, guard, resumed=None):
     after_install(params, result, manifest, plan)
 
 
-def transactions_since_install(path):
+def transactions_since_install(path, after_tid=None):
     """How many transactions the Data.fs at ``path`` got after its recorded install (the tid
     of ``<path>.installed.json``): what an install over it replaces. None when there is no
-    such record, or the file no longer holds that transaction (packed, or another file)."""
+    such record, or the file no longer holds that transaction (packed, or another file).
+    With ``after_tid`` (a restore: the tid of the state restored), how many it has with a
+    greater tid, held or not."""
     try:
-        with open(path + '.installed.json', encoding='utf-8') as handle:
-            installed_tid = zfmt.hex_to_tid(json.load(handle)['tid'])
+        if after_tid:
+            since = zfmt.hex_to_tid(after_tid)
+        else:
+            with open(path + '.installed.json', encoding='utf-8') as handle:
+                since = zfmt.hex_to_tid(json.load(handle)['tid'])
         fd = os.open(path, os.O_RDONLY)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
-        found, tail = zfmt.transactions_after(fd, installed_tid)
+        found, tail = zfmt.transactions_after(fd, since)
     except (OSError, ValueError, zu.ZODBDataError):
         return None
     finally:
         os.close(fd)
-    return len(tail) if found else None
+    return len(tail) if found or after_tid else None
 
 
 def after_install(params, result, manifest, plan):
@@ -837,6 +850,7 @@ def main():
             zeo_address=dict(type='str'),
             fstest=dict(type='bool', default=False),
             reserve_bytes=dict(type='int', default=0),
+            replaced_after=dict(type='str'),
             **files.OWNERSHIP_ARGS
         ),
         required_one_of=[('snapshot', 'previous')],

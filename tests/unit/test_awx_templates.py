@@ -60,7 +60,9 @@ def test_promote_actions_are_the_roles_actions():
     specs = load_yaml(REPO / 'roles' / 'promote' / 'meta' / 'argument_specs.yml')
     role_actions = specs['argument_specs']['main']['options']['promote_action']['choices']
     question = survey_question(template_for('playbooks/promote.yml'), 'promote_action')
-    assert question['choices'] == role_actions
+    # A restore has its own job template (playbooks/restore.yml).
+    assert question['choices'] == [action for action in role_actions if action != 'restore']
+    assert 'restore' in role_actions
     assert question['default'] == 'run'
 
 
@@ -104,3 +106,13 @@ def test_backup_stage_choices_are_the_whole_pipeline(inventory):
     question = survey_question(template_for('playbooks/backup.yml'), 'stage')
     assert question['type'] == 'multiplechoice' and question['required'] is True
     assert question['choices'] == pipeline(inventory)
+
+
+@pytest.mark.parametrize('inventory', INVENTORIES)
+def test_restore_offers_the_stages_with_a_twin_and_the_other_stage_flag(inventory):
+    template = template_for('playbooks/restore.yml')
+    question = survey_question(template, 'stage')
+    assert question['choices'] == pipeline(inventory)[1:] and question['required'] is True
+    assert survey_question(template, 'allow_other_stage')['default'] == 'false'
+    assert survey_question(template, 'backup_at')['required'] is False
+    assert template['allow_simultaneous'] is False

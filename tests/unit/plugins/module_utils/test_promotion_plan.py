@@ -150,3 +150,46 @@ def test_rollback_to_refuses_the_running_release_and_an_unfinished_run():
     with pytest.raises(PlanRefused, match='finish it'):
         plan(action='rollback', previous={'status': 'failed', 'run_id': 'r'},
              rollback_to={'name': 'demo-v1', 'revision': 'v1'})
+
+
+BACKUP = {'stamp': '2026-12-07-05-10-28', 'last_tid': '03f0aa', 'files': ['2026-12-07-05-10-28.fs'],
+          'repository': '/r/backups/test'}
+
+
+def test_a_restore_is_a_plan_with_the_backup_as_data_and_no_catch_up_at_the_first_switch():
+    p = plan('self', 'restore', restore=dict(BACKUP))
+    # The code stays the stage's; the data comes from its own backup; nothing of the stage is
+    # caught up into the twin (the restore drops it), the twin's writes come back.
+    assert p['twin_revision'] == p['live_revision'] == 'old'
+    assert (p['data_from'], p['catch_up_to_twin'], p['live_data'], p['start']) == (
+        'test', False, 'from_twin', 'twin_code')
+    assert p['restore']['from'] == 'test' and p['restore']['last_tid'] == '03f0aa'
+    assert "test's backup 2026-12-07-05-10-28" in ' '.join(describe(p))
+
+
+def test_a_restore_of_another_stages_backup_needs_the_flag():
+    with pytest.raises(PlanRefused, match='allow_other_stage=true'):
+        plan('self', 'restore', restore=dict(BACKUP, **{'from': 'beta'}))
+    p = plan('self', 'restore', restore=dict(BACKUP, allow_other_stage=True, **{'from': 'beta'}))
+    assert p['data_from'] == 'beta' and p['restore']['from'] == 'beta'
+
+
+def test_a_restore_is_refused_like_a_run_and_without_a_backup():
+    with pytest.raises(PlanRefused, match='action=resume'):
+        plan('self', 'restore', {'status': 'failed', 'step': 'live_start', 'plan': {}},
+             restore=dict(BACKUP))
+    with pytest.raises(PlanRefused, match='to its twin'):
+        plan('self', 'restore', views=TWIN, restore=dict(BACKUP))
+    with pytest.raises(PlanRefused, match='No backup'):
+        plan('self', 'restore', restore={})
+
+
+def test_a_resumed_restore_keeps_its_backup_and_its_catch_up_rule():
+    previous = {'status': 'interrupted', 'run_id': 'r1', 'step': 'live_data',
+                'plan': plan('self', 'restore', restore=dict(BACKUP))}
+    on_twin = plan('self', 'resume', previous, TWIN)
+    assert on_twin['action'] == 'restore' and on_twin['restore']['stamp'] == BACKUP['stamp']
+    assert on_twin['start'] == 'live_stop' and on_twin['live_data'] == 'from_twin'
+    on_live = plan('self', 'resume', previous, LIVE)
+    assert on_live['start'] == 'twin_code' and not on_live['catch_up_to_twin']
+    assert on_live['restore']['last_tid'] == '03f0aa'
