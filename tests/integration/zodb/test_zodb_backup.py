@@ -137,3 +137,22 @@ def test_the_scheduled_script_writes_the_same_report(storage_factory, tmp_path):
     assert latest['stamp'] == result['report']['stamp']
     assert latest['last_tid'] == read_root(data, blobs)[0].hex()
     assert os.path.exists(os.path.join(repo, 'reports', 'drill-latest.json'))
+
+
+def test_a_backup_is_as_private_as_its_repository(storage_factory, tmp_path):
+    """The login's umask (022 here) does not make backup files readable by others."""
+    data, blobs = storage_factory(count=3, blobs_every=2)
+    repo = tmp_path / 'backups'
+    repo.mkdir(mode=0o700)
+    os.chmod(repo, 0o700)
+    old = os.umask(0o022)
+    try:
+        result = run_module('zodb_backup', {'path': data, 'blob_dir': blobs, 'repository': str(repo)})
+    finally:
+        os.umask(old)
+    assert result['rc'] == 0 and result['kind'] == 'full', result
+    # repozo's files; the blob backups are hard links, which share the live blobs' inodes (and
+    # so their modes, private under the services' umask).
+    modes = {name: os.stat(repo / name).st_mode & 0o777 for name in listing(str(repo))
+             if not name.startswith('blobs/')}
+    assert len(modes) >= 3 and all(mode & 0o077 == 0 for mode in modes.values()), modes
