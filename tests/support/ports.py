@@ -1,6 +1,9 @@
 """Free TCP ports on 127.0.0.1 for tests."""
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import random
 import socket
 
@@ -39,9 +42,44 @@ def free_port(host='127.0.0.1'):
     raise RuntimeError('no free port between %d and %d on %s' % (low, high, host))
 
 
+# Blocks handed out by free_port_block to the sessions of this machine, with the pid that holds
+# each: two pytest sessions (or a session and a bench) started together would otherwise both
+# take the first free block before either binds it (seen: one session's beta clients talked to
+# another's ZEO, and HAProxy, which binds with SO_REUSEPORT, shared a frontend port).
+REGISTRY = '/tmp/zopeops-test-port-blocks.json'
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def free_port_block(size, start=20000, stop=60000, step=97):
-    """The first base port such that base .. base+size-1 are all free (for whole pipelines)."""
-    for base in range(start, stop - size, step):
-        if all(port_is_free(base + offset) for offset in range(size)):
-            return base
+    """The first base port such that base .. base+size-1 are all free and no live process
+    holds an overlapping block (this one included: a block is handed out once); recorded for
+    this process until it ends."""
+    with open(REGISTRY + '.lock', 'a') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(REGISTRY) as handle:
+                held = json.load(handle)
+        except (OSError, ValueError):
+            held = []
+        held = [entry for entry in held if _alive(entry['pid'])]
+        for base in range(start, stop - size, step):
+            if any(base < entry['base'] + entry['size'] and entry['base'] < base + size
+                   for entry in held):
+                continue
+            if all(port_is_free(base + offset) for offset in range(size)):
+                held.append({'base': base, 'size': size, 'pid': os.getpid()})
+                tmp = REGISTRY + '.%d' % os.getpid()
+                with open(tmp, 'w') as handle:
+                    json.dump(held, handle)
+                os.replace(tmp, REGISTRY)
+                return base
     raise RuntimeError('no block of %d free ports between %d and %d' % (size, start, stop))
