@@ -36,6 +36,7 @@ def _requests():
     import requests  # pylint: disable=import-outside-toplevel
     return requests
 
+
 MAX_BODY_BYTES = 1024 * 1024
 MAX_WORKERS = 32
 
@@ -175,8 +176,8 @@ def read_revision(check, body):
 def fetch_with_requests(url, headers, auth, timeout, validate_certs, follow_redirects):
     """GET ``url`` with requests; return (status, body text)."""
     response = _requests().get(url, headers=headers, auth=auth, timeout=timeout,
-                            verify=validate_certs, allow_redirects=follow_redirects,
-                            stream=True)
+                               verify=validate_certs, allow_redirects=follow_redirects,
+                               stream=True)
     try:
         body = response.raw.read(MAX_BODY_BYTES, decode_content=True)
     finally:
