@@ -142,7 +142,7 @@ class BenchPipeline:
         env.update(self.extra_env)
         if timings_file:
             env.update(ANSIBLE_CALLBACK_PLUGINS=str(REPO / 'bench' / 'callback_plugins'),
-                       ANSIBLE_CALLBACKS_ENABLED='bench_timings',
+                       ANSIBLE_CALLBACKS_ENABLED='bench_timings,zopeops.stages.preload',
                        BENCH_TIMINGS_FILE=str(timings_file))
         return env
 

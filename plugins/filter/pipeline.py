@@ -1,15 +1,16 @@
 # -*- coding: utf-8 -*-
 # Copyright: zopeops.stages developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The pipeline_model, machine_leaders, pipeline_check_urls, relstorage_databases,
-revision_check and stages_changed filters; their documentation is in the .yml file of each name beside this file."""
+"""The pipeline_model, machine_leaders, pipeline_places, pipeline_check_urls,
+relstorage_databases, revision_check and stages_changed filters; their documentation is in the
+.yml file of each name beside this file."""
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.zopeops.stages.plugins.module_utils.pipeline import (
-    PipelineError, build_model, check_urls, databases_on_server, leaders_by_machine,
-    stages_changed)
+    PipelineError, build_model, check_urls, databases_on_server, host_places,
+    leaders_by_machine, stages_changed)
 from ansible_collections.zopeops.stages.plugins.module_utils.revision_proof import (
     proof_problems)
 
@@ -27,6 +28,21 @@ def machine_leaders(hosts, hostvars):
     over every host's variables cost O(hosts^2) templating."""
     return leaders_by_machine(
         {host: hostvars[host].get('ansible_host') or host for host in hosts})
+
+
+def pipeline_places(model, hosts, hostvars):
+    """Each play host's place in the pipeline (its side, instance, side model, ZEO address,
+    whether its stage heads the pipeline), worked out once for the play from the inventory's
+    zopeops_stage and zopeops_side; a load balancer's place is empty. Fails naming every host
+    that says it belongs where the model has no such host."""
+    def given(host, name):
+        value = hostvars[host].get(name)
+        return None if value is None else str(value)
+    try:
+        return host_places(model, {host: (given(host, 'zopeops_stage'), given(host, 'zopeops_side'))
+                                   for host in hosts})
+    except PipelineError as exc:
+        raise AnsibleFilterError(str(exc)) from None
 
 
 def revision_check(settings):
@@ -48,5 +64,6 @@ def revision_check(settings):
 class FilterModule:
     def filters(self):
         return {'pipeline_model': pipeline_model, 'machine_leaders': machine_leaders,
+                'pipeline_places': pipeline_places,
                 'pipeline_check_urls': check_urls, 'relstorage_databases': databases_on_server,
                 'revision_check': revision_check, 'stages_changed': stages_changed}

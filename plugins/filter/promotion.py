@@ -1,8 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: zopeops.stages developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The promotion_plan, promotion_plan_lines, side_programs and freeze_window filters; their
-documentation is in the .yml files of the same names beside this file."""
+"""The promotion_plan, promotion_plan_lines, side_programs, freeze_window,
+preflight_input_problems and preflight_problem filters; their documentation is in the .yml files
+of the same names beside this file."""
 from __future__ import annotations
 
 import base64
@@ -10,6 +11,8 @@ import json
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.zopeops.stages.plugins.module_utils.preflight import (
+    input_problems, predecessor_problem, twin_problem)
 from ansible_collections.zopeops.stages.plugins.module_utils.promotion_plan import (
     PlanRefused, describe, make_plan)
 
@@ -41,6 +44,20 @@ def promotion_plan(model, stage, action, previous, deployed, lb_views, revision=
     except PlanRefused as exc:
         # A refusal is an answer, not an error of the template: the play says it in one line.
         return {'refused': str(exc)}
+
+
+def preflight_input_problems(model, stage, action, rollback_data, revision, rollback_to):
+    """The run's inputs against the model -> the refusals (empty: the run may go on)."""
+    return input_problems(model, stage, action, rollback_data, revision, rollback_to)
+
+
+def preflight_problem(plan, predecessor_health, twin_idle, stage, supervisor_conf):
+    """The registered reads after the plan (the predecessor's pipeline_status, the twin's
+    zeo_service check) -> the first reason to stop, or ''. A read that was skipped says
+    nothing."""
+    health = predecessor_health or {}
+    problem = '' if health.get('skipped') else predecessor_problem(plan, health.get('results'))
+    return problem or twin_problem(stage, (twin_idle or {}).get('results'), supervisor_conf)
 
 
 def side_programs(side, host, process_manager='supervisord', root=''):
@@ -117,4 +134,6 @@ class FilterModule:
     def filters(self):
         return {'promotion_plan': promotion_plan, 'promotion_plan_lines': describe,
                 'side_programs': side_programs, 'freeze_window': freeze_window,
-                'cutover_rescue': cutover_rescue}
+                'cutover_rescue': cutover_rescue,
+                'preflight_input_problems': preflight_input_problems,
+                'preflight_problem': preflight_problem}

@@ -16,6 +16,7 @@ and every text is scrubbed of the secret values before it is returned.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import re
 import threading
@@ -25,12 +26,16 @@ from urllib.parse import urlsplit
 
 from ansible_collections.zopeops.stages.plugins.module_utils.redact import redact_url
 
-try:
-    import requests
-    HAS_REQUESTS = True
-except ImportError:  # pragma: no cover - requests is in requirements.txt
-    requests = None
-    HAS_REQUESTS = False
+# requests is imported on first use, not here: this file is also imported on the controller
+# (through revision_proof, by the pipeline filters), where importing requests cost every
+# forked worker about a quarter of a second for nothing (docs/benchmarks.md).
+HAS_REQUESTS = importlib.util.find_spec('requests') is not None
+
+
+def _requests():
+    import requests  # pylint: disable=import-outside-toplevel
+    return requests
+
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_WORKERS = 32
@@ -170,9 +175,9 @@ def read_revision(check, body):
 
 def fetch_with_requests(url, headers, auth, timeout, validate_certs, follow_redirects):
     """GET ``url`` with requests; return (status, body text)."""
-    response = requests.get(url, headers=headers, auth=auth, timeout=timeout,
-                            verify=validate_certs, allow_redirects=follow_redirects,
-                            stream=True)
+    response = _requests().get(url, headers=headers, auth=auth, timeout=timeout,
+                               verify=validate_certs, allow_redirects=follow_redirects,
+                               stream=True)
     try:
         body = response.raw.read(MAX_BODY_BYTES, decode_content=True)
     finally:
@@ -205,6 +210,7 @@ def fetch_with_ansible(url, headers, auth, timeout, validate_certs, follow_redir
 def describe_error(exc):
     """A short, secret-free reason for a failed request."""
     if HAS_REQUESTS:
+        requests = _requests()
         if isinstance(exc, requests.exceptions.SSLError):
             return 'TLS error (certificate not trusted? set validate_certs: false only for ' \
                    'self-signed test certificates)'

@@ -372,3 +372,42 @@ def check_urls(model, lb_address, path='/'):
         for client in model['stages'][name]['live']['clients']:
             urls.append({'name': client['id'], 'url': client['url'] + path})
     return urls
+
+
+def host_places(model, stages_and_sides):
+    """Where each host of a play sits in the pipeline, computed once for the play.
+
+    ``stages_and_sides``: {host: (zopeops_stage or None, zopeops_side or None)} as the inventory
+    gives them. Returns {host: place}: for a host of a stage, its ``side``, ``instance``,
+    ``side_model``, ``zeo_address`` (address:port of its side's ZEO server; empty on a
+    RelStorage side) and ``is_head``; for
+    a host without a stage (a load balancer) an empty dict. Raises PipelineError naming every
+    host whose stage and side the model does not hold it in."""
+    places = {}
+    problems = []
+    for host in sorted(stages_and_sides):
+        stage, side = stages_and_sides[host]
+        if stage is None:
+            places[host] = {}
+            continue
+        side = side or 'live'
+        entry = model['stages'].get(stage)
+        side_model = entry.get(side) if entry and side in ('live', 'upgrade') else None
+        if side_model is None or host not in side_model['hosts']:
+            problems.append(
+                'Host %s says it belongs to stage %s (%s side), but the pipeline %s has no such '
+                'host there: put it into the groups %s_zeo or ..._clients, or fix zopeops_stage / '
+                'zopeops_side.' % (host, stage, side, ' -> '.join(model['pipeline']),
+                                   instance_name(str(stage), side)))
+            continue
+        places[host] = {
+            'side': side,
+            'instance': side_model['instance'],
+            'side_model': side_model,
+            'zeo_address': ('%s:%s' % (side_model['zeo']['address'], side_model['zeo']['port'])
+                            if side_model.get('zeo') else ''),
+            'is_head': entry['predecessor'] is None,
+        }
+    if problems:
+        raise PipelineError(problems)
+    return places

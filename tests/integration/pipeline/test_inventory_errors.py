@@ -55,3 +55,15 @@ def test_twin_without_zeo_host(inventory, tmp_path):
         'test_upgrade_zeo'))
     output = refused(inventory, tmp_path)
     assert "Group 'test_upgrade_zeo' must hold exactly one host" in output
+
+
+def test_hosts_in_the_wrong_stage_or_side_are_named_at_once(inventory, tmp_path):
+    for name, old, new in (('test-local', 'zopeops_stage: test', 'zopeops_stage: prod'),
+                           ('beta-local', 'zopeops_side: live', 'zopeops_side: upgrade')):
+        host_vars = inventory / 'host_vars' / ('%s.yml' % name)
+        host_vars.write_text(host_vars.read_text().replace(old, new))
+    output = ' '.join(refused(inventory, tmp_path).split())
+    assert ('Host beta-local says it belongs to stage beta (upgrade side), but the pipeline '
+            'dev -> beta -> test -> prod has no such host there: put it into the groups '
+            'beta_upgrade_zeo or ..._clients') in output
+    assert 'Host test-local says it belongs to stage prod (live side)' in output

@@ -6,7 +6,7 @@ import copy
 import pytest
 
 from ansible_collections.zopeops.stages.plugins.module_utils.pipeline import (
-    PipelineError, build_model, instance_name, stages_changed)
+    PipelineError, build_model, host_places, instance_name, stages_changed)
 
 
 def inventory():
@@ -209,3 +209,34 @@ def test_each_machine_is_led_by_its_first_host_by_name():
 ])
 def test_the_stages_a_run_changes_follow_its_hosts(hosts, stages):
     assert stages_changed(build_model(*inventory(), ['dev', 'test']), hosts) == stages
+
+
+def test_host_places_once_for_every_host():
+    model = build_model(*inventory(), ['dev', 'test'])
+    places = host_places(model, {'lb1': (None, None), 'dev-a': ('dev', None),
+                                 'test-b': ('test', 'live'),
+                                 'test_upgrade-db': ('test', 'upgrade')})
+    assert places['lb1'] == {}
+    assert places['dev-a']['side'] == 'live' and places['dev-a']['is_head'] is True
+    assert places['test-b']['instance'] == 'test' and places['test-b']['is_head'] is False
+    assert places['test-b']['zeo_address'] == 'm2:8100'
+    upgrade = places['test_upgrade-db']
+    assert upgrade['instance'] == 'test_upgrade' and upgrade['zeo_address'] == 'm2:8200'
+    assert upgrade['side_model'] is model['stages']['test']['upgrade']
+
+
+def test_host_places_names_every_misplaced_host():
+    model = build_model(*inventory(), ['dev', 'test'])
+    with pytest.raises(PipelineError) as info:
+        host_places(model, {'test-a': ('test', 'upgrade'), 'dev-a': ('staging', None),
+                            'test-b': ('test', 'blue'), 'test-db': ('test', 'live')})
+    assert info.value.problems == [
+        'Host dev-a says it belongs to stage staging (live side), but the pipeline dev -> test '
+        'has no such host there: put it into the groups staging_zeo or ..._clients, or fix '
+        'zopeops_stage / zopeops_side.',
+        'Host test-a says it belongs to stage test (upgrade side), but the pipeline dev -> test '
+        'has no such host there: put it into the groups test_upgrade_zeo or ..._clients, or fix '
+        'zopeops_stage / zopeops_side.',
+        'Host test-b says it belongs to stage test (blue side), but the pipeline dev -> test '
+        'has no such host there: put it into the groups test_zeo or ..._clients, or fix '
+        'zopeops_stage / zopeops_side.']
