@@ -16,7 +16,7 @@ description:
     M(ansible.builtin.template) does (the role's C(templates) folder, the task's variables,
     C(trim_blocks)), and sends the module the rendered contents.
   - A file whose content differs is written to a temporary file in its folder, fsynced,
-    optionally checked with O(files[].validate), and renamed over the old one, so a service that
+    optionally checked with the C(validate) of a file, and renamed over the old one, so a service that
     reads it meanwhile sees the old file or the new one. A file whose content is the same is not
     written; its mode, owner and group are still ensured.
 version_added: 0.9.0
