@@ -7,6 +7,8 @@ import os
 import random
 import socket
 
+from ansible_collections.zopeops.stages.plugins.module_utils.readiness import pid_alive
+
 
 def port_is_free(port, host='127.0.0.1'):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -49,16 +51,6 @@ def free_port(host='127.0.0.1'):
 REGISTRY = '/tmp/zopeops-test-port-blocks.json'
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def free_port_block(size, start=20000, stop=60000, step=97):
     """The first base port such that base .. base+size-1 are all free and no live process
     holds an overlapping block (this one included: a block is handed out once); recorded for
@@ -70,7 +62,7 @@ def free_port_block(size, start=20000, stop=60000, step=97):
                 held = json.load(handle)
         except (OSError, ValueError):
             held = []
-        held = [entry for entry in held if _alive(entry['pid'])]
+        held = [entry for entry in held if pid_alive(entry['pid'])]
         for base in range(start, stop - size, step):
             if any(base < entry['base'] + entry['size'] and entry['base'] < base + size
                    for entry in held):
