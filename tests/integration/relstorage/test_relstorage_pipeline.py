@@ -18,9 +18,12 @@ import pytest
 import requests
 
 from support.ansible import assert_no_changes, run_playbook
+from support.load import LoadGenerator
 from support.paths import REPO, VENV_BIN
 from support.ports import free_port_block
 from support.postgresql import PG_BIN, pg_missing
+from support.writeload import WriteLoad, admin_auth
+from support.zodbcheck import write_ids_over_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.relstorage_pipeline,
               pytest.mark.skipif(bool(pg_missing()), reason=pg_missing() or 'ok'),
@@ -37,7 +40,18 @@ def test_site_brings_up_a_relstorage_pipeline_and_changes_nothing_the_second_tim
     try:
         first = run_playbook('site.yml', INVENTORY, extra)
         assert first.returncode == 0, first.stdout[-15000:] + first.stderr[-3000:]
-        assert_no_changes(run_playbook('site.yml', INVENTORY, extra))
+        # The second run under a read load and an acknowledged-write load through beta's
+        # balancer: the writes land in PostgreSQL and every acknowledged one is served.
+        beta = 'http://127.0.0.1:%d' % (base + 1)
+        auth = admin_auth(sandbox / 'secrets' / 'zope-admin-password')
+        with LoadGenerator(beta + '/@@zopeops-info', threads=2, max_seconds=900) as reads, \
+                WriteLoad(beta, auth=auth, threads=2, max_seconds=900, pause=0.15) as writes:
+            second = run_playbook('site.yml', INVENTORY, extra)
+        assert_no_changes(second)
+        assert not reads.failures and reads.total > 20, reads.report()
+        assert not writes.failed and len(writes.acknowledged) >= 5, writes.report()
+        missing = set(writes.acknowledged) - write_ids_over_http(beta, auth)
+        assert not missing, (sorted(missing)[:20], writes.report())
         # No ZEO server anywhere; the stages' clients and PostgreSQL under supervisord.
         conf = sandbox / 'supervisor' / 'supervisord.conf'
         programs = subprocess.run([str(VENV_BIN / 'supervisorctl'), '-c', str(conf), 'status'],
