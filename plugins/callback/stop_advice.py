@@ -11,7 +11,7 @@ version_added: 0.6.0
 author:
   - zopeops.stages developers (@zopeops)
 description:
-  - "Watches C(playbooks/promote.yml) (and C(rollback.yml), C(push_branding.yml), C(site.yml)):
+  - "Watches C(playbooks/promote.yml) (and C(rollback.yml), C(restore.yml), C(push_branding.yml), C(site.yml)):
     the step it is in (plays and tasks named C([N/12] step: ...) and the promotion's timeline),
     the plan (the C(promote_plan) fact), whether the stage's lock was taken, and the last
     C(zopeops.stages.lb_switch) results it saw (which side serves, whether writes are frozen
@@ -38,7 +38,7 @@ from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.zopeops.stages.plugins.callback.steps import parse_step
 
-PROMOTE_BOOKS = ('promote', 'rollback')
+PROMOTE_BOOKS = ('promote', 'rollback', 'restore')
 
 
 def _when(epoch):
@@ -167,7 +167,7 @@ class Watch:
     def _promote(self, now):
         stage = self.stage()
         action = (self.plan or {}).get('action') or self.extra.get('action') or (
-            'rollback' if self.name == 'rollback' else 'run')
+            self.name if self.name in ('rollback', 'restore') else 'run')
         step = self.step or 'the validation of the pipeline'
         if self.phase and (not self.step or self.phase not in self.step):
             step = '%s (the promotion recorded %s)' % (step, self.phase)
@@ -178,7 +178,7 @@ class Watch:
         if not self.lock_taken and not self.plan_recorded:
             lines += ['Nothing changed: the run stopped before it took the lock of %s.' % stage,
                       'Next: %s%s   (runs it again)' % (
-                          base, '' if action == 'run' else ' -e action=' + action)]
+                          base, '' if action in ('run', 'restore') else ' -e action=' + action)]
             return lines
         lines.append(traffic_line(stage, self.views, self.plan))
         lines.append(freeze_line(self.views, now))

@@ -80,6 +80,34 @@ def test_interrupted_before_the_lock_and_after_the_recap():
     assert watch.advice(NOW) == []
 
 
+def test_an_interrupted_restore_says_where_the_traffic_is_and_what_to_run():
+    watch = Watch()
+    watch.playbook('playbooks/restore.yml')
+    watch.extra = {'stage': 'beta'}
+    watch.named('[1/12] preflight: inputs, lock, balancers, plan (beta)')
+    assert watch.advice(NOW) == [
+        'Interrupted: the restore of stage beta, in step [1/12] preflight.',
+        'Nothing changed: the run stopped before it took the lock of beta.',
+        'Next: ansible-playbook playbooks/restore.yml -e stage=beta   (runs it again)']
+    watch.result('lb1', 'zopeops.stages.promotion_state', {'previous': {}}, {'lock': 'acquired'})
+    watch.result('lb1', 'zopeops.stages.lb_switch', {'before': {'active': 'live', 'frozen': False}})
+    watch.result('lb1', 'ansible.builtin.set_fact', {'ansible_facts': {'promote_plan': {
+        'stage': 'beta', 'action': 'restore', 'serving_at_start': 'live'}}})
+    watch.result('lb1', 'zopeops.stages.promotion_state',
+                 {'state': {'status': 'running', 'plan': {'stage': 'beta'}}}, {})
+    watch.named('[5/12] cutover_to_twin: the twin holds every write, then takes the traffic')
+    watch.result('lb1', 'lb_switch', {'results': [
+        {'item': 'lb1', 'after': {'active': 'upgrade', 'frozen': False}}]})
+    advice = watch.advice(NOW)
+    assert advice[0] == 'Interrupted: the restore of stage beta, in step [5/12] cutover_to_twin.'
+    assert advice[1] == 'Traffic: served by its twin beta_upgrade, when the run last read the balancers.'
+    assert advice[-2:] == [
+        'Next: ansible-playbook playbooks/restore.yml -e stage=beta -e action=resume     '
+        '(finishes it, from the side that serves)',
+        '  or: ansible-playbook playbooks/restore.yml -e stage=beta -e action=rollback   '
+        '(undoes it)']
+
+
 def test_a_lock_released_and_the_other_playbooks():
     watch = _promote_watch()
     watch.result('lb1', 'promotion_state', {'released': True}, {'lock': 'released'})
