@@ -304,8 +304,8 @@ def stages_changed(model, hosts):
 def databases_on_server(model, names, port):
     """The RelStorage databases a PostgreSQL server holds: every side whose database names
     this server (one of ``names``, its addresses) on ``port``; in pipeline order, live first.
-    Each: instance, stage, side, name, user, history, and data_host (whose variables hold the
-    stage's password)."""
+    Each: instance, stage, side, name, user, history, data_host (whose variables hold the
+    stage's password), client_machines and clients (how many Zope clients the side runs)."""
     names = set(str(name) for name in names if name)
     found = []
     for stage in model['pipeline']:
@@ -316,6 +316,7 @@ def databases_on_server(model, names, port):
                 found.append({'instance': entry['instance'], 'stage': stage, 'side': side,
                               'name': database['name'], 'user': database['user'],
                               'history': database['history'], 'data_host': entry['data_host'],
+                              'clients': len(entry['clients']),
                               'client_machines': sorted(set(c['address']
                                                             for c in entry['clients']))})
     return found

@@ -119,9 +119,9 @@ def test_a_server_holds_the_databases_that_name_it_on_its_port():
     groups, hostvars = inventory()
     model = build_model(groups, hostvars, ['dev', 'test'])
     found = databases_on_server(model, ['pg1', 'db1'], 5432)
-    assert [(d['instance'], d['name'], d['user'], d['data_host'], d['client_machines'])
-            for d in found] == [
-        ('test', 'zopeops_test', 'zopeops_test', 'test-a', ['m2', 'm3']),
-        ('test_upgrade', 'zopeops_test_upgrade', 'zopeops_test', 'test_upgrade-a', ['m3'])]
+    assert [(d['instance'], d['name'], d['user'], d['data_host'], d['client_machines'],
+             d['clients']) for d in found] == [
+        ('test', 'zopeops_test', 'zopeops_test', 'test-a', ['m2', 'm3'], 2),
+        ('test_upgrade', 'zopeops_test_upgrade', 'zopeops_test', 'test_upgrade-a', ['m3'], 1)]
     assert databases_on_server(model, ['db1'], 5433) == []
     assert databases_on_server(model, ['db2'], 5432) == []
