@@ -6,10 +6,11 @@ SANDBOX ?= $(CURDIR)/.sandbox
 # The local pipeline's ports are offsets from this (inventories/local/group_vars/all.yml).
 PORT_BASE ?= 18400
 PLAYBOOK = $(BIN)/ansible-playbook -i inventories/local -e zopeops_sandbox=$(SANDBOX) -e zopeops_port_base=$(PORT_BASE)
+# java: the push engine's ansible-rulebook (its drools rules engine needs Java 17).
 # PostgreSQL (Debian 12's 15) for the RelStorage stages (docs/relstorage.md): its server
 # binaries are not on PATH, so the check names the file Debian installs.
 PG_BIN ?= /usr/lib/postgresql/15/bin
-SYSTEM_PACKAGES := haproxy:haproxy nginx:nginx rsync:rsync git:git chromium:chromium $(PG_BIN)/postgres:postgresql
+SYSTEM_PACKAGES := haproxy:haproxy nginx:nginx rsync:rsync git:git chromium:chromium $(PG_BIN)/postgres:postgresql java:openjdk-17-jre-headless
 # The multi-machine harness of the tests (tests/harness: root, network namespaces, machines
 # booting systemd with systemd-nspawn from the root scripts/ensure-nspawn-rootfs builds).
 HARNESS_PACKAGES := ip:iproute2 nsenter:util-linux ssh:openssh-client systemd-nspawn:systemd-container

@@ -16,7 +16,7 @@ from support.promotion import Background, SandboxFiles
 from support.paths import REPO
 from support.ports import free_port_block
 
-PORTS = 50  # inventories/local uses zopeops_port_base + 0 .. 49
+PORTS = 61  # inventories/local uses zopeops_port_base + 0 .. 49, and 60 (the push engine)
 
 
 @dataclasses.dataclass

@@ -108,7 +108,7 @@ def test_a_copied_inventory_runs_a_second_application(tmp_path):
                          'zopeops-info', 'app.git'):
         assert demo_setting not in text, demo_setting
     # Between the pipelines' blocks and Plone's, below the ephemeral ports (support/ports.py).
-    base = free_port_block(50, start=25000, stop=27400)
+    base = free_port_block(61, start=25000, stop=27400)  # 60: the push engine
     try:
         site = run('site.yml', inventory, sandbox, base, '--limit', 'dev-local:lb-local')
         out = said(site)
