@@ -22,6 +22,9 @@ description:
   - With O(state=swapped) a kept database (O(previous)) takes the side's database's place and
     the side's database is kept as C(<database>_rolledback_<stamp>) (the rollback of a
     promotion, never a deletion).
+  - With O(state=archived) the side's database is kept as C(<database>_rolledback_<stamp>) and
+    the side has none until its next copy (the data a twin served during a rollback, never
+    deleted).
   - With O(state=pruned) only the kept databases beyond O(keep_previous) are dropped.
   - With O(state=present) nothing changes; the database's last transaction id is returned.
   - B(The side's clients must be stopped) for C(copied) and C(swapped) (a database cannot be
@@ -76,7 +79,7 @@ options:
   state:
     description: What to do (see the description).
     type: str
-    choices: [copied, swapped, pruned, present]
+    choices: [copied, swapped, archived, pruned, present]
     default: copied
   keep_previous:
     description:
@@ -398,6 +401,32 @@ def swap(module, session, admin, result):
                                                   result['previous']))
 
 
+def archive(module, session, admin, result):
+    params = module.params
+    target = params['database']
+    name = target['name']
+    stamp = params['stamp'] or time.strftime('%Y%m%d%H%M%S', time.gmtime())
+    current, result['kept'] = databases(admin, name)
+    if not current:
+        result['msg'] = 'There is no database %s to archive on %s:%s.' % (name, target['host'],
+                                                                          target['port'])
+        return
+    conn = session.connect(target)
+    try:
+        with conn.cursor() as cursor:
+            result['tid'] = last_tid(cursor)
+    finally:
+        conn.close()
+    result.update(changed=True, previous=name + ROLLEDBACK + stamp)
+    if not module.check_mode:
+        with admin.cursor() as cursor:
+            _end_sessions(cursor, name)
+            cursor.execute('ALTER DATABASE %s RENAME TO %s' % (_identifier(name),
+                                                               _identifier(result['previous'])))
+    result['msg'] = '%s%s kept as %s (last transaction %s).' % (
+        'Would have ' if module.check_mode else '', name, result['previous'], result['tid'])
+
+
 def run(module, result):
     params = module.params
     for conn in [params['database']] + ([params['source']] if params['source'] else []):
@@ -417,6 +446,8 @@ def run(module, result):
                 copy(module, session, admin, result)
             elif params['state'] == 'swapped':
                 swap(module, session, admin, result)
+            elif params['state'] == 'archived':
+                archive(module, session, admin, result)
             else:
                 current, kept = databases(admin, params['database']['name'])
                 if params['state'] == 'pruned' and not module.check_mode:
@@ -451,7 +482,7 @@ def main():
             source=dict(type='dict', options=conn),
             source_password=dict(type='str', no_log=True),
             state=dict(type='str', default='copied',
-                       choices=['copied', 'swapped', 'pruned', 'present']),
+                       choices=['copied', 'swapped', 'archived', 'pruned', 'present']),
             keep_previous=dict(type='int', default=0, no_log=False),
             previous=dict(type='str'),
             stamp=dict(type='str'),
