@@ -74,7 +74,7 @@ def iterate(storage, start=None, stop=None):
         # Not ``yield from``: RelStorage's iterators end with StorageStopIteration (an
         # IndexError and a StopIteration), on which ``yield from`` crashed the interpreter
         # (Python 3.11, RelStorage 4.3: a segmentation fault).
-        for txn in iterator:
+        for txn in iterator:  # pylint: disable=use-yield-from
             yield txn
     finally:
         close = getattr(iterator, 'close', None)

@@ -158,7 +158,7 @@ msg:
 import glob
 import os
 import re
-import subprocess
+import shlex
 import sys
 import tempfile
 import time
@@ -212,11 +212,11 @@ class Session:
                                ' '.join(str(exc).replace(self.passfile, 'the passfile')
                                         .split()))) from None
 
-    def env(self):
-        env = dict(os.environ, PGPASSFILE=self.passfile,
-                   PGCONNECT_TIMEOUT=str(self.params['timeout']))
-        env.pop('PGPASSWORD', None)
-        return env
+    def env_update(self):
+        """What the tools' environment gets: the passfile, never a password (PGPASSWORD
+        is emptied, so that one set outside does not take its place)."""
+        return {'PGPASSFILE': self.passfile, 'PGCONNECT_TIMEOUT': str(self.params['timeout']),
+                'PGPASSWORD': ''}
 
     def close(self):
         try:
@@ -314,30 +314,27 @@ def copy(module, session, admin, result):
             if _exists(cursor, staging):  # a copy an interrupted run left
                 cursor.execute('DROP DATABASE %s' % _identifier(staging))
             cursor.execute('CREATE DATABASE %s' % _identifier(staging))
-        dump = subprocess.Popen(
-            # -Z0: no compression through the pipe (measured faster, bench/relstorage_copy_bench.py).
-            [tool(params, 'pg_dump'), '-Fc', '-Z0', '--no-owner', '--no-privileges',
-             '--snapshot=' + snapshot, '-h', source['host'], '-p', str(source['port']),
-             '-U', source['user'], '-d', source['name'], '-w'],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=session.env())
-        restore = subprocess.run(
-            [tool(params, 'pg_restore'), '--no-owner', '--no-privileges', '--exit-on-error',
-             '-h', target['host'], '-p', str(target['port']),
-             '-U', target['user'], '-d', staging, '-w'],
-            stdin=dump.stdout, capture_output=True, env=session.env(), check=False)
-        dump.stdout.close()
-        dump_err = dump.stderr.read()
-        dump.wait()
+        dump = [tool(params, 'pg_dump'), '-Fc', '-Z0', '--no-owner', '--no-privileges',
+                '--snapshot=' + snapshot, '-h', source['host'], '-p', str(source['port']),
+                '-U', source['user'], '-d', source['name'], '-w']
+        restore = [tool(params, 'pg_restore'), '--no-owner', '--no-privileges',
+                   '--exit-on-error', '-h', target['host'], '-p', str(target['port']),
+                   '-U', target['user'], '-d', staging, '-w']
+        # One pipe, through bash for pipefail (no secret on it: the passwords are in the
+        # passfile). -Z0: no compression through the pipe (measured faster,
+        # bench/relstorage_copy_bench.py).
+        rc, _out, err = module.run_command(
+            'set -o pipefail; %s | %s' % (' '.join(shlex.quote(a) for a in dump),
+                                          ' '.join(shlex.quote(a) for a in restore)),
+            use_unsafe_shell=True, executable='/bin/bash', environ_update=session.env_update())
     finally:
         source_conn.close()  # the exported snapshot lives until here
-    if dump.returncode or restore.returncode:
+    if rc:
         with admin.cursor() as cursor:
             cursor.execute('DROP DATABASE IF EXISTS %s' % _identifier(staging))
         raise CopyError('Copying %s (%s:%s) into %s (%s:%s) failed, nothing was replaced: %s'
                         % (source['name'], source['host'], source['port'], name, target['host'],
-                           target['port'], ' '.join((dump_err if dump.returncode else
-                                                     restore.stderr).decode(errors='replace')
-                                                    .split())[-1500:]))
+                           target['port'], ' '.join(err.split())[-1500:]))
     # The copy must hold the source's last tid at the copy as its own last one.
     check = session.connect(target, staging)
     try:
@@ -505,7 +502,7 @@ def main():
     except CopyError as exc:
         module.fail_json(msg=str(exc), seconds=round(time.monotonic() - started, 3), **result)
     except Exception as exc:  # psycopg2.Error: SQL failures (privileges, a busy database)
-        if type(exc).__module__.split('.')[0] != 'psycopg2':
+        if type(exc).__module__.split('.', maxsplit=1)[0] != 'psycopg2':
             raise
         module.fail_json(msg='PostgreSQL refused on %s:%s (%s): %s' % (
             module.params['database']['host'], module.params['database']['port'],

@@ -855,9 +855,9 @@ def main():
         module.fail_json(msg=str(exc), seconds=zu.elapsed(started), **result)
     except OSError as exc:
         module.fail_json(msg=zu.os_error_message(
-            exc, 'Replaying %s into %s' % (params['source'] or params['source_config'],
-                                      params['path'] or params['zeo_address'] or
-                                      params['target_config']),
+            exc, 'Replaying %s into %s' % (
+                params['source'] or params['source_config'],
+                params['path'] or params['zeo_address'] or params['target_config']),
             'A transaction that failed was aborted, so the target holds a prefix of the '
             'source; fix the cause and run the replay again.'),
             seconds=zu.elapsed(started), **result)
