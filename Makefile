@@ -22,7 +22,7 @@ help:
 	@echo "make demo-plone  a Plone 6 site (examples/plone) on dev and beta: create it, add a page on dev, promote beta"
 	@echo "make test   run the whole test suite"
 	@echo "make check  the fast tier: unit tests and single-component integration tests"
-	@echo "make test-relstorage  the RelStorage pipeline (inventories/relstorage) brought up twice (opt-in)"
+	@echo "make test-relstorage  the RelStorage tests alone (make test runs them too)"
 	@echo "make clean  stop every process of the sandboxes (demo and demo-plone) and remove them"
 	@echo "make push-branding PARTNER=acme FROM=dev [TO=test]  push one partner's branding downstream"
 	@echo "make bench  promote.yml against its bare baseline (BENCH_ARGS='--sizes demo,100M,1G --clients 1,2,4 --rounds 3')"
@@ -125,13 +125,13 @@ push-branding: deps
 # Galaxy build + install + FQCN runs, ansible-builder, changelog lint, Molecule scenarios
 # (their unit gate is the pytest run above).
 test: deps harness-deps
-	$(BIN)/pytest -n 2 --dist loadgroup -m "not multihost_full and not relstorage_pipeline" tests
+	$(BIN)/pytest -n 2 --dist loadgroup -m "not multihost_full" tests
 	ZOPEOPS_GATES_SKIP=units scripts/ecosystem-gates
 
-# The RelStorage pipeline (inventories/relstorage) brought up by site.yml twice, and status:
-# opt-in, for make test's time budget (docs/relstorage.md).
+# The RelStorage tests alone (make test runs them too): a Zope on RelStorage, and the RelStorage
+# pipeline brought up twice and promoted under load (docs/relstorage.md).
 test-relstorage: deps
-	$(BIN)/pytest -m relstorage_pipeline tests/integration/relstorage
+	$(BIN)/pytest tests/integration/relstorage
 
 # The pipeline on ten systemd machines over real SSH, the full scope (root; installs
 # iproute2 and systemd-container and builds the machines' root first).

@@ -1,6 +1,9 @@
 """How to copy a RelStorage database for a twin (issue 24, point 2): zodbconvert through
 RelStorage, `pg_dump | pg_restore`, and `CREATE DATABASE ... TEMPLATE` (PostgreSQL copies
-the files itself; it refuses while any other session is connected to the source).
+the files itself; it refuses while any other session is connected to the source); and the
+promotion's own copy, the relstorage_copy module (pg_dump -Fc -Z0 of an exported snapshot |
+pg_restore --single-transaction into a new database, the tid checked, renamed in place),
+against the bare `pg_dump | pg_restore` (issue 24's aim: at least 0.8x the bare tool).
 
 A cluster of its own (tests/support/postgresql.py: initdb + postgres on a free port, stopped
 by its PID at the end), a history-preserving source database filled through RelStorage to
@@ -22,6 +25,10 @@ import time
 
 from zodb_benchlib import RESULTS  # noqa: F401  (sets up sys.path for support.*)
 
+import ansible  # noqa: E402
+
+from support.modules import run_module  # noqa: E402
+from support.paths import COLLECTIONS  # noqa: E402
 from support.postgresql import PG_BIN, Cluster, relstorage_python  # noqa: E402
 from support.procs import ProcessGroup  # noqa: E402
 
@@ -133,8 +140,23 @@ def main():
             def template(target):
                 cluster.sql('CREATE DATABASE %s TEMPLATE src OWNER %s' % (target, USER))
 
+            only = work / 'ansible-only'  # the release's Python has no Ansible of its own
+            only.mkdir(exist_ok=True)
+            if not (only / 'ansible').exists():
+                (only / 'ansible').symlink_to(os.path.dirname(ansible.__file__))
+
+            def relstorage_copy(target):
+                conn = {'host': '127.0.0.1', 'port': cluster.port, 'user': USER}
+                result = run_module('relstorage_copy', {
+                    'database': dict(conn, name=target), 'password': PASSWORD,
+                    'source': dict(conn, name='src'), 'pg_bin_dir': str(PG_BIN)},
+                    python=str(python), timeout=3600,
+                    env={'PYTHONPATH': os.pathsep.join([str(COLLECTIONS), str(only)])})
+                assert result['rc'] == 0, result
+
             for method, func in (('CREATE DATABASE ... TEMPLATE', template),
                                  ('pg_dump -Fc -Z0 | pg_restore', dump_restore),
+                                 ('relstorage_copy (the promotion\'s copy)', relstorage_copy),
                                  ('zodbconvert (RelStorage to RelStorage)', zodbconvert)):
                 times = []
                 for number in range(args.rounds):

@@ -67,7 +67,7 @@ def side_programs(side, host, process_manager='supervisord', root=''):
     prefix = 'zopeops-' if process_manager == 'systemd' else ''
     folder = '%s/%s' % (root, side['instance'])
     zeo = None
-    if side['zeo']['host'] == host:
+    if side.get('zeo') and side['zeo']['host'] == host:  # a RelStorage side has no ZEO server
         zeo = {'name': '%s%s-zeo' % (prefix, side['instance']), 'kind': 'zeo',
                'address': '%s:%s' % (side['zeo']['address'], side['zeo']['port']),
                'log_path': '%s/log/zeo.log' % folder}

@@ -13,6 +13,10 @@ description:
   - B(Offline) (O(path)) the module opens the file itself. Refuses, without opening it read-write, while
     the storage is locked by a running process (a ZEO server holds C(Data.fs.lock)).
   - B(Online) (O(zeo_address)) it asks the running ZEO server to pack, as C(zeopack) does.
+  - B(RelStorage) (O(config), a RelStorage side's C(etc/relstorage.conf)) it opens the storage
+    from its configuration and runs RelStorage's own pack (C(storage.pack) with ZODB's
+    reference finder, as RelStorage's C(zodbpack) does) while the clients keep serving; the
+    sizes are the database's (C(pg_database_size)).
   - B(Idempotence.) The result is C(changed) only if the pack removed something, that is if
     the storage file got smaller or blob files were removed. A second pack with the same
     O(days) finds the history already packed (ZODB marks packed transactions) and does nothing.
@@ -43,6 +47,12 @@ options:
   zeo_address:
     description:
       - Pack online through the ZEO server at this address instead.
+  config:
+    description:
+      - Pack the storage this ZConfig file describes instead (a RelStorage side's
+        C(etc/relstorage.conf); its C(dsn) names a passfile). Exactly one of O(path),
+        O(zeo_address) and O(config) is needed.
+    type: path
   days:
     description:
       - Days of history to keep; fractions allowed. C(0) keeps only the current revisions.
@@ -163,6 +173,7 @@ from ansible_collections.zopeops.stages.plugins.module_utils import zodb_format 
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_blobs as zblob
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_locks as zlock
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_zeo as zzeo
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_storage as zstore
 from ansible_collections.zopeops.stages.plugins.module_utils import files
 
 
@@ -300,12 +311,58 @@ def pack_online(module, result):
                      % (address, storage_name, result['pack_time'], result['bytes_freed']))
 
 
+def database_size(storage):
+    """The size of a RelStorage database in bytes (PostgreSQL's word), or 0 elsewhere."""
+    adapter = getattr(storage, '_adapter', None)
+    if adapter is None or 'postgresql' not in type(adapter).__module__:
+        return 0
+    conn, cursor = adapter.connmanager.open()
+    try:
+        cursor.execute('SELECT pg_database_size(current_database())')
+        return int(cursor.fetchone()[0])
+    finally:
+        adapter.connmanager.close(conn, cursor)
+
+
+def pack_configured(module, result):
+    """RelStorage's own pack of the storage opened from its configuration (zodbpack's way)."""
+    params = module.params
+    pack_t = time.time() - params['days'] * 86400
+    from persistent.timestamp import TimeStamp
+    import ZODB.serialize
+    pack_tid = TimeStamp(*time.gmtime(pack_t)[:5] + (pack_t % 60,)).raw()
+    storage = zstore.open_from_config(params['config'], 'pack')
+    try:
+        size_before = database_size(storage)
+        result.update(size_before=size_before,
+                      last_tid_before=zfmt.tid_to_hex(zstore.last_tid(storage)),
+                      pack_time=zfmt.tid_to_iso(pack_tid))
+        if module.check_mode:
+            result.update(size_after=size_before, bytes_freed=0,
+                          last_tid_after=result['last_tid_before'], changed=True,
+                          msg='Would pack the storage of %s up to %s.'
+                              % (params['config'], result['pack_time']))
+            return
+        storage.pack(pack_t, ZODB.serialize.referencesf)
+        size_after = database_size(storage)
+        result.update(size_after=size_after, bytes_freed=size_before - size_after,
+                      last_tid_after=zfmt.tid_to_hex(zstore.last_tid(storage)),
+                      changed=size_after < size_before)
+    finally:
+        storage.close()
+    result['msg'] = ('Packed the storage of %s up to %s (RelStorage\'s pack): the database '
+                     'holds %d bytes, %d before (PostgreSQL reuses the space freed; its '
+                     'autovacuum returns it).' % (params['config'], result['pack_time'],
+                                                  result['size_after'], result['size_before']))
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type='path'),
             blob_dir=dict(type='path'),
             zeo_address=dict(type='str'),
+            config=dict(type='path'),
             storage=dict(type='str', default='1'),
             zeo_timeout=dict(type='float', default=30),
             days=dict(type='float', default=0),
@@ -314,8 +371,8 @@ def main():
             lock_timeout=dict(type='float', default=zlock.DEFAULT_LOCK_TIMEOUT),
             **files.OWNERSHIP_ARGS
         ),
-        required_one_of=[('path', 'zeo_address')],
-        mutually_exclusive=[('path', 'zeo_address')],
+        required_one_of=[('path', 'zeo_address', 'config')],
+        mutually_exclusive=[('path', 'zeo_address', 'config')],
         supports_check_mode=True,
     )
     zu.import_zodb(module)
@@ -330,12 +387,14 @@ def main():
             pack_offline(module, result)
             zu.apply_ownership(module, ownership, zu.storage_paths(
                 module.params['path'], module.params['blob_dir']), result)
+        elif module.params['config']:
+            pack_configured(module, result)
         else:
             pack_online(module, result)
     except zu.ZODBDataError as exc:
         module.fail_json(msg=str(exc), duration=zu.elapsed(started), **result)
     except OSError as exc:
-        where = module.params['path'] or module.params['zeo_address']
+        where = module.params['path'] or module.params['zeo_address'] or module.params['config']
         if exc.filename is None:  # a write through an open file: the packed file's
             exc.filename = where + '.pack' if module.params['path'] else where
         module.fail_json(msg=zu.os_error_message(

@@ -9,9 +9,18 @@ module: zodb_replay
 short_description: Copy the transactions a source committed after a tid into a target storage
 description:
   - The catch-up of a cutover (see C(docs/promotion.md)) and after a snapshot. Reads the
-    transactions the source FileStorage committed after O(after_tid) (up to O(until_tid)) and
+    transactions the source committed after O(after_tid) (up to O(until_tid)) and
     writes them, with their tids, status, user, description, extension and blobs, into the
-    target, a running ZEO server (O(zeo_address)) or a stopped FileStorage (O(path)).
+    target, a running ZEO server (O(zeo_address)), a stopped FileStorage (O(path)) or a
+    storage opened from its configuration (O(target_config), a RelStorage database).
+  - "The source is a FileStorage (O(source)) or a storage opened from its configuration
+    (O(source_config), for example a RelStorage stage's C(etc/relstorage.conf)): its
+    transactions after O(after_tid) are then found through the storage's own iterator and its
+    blobs read through the storage."
+  - B(RelStorage targets) (O(target_config)) take each transaction with C(restore()) /
+    C(restoreBlob()) under the source's tid and the target's commit lock; its running clients
+    see the new transactions at their next poll, as any other commit. The same checks hold
+    (the target's last tid before, the last replayed tid after, read from the database).
   - B(The source may be live.) It is read, never locked or written. The transactions to copy
     are found by walking the transaction headers back from the end of the file (cost in
     proportion to the tail, not to the file); a last transaction still marked C(c) (being
@@ -54,9 +63,16 @@ extends_documentation_fragment:
 options:
   source:
     description:
-      - The source FileStorage (a ZEO server may be serving it). It is only read.
+      - The source FileStorage (a ZEO server may be serving it). It is only read. One of
+        O(source) and O(source_config) is required.
     type: path
-    required: true
+  source_config:
+    description:
+      - A ZConfig file that describes the source storage, a C(<zodb>) section around the
+        storage's section or the storage's section alone (a RelStorage side's
+        C(etc/relstorage.conf), whose C(dsn) names a passfile, never a password). Only the
+        storage is opened, never written; its blobs come through it (no O(source_blob_dir)).
+    type: path
   source_blob_dir:
     description:
       - The source's blob directory. Needed when a transaction to copy stores a blob; the
@@ -107,10 +123,17 @@ options:
   zeo_address:
     description:
       - The target's RUNNING ZEO server, C(host:port) or a unix socket path. Exactly one of
-        O(zeo_address) and O(path) is required, except in check mode (see attributes).
+        O(zeo_address), O(path) and O(target_config) is required, except in check mode (see
+        attributes).
   path:
     description:
       - The target FileStorage, stopped (its C(.lock) must not be held).
+    type: path
+  target_config:
+    description:
+      - A ZConfig file that describes the target storage (as O(source_config)), usually a
+        RelStorage side's C(etc/relstorage.conf); its clients may be running. Exactly one of
+        O(zeo_address), O(path) and O(target_config) is required, except in check mode.
     type: path
   target_blob_dir:
     description:
@@ -227,6 +250,7 @@ from ansible_collections.zopeops.stages.plugins.module_utils import zodb as zu
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_format as zfmt
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_manifest as zman
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_locks as zlock
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_storage as zstore
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_zeo as zzeo
 
 
@@ -279,11 +303,68 @@ def plan_tail(source, after, until):
     return tail
 
 
+class FileSource:
+    """The source of a replay: a FileStorage (a ZEO server may be serving it), read from its
+    transaction headers and records, never locked or written."""
+
+    def __init__(self, path, blob_dir):
+        zfmt.check_filestorage(path, 'source')
+        self.where = path
+        self.blob_dir = blob_dir
+        self.blobs = None
+        if blob_dir:
+            from ZODB.blob import FilesystemHelper
+            self.blobs = FilesystemHelper(blob_dir)
+        self.fd = None  # opened by the first previous_serial()
+
+    def tail(self, after, until):
+        return plan_tail(self.where, after, until)
+
+    @staticmethod
+    def tail_bytes(tail):
+        return tail[-1][2] - tail[0][1] if tail else 0
+
+    def needs_blobs(self, tail):
+        return self.blob_dir is None and needs_blobs(self.where, tail)
+
+    def transactions(self, tail):
+        from ZODB.FileStorage import FileIterator
+        # From the first planned transaction's position; stop= keeps off anything after it.
+        return FileIterator(self.where, pos=tail[0][1], stop=tail[-1][0])
+
+    def blob_file(self, record):
+        return blob_file(self.blobs, record)
+
+    def previous_serial(self, record):
+        if self.fd is None:
+            self.fd = os.open(self.where, os.O_RDONLY)
+        return zfmt.previous_serial(self.fd, record.pos)
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def open_source(params):
+    if params['source_config']:
+        return zstore.StorageSource(params['source_config'])
+    return FileSource(params['source'], params['source_blob_dir'])
+
+
 class Target:
-    """The storage the transactions go to: a stopped FileStorage or a running ZEO server."""
+    """The storage the transactions go to: a stopped FileStorage, a running ZEO server, or a
+    storage opened from its configuration (a RelStorage database, running clients or not)."""
 
     def __init__(self, params, read_only):
         self.online = bool(params['zeo_address'])
+        self.configured = bool(params['target_config'])
+        if self.configured:
+            # RelStorage: restore() with the source's tids under its commit lock; its running
+            # clients see the new transactions at their next poll, as any commit's.
+            self.where = 'the storage of %s' % params['target_config']
+            self.storage = zstore.open_from_config(params['target_config'], 'target')
+            return
         if self.online:
             self.where = 'the ZEO server at %s (storage %r)' % (params['zeo_address'],
                                                                 params['storage'])
@@ -316,19 +397,13 @@ class Target:
         """
         if self.online:
             return self.storage._call('lastTransaction') or zfmt.Z64
+        if self.configured:
+            return zstore.last_tid(self.storage)
         return self.storage.lastTransaction() or zfmt.Z64
 
     def tids_after(self, after):
-        tids = []
-        iterator = self.storage.iterator(zfmt.int_to_tid(zfmt.tid_to_int(after) + 1))
-        try:
-            for txn in iterator:
-                tids.append(txn.tid)
-        finally:
-            close = getattr(iterator, 'close', None)
-            if close:
-                close()
-        return tids
+        start = zfmt.int_to_tid(zfmt.tid_to_int(after) + 1)
+        return [txn.tid for txn in zstore.iterate(self.storage, start)]
 
     def close(self):
         self.storage.close()
@@ -359,8 +434,8 @@ class OfflineWriter:
     """restore()/restoreBlob() into a stopped FileStorage: the records as they are,
     backpointers included, one transaction at a time (no round trips to save)."""
 
-    def __init__(self, storage, source_blobs, counters):
-        self.storage, self.source_blobs, self.counters = storage, source_blobs, counters
+    def __init__(self, storage, source, counters):
+        self.storage, self.source, self.counters = storage, source, counters
 
     def add(self, txn):
         from ZODB.blob import is_blob_record
@@ -372,13 +447,14 @@ class OfflineWriter:
                 if record.data and is_blob_record(record.data):
                     temp = os.path.join(storage.temporaryDirectory(), 'replay-%s-%s.blob' % (
                         record.oid.hex(), record.tid.hex()))
-                    shutil.copyfile(blob_file(self.source_blobs, record), temp)
+                    shutil.copyfile(self.source.blob_file(record), temp)
                     storage.restoreBlob(record.oid, record.tid, record.data, temp,
                                         record.data_txn, txn)
                     blobs += 1
                 else:
                     storage.restore(record.oid, record.tid, record.data, '', record.data_txn,
                                     txn)
+                self.counters['bytes'] += len(record.data or b'')
             storage.tpc_vote(txn)
             storage.tpc_finish(txn)
         except OSError:
@@ -447,9 +523,8 @@ class OnlineWriter:
     - Each vote must report no resolved conflict and each tpc_finish the source's tid.
     """
 
-    def __init__(self, pipeline, source_fd, source_blobs, counters):
-        self.pipeline, self.source_fd = pipeline, source_fd
-        self.source_blobs, self.counters = source_blobs, counters
+    def __init__(self, pipeline, source, counters):
+        self.pipeline, self.source, self.counters = pipeline, source, counters
         self.ident = 0
         self.proof = None  # (oid, tid) that the next transaction checks, or None
         self.window, self.window_bytes = [], 0
@@ -473,14 +548,14 @@ class OnlineWriter:
                     messages.append(('async', 'restorea', (record.oid, record.tid, None,
                                                            record.data_txn, ident)))
                     continue
-                serial = zfmt.previous_serial(self.source_fd, record.pos)
+                serial = self.source.previous_serial(record)
                 if serial != zfmt.Z64:  # a new object has no revision to check
                     messages.append(('async', 'checkCurrentSerialInTransaction',
                                      (record.oid, serial, ident)))
                 if is_blob_record(record.data):
                     # Opened here, so that a missing file fails this transaction before it
                     # is sent, not half way through its messages.
-                    handle = open(blob_file(self.source_blobs, record), 'rb')
+                    handle = open(self.source.blob_file(record), 'rb')
                     handles.append(handle)
                     size += os.fstat(handle.fileno()).st_size
                     messages.append(('iter', None, blob_messages(handle, record.oid, serial,
@@ -503,6 +578,7 @@ class OnlineWriter:
         messages += [('call', 'vote', (ident,)), ('call', 'tpc_finish', (ident,))]
         self.window.append((txn.tid, ident, blobs, messages))
         self.window_bytes += size
+        self.counters['bytes'] += size
         self.proof = proof
         if proof is None or len(self.window) >= WINDOW_TRANSACTIONS or \
                 self.window_bytes >= WINDOW_BYTES:
@@ -583,24 +659,33 @@ def needs_blobs(source, tail):
 
 def replay(module, result):
     params = module.params
-    source = params['source']
-    zfmt.check_filestorage(source, 'source')
+    source = open_source(params)
+    try:
+        replay_from(module, result, source)
+    finally:
+        source.close()
+
+
+def replay_from(module, result, source):
+    params = module.params
     after = after_tid_from(params)
     until = tid_option(params, 'until_tid')
     expected = tid_option(params, 'target_tid') or after
     result.update(after_tid=zfmt.tid_to_hex(after))
-    tail = plan_tail(source, after, until)
+    tail = source.tail(after, until)
     result.update(transactions=len(tail), first_tid=zfmt.tid_to_hex(tail[0][0]) if tail else None,
                   last_tid=zfmt.tid_to_hex(tail[-1][0]) if tail else None,
-                  bytes=tail[-1][2] - tail[0][1] if tail else 0, changed=bool(tail))
-    if not (params['path'] or params['zeo_address']):  # check mode only (see main)
+                  bytes=source.tail_bytes(tail), changed=bool(tail))
+    if not (params['path'] or params['zeo_address'] or params['target_config']):
+        # check mode only (see main)
         result['msg'] = 'The source %s has %d committed transactions after %s.' % (
-            source, len(tail), result['after_tid'])
+            source.where, len(tail), result['after_tid'])
         return
-    if tail and params['source_blob_dir'] is None and needs_blobs(source, tail):
+    if tail and source.needs_blobs(tail):
         raise zu.ZODBDataError('Refusing to replay: transactions to copy from %s store blobs; '
-                               'give source_blob_dir.' % source)
-    if tail and params['path'] and not params['target_blob_dir'] and needs_blobs(source, tail):
+                               'give source_blob_dir.' % source.where)
+    if tail and params['path'] and not params['target_blob_dir'] and \
+            (not isinstance(source, FileSource) or needs_blobs(source.where, tail)):
         raise zu.ZODBDataError('Refusing to replay into %s: transactions to copy store blobs; '
                                'give target_blob_dir.' % params['path'])
     target = Target(params, module.check_mode)
@@ -614,7 +699,7 @@ def replay(module, result):
                 result.update(changed=False, transactions=0, bytes=0,
                               msg='%s already holds the %d transactions %s .. %s of %s.' % (
                                   target.where, len(tail), result['first_tid'],
-                                  result['last_tid'], source))
+                                  result['last_tid'], source.where))
                 result['first_tid'] = result['last_tid'] = None
                 return
             raise zu.ZODBDataError(
@@ -625,8 +710,8 @@ def replay(module, result):
                 % (target.where, zfmt.tid_to_hex(before), zfmt.tid_to_hex(expected)))
         if module.check_mode or not tail:
             result['msg'] = '%s %d transactions from %s into %s after %s.' % (
-                'Would copy' if tail else 'Nothing to copy:', len(tail), source, target.where,
-                result['after_tid'])
+                'Would copy' if tail else 'Nothing to copy:', len(tail), source.where,
+                target.where, result['after_tid'])
             return
         replay_tail(params, source, tail, target, result, expected)
         # A source that keeps serving writes while it is read has a new tail by the time a
@@ -636,13 +721,13 @@ def replay(module, result):
         first, passes, last_pass = result['first_tid'], 1, result['transactions']
         while passes < params['passes'] and last_pass > params['settle']:
             base = zfmt.hex_to_tid(result['last_tid'])
-            tail = plan_tail(source, base, until)
+            tail = source.tail(base, until)
             last_pass = len(tail)
             if not tail:  # the source wrote nothing while the last pass ran: settled
                 break
             passes += 1
             result.update(first_tid=zfmt.tid_to_hex(tail[0][0]),
-                          last_tid=zfmt.tid_to_hex(tail[-1][0]), bytes=tail[-1][2] - tail[0][1])
+                          last_tid=zfmt.tid_to_hex(tail[-1][0]), bytes=source.tail_bytes(tail))
             replay_tail(params, source, tail, target, result, base)
             for key in totals:
                 totals[key] += result[key]
@@ -651,27 +736,21 @@ def replay(module, result):
         if passes > 1:
             result['msg'] = 'Copied %d transactions (%s .. %s, %d blobs) in %d passes from %s ' \
                 'into %s.' % (totals['transactions'], first, result['last_tid'], totals['blobs'],
-                              passes, source, target.where)
+                              passes, source.where, target.where)
     finally:
         target.close()
 
 
 def replay_tail(params, source, tail, target, result, base):
-    from ZODB.FileStorage import FileIterator
-    from ZODB.blob import FilesystemHelper
-    source_blobs = FilesystemHelper(params['source_blob_dir']) if params['source_blob_dir'] \
-        else None
-    counters = {'blobs': 0, 'txns': 0}
+    counters = {'blobs': 0, 'txns': 0, 'bytes': 0}
     wanted = [tid for tid, _tpos, _end in tail]
     last = wanted[-1]
-    source_fd = os.open(source, os.O_RDONLY)
     if target.online:
         writer = OnlineWriter(zzeo.CommitPipeline(target.storage, params['zeo_timeout']),
-                              source_fd, source_blobs, counters)
+                              source, counters)
     else:
-        writer = OfflineWriter(target.storage, source_blobs, counters)
-    # From the first planned transaction's position; stop= keeps off anything after the plan.
-    iterator = FileIterator(source, pos=tail[0][1], stop=last)
+        writer = OfflineWriter(target.storage, source, counters)
+    iterator = source.transactions(tail)
     read = 0
     try:
         try:
@@ -681,7 +760,7 @@ def replay_tail(params, source, tail, target, result, base):
                     raise zu.ZODBDataError(
                         'the source %s changed while it was read (transaction %s where %s was '
                         'planned): was it packed? Run the replay again.'
-                        % (source, zfmt.tid_to_hex(txn.tid),
+                        % (source.where, zfmt.tid_to_hex(txn.tid),
                            zfmt.tid_to_hex(wanted[min(read, len(wanted) - 1)])))
                 if params['not_after'] and time.time() > params['not_after']:
                     writer.drain()  # what was begun before the deadline is finished
@@ -691,7 +770,7 @@ def replay_tail(params, source, tail, target, result, base):
                         'freeze\'s lease would run out (not_after %s), so the target could '
                         'take writes of its own before it holds the source\'s. It holds the '
                         'source\'s transactions up to %s; run the cutover again.'
-                        % (source, target.where, zfmt.tid_to_hex(txn.tid),
+                        % (source.where, target.where, zfmt.tid_to_hex(txn.tid),
                            time.strftime('%H:%M:%S', time.localtime(params['not_after'])),
                            zfmt.tid_to_hex(held)))
                 writer.add(txn)
@@ -706,35 +785,39 @@ def replay_tail(params, source, tail, target, result, base):
                 'Replaying transaction %s from %s into %s failed: %s%s. That transaction was '
                 'aborted: the target holds the source\'s transactions up to %s. Check that the '
                 'target took no writes of its own, then run the replay again with target_tid '
-                '%s.' % (zfmt.tid_to_hex(failed.tid), source, target.where,
+                '%s.' % (zfmt.tid_to_hex(failed.tid), source.where, target.where,
                          '' if isinstance(exc, zu.ZODBDataError) else type(exc).__name__ + ': ',
                          exc, zfmt.tid_to_hex(held), zfmt.tid_to_hex(held))) from None
         except BaseException:
             writer.abandon()
             raise
     finally:
-        iterator.close()
-        os.close(source_fd)
+        close = getattr(iterator, 'close', None)
+        if close:
+            close()
     if counters['txns'] != len(wanted):
         raise zu.ZODBDataError(
             'Only %d of the %d planned transactions of %s could be read (up to %s): the '
             'source changed while it was read. Run the replay again.'
-            % (counters['txns'], len(wanted), source, result['last_tid']))
+            % (counters['txns'], len(wanted), source.where, result['last_tid']))
     reported = target.last_tid()
     if reported != last:
         raise zu.ZODBDataError(
             'After the replay %s reports %s as its last transaction, not %s. Check its log.'
             % (target.where, zfmt.tid_to_hex(reported), result['last_tid']))
+    if result.get('bytes') is None:  # a storage source: what the writer counted
+        result['bytes'] = counters['bytes']
     result.update(transactions=counters['txns'], blobs=counters['blobs'],
                   msg='Copied %d transactions (%s .. %s, %d blobs) from %s into %s.' % (
                       counters['txns'], result['first_tid'], result['last_tid'],
-                      counters['blobs'], source, target.where))
+                      counters['blobs'], source.where, target.where))
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            source=dict(type='path', required=True),
+            source=dict(type='path'),
+            source_config=dict(type='path'),
             source_blob_dir=dict(type='path'),
             after_tid=dict(type='str'),
             after_manifest=dict(type='path'),
@@ -745,20 +828,24 @@ def main():
             path=dict(type='path'),
             target_blob_dir=dict(type='path', aliases=['blob_dir']),
             zeo_address=dict(type='str'),
+            target_config=dict(type='path'),
             storage=dict(type='str', default='1'),
             zeo_timeout=dict(type='float', default=30),
             not_after=dict(type='float'),
         ),
-        required_one_of=[('after_tid', 'after_manifest')],
-        mutually_exclusive=[('path', 'zeo_address'), ('after_tid', 'after_manifest')],
+        required_one_of=[('after_tid', 'after_manifest'), ('source', 'source_config')],
+        mutually_exclusive=[('path', 'zeo_address', 'target_config'),
+                            ('after_tid', 'after_manifest'), ('source', 'source_config'),
+                            ('source_config', 'source_blob_dir')],
         supports_check_mode=True,
     )
     started = time.monotonic()
     params = module.params
-    if not module.check_mode and not (params['path'] or params['zeo_address']):
-        module.fail_json(msg='one of the following is required: path, zeo_address (only check '
-                             'mode, which counts the source\'s transactions, works without a '
-                             'target)')
+    if not module.check_mode and not (params['path'] or params['zeo_address'] or
+                                      params['target_config']):
+        module.fail_json(msg='one of the following is required: path, zeo_address, '
+                             'target_config (only check mode, which counts the source\'s '
+                             'transactions, works without a target)')
     zu.import_zodb(module)
     result = {'changed': False, 'transactions': 0, 'first_tid': None, 'last_tid': None,
               'blobs': 0, 'bytes': 0, 'target_tid_before': None}
@@ -768,8 +855,9 @@ def main():
         module.fail_json(msg=str(exc), seconds=zu.elapsed(started), **result)
     except OSError as exc:
         module.fail_json(msg=zu.os_error_message(
-            exc, 'Replaying %s into %s' % (params['source'], params['path'] or
-                                           params['zeo_address']),
+            exc, 'Replaying %s into %s' % (
+                params['source'] or params['source_config'],
+                params['path'] or params['zeo_address'] or params['target_config']),
             'A transaction that failed was aborted, so the target holds a prefix of the '
             'source; fix the cause and run the replay again.'),
             seconds=zu.elapsed(started), **result)

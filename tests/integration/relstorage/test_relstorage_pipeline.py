@@ -1,10 +1,11 @@
 """A RelStorage pipeline (inventories/relstorage: dev, beta and beta's twin, one PostgreSQL
-cluster of the sandbox's own) brought up by site.yml twice: the second run changes nothing.
+cluster of the sandbox's own) brought up by site.yml twice (the second run changes nothing),
+then beta promoted from dev under a read load and an acknowledged-write load, with policy
+upstream and then self: 0 failed reads, 0 lost acknowledged writes, the freeze windows
+reported, the replaced database kept for a rollback. A wrong PostgreSQL password is refused
+before anything changes, naming the stage and the server, never printing the password.
 
-Opt-in (marker relstorage_pipeline, `make test-relstorage`): one site.yml of a fresh sandbox
-takes 4-5.5 minutes on this 2-core machine under the other sessions' load (two releases
-built, a PostgreSQL cluster initialised, three Zope clients started), far over the ~2 minutes
-make test can spare (docs/relstorage.md).
+In make test (docs/relstorage.md): one test, one sandbox, to keep it lean.
 """
 from __future__ import annotations
 
@@ -17,36 +18,84 @@ import sys
 import pytest
 import requests
 
-from support.ansible import assert_no_changes, run_playbook
+from support.ansible import assert_no_changes, playbook_command, run_playbook
 from support.load import LoadGenerator
 from support.paths import REPO, VENV_BIN
 from support.ports import free_port_block
 from support.postgresql import PG_BIN, pg_missing
+from support.promotion import Background, SandboxFiles, expected_writes, run_under_load, \
+    said, state_events
 from support.writeload import WriteLoad, admin_auth
 from support.zodbcheck import write_ids_over_http
 
-pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.relstorage_pipeline,
+pytestmark = [pytest.mark.integration, pytest.mark.pipeline,
               pytest.mark.skipif(bool(pg_missing()), reason=pg_missing() or 'ok'),
               pytest.mark.xdist_group('relstorage-pipeline')]
 
 INVENTORY = REPO / 'inventories' / 'relstorage'
 
 
-def test_site_brings_up_a_relstorage_pipeline_and_changes_nothing_the_second_time(
-        tmp_path_factory):
+class RelStoragePipeline(SandboxFiles):
+    """What tests/support/promotion.py asks of a pipeline, for inventories/relstorage."""
+
+    def __init__(self, sandbox, base):
+        self.sandbox, self.base = sandbox, base
+        self.inventory = INVENTORY
+        self.extra_vars = {'zopeops_sandbox': str(sandbox), 'zopeops_port_base': base}
+
+    def lb_bases(self, stage):
+        return ['http://127.0.0.1:%d' % (self.base + ['dev', 'beta'].index(stage))]
+
+    def playbook(self, name, extra=None):
+        return run_playbook(name, INVENTORY, dict(self.extra_vars, **(extra or {})))
+
+    def background_playbook(self, name, extra=None):
+        argv, env = playbook_command(name, INVENTORY, dict(self.extra_vars, **(extra or {})))
+        return Background(argv, env, str(REPO))
+
+    def databases(self):
+        run_dir = ('/tmp/zopeops-' + hashlib.sha1(str(self.sandbox).encode()).hexdigest()[:10]
+                   + '-pg')
+        psql = ['runuser', '-u', 'postgres', '--'] if os.geteuid() == 0 else []
+        return set(subprocess.run(psql + ['psql', '-X', '-A', '-t', '-h', run_dir, '-p',
+                                          str(self.base + 50), '-d', 'postgres', '-c',
+                                          'SELECT datname FROM pg_database'],
+                                  capture_output=True, text=True, check=True).stdout.split())
+
+
+def promote_without_loss(pipeline, policy):
+    """promote.yml -e stage=beta under the loads; every write that must survive is served."""
+    run = run_under_load(pipeline, 'promote.yml', 'beta', {'zopeops_data_policy': policy})
+    assert run.proc.returncode == 0, run.output
+    print('promote beta (%s): %s' % (policy, run.report()))
+    assert not run.reads.failures and run.reads.total > 20, run.report()
+    assert not run.writes.failed and len(run.writes.acknowledged) >= 5, run.report()
+    state, events = state_events(pipeline, 'beta')
+    expected = expected_writes(run, 'beta', policy, events.get(('cutover_to_live', 'start')))
+    missing = expected - write_ids_over_http(pipeline.lb_bases('beta')[0], pipeline.admin_auth())
+    assert not missing, (sorted(missing)[:20], run.report())
+    assert state['status'] == 'done' and state['traffic'] == 'live', state
+    windows = state['freeze_windows']
+    print('freeze windows (%s): %s' % (policy, windows))
+    assert [w['switch'] for w in windows] == ['cutover_to_twin', 'cutover_to_live'], windows
+    assert 'Writes: frozen' in said(run.proc)
+    return run, state
+
+
+def test_relstorage_pipeline_site_twice_and_promotions_under_load(tmp_path_factory):
     sandbox = tmp_path_factory.mktemp('relstorage') / 'sandbox'
     base = free_port_block(51, start=25000, stop=27400)
-    extra = {'zopeops_sandbox': str(sandbox), 'zopeops_port_base': base}
+    pipeline = RelStoragePipeline(sandbox, base)
     try:
-        first = run_playbook('site.yml', INVENTORY, extra)
+        first = pipeline.playbook('site.yml')
         assert first.returncode == 0, first.stdout[-15000:] + first.stderr[-3000:]
         # The second run under a read load and an acknowledged-write load through beta's
         # balancer: the writes land in PostgreSQL and every acknowledged one is served.
-        beta = 'http://127.0.0.1:%d' % (base + 1)
+        beta = pipeline.lb_bases('beta')[0]
         auth = admin_auth(sandbox / 'secrets' / 'zope-admin-password')
         with LoadGenerator(beta + '/@@zopeops-info', threads=2, max_seconds=900) as reads, \
                 WriteLoad(beta, auth=auth, threads=2, max_seconds=900, pause=0.15) as writes:
-            second = run_playbook('site.yml', INVENTORY, extra)
+            second = pipeline.playbook('site.yml')
         assert_no_changes(second)
         assert not reads.failures and reads.total > 20, reads.report()
         assert not writes.failed and len(writes.acknowledged) >= 5, writes.report()
@@ -60,24 +109,43 @@ def test_site_brings_up_a_relstorage_pipeline_and_changes_nothing_the_second_tim
         # dev's demo content was made on RelStorage by the init script; each stage serves.
         dev = requests.get('http://127.0.0.1:%d/partners/acme/' % base, timeout=30)
         assert dev.status_code == 200 and 'acme' in dev.text
-        assert requests.get('http://127.0.0.1:%d/@@zopeops-info' % (base + 1),
-                            timeout=30).status_code == 200
+        assert requests.get(beta + '/@@zopeops-info', timeout=30).status_code == 200
         # Each live side has its own database with RelStorage's schema; the twin's exists.
-        run_dir = '/tmp/zopeops-' + hashlib.sha1(str(sandbox).encode()).hexdigest()[:10] + '-pg'
-        psql = ['runuser', '-u', 'postgres', '--'] if os.geteuid() == 0 else []
-        names = subprocess.run(psql + ['psql', '-X', '-A', '-t', '-h', run_dir, '-p',
-                                       str(base + 50), '-d', 'postgres', '-c',
-                                       'SELECT datname FROM pg_database'],
-                               capture_output=True, text=True, check=True).stdout.split()
-        assert {'zopeops_dev', 'zopeops_beta', 'zopeops_beta_upgrade'} <= set(names)
+        assert {'zopeops_dev', 'zopeops_beta', 'zopeops_beta_upgrade'} <= pipeline.databases()
         # status.yml shows the storage kind, and the pipeline healthy without ZEO.
-        status = run_playbook('status.yml', INVENTORY, extra)
+        status = pipeline.playbook('status.yml')
         assert status.returncode == 0, status.stdout[-8000:]
         report = json.loads((sandbox / 'lb' / 'status' / 'status.json').read_text())
         sides = [side for stage in report['stages'] for side in stage['sides']]
         assert {side['storage'] for side in sides} == {'relstorage'}
         assert 'storage' in status.stdout and 'RelStorage' in status.stdout
         assert (PG_BIN / 'postgres').exists()
+
+        # A wrong password: refused before anything is locked or changed, naming the stage
+        # and the server; the password is never printed.
+        wrong = 'Wrong-%s' % hashlib.sha1(str(sandbox).encode()).hexdigest()[:12]
+        refused = pipeline.playbook('promote.yml', {'stage': 'beta',
+                                                    'zopeops_postgresql_password': wrong})
+        text = said(refused)
+        assert refused.returncode != 0 and 'Refused before anything changed' in text, text[-3000:]
+        assert 'stage beta' in text and '127.0.0.1:%d' % (base + 50) in text, text[-3000:]
+        assert 'password authentication failed' in text, text[-3000:]
+        assert wrong not in refused.stdout + refused.stderr
+        assert not pipeline.state('beta'), 'a refused run must leave no state'
+
+        # Policy upstream: beta gets dev's database and code; its own is kept for a rollback.
+        dev_revision = requests.get('http://127.0.0.1:%d/@@zopeops-info' % base,
+                                    timeout=30).json()['revision']
+        _run, state = promote_without_loss(pipeline, 'upstream')
+        assert requests.get(beta + '/@@zopeops-info', timeout=30).json()['revision'] \
+            == dev_revision
+        assert requests.get(beta + '/partners/acme/', timeout=30).status_code == 200
+        kept = [name for name in pipeline.databases() if name.startswith('zopeops_beta_prev_')]
+        assert state['rollback_target']['data_pair'] in kept, (state['rollback_target'], kept)
+        # Policy self: the twin gets beta's own database and both switches catch up through
+        # RelStorage; every acknowledged write is kept.
+        _run, state = promote_without_loss(pipeline, 'self')
+        assert all(w['frozen_seconds'] > 0 for w in state['freeze_windows'])
     finally:
         subprocess.run([sys.executable, str(REPO / 'scripts' / 'sandbox-stop'), str(sandbox)],
                        timeout=180, check=False)

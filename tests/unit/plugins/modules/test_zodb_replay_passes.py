@@ -45,7 +45,7 @@ def run(monkeypatch, tails, passes=6, settle=5):
     params = dict(source='/s/Data.fs', after_tid='0000000000000001', after_manifest=None,
                   until_tid=None, target_tid=None, path=None, zeo_address='127.0.0.1:1',
                   source_blob_dir='/s/blobs', target_blob_dir=None, passes=passes,
-                  settle=settle)
+                  settle=settle, source_config=None, target_config=None)
     result = {}
     zodb_replay.replay(types.SimpleNamespace(params=params, check_mode=False), result)
     return result

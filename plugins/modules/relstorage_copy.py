@@ -1,0 +1,516 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: zopeops.stages developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: relstorage_copy
+short_description: Copy, swap and prune the PostgreSQL databases of a RelStorage side
+version_added: 0.3.0
+description:
+  - The data steps of a promotion of a RelStorage stage (C(docs/relstorage.md)). With
+    O(state=copied) the side's database becomes a consistent copy of another RelStorage
+    database that keeps serving, by C(pg_dump -Fc) of the source piped into C(pg_restore) into a
+    fresh database made by the side's own account, then put in place of the side's database by
+    rename. The source's last transaction id at the copy is returned exactly (RV(tid)), read
+    in the same snapshot as the dump (a C(REPEATABLE READ) transaction exports its
+    snapshot and C(pg_dump --snapshot) dumps that one).
+  - The database replaced is dropped, or kept for a rollback under
+    C(<database>_prev_<stamp>) (O(keep_previous)), and the kept ones beyond O(keep_previous)
+    are dropped, oldest first.
+  - With O(state=swapped) a kept database (O(previous)) takes the side's database's place and
+    the side's database is kept as C(<database>_rolledback_<stamp>) (the rollback of a
+    promotion, never a deletion).
+  - With O(state=archived) the side's database is kept as C(<database>_rolledback_<stamp>) and
+    the side has none until its next copy (the data a twin served during a rollback, never
+    deleted).
+  - With O(state=pruned) only the kept databases beyond O(keep_previous) are dropped.
+  - With O(state=present) nothing changes; the database's last transaction id is returned.
+  - B(The side's clients must be stopped) for C(copied) and C(swapped) (a database cannot be
+    renamed while sessions use it); sessions of the side's own account left on it are ended.
+  - B(Passwords.) They go to libpq and the PostgreSQL tools through a temporary passfile
+    (mode 0600, removed after the run), never on a command line, in the environment, in a
+    result or in a message. The account needs C(CREATEDB) (the C(postgresql) role grants it
+    to each stage's account).
+author:
+  - zopeops.stages developers (@zopeops)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reads the databases and the source's last transaction id; creates, renames and
+      drops nothing.
+  diff_mode:
+    support: none
+  platform:
+    support: full
+    platforms: posix
+requirements:
+  - psycopg2 importable by the Python that runs the module (a RelStorage release's virtualenv
+    has it), and C(pg_dump) / C(pg_restore) of the server's major version or newer for
+    O(state=copied).
+options:
+  database:
+    description: The side's database, the one that is replaced.
+    type: dict
+    required: true
+    suboptions:
+      host: {description: The server's address., type: str, required: true}
+      port: {description: The server's port., type: int, default: 5432}
+      name: {description: The database's name., type: str, required: true}
+      user: {description: The account that owns it (with CREATEDB)., type: str, required: true}
+  password:
+    description: The password of O(database.user); never written out but to the passfile.
+    type: str
+    required: true
+  source:
+    description: The database to copy (O(state=copied)), which may be serving.
+    type: dict
+    suboptions:
+      host: {description: The server's address., type: str, required: true}
+      port: {description: The server's port., type: int, default: 5432}
+      name: {description: The database's name., type: str, required: true}
+      user: {description: An account that may read it., type: str, required: true}
+  source_password:
+    description: The password of O(source.user) (defaults to O(password)).
+    type: str
+  state:
+    description: What to do (see the description).
+    type: str
+    choices: [copied, swapped, archived, pruned, present]
+    default: copied
+  keep_previous:
+    description:
+      - How many replaced databases to keep for rollbacks (C(<database>_prev_<stamp>)); 0
+        drops the replaced database.
+    type: int
+    default: 0
+  previous:
+    description: With O(state=swapped), the kept database that takes the side's place.
+    type: str
+  stamp:
+    description: The stamp of the names made now (default the current UTC time, C(YYYYmmddHHMMSS)).
+    type: str
+  pg_bin_dir:
+    description:
+      - The folder of C(pg_dump) and C(pg_restore). Default, the newest
+        C(/usr/lib/postgresql/<version>/bin), else the C(PATH).
+    type: path
+  timeout:
+    description: Seconds to wait for a connection.
+    type: int
+    default: 30
+'''
+
+EXAMPLES = r'''
+- name: The twin's database becomes a copy of the predecessor's (which keeps serving).
+  zopeops.stages.relstorage_copy:
+    database: {host: 127.0.0.1, port: 5432, name: zopeops_beta_upgrade, user: zopeops_beta}
+    password: "{{ zopeops_postgresql_password }}"
+    source: {host: 127.0.0.1, port: 5432, name: zopeops_dev, user: zopeops_dev}
+    source_password: "{{ hostvars['dev-1'].zopeops_postgresql_password }}"
+  vars:
+    ansible_python_interpreter: "{{ zopeops_app_python }}"
+  register: copy
+
+- name: A rollback puts the kept database back.
+  zopeops.stages.relstorage_copy:
+    database: {host: 127.0.0.1, port: 5432, name: zopeops_beta, user: zopeops_beta}
+    password: "{{ zopeops_postgresql_password }}"
+    state: swapped
+    previous: zopeops_beta_prev_20261207120000
+'''
+
+RETURN = r'''
+tid:
+  description: The source's last transaction id at the copy (C(copied)), which the side's
+    database holds as its last one now; the side's last transaction id otherwise.
+  type: str
+  returned: always
+  sample: 03f1c2d4e5f60718
+previous:
+  description: The name the replaced database is kept under, or null (dropped, or nothing
+    replaced).
+  type: str
+  returned: always
+kept:
+  description: The kept databases of the side after the run, oldest first.
+  type: list
+  elements: str
+  returned: always
+pruned:
+  description: The kept databases dropped.
+  type: list
+  elements: str
+  returned: always
+seconds:
+  description: Seconds the module spent.
+  type: float
+  returned: always
+msg:
+  description: What happened.
+  type: str
+  returned: always
+'''
+
+import glob
+import os
+import re
+import shlex
+import sys
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+PREV = '_prev_'
+ROLLEDBACK = '_rolledback_'
+COPY = '_copy'
+NAME = re.compile(r'^[a-z_][a-z0-9_]{0,62}$')
+
+
+class CopyError(Exception):
+    """A clear message for the run's output (no password in it)."""
+
+
+def _identifier(name):
+    return '"%s"' % name.replace('"', '""')
+
+
+def _pgpass_line(conn, password):
+    fields = [conn['host'], str(conn['port']), conn['name'], conn['user'], password]
+    return ':'.join(field.replace('\\', '\\\\').replace(':', '\\:') for field in fields)
+
+
+class Session:
+    """Connections with the passwords in a temporary passfile (mode 0600)."""
+
+    def __init__(self, params):
+        self.params = params
+        self.dir = tempfile.mkdtemp(prefix='zopeops-pg-')
+        self.passfile = os.path.join(self.dir, 'pgpass')
+        target, source = params['database'], params.get('source')
+        lines = [_pgpass_line(dict(target, name='*'), params['password'])]
+        if source:
+            lines.insert(0, _pgpass_line(source, params['source_password'] or params['password']))
+        fd = os.open(self.passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as handle:
+            handle.write('\n'.join(lines) + '\n')
+
+    def connect(self, conn, dbname=None):
+        import psycopg2
+        try:
+            return psycopg2.connect(host=conn['host'], port=conn['port'],
+                                    dbname=dbname or conn['name'], user=conn['user'],
+                                    passfile=self.passfile,
+                                    connect_timeout=self.params['timeout'])
+        except psycopg2.Error as exc:
+            raise CopyError('Cannot connect to database %s on %s:%s as %s: %s'
+                            % (dbname or conn['name'], conn['host'], conn['port'], conn['user'],
+                               ' '.join(str(exc).replace(self.passfile, 'the passfile')
+                                        .split()))) from None
+
+    def env_update(self):
+        """What the tools' environment gets: the passfile, never a password (PGPASSWORD
+        is emptied, so that one set outside does not take its place)."""
+        return {'PGPASSFILE': self.passfile, 'PGCONNECT_TIMEOUT': str(self.params['timeout']),
+                'PGPASSWORD': ''}
+
+    def close(self):
+        try:
+            os.unlink(self.passfile)
+        except OSError:
+            pass
+        os.rmdir(self.dir)
+
+
+def last_tid(cursor):
+    """RelStorage's last tid in this transaction's snapshot: history-preserving databases
+    log transactions in ``transaction``, history-free ones have object_state's newest tid."""
+    cursor.execute("SELECT to_regclass('transaction') IS NOT NULL, "
+                   "to_regclass('object_state') IS NOT NULL")
+    preserving, schema = cursor.fetchone()
+    if not schema:
+        return None
+    cursor.execute('SELECT MAX(tid) FROM %s' % ('transaction' if preserving else 'object_state'))
+    value = cursor.fetchone()[0] or 0
+    return '%016x' % value
+
+
+def databases(admin, name):
+    """The side's database (or None) and its kept ones (oldest first)."""
+    with admin.cursor() as cursor:
+        cursor.execute('SELECT datname FROM pg_database WHERE datname = %s OR datname LIKE %s',
+                       (name, name.replace('_', r'\_') + r'\_prev\_%'))
+        names = [row[0] for row in cursor.fetchall()]
+    kept = sorted(n for n in names if n.startswith(name + PREV))
+    return (name if name in names else None), kept
+
+
+def _end_sessions(cursor, name):
+    cursor.execute('SELECT pg_terminate_backend(pid) FROM pg_stat_activity '
+                   'WHERE datname = %s AND pid <> pg_backend_pid()', (name,))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        cursor.execute('SELECT count(*) FROM pg_stat_activity WHERE datname = %s', (name,))
+        if not cursor.fetchone()[0]:
+            return
+        time.sleep(0.1)
+
+
+def _exists(cursor, name):
+    cursor.execute('SELECT 1 FROM pg_database WHERE datname = %s', (name,))
+    return cursor.fetchone() is not None
+
+
+def tool(params, name):
+    if params['pg_bin_dir']:
+        return os.path.join(params['pg_bin_dir'], name)
+    found = sorted(glob.glob('/usr/lib/postgresql/*/bin/' + name),
+                   key=lambda path: int(path.split('/')[4]) if path.split('/')[4].isdigit() else 0)
+    return found[-1] if found else name
+
+
+def prune(cursor, kept, keep, result):
+    """Drop the kept databases beyond ``keep``, oldest first."""
+    extra = kept[:max(0, len(kept) - keep)]
+    for name in extra:
+        _end_sessions(cursor, name)
+        cursor.execute('DROP DATABASE %s' % _identifier(name))
+        result['pruned'].append(name)
+    return kept[len(extra):]
+
+
+def copy(module, session, admin, result):
+    params = module.params
+    target, source = params['database'], params['source']
+    name = target['name']
+    stamp = params['stamp'] or time.strftime('%Y%m%d%H%M%S', time.gmtime())
+    staging = name + COPY
+    source_conn = session.connect(source)
+    try:
+        source_conn.set_session(isolation_level='REPEATABLE READ', readonly=True)
+        with source_conn.cursor() as cursor:
+            cursor.execute('SELECT pg_export_snapshot()')
+            snapshot = cursor.fetchone()[0]
+            tid = last_tid(cursor)
+        if tid is None:
+            raise CopyError('The source database %s on %s:%s has no RelStorage schema: it is '
+                            'not a RelStorage database (or it was never opened by its clients).'
+                            % (source['name'], source['host'], source['port']))
+        result['tid'] = tid
+        current, kept = databases(admin, name)
+        if module.check_mode:
+            result['kept'] = kept
+            result['msg'] = ('Would copy %s (last transaction %s) into %s%s.'
+                             % (source['name'], tid, name,
+                                ', keeping %s under %s%s%s' % (name, name, PREV, stamp)
+                                if current and params['keep_previous'] else ''))
+            result['changed'] = True
+            return
+        with admin.cursor() as cursor:
+            if _exists(cursor, staging):  # a copy an interrupted run left
+                cursor.execute('DROP DATABASE %s' % _identifier(staging))
+            cursor.execute('CREATE DATABASE %s' % _identifier(staging))
+        dump = [tool(params, 'pg_dump'), '-Fc', '-Z0', '--no-owner', '--no-privileges',
+                '--snapshot=' + snapshot, '-h', source['host'], '-p', str(source['port']),
+                '-U', source['user'], '-d', source['name'], '-w']
+        restore = [tool(params, 'pg_restore'), '--no-owner', '--no-privileges',
+                   '--exit-on-error', '-h', target['host'], '-p', str(target['port']),
+                   '-U', target['user'], '-d', staging, '-w']
+        # One pipe, through bash for pipefail (no secret on it: the passwords are in the
+        # passfile). -Z0: no compression through the pipe (measured faster,
+        # bench/relstorage_copy_bench.py).
+        rc, _out, err = module.run_command(
+            'set -o pipefail; %s | %s' % (' '.join(shlex.quote(a) for a in dump),
+                                          ' '.join(shlex.quote(a) for a in restore)),
+            use_unsafe_shell=True, executable='/bin/bash', environ_update=session.env_update())
+    finally:
+        source_conn.close()  # the exported snapshot lives until here
+    if rc:
+        with admin.cursor() as cursor:
+            cursor.execute('DROP DATABASE IF EXISTS %s' % _identifier(staging))
+        raise CopyError('Copying %s (%s:%s) into %s (%s:%s) failed, nothing was replaced: %s'
+                        % (source['name'], source['host'], source['port'], name, target['host'],
+                           target['port'], ' '.join(err.split())[-1500:]))
+    # The copy must hold the source's last tid at the copy as its own last one.
+    check = session.connect(target, staging)
+    try:
+        with check.cursor() as cursor:
+            copied = last_tid(cursor)
+    finally:
+        check.close()
+    if copied != tid:
+        raise CopyError('The copy of %s holds %s as its last transaction, not %s: not replaced; '
+                        'run again.' % (source['name'], copied, tid))
+    with admin.cursor() as cursor:
+        if current:
+            _end_sessions(cursor, name)
+            if params['keep_previous'] > 0:
+                result['previous'] = name + PREV + stamp
+                cursor.execute('ALTER DATABASE %s RENAME TO %s'
+                               % (_identifier(name), _identifier(result['previous'])))
+                kept.append(result['previous'])
+            else:
+                cursor.execute('DROP DATABASE %s' % _identifier(name))
+        cursor.execute('ALTER DATABASE %s RENAME TO %s' % (_identifier(staging),
+                                                           _identifier(name)))
+        result['kept'] = prune(cursor, kept, params['keep_previous'], result)
+    result.update(changed=True, msg='%s is a copy of %s up to its transaction %s%s.' % (
+        name, source['name'], tid,
+        '; the replaced database is kept as %s' % result['previous'] if result['previous']
+        else ''))
+
+
+def swap(module, session, admin, result):
+    params = module.params
+    target = params['database']
+    name, previous = target['name'], params['previous']
+    stamp = params['stamp'] or time.strftime('%Y%m%d%H%M%S', time.gmtime())
+    current, kept = databases(admin, name)
+    if previous not in kept:
+        raise CopyError('There is no kept database %s of %s on %s:%s to put back (kept: %s).'
+                        % (previous, name, target['host'], target['port'],
+                           ', '.join(kept) or 'none'))
+    result['kept'] = kept
+    if module.check_mode:
+        result.update(changed=True, msg='Would put %s in place of %s.' % (previous, name))
+        return
+    with admin.cursor() as cursor:
+        if current:
+            _end_sessions(cursor, name)
+            result['previous'] = name + ROLLEDBACK + stamp
+            cursor.execute('ALTER DATABASE %s RENAME TO %s' % (_identifier(name),
+                                                               _identifier(result['previous'])))
+        _end_sessions(cursor, previous)
+        cursor.execute('ALTER DATABASE %s RENAME TO %s' % (_identifier(previous),
+                                                           _identifier(name)))
+    result['kept'] = [n for n in kept if n != previous]
+    conn = session.connect(target)
+    try:
+        with conn.cursor() as cursor:
+            result['tid'] = last_tid(cursor)
+    finally:
+        conn.close()
+    result.update(changed=True, msg='%s holds the kept database %s again (up to %s); the one '
+                  'it replaced is kept as %s.' % (name, previous, result['tid'],
+                                                  result['previous']))
+
+
+def archive(module, session, admin, result):
+    params = module.params
+    target = params['database']
+    name = target['name']
+    stamp = params['stamp'] or time.strftime('%Y%m%d%H%M%S', time.gmtime())
+    current, result['kept'] = databases(admin, name)
+    if not current:
+        result['msg'] = 'There is no database %s to archive on %s:%s.' % (name, target['host'],
+                                                                          target['port'])
+        return
+    conn = session.connect(target)
+    try:
+        with conn.cursor() as cursor:
+            result['tid'] = last_tid(cursor)
+    finally:
+        conn.close()
+    result.update(changed=True, previous=name + ROLLEDBACK + stamp)
+    if not module.check_mode:
+        with admin.cursor() as cursor:
+            _end_sessions(cursor, name)
+            cursor.execute('ALTER DATABASE %s RENAME TO %s' % (_identifier(name),
+                                                               _identifier(result['previous'])))
+    result['msg'] = '%s%s kept as %s (last transaction %s).' % (
+        'Would have ' if module.check_mode else '', name, result['previous'], result['tid'])
+
+
+def run(module, result):
+    params = module.params
+    for conn in [params['database']] + ([params['source']] if params['source'] else []):
+        if not NAME.match(conn['name']) or not NAME.match(conn['user']):
+            raise CopyError('%r / %r: database and account names are lower-case letters, '
+                            'digits and _.' % (conn['name'], conn['user']))
+    if params['state'] == 'copied' and not params['source']:
+        raise CopyError('state=copied needs the source database (source).')
+    if params['state'] == 'swapped' and not params['previous']:
+        raise CopyError('state=swapped needs the kept database to put back (previous).')
+    session = Session(params)
+    try:
+        admin = session.connect(params['database'], 'postgres')
+        admin.autocommit = True  # CREATE/DROP/ALTER DATABASE run outside a transaction
+        try:
+            if params['state'] == 'copied':
+                copy(module, session, admin, result)
+            elif params['state'] == 'swapped':
+                swap(module, session, admin, result)
+            elif params['state'] == 'archived':
+                archive(module, session, admin, result)
+            else:
+                current, kept = databases(admin, params['database']['name'])
+                if params['state'] == 'pruned' and not module.check_mode:
+                    with admin.cursor() as cursor:
+                        kept = prune(cursor, kept, params['keep_previous'], result)
+                elif params['state'] == 'pruned':
+                    result['pruned'] = kept[:max(0, len(kept) - params['keep_previous'])]
+                result.update(kept=kept, changed=bool(result['pruned']))
+                if current:
+                    conn = session.connect(params['database'])
+                    try:
+                        with conn.cursor() as cursor:
+                            result['tid'] = last_tid(cursor)
+                    finally:
+                        conn.close()
+                result['msg'] = '%s: last transaction %s; kept %s%s.' % (
+                    params['database']['name'], result['tid'], ', '.join(kept) or 'none',
+                    '; dropped %s' % ', '.join(result['pruned']) if result['pruned'] else '')
+        finally:
+            admin.close()
+    finally:
+        session.close()
+
+
+def main():
+    conn = dict(host=dict(type='str', required=True), port=dict(type='int', default=5432),
+                name=dict(type='str', required=True), user=dict(type='str', required=True))
+    module = AnsibleModule(
+        argument_spec=dict(
+            database=dict(type='dict', required=True, options=conn),
+            password=dict(type='str', required=True, no_log=True),
+            source=dict(type='dict', options=conn),
+            source_password=dict(type='str', no_log=True),
+            state=dict(type='str', default='copied',
+                       choices=['copied', 'swapped', 'archived', 'pruned', 'present']),
+            keep_previous=dict(type='int', default=0, no_log=False),
+            previous=dict(type='str'),
+            stamp=dict(type='str'),
+            pg_bin_dir=dict(type='path'),
+            timeout=dict(type='int', default=30),
+        ),
+        supports_check_mode=True,
+    )
+    started = time.monotonic()
+    result = {'changed': False, 'tid': None, 'previous': None, 'kept': [], 'pruned': []}
+    try:
+        import psycopg2  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
+    except ImportError:
+        module.fail_json(msg='psycopg2 is not importable by %s: run this module with a '
+                             'RelStorage release\'s Python (ansible_python_interpreter: '
+                             '<instance>/current/venv/bin/python).' % sys.executable, **result)
+    try:
+        run(module, result)
+    except CopyError as exc:
+        module.fail_json(msg=str(exc), seconds=round(time.monotonic() - started, 3), **result)
+    except Exception as exc:  # psycopg2.Error: SQL failures (privileges, a busy database)
+        if type(exc).__module__.split('.', maxsplit=1)[0] != 'psycopg2':
+            raise
+        module.fail_json(msg='PostgreSQL refused on %s:%s (%s): %s' % (
+            module.params['database']['host'], module.params['database']['port'],
+            module.params['database']['name'], ' '.join(str(exc).split())),
+            seconds=round(time.monotonic() - started, 3), **result)
+    result['seconds'] = round(time.monotonic() - started, 3)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,216 @@
+"""The promotion's modules on RelStorage, against a real PostgreSQL cluster (the
+distribution's server, started by the test) and a Python with RelStorage:
+
+- relstorage_copy: a database copied while a writer keeps committing to it holds exactly the
+  transactions up to the tid the module returns (pg_dump's own snapshot); the replaced
+  database is kept, pruned by count, swapped back, archived; a wrong password names the
+  server and the account, never the password;
+- zodb_replay from and into a storage opened from its configuration (etc/relstorage.conf):
+  the transactions after that tid, verified, idempotent, refused when the target diverged;
+- zodb_pack with RelStorage's own pack.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+import time
+
+import ansible
+import pytest
+
+from support.modules import run_module
+from support.paths import COLLECTIONS
+from support.postgresql import Cluster, pg_missing, relstorage_python
+from support.procs import ProcessGroup
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(bool(pg_missing()), reason=pg_missing() or 'ok')]
+
+PASSWORD = 'stage:pw\\with odd chars'
+SOURCE_PASSWORD = 'other-Secret-1'
+
+# Commits transactions to the database of a relstorage.conf: ``write N``, or ``loop SECONDS``
+# (one every 20 ms); ``tid`` prints the database's last tid; ``keys`` the root's keys.
+CLIENT = textwrap.dedent('''\
+    import sys, time, ZODB.config, transaction
+    from ZODB.blob import Blob
+    db = ZODB.config.databaseFromFile(open(sys.argv[1]))
+    action = sys.argv[2]
+    if action == 'tid':
+        print(db.storage.lastTransaction().hex())
+    elif action == 'keys':
+        with db.transaction() as conn:
+            print(' '.join(sorted(conn.root().keys())))
+    else:
+        count = int(sys.argv[3]) if action == 'write' else 10 ** 9
+        until = time.time() + float(sys.argv[3]) if action == 'loop' else None
+        n = 0
+        while n < count and (until is None or time.time() < until):
+            with db.transaction() as conn:
+                root = conn.root()
+                key = '%s-%d-%d' % (sys.argv[4] if len(sys.argv) > 4 else 'k', time.time_ns(), n)
+                if n % 5 == 0:
+                    blob = Blob()
+                    with blob.open('w') as handle:
+                        handle.write(key.encode() * 100)
+                    root[key] = blob
+                else:
+                    root[key] = n
+            n += 1
+            if until is not None:
+                time.sleep(0.02)
+    db.close()
+''')
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+    with ProcessGroup() as procs:
+        pg = Cluster(procs).start()
+        try:
+            quoted = PASSWORD.replace("'", "''")
+            pg.sql("CREATE ROLE zopeops_t LOGIN CREATEDB PASSWORD '%s'" % quoted)
+            pg.sql("CREATE ROLE zopeops_s LOGIN PASSWORD '%s'" % SOURCE_PASSWORD)
+            pg.sql('CREATE DATABASE zopeops_s OWNER zopeops_s')
+            pg.sql('CREATE DATABASE zopeops_t OWNER zopeops_t')
+            root = tmp_path_factory.mktemp('rs')
+            yield Env(pg, relstorage_python(), root)
+        finally:
+            pg.stop()
+
+
+class Env:
+    def __init__(self, pg, python, root):
+        self.pg, self.python, self.root = pg, python, root
+        (root / 'client.py').write_text(CLIENT)
+        # The release's Python has no Ansible; a module run by Ansible gets its module_utils
+        # in its AnsiballZ payload. Here: the project's ansible package alone on its path.
+        (root / 'ansible-only').mkdir()
+        (root / 'ansible-only' / 'ansible').symlink_to(os.path.dirname(ansible.__file__))
+
+    def module(self, name, args, check=False):
+        return run_module(name, args, check=check, python=str(self.python),
+                          env={'PYTHONPATH': os.pathsep.join([
+                              str(COLLECTIONS), str(self.root / 'ansible-only')])})
+
+    def conf(self, name, user, password):
+        """etc/relstorage.conf and etc/pgpass as the zope_client role writes them."""
+        folder = self.root / name
+        (folder / 'tools').mkdir(parents=True, exist_ok=True)
+        escaped = password.replace('\\', '\\\\').replace(':', '\\:')
+        pgpass = folder / 'pgpass'
+        pgpass.write_text('127.0.0.1:%d:%s:%s:%s\n' % (self.pg.port, name, user, escaped))
+        pgpass.chmod(0o600)
+        conf = folder / 'relstorage.conf'
+        conf.write_text(textwrap.dedent('''\
+            %%import relstorage
+            <zodb>
+              <relstorage>
+                keep-history true
+                blob-dir %s/tools/blobcache
+                shared-blob-dir false
+                <postgresql>
+                  dsn dbname='%s' user='%s' host='127.0.0.1' port='%d' passfile='%s'
+                </postgresql>
+              </relstorage>
+            </zodb>
+            ''' % (folder, name, user, self.pg.port, pgpass)))
+        return conf
+
+    def client(self, conf, *args):
+        return subprocess.run([str(self.python), str(self.root / 'client.py'), str(conf)]
+                              + [str(a) for a in args], capture_output=True, text=True,
+                              check=True, timeout=300).stdout.strip()
+
+    def db(self, name, user='zopeops_t'):
+        return {'host': '127.0.0.1', 'port': self.pg.port, 'name': name, 'user': user}
+
+    def databases(self):
+        return set(self.pg.sql('SELECT datname FROM pg_database').split())
+
+
+def copy_args(env, **extra):
+    return dict({'database': env.db('zopeops_t'), 'password': PASSWORD,
+                 'source': env.db('zopeops_s', 'zopeops_s'),
+                 'source_password': SOURCE_PASSWORD}, **extra)
+
+
+def test_copy_catch_up_keep_swap_and_pack(env):
+    source = env.conf('zopeops_s', 'zopeops_s', SOURCE_PASSWORD)
+    target = env.conf('zopeops_t', 'zopeops_t', PASSWORD)
+    env.client(source, 'write', 12, 'first')
+    # The copy while a writer commits to the source every 20 ms: exactly up to the tid said.
+    writer = subprocess.Popen([str(env.python), str(env.root / 'client.py'), str(source),
+                               'loop', '6', 'during'], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        result = env.module('relstorage_copy', copy_args(env))
+        assert result['rc'] == 0 and result['changed'], result
+        copied_tid = result['tid']
+        assert env.client(target, 'tid') == copied_tid
+        assert PASSWORD not in str(result) and SOURCE_PASSWORD not in str(result)
+    finally:
+        _out, err = writer.communicate(timeout=120)
+    assert writer.returncode == 0, err
+    later = env.client(source, 'tid')
+    assert later > copied_tid, 'the writer went on committing after the copy'
+
+    # The catch-up through both configurations: every transaction after the copy's tid.
+    replay = env.module('zodb_replay', {'source_config': str(source),
+                                        'target_config': str(target),
+                                        'after_tid': copied_tid, 'passes': 3})
+    assert replay['rc'] == 0 and replay['changed'], replay
+    assert replay['transactions'] > 5 and replay['blobs'] > 0, replay
+    assert replay['last_tid'] == later == env.client(target, 'tid'), replay
+    assert env.client(target, 'keys') == env.client(source, 'keys')
+    again = env.module('zodb_replay', {'source_config': str(source),
+                                       'target_config': str(target),
+                                       'after_tid': copied_tid})
+    assert again['rc'] == 0 and not again['changed'], again
+    # A target that took a write of its own is refused, naming both tids; nothing written.
+    env.client(target, 'write', 1, 'own')
+    env.client(source, 'write', 2, 'more')
+    diverged = env.module('zodb_replay', {'source_config': str(source),
+                                          'target_config': str(target),
+                                          'after_tid': later})
+    assert diverged.get('failed') and 'diverged' in diverged['msg'], diverged
+    assert later in diverged['msg']
+
+    # A second copy keeps the replaced database; a swap puts it back; keep_previous prunes.
+    second = env.module('relstorage_copy', copy_args(env, keep_previous=1, stamp='20260101000000'))
+    assert second['rc'] == 0 and second['previous'] == 'zopeops_t_prev_20260101000000', second
+    assert second['tid'] == env.client(source, 'tid') == env.client(target, 'tid')
+    third = env.module('relstorage_copy', copy_args(env, keep_previous=1, stamp='20260102000000'))
+    assert third['pruned'] == ['zopeops_t_prev_20260101000000'], third
+    assert third['kept'] == ['zopeops_t_prev_20260102000000'], third
+    swapped = env.module('relstorage_copy', {'database': env.db('zopeops_t'),
+                                             'password': PASSWORD, 'state': 'swapped',
+                                             'previous': 'zopeops_t_prev_20260102000000',
+                                             'stamp': '20260103000000'})
+    assert swapped['rc'] == 0 and swapped['previous'] == 'zopeops_t_rolledback_20260103000000'
+    assert swapped['tid'] == second['tid'] == env.client(target, 'tid')
+    assert {'zopeops_t', 'zopeops_t_rolledback_20260103000000'} <= env.databases()
+    assert 'zopeops_t_prev_20260102000000' not in env.databases()
+
+    # RelStorage's own pack, from the configuration, while nothing else changes.
+    pack = env.module('zodb_pack', {'config': str(target), 'days': 0})
+    assert pack['rc'] == 0 and pack['last_tid_after'] == swapped['tid'], pack
+    assert env.client(target, 'keys')
+
+    # Archived: the database is renamed away, never dropped.
+    archived = env.module('relstorage_copy', {'database': env.db('zopeops_t'),
+                                              'password': PASSWORD, 'state': 'archived',
+                                              'stamp': '20260104000000'})
+    assert archived['rc'] == 0 and 'zopeops_t_rolledback_20260104000000' in env.databases()
+    assert 'zopeops_t' not in env.databases()
+
+
+def test_a_wrong_password_names_the_server_and_account_but_not_the_password(env):
+    wrong = 'Not-The-Password-42'
+    result = env.module('relstorage_copy', copy_args(env, password=wrong))
+    assert result.get('failed'), result
+    assert '127.0.0.1:%d' % env.pg.port in result['msg'] and 'zopeops_t' in result['msg']
+    assert 'password authentication failed' in result['msg'], result['msg']
+    assert wrong not in str(result) and wrong not in result['_stderr']
