@@ -149,8 +149,12 @@ class PushPage(BrowserView):
                 disabled = '%s is held by a %s (run %s, by %s).' % (
                     to_stage, locked_by.get('action', 'promotion'), locked_by.get('run_id', '?'),
                     locked_by.get('by', '?'))
+            # A push that ended after the last check: the comparison is out of date.
+            stale = (checked and push is not None and push['state'] in cfg.FINAL_STATES
+                     and push.get('updated', 0) > check.get('updated', 0))
             rows.append({
                 'partner': partner,
+                'stale': stale,
                 'to_stage': to_stage,
                 'check': self.describe(check),
                 'differs': result.get('differs') if checked else None,
