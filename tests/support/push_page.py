@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -177,3 +178,68 @@ def report(request_id, state, action='push', partner='acme', to_stage='beta', st
     if result is not None:
         payload['result'] = result
     return payload
+
+
+class FakeAwx:
+    """AWX's API v2 as its documentation describes the calls the page makes (there is no AWX
+    on these machines): job templates looked up by name, launched with extra_vars (and
+    job_type), jobs followed by id. Captures each request; ``job_status`` is what
+    /api/v2/jobs/<id>/ answers; ``ignored`` the fields a launch reports as ignored."""
+
+    TEMPLATE = {'id': 7, 'name': 'Push branding'}
+
+    def __init__(self, token):
+        self.token = token
+        self.requests = []
+        self.job_status = 'pending'
+        self.ignored = {}
+        awx = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def answer(self, status, data):
+                body = json.dumps(data).encode()
+                self.send_response(status)
+                self.send_header('Content-Type', 'application/json')
+                self.send_header('Content-Length', str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def handle_any(self, method):
+                length = int(self.headers.get('Content-Length') or 0)
+                body = json.loads(self.rfile.read(length) or b'null') if length else None
+                awx.requests.append({'method': method, 'path': self.path,
+                                     'headers': dict(self.headers), 'json': body})
+                if self.headers.get('Authorization') != 'Bearer ' + awx.token:
+                    return self.answer(401, {'detail': 'Authentication credentials were not provided.'})
+                path, _, query = self.path.partition('?')
+                if method == 'GET' and path == '/api/v2/job_templates/':
+                    name = urllib.parse.parse_qs(query).get('name', [''])[0]
+                    found = [awx.TEMPLATE] if name == awx.TEMPLATE['name'] else []
+                    return self.answer(200, {'count': len(found), 'results': found})
+                if method == 'POST' and path == '/api/v2/job_templates/7/launch/':
+                    if not isinstance((body or {}).get('extra_vars'), dict):
+                        return self.answer(400, {'extra_vars': ['Must be a valid JSON or YAML dictionary.']})
+                    return self.answer(201, {'job': 42, 'id': 42, 'type': 'job',
+                                             'ignored_fields': awx.ignored})
+                if method == 'GET' and path == '/api/v2/jobs/42/':
+                    return self.answer(200, {'id': 42, 'type': 'job', 'status': awx.job_status})
+                return self.answer(404, {'detail': 'Not found.'})
+
+            def do_GET(self):
+                self.handle_any('GET')
+
+            def do_POST(self):
+                self.handle_any('POST')
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(('127.0.0.1', self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = 'http://127.0.0.1:%d' % self.port
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -14,7 +14,7 @@ import pytest
 
 from support.ports import free_port
 from support.procs import ProcessGroup
-from support.push_page import Engine, PushZope, report
+from support.push_page import Engine, FakeAwx, PushZope, report
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group('push_page_zope')]
 
@@ -212,3 +212,32 @@ def test_engine_unreachable_is_said_and_nothing_is_queued(zope, engine):
     row = page[page.index('id="partner-acme"'):page.index('id="partner-globex"')]
     assert 'state-queued' not in row and 'disabled=' not in row
     assert len(engine.requests) == before
+
+
+def test_awx_path_launches_the_job_template_and_follows_the_job(zope, tmp_path):
+    awx = FakeAwx('awx-' + zope.secret[-8:])
+    token_file = tmp_path / 'awx-token'
+    token_file.write_text(awx.token + '\n')
+    zope.configure(engine='awx', awx={'url': awx.url, 'token_file': str(token_file),
+                                      'job_template': 'Push branding'})
+    try:
+        form = {'partner': 'globex', 'to_stage': 'beta', '_authenticator': token(zope)}
+        status, headers, page = call(zope, '/@@zopeops-push/push', 'webdev', form)
+        assert status == 303, message(page)
+        launch = [r for r in awx.requests if r['method'] == 'POST'][0]
+        assert launch['path'] == '/api/v2/job_templates/7/launch/'
+        assert launch['json']['extra_vars']['push_branding_by'] == 'webdev'
+        rid = launch['json']['extra_vars']['push_branding_request_id']
+        assert rid in headers['Location']
+        awx.job_status = 'running'
+        _, _, data = call(zope, '/@@zopeops-push/status?request_id=' + rid, 'webdev')
+        assert '"state": "running"' in data and 'AWX job 42: running' in data
+        assert awx.url + '/api/v2/jobs/42/stdout/?format=txt' in data
+        awx.job_status = 'successful'
+        _, _, data = call(zope, '/@@zopeops-push/status?request_id=' + rid, 'webdev')
+        assert '"state": "done"' in data and '"final": true' in data
+        _, _, page = call(zope, '/@@zopeops-push', 'webdev')
+        assert awx.token not in page and zope.secret not in page
+    finally:
+        zope.configure(engine='eda', awx={})
+        awx.close()

@@ -73,13 +73,15 @@ def add_request(app, request, now):
     """Record a new request (a dict with the contract's fields and ``engine``); a push also
     takes its target's pending slot. The caller checked running_push() first."""
     store = get_store(app, create=True)
-    record = PersistentMapping(dict(request, created=now, updated=now, state='queued', step='',
-                                    at='', result=None, log='', reports=0))
-    store['requests'][request['request_id']] = record
     key = target_key(request['partner'], request['to_stage'])
+    latest_key = '%s/%s' % (key, request['action'])
+    record = PersistentMapping(dict(request, created=now, updated=now, state='queued', step='',
+                                    at='', result=None, log='', reports=0,
+                                    previous=store['latest'].get(latest_key)))
+    store['requests'][request['request_id']] = record
     if request['action'] == 'push':
         store['pending'][key] = request['request_id']
-    store['latest']['%s/%s' % (key, request['action'])] = request['request_id']
+    store['latest'][latest_key] = request['request_id']
     _prune(store, request['partner'])
     return record
 
@@ -97,7 +99,11 @@ def drop_request(app, request_id):
         del store['pending'][key]
     latest_key = '%s/%s' % (key, record['action'])
     if store['latest'].get(latest_key) == request_id:
-        del store['latest'][latest_key]
+        previous = record.get('previous')
+        if previous and previous in store['requests']:
+            store['latest'][latest_key] = previous
+        else:
+            del store['latest'][latest_key]
     del store['requests'][request_id]
 
 
