@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 import threading
 import time
@@ -46,9 +47,12 @@ transaction.commit()
 
 
 def install_product(target):
-    """uv installs the product (no dependencies: Zope is the .venv's) into ``target``."""
+    """uv installs the product (no dependencies: Zope is the .venv's) into ``target``, from a
+    copy: a build writes build/ and *.egg-info beside the sources, and tests run in parallel."""
+    source = Path(str(target) + '-src')
+    shutil.copytree(PRODUCT, source, ignore=shutil.ignore_patterns('build', '*.egg-info'))
     subprocess.run([str(VENV_BIN / 'uv'), 'pip', 'install', '--quiet', '--no-deps', '--target',
-                    str(target), str(PRODUCT)], check=True, capture_output=True, text=True)
+                    str(target), str(source)], check=True, capture_output=True, text=True)
     return target
 
 

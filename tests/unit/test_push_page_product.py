@@ -335,3 +335,12 @@ def test_engines_use_only_the_standard_library():
                if line.startswith(('import ', 'from '))}
     assert imports <= {'json', 'urllib'}, imports
 
+
+
+def test_the_role_copies_every_file_of_the_product():
+    import yaml
+    listed = yaml.safe_load((PRODUCT.parents[1] / 'vars' / 'main.yml').read_text())
+    present = sorted(str(p.relative_to(PRODUCT)) for p in PRODUCT.rglob('*') if p.is_file()
+                     and '__pycache__' not in p.parts and 'build' not in p.parts
+                     and not any(part.endswith('.egg-info') for part in p.parts))
+    assert sorted(listed['push_page_product_files']) == present
