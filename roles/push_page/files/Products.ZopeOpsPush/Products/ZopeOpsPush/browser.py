@@ -348,7 +348,8 @@ class ReportView(BrowserView):
             secret = cfg.read_secret(config['secret_file']) if config['secret_file'] else None
         except cfg.ConfigError:
             return self.error(404, 'the push page is not enabled on this stage')
-        header = request.environ.get('HTTP_AUTHORIZATION') or ''
+        # ZPublisher takes the header out of the environment and keeps it in request._auth.
+        header = getattr(request, '_auth', None) or ''
         scheme, _, given = str(header).partition(' ')
         if (secret is None or scheme.lower() != 'bearer'
                 or not hmac.compare_digest(given.strip().encode('utf-8'), secret.encode('utf-8'))):
