@@ -136,7 +136,7 @@ class PushZope:
         self.zconsole(conf, env, users_script, 'webdev:%s:%s' % (self.users['webdev'], ROLE),
                       'viewer:%s:' % self.users['viewer'])
         # The role's grant, twice: the second run changes nothing (and says so).
-        self.grant = [self.zconsole(conf, env, GRANT_SCRIPT, ROLE) for _ in range(2)]
+        self.grant = [self.zconsole(conf, env, GRANT_SCRIPT, ROLE) for _unused in range(2)]
         self.proc = processes.start([str(VENV_BIN / 'runwsgi'), str(ini)],
                                     log_path=self.dir / 'zope.out', env=env, cwd=str(self.dir))
         wait_for(self.ready, timeout=60, what='Zope on %s' % self.url)
@@ -218,7 +218,7 @@ class FakeAwx:
                                      'headers': dict(self.headers), 'json': body})
                 if self.headers.get('Authorization') != 'Bearer ' + awx.token:
                     return self.answer(401, {'detail': 'Authentication credentials were not provided.'})
-                path, _, query = self.path.partition('?')
+                path, _unused, query = self.path.partition('?')
                 if method == 'GET' and path == '/api/v2/job_templates/':
                     name = urllib.parse.parse_qs(query).get('name', [''])[0]
                     found = [awx.TEMPLATE] if name == awx.TEMPLATE['name'] else []

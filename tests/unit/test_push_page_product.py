@@ -164,7 +164,7 @@ def test_two_clicks_at_once_conflict_on_the_pending_slot(db):
     setup.commit()
     conn.close()
 
-    managers = [transaction.TransactionManager() for _ in range(2)]
+    managers = [transaction.TransactionManager() for _unused in range(2)]
     conns = [db.open(transaction_manager=m) for m in managers]
     apps = [AttrRoot(c.root()['app']) for c in conns]
     now = time.time()
@@ -256,8 +256,8 @@ def test_eda_submit_posts_the_contract_request(engine):
     assert answer['accepted'] is True
     got = engine.requests[0]
     assert got['headers']['Authorization'] == 'Bearer ' + SECRET
-    assert got['json'] == {k: sent[k] for k in ('action', 'request_id', 'partner', 'from_stage',
-                                               'to_stage', 'user')}
+    fields = ('action', 'request_id', 'partner', 'from_stage', 'to_stage', 'user')
+    assert got['json'] == {k: sent[k] for k in fields}
 
 
 def test_eda_refusal_and_unreachable_name_the_engine_not_the_secret(engine):
@@ -304,7 +304,7 @@ def test_awx_check_launches_job_type_check_by_template_id(awx):
 
 def test_awx_says_what_it_ignored(awx):
     awx.ignored = {'extra_vars': {'push_branding_by': 'webdev'}, 'job_type': 'check'}
-    _, ignored = engines.AwxClient(awx.url, awx.token).launch(7, request(RID))
+    _unused, ignored = engines.AwxClient(awx.url, awx.token).launch(7, request(RID))
     assert ignored == ['extra_vars', 'job_type']
 
 
@@ -334,7 +334,6 @@ def test_engines_use_only_the_standard_library():
     imports = {line.split()[1].split('.')[0] for line in source.splitlines()
                if line.startswith(('import ', 'from '))}
     assert imports <= {'json', 'urllib'}, imports
-
 
 
 def test_the_role_copies_every_file_of_the_product():

@@ -35,6 +35,8 @@ def browser(user, password):
                  '--window-size=1280,720', '--no-first-run'):
         options.add_argument(flag)
     chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
+    # Elements of a page that is still loading (after a click that navigates) are waited for.
+    chrome.implicitly_wait(30)
     # Zope's basic auth on every request the page makes (the page, its polls, its forms).
     auth = base64.b64encode(('%s:%s' % (user, password)).encode()).decode()
     chrome.execute_cdp_cmd('Network.enable', {})
@@ -89,31 +91,38 @@ def test_web_developer_pushes_from_the_page(zope):
         confirm = chrome.find_element(By.CSS_SELECTOR, '#partner-acme form.confirm')
         assert "Push acme's branding from dev to beta?" in ' '.join(confirm.text.split())
         confirm.find_element(By.CSS_SELECTOR, 'button.confirm-push').click()
-        sent = zope.engine.wait_requests(1)[0]['json']
+        sent = zope.engine.wait_requests(1, timeout=60)[0]['json']
         assert (sent['action'], sent['partner'], sent['user']) == ('push', 'acme', 'webdev')
         wait_for(lambda: 'request_id=' + sent['request_id'] in chrome.current_url,
-                 what='the page after the push')
-        progress = lambda: chrome.find_element(By.CSS_SELECTOR, '#partner-acme .progress').text
+                 timeout=60, what='the page after the push')
+
+        def progress():
+            return chrome.find_element(By.CSS_SELECTOR, '#partner-acme .progress').text
+
         assert 'queued' in progress()
         assert chrome.find_element(By.CSS_SELECTOR, '#partner-acme button.push').get_attribute(
             'disabled')
 
         def step_seen():
-            wait_for(lambda: 'Export acme from dev' in progress(), timeout=15,
+            wait_for(lambda: 'Export acme from dev' in progress(), timeout=60,
                      what='the running step on the page')
             assert 'running' in progress()
+
         entry = engine_reports(zope, sent['request_id'], step_seen)
-        compare = lambda: chrome.find_element(By.CSS_SELECTOR, '#partner-acme .compare').text
+
+        def compare():
+            return chrome.find_element(By.CSS_SELECTOR, '#partner-acme .compare').text
+
         # The page reloads when the run ends: the result, and the comparison now out of date.
-        wait_for(lambda: 'checked before the last push' in compare(), timeout=15,
+        wait_for(lambda: 'checked before the last push' in compare(), timeout=60,
                  what='the page after the run')
         assert 'done' in progress()
         chrome.find_element(By.CSS_SELECTOR, '#partner-acme button.check').click()
-        sent_check = zope.engine.wait_requests(2)[1]['json']
+        sent_check = zope.engine.wait_requests(2, timeout=60)[1]['json']
         assert (sent_check['action'], sent_check['partner']) == ('check', 'acme')
-        wait_for(lambda: 'checking' in compare(), timeout=15, what='the running check')
+        wait_for(lambda: 'checking' in compare(), timeout=60, what='the running check')
         engine_checks(zope, sent_check['request_id'], entry)
-        wait_for(lambda: 'same as beta' in compare(), timeout=15, what='the check on the page')
+        wait_for(lambda: 'same as beta' in compare(), timeout=60, what='the check on the page')
         row = chrome.find_element(By.ID, 'partner-acme')
         assert 'same as beta' in row.find_element(By.CSS_SELECTOR, '.compare').text
         last = row.find_element(By.CSS_SELECTOR, '.last-push').text

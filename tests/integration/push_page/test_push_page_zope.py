@@ -57,7 +57,7 @@ def call(zope, path, user=None, data=None, method=None):
 
 
 def token(zope, user='webdev'):
-    _, _, page = call(zope, '/@@zopeops-push', user)
+    _unused, _unused, page = call(zope, '/@@zopeops-push', user)
     return re.search(r'name="_authenticator" value="([0-9a-f]+)"', page).group(1)
 
 
@@ -73,7 +73,7 @@ def test_grant_is_idempotent(zope):
 
 
 def test_page_renders_for_a_permitted_user(zope):
-    status, _, page = call(zope, '/@@zopeops-push', 'webdev')
+    status, _unused, page = call(zope, '/@@zopeops-push', 'webdev')
     assert status == 200
     assert 'Push brandings from dev to beta' in page
     assert 'id="partner-acme"' in page and 'id="partner-globex"' in page
@@ -83,13 +83,13 @@ def test_page_renders_for_a_permitted_user(zope):
 
 @pytest.mark.parametrize('user', ['viewer', None])
 def test_page_refuses_a_user_without_the_permission(zope, user):
-    status, _, page = call(zope, '/@@zopeops-push', user)
+    status, _unused, page = call(zope, '/@@zopeops-push', user)
     assert status == 401, page[:500]
     assert 'id="partners"' not in page
-    status, _, _ = call(zope, '/@@zopeops-push/push', user,
-                        {'partner': 'acme', 'to_stage': 'beta', '_authenticator': 'x'})
+    status, _unused, _unused = call(zope, '/@@zopeops-push/push', user,
+                                    {'partner': 'acme', 'to_stage': 'beta', '_authenticator': 'x'})
     assert status == 401
-    status, _, _ = call(zope, '/@@zopeops-push/status?request_id=' + '0' * 32, user)
+    status, _unused, _unused = call(zope, '/@@zopeops-push/status?request_id=' + '0' * 32, user)
     assert status == 401
 
 
@@ -104,10 +104,10 @@ def test_report_endpoint_refuses_a_wrong_secret_and_stores_a_right_one(zope):
     assert zope.report(check, secret='') == 401
     assert zope.report(dict(check, request_id='nothex')) == 400
     assert zope.report(dict(check, state='finished')) == 400
-    _, _, page = call(zope, '/@@zopeops-push', 'webdev')
+    _unused, _unused, page = call(zope, '/@@zopeops-push', 'webdev')
     assert 'globex/index.html: changed' not in page          # nothing stored by the refusals
     assert zope.report(check) == 204
-    _, _, page = call(zope, '/@@zopeops-push', 'webdev')
+    _unused, _unused, page = call(zope, '/@@zopeops-push', 'webdev')
     row = page[page.index('id="partner-globex"'):]
     assert 'class="differs">differs' in row and 'globex/index.html: changed' in row
     assert 'alice' in row and 'pushed' in row
@@ -131,24 +131,24 @@ def test_push_click_posts_the_contract_request(zope, engine):
     assert body['request_id'] in headers['Location']
     rid = body['request_id']
     # The push runs: a second click is told so, and the button is disabled.
-    status, _, page = call(zope, '/@@zopeops-push/push', 'webdev',
-                           {'partner': 'acme', 'to_stage': 'beta', '_authenticator': token(zope)})
+    status, _unused, page = call(zope, '/@@zopeops-push/push', 'webdev',
+                                 {'partner': 'acme', 'to_stage': 'beta', '_authenticator': token(zope)})
     assert status == 409 and 'runs already' in message(page)
     assert len(engine.requests) == before + 1
     # The engine reports; the status view and the page follow.
     assert zope.report(report(rid, 'running', step='Export acme from dev')) == 204
-    status, _, data = call(zope, '/@@zopeops-push/status?request_id=' + rid, 'webdev')
+    status, _unused, data = call(zope, '/@@zopeops-push/status?request_id=' + rid, 'webdev')
     assert status == 200 and '"state": "running"' in data and 'Export acme from dev' in data
     entry = {'stage': 'beta', 'partner': 'acme', 'by': 'webdev', 'via': 'page',
              'result': 'pushed', 'finished_at': '2026-12-07T12:00:00Z'}
     assert zope.report(report(rid, 'done', step='done', result=entry,
                               log='TASK [push] ok\nsecret: ********\n')) == 204
-    status, _, data = call(zope, '/@@zopeops-push/status?request_id=' + rid, 'webdev')
+    status, _unused, data = call(zope, '/@@zopeops-push/status?request_id=' + rid, 'webdev')
     assert '"state": "done"' in data and '"final": true' in data
-    status, _, log = call(zope, '/@@zopeops-push/log?request_id=' + rid, 'webdev')
+    status, _unused, log = call(zope, '/@@zopeops-push/log?request_id=' + rid, 'webdev')
     assert status == 200 and 'TASK [push] ok' in log
     # Done: the target is free again.
-    _, _, page = call(zope, '/@@zopeops-push', 'webdev')
+    _unused, _unused, page = call(zope, '/@@zopeops-push', 'webdev')
     row = page[page.index('id="partner-acme"'):page.index('id="partner-globex"')]
     assert 'state-done' in row and 'disabled' not in row
 
@@ -164,10 +164,10 @@ def test_bad_requests_change_nothing(zope, engine):
         (dict(good, _authenticator=token(zope, 'admin')), 403, 'stale'),   # another user's
     ]
     for form, status_wanted, text in cases:
-        status, _, page = call(zope, '/@@zopeops-push/push', 'webdev', form)
+        status, _unused, page = call(zope, '/@@zopeops-push/push', 'webdev', form)
         assert status == status_wanted, (form, message(page))
         assert text in message(page), (form, message(page))
-    status, _, _ = call(zope, '/@@zopeops-push/push?partner=acme&to_stage=beta', 'webdev')
+    status, _unused, _unused = call(zope, '/@@zopeops-push/push?partner=acme&to_stage=beta', 'webdev')
     assert status == 405                                      # a GET changes nothing either
     assert len(engine.requests) == before
 
@@ -178,7 +178,7 @@ def test_two_clicks_at_once_start_one_push(zope, engine):
     form = {'partner': 'globex', 'to_stage': 'test', '_authenticator': token(zope)}
     answers = []
     threads = [threading.Thread(target=lambda: answers.append(
-        call(zope, '/@@zopeops-push/push', 'webdev', form))) for _ in range(2)]
+        call(zope, '/@@zopeops-push/push', 'webdev', form))) for _unused in range(2)]
     try:
         for thread in threads:
             thread.start()
@@ -186,9 +186,9 @@ def test_two_clicks_at_once_start_one_push(zope, engine):
             thread.join(60)
     finally:
         engine.delay = 0.0
-    statuses = sorted(status for status, _, _ in answers)
-    assert statuses == [303, 409], [(s, message(p)) for s, _, p in answers]
-    told = [p for s, _, p in answers if s == 409][0]
+    statuses = sorted(status for status, _unused, _unused in answers)
+    assert statuses == [303, 409], [(s, message(p)) for s, _unused, p in answers]
+    told = [p for s, _unused, p in answers if s == 409][0]
     assert 'A push of globex to test runs already' in message(told)
     assert len(engine.requests) == before + 1
 
@@ -198,17 +198,17 @@ def test_engine_unreachable_is_said_and_nothing_is_queued(zope, engine):
     zope.configure(engine_url='http://127.0.0.1:%d/push' % free_port())   # nobody listens
     try:
         form = {'partner': 'acme', 'to_stage': 'prod', '_authenticator': token(zope)}
-        status, _, page = call(zope, '/@@zopeops-push/push', 'webdev', form)
+        status, _unused, page = call(zope, '/@@zopeops-push/push', 'webdev', form)
         assert status == 503
         assert 'The push was not started: the engine (eda) is not reachable' in message(page)
         assert 'Nothing is queued' in message(page)
         assert zope.secret not in page
         # Nothing holds the target: the same click fails for the same reason, not as "runs".
-        status, _, page = call(zope, '/@@zopeops-push/push', 'webdev', form)
+        status, _unused, page = call(zope, '/@@zopeops-push/push', 'webdev', form)
         assert status == 503, message(page)
     finally:
         zope.configure(engine_url=engine.url)
-    _, _, page = call(zope, '/@@zopeops-push?to=prod', 'webdev')
+    _unused, _unused, page = call(zope, '/@@zopeops-push?to=prod', 'webdev')
     row = page[page.index('id="partner-acme"'):page.index('id="partner-globex"')]
     assert 'state-queued' not in row and 'disabled=' not in row
     assert len(engine.requests) == before
@@ -230,13 +230,13 @@ def test_awx_path_launches_the_job_template_and_follows_the_job(zope, tmp_path):
         rid = launch['json']['extra_vars']['push_branding_request_id']
         assert rid in headers['Location']
         awx.job_status = 'running'
-        _, _, data = call(zope, '/@@zopeops-push/status?request_id=' + rid, 'webdev')
+        _unused, _unused, data = call(zope, '/@@zopeops-push/status?request_id=' + rid, 'webdev')
         assert '"state": "running"' in data and 'AWX job 42: running' in data
         assert awx.url + '/api/v2/jobs/42/stdout/?format=txt' in data
         awx.job_status = 'successful'
-        _, _, data = call(zope, '/@@zopeops-push/status?request_id=' + rid, 'webdev')
+        _unused, _unused, data = call(zope, '/@@zopeops-push/status?request_id=' + rid, 'webdev')
         assert '"state": "done"' in data and '"final": true' in data
-        _, _, page = call(zope, '/@@zopeops-push', 'webdev')
+        _unused, _unused, page = call(zope, '/@@zopeops-push', 'webdev')
         assert awx.token not in page and zope.secret not in page
     finally:
         zope.configure(engine='eda', awx={})

@@ -143,8 +143,8 @@ class PushPage(BrowserView):
             if self.config['engine'] == 'none':
                 disabled = 'Pushing is off on this stage (zopeops_push_engine: none).'
             elif running is not None:
-                disabled = 'A push runs (since %s, by %s).' % (utc(running['created']),
-                                                             running['user'] or 'the engine')
+                disabled = 'A push runs (since %s, by %s).' % (
+                    utc(running['created']), running['user'] or 'the engine')
             elif locked_by:
                 disabled = '%s is held by a %s (run %s, by %s).' % (
                     to_stage, locked_by.get('action', 'promotion'), locked_by.get('run_id', '?'),
@@ -307,7 +307,7 @@ class PushPage(BrowserView):
         awx = self.config['awx']
         try:
             client = engines.AwxClient(awx['url'], cfg.read_secret(awx['token_file']))
-            state, awx_status, _ = client.job(record['awx_job'])
+            state, awx_status, _unused = client.job(record['awx_job'])
         except (engines.EngineUnreachable, engines.EngineRefused, cfg.ConfigError) as exc:
             record_step = 'AWX cannot be asked now (%s)' % exc
             if record.get('step') != record_step:
@@ -350,7 +350,7 @@ class ReportView(BrowserView):
             return self.error(404, 'the push page is not enabled on this stage')
         # ZPublisher takes the header out of the environment and keeps it in request._auth.
         header = getattr(request, '_auth', None) or ''
-        scheme, _, given = str(header).partition(' ')
+        scheme, _unused, given = str(header).partition(' ')
         if (secret is None or scheme.lower() != 'bearer'
                 or not hmac.compare_digest(given.strip().encode('utf-8'), secret.encode('utf-8'))):
             return self.error(401, 'missing or wrong bearer secret')
@@ -366,4 +366,3 @@ class ReportView(BrowserView):
     def error(self, status, message):
         self.request.response.setStatus(status)
         return json.dumps({'error': message})
-

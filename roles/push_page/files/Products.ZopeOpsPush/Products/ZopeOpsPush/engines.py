@@ -113,8 +113,8 @@ class AwxClient:
         if isinstance(template, int) or str(template).isdigit():
             return int(template)
         query = urllib.parse.urlencode({'name': template})
-        _, body = http_json('GET', self.api('job_templates/?' + query), self.token,
-                            timeout=self.timeout)
+        _unused, body = http_json('GET', self.api('job_templates/?' + query), self.token,
+                                  timeout=self.timeout)
         results = (body or {}).get('results') or []
         if len(results) != 1:
             raise EngineRefused(404, 'AWX has %d job templates named %r (set '
@@ -148,8 +148,8 @@ class AwxClient:
 
     def job(self, job_id):
         """(page state, AWX status, the job's JSON) of a job."""
-        _, body = http_json('GET', self.api('jobs/%d/' % int(job_id)), self.token,
-                            timeout=self.timeout)
+        _unused, body = http_json('GET', self.api('jobs/%d/' % int(job_id)), self.token,
+                                  timeout=self.timeout)
         status = (body or {}).get('status', 'unknown')
         return AWX_STATES.get(status, 'running'), status, body or {}
 

@@ -150,6 +150,6 @@ def _prune(store, partner):
     if len(mine) <= KEEP:
         return
     keep = set(store['pending'].values()) | set(store['latest'].values())
-    for _, rid in sorted(mine)[:len(mine) - KEEP]:
+    for _unused, rid in sorted(mine)[:len(mine) - KEEP]:
         if rid not in keep:
             del store['requests'][rid]
