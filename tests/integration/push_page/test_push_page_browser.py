@@ -45,6 +45,16 @@ def browser(user, password):
     return chrome
 
 
+def text_of(chrome, selector):
+    """The element's text; '' while the page reloads (the element of the old page is gone)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    try:
+        return chrome.find_element(By.CSS_SELECTOR, selector).text
+    except StaleElementReferenceException:
+        return ''
+
+
 @pytest.fixture
 def zope(tmp_path):
     engine = Engine()
@@ -97,7 +107,7 @@ def test_web_developer_pushes_from_the_page(zope):
                  timeout=60, what='the page after the push')
 
         def progress():
-            return chrome.find_element(By.CSS_SELECTOR, '#partner-acme .progress').text
+            return text_of(chrome, '#partner-acme .progress')
 
         assert 'queued' in progress()
         assert chrome.find_element(By.CSS_SELECTOR, '#partner-acme button.push').get_attribute(
@@ -111,7 +121,7 @@ def test_web_developer_pushes_from_the_page(zope):
         entry = engine_reports(zope, sent['request_id'], step_seen)
 
         def compare():
-            return chrome.find_element(By.CSS_SELECTOR, '#partner-acme .compare').text
+            return text_of(chrome, '#partner-acme .compare')
 
         # The page reloads when the run ends: the result, and the comparison now out of date.
         wait_for(lambda: 'checked before the last push' in compare(), timeout=60,
