@@ -241,3 +241,27 @@ def test_awx_path_launches_the_job_template_and_follows_the_job(zope, tmp_path):
     finally:
         zope.configure(engine='eda', awx={})
         awx.close()
+
+
+def test_a_target_held_by_a_promotion_disables_the_push(zope, engine):
+    before = len(engine.requests)
+    held = {'action': 'promote', 'run_id': 'promote-20261207T120000Z-42', 'by': 'ops'}
+    assert zope.report(report('d' * 32, 'done', action='check', partner='acme', to_stage='test',
+                              result={'differs': True, 'lines': ['acme/index_html: changed'],
+                                      'last_push': None, 'target_locked_by': held})) == 204
+    _, _unused, page = call(zope, '/@@zopeops-push?to=test', 'webdev')
+    row = page[page.index('id="partner-acme"'):page.index('id="partner-globex"')]
+    assert 'test is held by a promote (run promote-20261207T120000Z-42, by ops)' in row
+    assert 'disabled="disabled"' in row
+    status, _unused, page = call(zope, '/@@zopeops-push/push', 'webdev',
+                                 {'partner': 'acme', 'to_stage': 'test',
+                                  '_authenticator': token(zope)})
+    assert status == 409 and 'test is held by a promote' in message(page)
+    assert len(engine.requests) == before
+    # The next check says it is free again: the button comes back.
+    assert zope.report(report('e' * 32, 'done', action='check', partner='acme', to_stage='test',
+                              result={'differs': True, 'lines': [], 'last_push': None,
+                                      'target_locked_by': None})) == 204
+    _, _unused, page = call(zope, '/@@zopeops-push?to=test', 'webdev')
+    row = page[page.index('id="partner-acme"'):page.index('id="partner-globex"')]
+    assert 'disabled="disabled"' not in row
