@@ -10,7 +10,7 @@ PLAYBOOK = $(BIN)/ansible-playbook -i inventories/local -e zopeops_sandbox=$(SAN
 # PostgreSQL (Debian 12's 15) for the RelStorage stages (docs/relstorage.md): its server
 # binaries are not on PATH, so the check names the file Debian installs.
 PG_BIN ?= /usr/lib/postgresql/15/bin
-SYSTEM_PACKAGES := haproxy:haproxy nginx:nginx rsync:rsync git:git chromium:chromium $(PG_BIN)/postgres:postgresql java:openjdk-17-jre-headless
+SYSTEM_PACKAGES := haproxy:haproxy nginx:nginx rsync:rsync git:git chromium:chromium chromedriver:chromium-driver $(PG_BIN)/postgres:postgresql java:openjdk-17-jre-headless
 # The multi-machine harness of the tests (tests/harness: root, network namespaces, machines
 # booting systemd with systemd-nspawn from the root scripts/ensure-nspawn-rootfs builds).
 HARNESS_PACKAGES := ip:iproute2 nsenter:util-linux ssh:openssh-client systemd-nspawn:systemd-container

@@ -89,6 +89,19 @@ options:
         on a machine without access to an index, installing from O(cache_dir) only).
     type: dict
     default: {}
+  extra_packages:
+    description:
+      - Folders of Python packages on the managed host installed into the release's virtualenv
+        after the application (without their dependencies, so the application's pins stay as
+        they are), e.g. the collection's push page product (role C(push_page)).
+      - Each is recorded in C(release.json) with a digest of its files. A release that exists
+        without one of them, or with another version of it, gets it installed (under the
+        releases' lock) and its record updated, so the release is still reused for the
+        revision; RV(code_changed) is then true for an instance running that release, so its
+        services restart and load it.
+    type: list
+    elements: path
+    default: []
   fetch:
     description: Fetch the repository before resolving a revision that is not a known commit.
     type: bool
@@ -202,9 +215,16 @@ steps:
   returned: success
   type: list
   elements: list
+extras_installed:
+  description: The O(extra_packages) this call installed into a release that existed without
+    them (or with another version); empty when none (would, in check mode).
+  returned: success
+  type: list
+  elements: str
 code_changed:
-  description: Whether O(instance_dir)'s C(current) now points at another release than before
-    (would, in check mode). The roles restart the services when it is true.
+  description: Whether O(instance_dir)'s C(current) now points at another release than before,
+    or O(extra_packages) were installed into the release it runs (would, in check mode). The
+    roles restart the services when it is true.
   returned: with O(instance_dir)
   type: bool
 previous_revision:
@@ -223,6 +243,7 @@ deployed:
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -378,6 +399,73 @@ def _installer_env(params):
     return {str(key): str(value) for key, value in params['installer_env'].items()}
 
 
+def installer(params, venv):
+    """(environment, argv prefix) that installs into ``venv`` with uv or the venv's pip."""
+    cache = params['cache_dir'] or os.path.join(params['root'], 'releases', '.cache')
+    if params['installer'] == 'uv':
+        uv = params['uv'] or os.path.join(os.path.dirname(sys.executable), 'uv')
+        if not os.path.exists(uv):
+            uv = shutil.which('uv') or uv
+        env = dict(os.environ, UV_CACHE_DIR=os.path.join(cache, 'uv'),
+                   UV_LINK_MODE='hardlink', UV_PYTHON_DOWNLOADS='never',
+                   **_installer_env(params))
+        return env, [uv, 'pip', 'install', '--quiet', '--compile-bytecode', '--python',
+                     os.path.join(venv, 'bin', 'python')]
+    env = dict(os.environ, PIP_CACHE_DIR=os.path.join(cache, 'pip'), **_installer_env(params))
+    return env, [os.path.join(venv, 'bin', 'pip'), 'install', '--quiet']
+
+
+# Build leftovers in a package folder that are not part of what it installs.
+DIGEST_SKIP_DIRS = ('build', 'dist', '__pycache__')
+
+
+def tree_digest(path):
+    """sha256 over a package folder's files (relative names and contents), build leftovers
+    aside: what release.json records for an extra package."""
+    if not os.path.isdir(path):
+        raise BuildError('The extra package %s is not a folder on this host (extra_packages '
+                         'names package folders copied to the host first).' % path)
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs
+                         if d not in DIGEST_SKIP_DIRS and not d.endswith('.egg-info'))
+        for name in sorted(files):
+            if name.endswith(('.pyc', '.pyo')):
+                continue
+            full = os.path.join(folder, name)
+            digest.update(os.path.relpath(full, path).encode('utf-8') + b'\0')
+            with open(full, 'rb') as handle:
+                digest.update(handle.read())
+            digest.update(b'\0')
+    return digest.hexdigest()
+
+
+def extras_missing(release_dir, wanted):
+    """The extra packages (path -> digest) a built release lacks or holds another version of."""
+    try:
+        with open(os.path.join(release_dir, 'release.json')) as handle:
+            recorded = json.load(handle).get('extra_packages') or {}
+    except (OSError, ValueError):
+        recorded = {}
+    return [path for path, digest in wanted.items() if recorded.get(path) != digest]
+
+
+def install_extras(params, release_dir, paths, wanted, steps):
+    """Install ``paths`` into an existing release and record them in its release.json."""
+    env, install = installer(params, os.path.join(release_dir, 'venv'))
+    again = '--reinstall' if params['installer'] == 'uv' else '--force-reinstall'
+    for path in paths:
+        run(install + ['--no-deps', again, path], steps, params['timeout'], env=env)
+    marker = os.path.join(release_dir, 'release.json')
+    with open(marker) as handle:
+        info = json.load(handle)
+    info['extra_packages'] = dict(info.get('extra_packages') or {}, **{p: wanted[p] for p in paths})
+    tmp = marker + '.tmp'
+    with open(tmp, 'w') as handle:
+        json.dump(info, handle, indent=2, sort_keys=True)
+    os.rename(tmp, marker)
+
+
 def build(params, sha, release_dir, steps):
     timeout = params['timeout']
     src = os.path.join(release_dir, 'src')
@@ -391,25 +479,15 @@ def build(params, sha, release_dir, steps):
         raise BuildError('The source at %s has no %s; set requirements to the right file or '
                          'to an empty string.' % (sha[:12], req))
     installs = ([['-r', req_path]] if req_path else []) + (
-        [[src]] if params['install_source'] else [])
-    cache = params['cache_dir'] or os.path.join(params['root'], 'releases', '.cache')
+        [[src]] if params['install_source'] else []) + (
+        [['--no-deps', path] for path in params['extra_packages']])
+    env, install = installer(params, venv)
     if params['installer'] == 'uv':
-        uv = params['uv'] or os.path.join(os.path.dirname(sys.executable), 'uv')
-        if not os.path.exists(uv):
-            uv = shutil.which('uv') or uv
-        env = dict(os.environ, UV_CACHE_DIR=os.path.join(cache, 'uv'),
-                   UV_LINK_MODE='hardlink', UV_PYTHON_DOWNLOADS='never',
-                   **_installer_env(params))
-        run([uv, 'venv', '--quiet', '--python', python, venv], steps, timeout, env=env)
-        for extra in installs:
-            run([uv, 'pip', 'install', '--quiet', '--compile-bytecode', '--python',
-                 os.path.join(venv, 'bin', 'python')] + extra, steps, timeout, env=env)
+        run([install[0], 'venv', '--quiet', '--python', python, venv], steps, timeout, env=env)
     else:
-        env = dict(os.environ, PIP_CACHE_DIR=os.path.join(cache, 'pip'), **_installer_env(params))
         run([python, '-m', 'venv', venv], steps, timeout, env=env)
-        for extra in installs:
-            run([os.path.join(venv, 'bin', 'pip'), 'install', '--quiet'] + extra, steps, timeout,
-                env=env)
+    for extra in installs:
+        run(install + extra, steps, timeout, env=env)
     with open(os.path.join(release_dir, 'REVISION'), 'w') as handle:
         handle.write(sha + '\n')
 
@@ -487,6 +565,8 @@ def deploy(module, params, sha, release_dir, requested, previous, result):
         os.path.basename(before) if before else None)
     code_changed = before != os.path.normpath(release_dir)
     record_changed = code_changed or previous.get('revision') != sha
+    # Extra packages installed into the release it runs: its services restart to load them.
+    code_changed = code_changed or bool(result.get('extras_installed'))
     if record_changed:
         record = dict(previous, revision=sha, previous_revision=previous_revision,
                       requested=requested,
@@ -525,6 +605,7 @@ def main():
             deployed_by=dict(type='str', default='ansible'),
             provides=dict(type='list', elements='str', default=[],
                           choices=sorted(PROGRAM_PACKAGES)),
+            extra_packages=dict(type='list', elements='path', default=[]),
         ),
         supports_check_mode=True,
     )
@@ -551,7 +632,11 @@ def main():
         if params['follow_deployed'] and previous.get('revision'):
             revision = str(previous['revision']).strip()
     steps = []
-    result = dict(changed=False, built=False, build_seconds=0.0, steps=steps)
+    result = dict(changed=False, built=False, build_seconds=0.0, steps=steps, extras_installed=[])
+    try:
+        wanted = {path: tree_digest(path) for path in params['extra_packages']}
+    except (BuildError, OSError) as exc:
+        fail(str(exc), **result)
 
     if module.check_mode:
         sha = resolve(mirror, revision, steps, params['timeout']) if os.path.isdir(mirror) else None
@@ -561,8 +646,10 @@ def main():
         missing = missing_programs(os.path.join(releases, sha), params['provides']) if ready else []
         if missing:
             fail(provides_problem(params, sha, os.path.join(releases, sha), missing), **result)
+        extras = extras_missing(os.path.join(releases, sha), wanted) if ready else []
         result.update(revision=sha or revision, release_dir=os.path.join(releases, sha or revision),
-                      changed=not ready, msg='would build' if not ready else 'release exists')
+                      changed=not ready or bool(extras), extras_installed=extras,
+                      msg='would build' if not ready else 'release exists')
         if params['instance_dir']:
             deploy(module, params, sha or revision, result['release_dir'], revision, previous,
                    result)
@@ -595,7 +682,7 @@ def main():
                     shutil.rmtree(release_dir, ignore_errors=True)
                     raise
                 info = dict(revision=sha, requested=revision, repo=shown_repo,
-                            installer=params['installer'],
+                            installer=params['installer'], extra_packages=wanted,
                             built_at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
                 tmp = marker + '.tmp'
                 with open(tmp, 'w') as handle:
@@ -607,6 +694,10 @@ def main():
                 missing = missing_programs(release_dir, params['provides'])
                 if missing:  # built before, for a host that runs other programs
                     raise BuildError(provides_problem(params, sha, release_dir, missing))
+                extras = extras_missing(release_dir, wanted)
+                if extras:  # built before the extra packages were wanted (or changed)
+                    install_extras(params, release_dir, extras, wanted, steps)
+                    result.update(extras_installed=extras, changed=True)
             result.update(revision=sha, release_dir=release_dir)
             if params['instance_dir']:
                 # Under the lock: release_prune never sees a release about to be linked as unused.

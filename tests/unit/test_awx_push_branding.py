@@ -83,4 +83,6 @@ def test_survey_variables_are_what_the_playbook_reads():
 def test_can_be_launched_in_check_mode_and_never_twice_at_once():
     launched = template()
     assert launched['job_type'] == 'run' and launched['ask_job_type_on_launch'] is True
+    # The push page's variables (push_branding_by, ...) are accepted on launch.
+    assert launched['ask_variables_on_launch'] is True
     assert launched['allow_simultaneous'] is False

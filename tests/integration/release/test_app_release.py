@@ -22,16 +22,21 @@ def git(cwd, *args):
                           capture_output=True, text=True).stdout.strip()
 
 
+def write_package(folder, name, dependencies=''):
+    """A tiny installable package ``<name>_pkg`` (VERSION = 1) in ``folder``."""
+    (folder / ('%s_pkg' % name)).mkdir(parents=True)
+    (folder / ('%s_pkg' % name) / '__init__.py').write_text('VERSION = 1\n')
+    (folder / 'pyproject.toml').write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "%s-pkg"\nversion = "1.0"\n%s'
+        '[tool.setuptools]\npackages = ["%s_pkg"]\n' % (name, dependencies, name))
+
+
 @pytest.fixture
 def repo(tmp_path):
     """A repository with a tiny installable package; tag v1, then a second commit on main."""
     work = tmp_path / 'work'
-    (work / 'demo_pkg').mkdir(parents=True)
-    (work / 'demo_pkg' / '__init__.py').write_text('VERSION = 1\n')
-    (work / 'pyproject.toml').write_text(
-        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "demo-pkg"\nversion = "1.0"\n'
-        '[tool.setuptools]\npackages = ["demo_pkg"]\n')
+    write_package(work, 'demo')
     (work / 'requirements.txt').write_text('six==1.16.0\n')
     git(work, 'init', '-q', '-b', 'main')
     git(work, 'add', '.')
@@ -322,3 +327,38 @@ def test_release_without_zeo_is_refused_for_a_zeo_host(tmp_path, repo):
     assert again.get('failed') and 'package ZEO' in again['msg'], again
     assert (root / 'releases' / sha / 'release.json').exists(), 'a release in use was removed'
     assert os.readlink(instance / 'current') == str(root / 'releases' / sha)
+
+
+def test_extra_packages_join_a_built_release_once(tmp_path, repo):
+    """The push page's way in (role push_page): a package folder installed after the
+    application, recorded with its digest; a release built without it gets it (and the
+    instance running it restarts), a second run changes nothing, a new version goes in again."""
+    work, bare = repo
+    root, instance = tmp_path / 'root', tmp_path / 'root' / 'dev'
+    extra = tmp_path / 'extra'
+    # A dependency that does not exist: installed without dependencies, as the role needs.
+    write_package(extra, 'extra', 'dependencies = ["never-installed-dep"]\n')
+    first = deploy(root, bare, 'v1', instance)
+    assert first['rc'] == 0 and first['extras_installed'] == [], first
+    python = str(root / 'releases' / first['revision'] / 'venv' / 'bin' / 'python')
+
+    def version():
+        return subprocess.run([python, '-c', 'import extra_pkg; print(extra_pkg.VERSION)'],
+                              capture_output=True, text=True, check=False).stdout.strip()
+    assert version() == ''
+    check = deploy(root, bare, 'v1', instance, check=True, extra_packages=[str(extra)])
+    assert check['changed'] and check['extras_installed'] == [str(extra)] and version() == ''
+    added = deploy(root, bare, 'v1', instance, extra_packages=[str(extra)])
+    assert added['changed'] and added['code_changed'] and not added['built'], added
+    assert added['release_dir'] == first['release_dir'] and version() == '1'
+    record = json.loads((root / 'releases' / first['revision'] / 'release.json').read_text())
+    assert list(record['extra_packages']) == [str(extra)]
+    again = deploy(root, bare, 'v1', instance, extra_packages=[str(extra)])
+    assert not again['changed'] and not again['code_changed'] and again['extras_installed'] == []
+    (extra / 'extra_pkg' / '__init__.py').write_text('VERSION = 2\n')
+    newer = deploy(root, bare, 'v1', instance, extra_packages=[str(extra)])
+    assert newer['extras_installed'] == [str(extra)] and version() == '2'
+    # A folder that is not there fails before anything is built, naming it.
+    missing = build(tmp_path / 'other', bare, 'v1', extra_packages=[str(tmp_path / 'nope')])
+    assert missing['failed'] and 'is not a folder on this host' in missing['msg']
+    assert not (tmp_path / 'other' / 'releases').exists()
