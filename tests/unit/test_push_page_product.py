@@ -121,6 +121,23 @@ def test_report_log_keeps_its_tail():
 
 # -- the form key -------------------------------------------------------------------------------
 
+def test_last_push_is_the_newer_ledger_line_of_the_check_and_the_push_here():
+    browser = pytest.importorskip('Products.ZopeOpsPush.browser')
+    older = {'by': 'ben', 'result': 'done', 'finished_at': '2026-12-07T10:00:00Z'}
+    newer = {'by': 'anna', 'via': 'page', 'result': 'done', 'finished_at': '2026-12-07T11:00:00Z'}
+    pushed = {'state': 'done', 'result': newer}
+    # A push from this page ended after the last check: its ledger line is the last push.
+    assert browser.last_push(None, pushed) == newer
+    assert browser.last_push(older, pushed) == newer
+    # A check after that push read a newer ledger line (a push from elsewhere).
+    later = dict(older, finished_at='2026-12-07T12:00:00Z')
+    assert browser.last_push(later, pushed) == later
+    # A refusal, or a push still running, has no ledger line: the check's stands.
+    assert browser.last_push(older, {'state': 'refused', 'result': {'msg': 'held'}}) == older
+    assert browser.last_push(older, {'state': 'running', 'result': {}}) == older
+    assert browser.last_push(None, None) is None
+
+
 def test_form_key_is_tied_to_user_secret_and_time():
     browser = pytest.importorskip('Products.ZopeOpsPush.browser')
     now = 1_800_000_000

@@ -60,6 +60,18 @@ def utc(seconds):
 
 
 @implementer(IPublishTraverse)
+
+def last_push(from_check, push):
+    """The last push to show: the ledger line the last check read, or the ledger line a push
+    requested here reported at its end (``result``, with ``finished_at``), whichever is newer.
+    A refusal carries no ledger line (only ``msg``) and changes nothing."""
+    ended = dict((push or {}).get('result') or {})
+    if not (push and push['state'] in cfg.FINAL_STATES and ended.get('finished_at')):
+        return from_check
+    if from_check and (from_check.get('finished_at') or '') > ended['finished_at']:
+        return from_check
+    return ended
+
 class PushPage(BrowserView):
     template = ViewPageTemplateFile('templates/push.pt')
     subpath = None
@@ -159,7 +171,7 @@ class PushPage(BrowserView):
                 'check': self.describe(check),
                 'differs': result.get('differs') if checked else None,
                 'lines': list(result.get('lines') or []) if checked else [],
-                'last_push': result.get('last_push') if checked else None,
+                'last_push': last_push(result.get('last_push') if checked else None, push),
                 'push': self.describe(push),
                 'running': self.describe(running),
                 'locked_by': locked_by,
