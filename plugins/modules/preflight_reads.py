@@ -49,6 +49,10 @@ attributes:
   action:
     support: full
     details: An action plugin; the module reads run on the host.
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
   check_mode:
     support: full
     details: Changes nothing in any mode; the balancer and health reads run as they do outside
