@@ -68,6 +68,8 @@ class CallbackModule(CallbackBase):
                   'end': now, 'seconds': None if started is None else round(now - started, 3)}
         record['result'] = {key: data[key] for key in KEEP if key in data and isinstance(
             data[key], (int, float, str, bool, type(None)))}
+        if isinstance(data.get('seconds'), dict):  # preflight_reads: each read's seconds
+            record['result']['seconds'] = data['seconds']
         if 'results' in data:  # a loop: keep each item's module duration
             record['items'] = [{k: item.get(k) for k in KEEP if k in item}
                                for item in data['results'] if isinstance(item, dict)]

@@ -2,8 +2,8 @@
 # Copyright: zopeops.stages developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The promotion_plan, promotion_plan_lines, side_programs, freeze_window,
-preflight_input_problems and preflight_problem filters; their documentation is in the .yml files
-of the same names beside this file."""
+preflight_input_problems, preflight_reads_problem and preflight_problem filters; their
+documentation is in the .yml files of the same names beside this file."""
 from __future__ import annotations
 
 import base64
@@ -12,7 +12,7 @@ import json
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.zopeops.stages.plugins.module_utils.preflight import (
-    input_problems, predecessor_problem, twin_problem)
+    input_problems, plan_reads_problem, reads_problem)
 from ansible_collections.zopeops.stages.plugins.module_utils.promotion_plan import (
     PlanRefused, describe, make_plan)
 
@@ -51,13 +51,16 @@ def preflight_input_problems(model, stage, action, rollback_data, revision, roll
     return input_problems(model, stage, action, rollback_data, revision, rollback_to)
 
 
-def preflight_problem(plan, predecessor_health, twin_idle, stage, supervisor_conf):
-    """The registered reads after the plan (the predecessor's pipeline_status, the twin's
-    zeo_service check) -> the first reason to stop, or ''. A read that was skipped says
-    nothing."""
-    health = predecessor_health or {}
-    problem = '' if health.get('skipped') else predecessor_problem(plan, health.get('results'))
-    return problem or twin_problem(stage, (twin_idle or {}).get('results'), supervisor_conf)
+def preflight_reads_problem(hosts, reads, addresses):
+    """The hosts of the run and what each said to preflight_reads -> why the run stops before
+    its plan (a host that did not answer, a read that failed), or ''."""
+    return reads_problem(list(hosts or []), dict(reads or {}), dict(addresses or {}))
+
+
+def preflight_problem(plan, reads, stage, supervisor_conf):
+    """The plan and the hosts' preflight_reads results -> the first reason the planned run may
+    not start (the predecessor, the twin), or ''. What the plan does not start is not judged."""
+    return plan_reads_problem(plan, list(reads or []), stage, supervisor_conf)
 
 
 def side_programs(side, host, process_manager='supervisord', root=''):
@@ -136,4 +139,5 @@ class FilterModule:
                 'side_programs': side_programs, 'freeze_window': freeze_window,
                 'cutover_rescue': cutover_rescue,
                 'preflight_input_problems': preflight_input_problems,
-                'preflight_problem': preflight_problem}
+                'preflight_problem': preflight_problem,
+                'preflight_reads_problem': preflight_reads_problem}

@@ -6,7 +6,8 @@
 nginx has no runtime API in its free version, so a switch is a file change plus a graceful
 reload (old workers finish their requests). The include file holds one ``upstream`` block,
 named ``zopeops_<stage>``, and a first comment line that records the active side so that
-the next run can report what was active before.
+the next run can report what was active before. ``switch_stage`` is lb_switch's request
+for a stage on nginx (a read without ``active``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import subprocess
 import urllib.error
 
 from ansible.module_utils.urls import ConnectionError as UrlConnectionError, open_url
+from ansible_collections.zopeops.stages.plugins.module_utils.balancer import (
+    SwitchError, switch_result)
 from ansible_collections.zopeops.stages.plugins.module_utils.files import atomic_write
 from ansible_collections.zopeops.stages.plugins.module_utils.haproxy import (
     check_token, read_text)
@@ -142,3 +145,45 @@ def switch(include, new_text, binary, conf, pid_file=None, prefix=None):
                          'restored and nginx was not reloaded. nginx -t said: %s'
                          % (conf, include, output))
     return [' '.join([binary, '-t', '-c', conf]), ' '.join(reload(binary, conf, pid_file, prefix))]
+
+
+def switch_stage(params, check_mode):
+    """lb_switch with balancer=nginx: point the stage's upstream at the ``active`` side (gate,
+    file, nginx -t, reload), or read which side it points at. Returns the result."""
+    stage = check_token(params['stage'], 'Stage')
+    if params['frozen'] is not None or params['wait_writes'] > 0:
+        raise SwitchError('The write freeze (frozen, wait_writes) needs balancer=haproxy: nginx '
+                          'has no runtime map to hold it.')
+    if not params['nginx_include']:
+        raise SwitchError('balancer=nginx needs nginx_include (the stage\'s upstream include '
+                          'file).')
+    include = params['nginx_include']
+    old_text = read_text(include)
+    if not params['active']:
+        state = {'active': active_side(old_text), 'frozen': None, 'servers': None}
+        return switch_result(before=state, after=dict(state))
+    servers = normalize_servers(params['servers'])
+    if not servers:
+        raise SwitchError('balancer=nginx needs servers: the host:port of every client of the %s '
+                          'side of %s.' % (params['active'], stage))
+    new_text = render_upstream(stage, params['active'], servers, params['server_options'])
+    side_before = active_side(old_text)
+    before = {'active': side_before, 'frozen': None,
+              'servers': servers if side_before == params['active'] else None}
+    after = {'active': params['active'], 'frozen': None, 'servers': servers}
+    if old_text == new_text:
+        return switch_result(before=before, after=after)
+    if params['gate']:
+        problems = [p for p in (probe(s, params['health_path'], params['timeout'])
+                                for s in servers) if p]
+        if problems:
+            raise SwitchError('Refusing to switch stage %s to %s on nginx: not every target '
+                              'server answers: %s. Nothing was changed.'
+                              % (stage, params['active'], '; '.join(problems)), before=before)
+    commands = []
+    if not check_mode:
+        commands = switch(include, new_text, params['nginx_binary'], params['nginx_conf'],
+                          params['nginx_pid_file'], params['nginx_prefix'])
+    return switch_result(changed=True, files=[include], commands=commands, before=before,
+                         after=after, diff={'before_header': include, 'before': old_text,
+                                            'after_header': include, 'after': new_text})

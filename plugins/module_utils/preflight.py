@@ -106,3 +106,42 @@ def twin_problem(stage, idle_results, supervisor_conf):
             'may be using it. See why with `supervisorctl -c %s status` (or systemctl status '
             "'zopeops-%s_upgrade-*') on its hosts, and stop it when it is free."
             % (stage, '; '.join(busy), supervisor_conf, stage))
+
+
+def reads_problem(hosts, reads, addresses):
+    """What the hosts of the run said to the preflight's one read (the preflight_reads
+    results, ``reads``: host -> result, in the order of ``hosts``) -> why the run stops before
+    its plan, or '': the hosts that did not answer, named with their machine (``addresses``:
+    host -> ansible_host), else the first read that failed (a balancer's view, the
+    predecessor's health: what the module said)."""
+    lost = ['%s on machine %s' % (host, addresses.get(host) or '?') for host in hosts
+            if not reads.get(host) or reads[host].get('unreachable')]
+    if lost:
+        return ('Refused before anything changed: %s did not answer. Bring the machine back (or '
+                'fix its SSH access) and run again.' % ', '.join(lost))
+    for host in hosts:
+        read = reads[host]
+        if read.get('failed'):
+            return '%s could not be read: %s' % (host, read.get('msg') or 'see above')
+        for what in ('balancer', 'health'):
+            if (read.get(what) or {}).get('failed'):
+                return read[what].get('msg') or '%s: the %s read failed' % (host, what)
+    return ''
+
+
+def plan_reads_problem(plan, reads, stage, supervisor_conf):
+    """The plan and the hosts' reads (preflight_reads results) -> why the planned run may not
+    start, or '': the predecessor's health and revision when the run starts a promotion of what
+    the predecessor runs (a read only made without a hotfix revision), the twin idle when the
+    run starts the twin. What the plan does not start is not judged."""
+    starts = plan.get('start') == 'twin_code'
+    would_start = starts or plan.get('would_start') == 'twin_code'  # check mode
+    if plan.get('action') == 'run' and would_start:
+        problem = predecessor_problem(plan, [read['health'] for read in reads
+                                             if (read or {}).get('health')])
+        if problem:
+            return problem
+    if starts and not plan.get('stop_twin_first'):
+        return twin_problem(stage, [read['idle'] for read in reads if (read or {}).get('idle')],
+                            supervisor_conf)
+    return ''

@@ -89,14 +89,44 @@ def test_twin_idle_busy_or_unanswered():
         'on its hosts, and stop it when it is free.')
 
 
-def test_the_filter_skips_what_was_not_read():
+def test_the_filter_judges_only_what_the_plan_starts():
     from ansible_collections.zopeops.stages.plugins.filter.promotion import preflight_problem
     sick = {'health_error': True, 'error': 'refused'}
     busy = {'programs': [{'name': 'test_upgrade-zeo', 'actions': ['stop']}]}
-    skipped = {'skipped': True, 'changed': False}
-    assert preflight_problem(PLAN, skipped, {'results': [busy]}, 'test', 'c').startswith(
+    run = dict(PLAN, action='run', start='twin_code')
+    reads = [{'health': health(c1=sick)[0]}, {'idle': busy}, {'balancer': {'before': {}}}]
+    assert preflight_problem(run, reads, 'test', 'c').startswith(
+        'The predecessor beta is not healthy')
+    assert preflight_problem(run, reads[1:], 'test', 'c').startswith(
         'The twin test_upgrade is running: test_upgrade-zeo runs.')
-    assert preflight_problem(PLAN, {'results': health(c1=sick)}, {'results': [busy]}, 'test',
-                             'c').startswith('The predecessor beta is not healthy')
-    assert preflight_problem(PLAN, skipped, skipped, 'test', 'c') == ''
-    assert preflight_problem(PLAN, skipped, {}, 'test', 'c') == ''
+    # check mode: the health is judged (would_start), the twin is not (nothing starts it)
+    check = dict(run, start='check', would_start='twin_code')
+    assert preflight_problem(check, reads, 'test', 'c').startswith('The predecessor beta')
+    assert preflight_problem(check, reads[1:], 'test', 'c') == ''
+    # a resume stops the twin first; a rollback promotes nothing of the predecessor's
+    assert preflight_problem(dict(run, stop_twin_first=True), reads[1:], 'test', 'c') == ''
+    assert preflight_problem(dict(run, action='rollback'), reads, 'test', 'c').startswith(
+        'The twin test_upgrade is running')
+    assert preflight_problem(dict(run, start='live_stop'), reads, 'test', 'c') == ''
+    assert preflight_problem(run, [{}, None], 'test', 'c') == ''
+
+
+def test_reads_name_every_host_that_did_not_answer_then_the_first_failed_read():
+    from ansible_collections.zopeops.stages.plugins.module_utils.preflight import reads_problem
+    hosts = ['lb-1', 'app-2', 'app-3']
+    addresses = {'lb-1': '10.0.0.1', 'app-2': '10.0.0.2'}
+    ok = {'reached': True, 'balancer': {'before': {}}, 'health': None}
+    assert reads_problem(hosts, dict.fromkeys(hosts, ok), addresses) == ''
+    lost = {'unreachable': True, 'msg': 'ssh: connect refused'}
+    assert reads_problem(hosts, {'lb-1': ok, 'app-2': lost}, addresses) == (
+        'Refused before anything changed: app-2 on machine 10.0.0.2, app-3 on machine ? did not '
+        'answer. Bring the machine back (or fix its SSH access) and run again.')
+    socket_gone = dict(ok, balancer={'failed': True, 'msg': 'HAProxy socket /x: no such file'})
+    crashed = {'failed': True, 'msg': 'boom'}
+    assert reads_problem(hosts, {'lb-1': socket_gone, 'app-2': crashed, 'app-3': ok},
+                         addresses) == 'HAProxy socket /x: no such file'
+    assert reads_problem(hosts, {'lb-1': ok, 'app-2': crashed, 'app-3': ok},
+                         addresses) == 'app-2 could not be read: boom'
+    # a twin that is busy is an answer for the plan's judgement, not a failed read
+    busy = dict(ok, idle={'failed': True, 'msg': 'port 8080 answers'})
+    assert reads_problem(hosts, {'lb-1': ok, 'app-2': busy, 'app-3': ok}, addresses) == ''

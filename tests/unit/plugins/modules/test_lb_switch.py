@@ -551,3 +551,26 @@ def test_bad_lease_arguments_are_refused(haproxy, args, match):
     with pytest.raises(lb_switch.SwitchError, match=match):
         run(haproxy, stage='test', **args)
     assert writes(haproxy) == []
+
+
+def test_every_request_returns_every_documented_key(haproxy, tmp_path):
+    """One result-building function (module_utils/balancer.py): a read, a freeze, a switch, a
+    server's state and an nginx read all return the keys RETURN documents (elapsed_seconds is
+    the module's own) and no other."""
+    import yaml
+    documented = set(yaml.safe_load(lb_switch.RETURN)) - {'elapsed_seconds'}
+    include = tmp_path / 'upstream-beta.conf'
+    include.write_text(ngx.render_upstream('beta', 'live', ['127.0.0.1:1']))
+    results = [
+        run(haproxy, stage='test', frozen_map_file=haproxy.frozen_path),
+        run(haproxy, stage='test', frozen=True, frozen_map_file=haproxy.frozen_path),
+        run(haproxy, stage='test', active='upgrade', frozen=False,
+            frozen_map_file=haproxy.frozen_path),
+        run(haproxy, state='drain', backend='be_test_live', server='test-client1', map_file=None,
+            drain_timeout=0),
+        lb_switch.run(params(balancer='nginx', stage='beta', nginx_include=str(include)), False),
+    ]
+    for result in results:
+        assert set(result) - {'changed', 'diff', 'warnings'} == documented, sorted(result)
+    assert results[1]['frozen_at'] and results[2]['switched_at'] and results[2]['unfrozen_at']
+    assert results[4]['before']['active'] == 'live' and results[4]['changed'] is False
