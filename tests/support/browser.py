@@ -1,22 +1,52 @@
-"""A headless Chromium for the tests of pages (Debian's chromium, driven by Selenium through
-Debian's chromium-driver: no browser is downloaded), signed in with Zope's basic auth."""
+"""Headless Chromium (Debian's `chromium`, installed by `make deps`) for looking at pages: its
+command line for a DOM or a screenshot, and Selenium (through Debian's chromium-driver: no
+browser is downloaded) for a page a user clicks through, signed in with Zope's basic auth."""
 from __future__ import annotations
 
 import base64
 import shutil
+import subprocess
 
 import pytest
+
+FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars',
+         '--no-first-run', '--disable-dev-shm-usage']
+
+
+def chromium():
+    """The browser's path, or skip saying how to install it."""
+    path = shutil.which('chromium') or shutil.which('chromium-browser')
+    if not path:
+        pytest.skip('chromium is not installed and could not be: run `make deps` (it installs '
+                    "Debian's chromium through scripts/ensure-system-packages)")
+    return path
+
+
+def dump_dom(url, timeout=60):
+    """The page's DOM after Chromium rendered it."""
+    proc = subprocess.run([chromium(), *FLAGS, '--dump-dom', url], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def screenshot(url, png_path, width=1280, height=800, timeout=60):
+    proc = subprocess.run([chromium(), *FLAGS, '--window-size=%d,%d' % (width, height),
+                           '--screenshot=%s' % png_path, url], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0 and png_path.exists(), proc.stderr[-3000:]
+    return png_path
 
 
 def browser(user, password):
     webdriver = pytest.importorskip('selenium.webdriver')
     from selenium.webdriver.chrome.service import Service
-    chromium, driver = shutil.which('chromium'), shutil.which('chromedriver')
-    if not chromium or not driver:
-        pytest.skip("chromium and chromium-driver are not installed: run `make deps` (it "
-                    "installs Debian's chromium and chromium-driver)")
+    binary, driver = chromium(), shutil.which('chromedriver')
+    if not driver:
+        pytest.skip("chromium-driver is not installed: run `make deps` (it installs Debian's "
+                    "chromium and chromium-driver)")
     options = webdriver.ChromeOptions()
-    options.binary_location = chromium
+    options.binary_location = binary
     for flag in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
                  '--window-size=1280,720', '--no-first-run'):
         options.add_argument(flag)

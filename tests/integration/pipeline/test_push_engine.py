@@ -24,6 +24,7 @@ import requests
 from support import brandings
 from support.ansible import run_playbook
 from support.load import LoadGenerator
+from support.procs import wait_for
 from support.promotion import lost_writes
 from support.push_reports import ReportSink
 from support.writeload import WriteLoad
@@ -117,8 +118,9 @@ def unchanged(pipeline, before, lines):
 
 
 def test_site_yml_runs_the_engine_as_a_supervisord_program(engine):
-    states = engine.pipeline.program_states()
-    assert states.get('zopeops-push-engine') == 'RUNNING', states
+    # RUNNING once supervisord's startsecs passed (the module's fixture has just restarted it).
+    wait_for(lambda: engine.pipeline.program_states().get('zopeops-push-engine') == 'RUNNING',
+             timeout=60, interval=0.5, what='the push engine RUNNING under supervisord')
     token = engine.pipeline.sandbox / 'lb' / 'push_engine' / 'token'
     assert oct(token.stat().st_mode & 0o777) == '0o600'
     settings = (engine.pipeline.sandbox / 'lb' / 'push_engine' / 'settings.yml').read_text()
