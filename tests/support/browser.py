@@ -62,10 +62,15 @@ def browser(user, password):
 
 
 def text_of(chrome, selector):
-    """The element's text; '' while the page reloads (the element of the old page is gone)."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    """The element's text; '' while the page reloads (the element of the old page is gone, or
+    Chromium's inspector answers "unknown error" for a document being replaced): for polls."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     try:
         return chrome.find_element(By.CSS_SELECTOR, selector).text
     except StaleElementReferenceException:
         return ''
+    except WebDriverException as exc:
+        if 'unknown error' in str(exc):
+            return ''
+        raise
