@@ -249,7 +249,7 @@ def test_a_target_held_by_a_promotion_disables_the_push(zope, engine):
     assert zope.report(report('d' * 32, 'done', action='check', partner='acme', to_stage='test',
                               result={'differs': True, 'lines': ['acme/index_html: changed'],
                                       'last_push': None, 'target_locked_by': held})) == 204
-    _, _unused, page = call(zope, '/@@zopeops-push?to=test', 'webdev')
+    _status, _unused, page = call(zope, '/@@zopeops-push?to=test', 'webdev')
     row = page[page.index('id="partner-acme"'):page.index('id="partner-globex"')]
     assert 'test is held by a promote (run promote-20261207T120000Z-42, by ops)' in row
     assert 'disabled="disabled"' in row
@@ -262,6 +262,6 @@ def test_a_target_held_by_a_promotion_disables_the_push(zope, engine):
     assert zope.report(report('e' * 32, 'done', action='check', partner='acme', to_stage='test',
                               result={'differs': True, 'lines': [], 'last_push': None,
                                       'target_locked_by': None})) == 204
-    _, _unused, page = call(zope, '/@@zopeops-push?to=test', 'webdev')
+    _status, _unused, page = call(zope, '/@@zopeops-push?to=test', 'webdev')
     row = page[page.index('id="partner-acme"'):page.index('id="partner-globex"')]
     assert 'disabled="disabled"' not in row

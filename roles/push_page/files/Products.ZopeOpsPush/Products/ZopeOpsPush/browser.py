@@ -59,8 +59,6 @@ def utc(seconds):
     return time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(seconds)) if seconds else ''
 
 
-@implementer(IPublishTraverse)
-
 def last_push(from_check, push):
     """The last push to show: the ledger line the last check read, or the ledger line a push
     requested here reported at its end (``result``, with ``finished_at``), whichever is newer.
@@ -72,6 +70,8 @@ def last_push(from_check, push):
         return from_check
     return ended
 
+
+@implementer(IPublishTraverse)
 class PushPage(BrowserView):
     template = ViewPageTemplateFile('templates/push.pt')
     subpath = None
