@@ -239,6 +239,17 @@ def last_tid(cursor):
     return '%016x' % value
 
 
+def database_tid(session, database, name=None):
+    """The last tid of ``database`` (or of the database ``name`` on its server), read in a
+    session of its own."""
+    conn = session.connect(database, name)
+    try:
+        with conn.cursor() as cursor:
+            return last_tid(cursor)
+    finally:
+        conn.close()
+
+
 def databases(admin, name):
     """The side's database (or None) and its kept ones (oldest first)."""
     with admin.cursor() as cursor:
@@ -336,12 +347,7 @@ def copy(module, session, admin, result):
                         % (source['name'], source['host'], source['port'], name, target['host'],
                            target['port'], ' '.join(err.split())[-1500:]))
     # The copy must hold the source's last tid at the copy as its own last one.
-    check = session.connect(target, staging)
-    try:
-        with check.cursor() as cursor:
-            copied = last_tid(cursor)
-    finally:
-        check.close()
+    copied = database_tid(session, target, staging)
     if copied != tid:
         raise CopyError('The copy of %s holds %s as its last transaction, not %s: not replaced; '
                         'run again.' % (source['name'], copied, tid))
@@ -388,12 +394,7 @@ def swap(module, session, admin, result):
         cursor.execute('ALTER DATABASE %s RENAME TO %s' % (_identifier(previous),
                                                            _identifier(name)))
     result['kept'] = [n for n in kept if n != previous]
-    conn = session.connect(target)
-    try:
-        with conn.cursor() as cursor:
-            result['tid'] = last_tid(cursor)
-    finally:
-        conn.close()
+    result['tid'] = database_tid(session, target)
     result.update(changed=True, msg='%s holds the kept database %s again (up to %s); the one '
                   'it replaced is kept as %s.' % (name, previous, result['tid'],
                                                   result['previous']))
@@ -409,12 +410,7 @@ def archive(module, session, admin, result):
         result['msg'] = 'There is no database %s to archive on %s:%s.' % (name, target['host'],
                                                                           target['port'])
         return
-    conn = session.connect(target)
-    try:
-        with conn.cursor() as cursor:
-            result['tid'] = last_tid(cursor)
-    finally:
-        conn.close()
+    result['tid'] = database_tid(session, target)
     result.update(changed=True, previous=name + ROLLEDBACK + stamp)
     if not module.check_mode:
         with admin.cursor() as cursor:
@@ -455,12 +451,7 @@ def run(module, result):
                     result['pruned'] = kept[:max(0, len(kept) - params['keep_previous'])]
                 result.update(kept=kept, changed=bool(result['pruned']))
                 if current:
-                    conn = session.connect(params['database'])
-                    try:
-                        with conn.cursor() as cursor:
-                            result['tid'] = last_tid(cursor)
-                    finally:
-                        conn.close()
+                    result['tid'] = database_tid(session, params['database'])
                 result['msg'] = '%s: last transaction %s; kept %s%s.' % (
                     params['database']['name'], result['tid'], ', '.join(kept) or 'none',
                     '; dropped %s' % ', '.join(result['pruned']) if result['pruned'] else '')

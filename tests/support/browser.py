@@ -39,11 +39,11 @@ def screenshot(url, png_path, width=1280, height=800, timeout=60):
 
 
 def browser(user, password):
-    webdriver = pytest.importorskip('selenium.webdriver')
+    from selenium import webdriver  # requirements.txt
     from selenium.webdriver.chrome.service import Service
     binary, driver = chromium(), shutil.which('chromedriver')
-    if not driver:
-        pytest.skip("chromium-driver is not installed: run `make deps` (it installs Debian's "
+    # The project installs it (make deps): a test that cannot run fails, it is not skipped.
+    assert driver, ("chromium-driver is not installed: run `make deps` (it installs Debian's "
                     "chromium and chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = binary

@@ -166,6 +166,15 @@ def lost_writes(pipeline, stage, expected, datafs=None):
             'missing_datafs': len(set(expected) - in_file)}
 
 
+def assert_loads_clean(pipeline, stage, reads, writes, min_writes=5):
+    """The read load saw no failure, the write load at least ``min_writes`` acknowledged and
+    none failed, and every acknowledged write is served over HTTP and in the stage's Data.fs."""
+    assert reads.total > 0 and not reads.failures, reads.report()
+    assert len(writes.acknowledged) >= min_writes and not writes.failed, writes.report()
+    lost = lost_writes(pipeline, stage, set(writes.acknowledged))
+    assert lost['missing_http'] == 0 and lost['missing_datafs'] == 0, lost
+
+
 def assert_zero_loss(pipeline, run, stage, policy, min_writes=5, earlier=()):
     """0 failed reads, writes really happened, and none acknowledged is missing.
 

@@ -20,7 +20,7 @@ from support import brandings
 from support.browser import browser, text_of
 from support.load import LoadGenerator
 from support.procs import wait_for
-from support.promotion import lost_writes
+from support.promotion import assert_loads_clean
 from support.writeload import WriteLoad
 
 pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.xdist_group('pipeline')]
@@ -73,10 +73,7 @@ def test_web_developer_pushes_acme_from_devs_page_under_load_on_beta(pipeline, t
                      or 'refused' in progress(), timeout=400, interval=1,
                      what='the end of the push on the page')
         assert 'done' in progress(), progress()
-        assert reads.total > 0 and not reads.failures, reads.report()
-        assert len(writes.acknowledged) >= 5 and not writes.failed, writes.report()
-        lost = lost_writes(pipeline, 'beta', set(writes.acknowledged))
-        assert lost['missing_http'] == 0 and lost['missing_datafs'] == 0, lost
+        assert_loads_clean(pipeline, 'beta', reads, writes)
         # beta serves the new branding; the ledger names the developer, via the page.
         page = requests.get(beta + '/partners/acme', timeout=15)
         assert page.status_code == 200 and text in page.text
