@@ -17,7 +17,9 @@ description:
   - "Posts the run's progress to the push page on the source stage,
     C(<source stage URL>/zopeops_push_report), with C(Authorization: Bearer <zopeops_push_secret>):
     state C(running) with the current step when the run starts and as its tasks go (at most one
-    report a second), then C(done), C(failed) or C(refused) with the result."
+    report a second, and at least one every 30 seconds while a task runs long: the page takes
+    a run silent for longer than its C(silence_timeout) as stopped by force), then C(done),
+    C(failed) or C(refused) with the result."
   - "The source stage's URL is its balancer frontend (the first C(lb) host's address and the
     stage's C(zopeops_lb_port)), or C(push_branding_report_url) when the inventory sets it; it is
     never taken from the request."
@@ -35,6 +37,7 @@ requirements:
 
 import json
 import re
+import threading
 import time
 import urllib.error
 
@@ -46,6 +49,9 @@ from ansible_collections.zopeops.stages.plugins.module_utils.redact import Scrub
 
 MAX_LOG = 200 * 1024
 REPORT_EVERY = 1.0
+# While a task runs long, the run still says it lives this often (the page's silence_timeout,
+# 180 s by default, is several of these).
+HEARTBEAT = 30.0
 # The source stage's frontend, from the inventory: the first lb host and the stage's port.
 DEFAULT_URL = (
     "{{ push_branding_report_url | default('http://' ~ (hostvars[groups['lb'][0]].ansible_host"
@@ -90,21 +96,49 @@ class Report:
         self.facts = {}
         self.failure = None
         self.warned = False
+        # The heartbeat thread and the run's thread share the log and the connection.
+        self.lock = threading.RLock()
+        self.ended = threading.Event()
+        self.heart = None
 
     def log(self, line):
         line = self.scrub.text(line)
-        self.lines.append(line)
-        self.size += len(line) + 1
-        while self.size > MAX_LOG and len(self.lines) > 1:
-            self.size -= len(self.lines.pop(0)) + 1
+        with self.lock:
+            self.lines.append(line)
+            self.size += len(line) + 1
+            while self.size > MAX_LOG and len(self.lines) > 1:
+                self.size -= len(self.lines.pop(0)) + 1
 
     def body(self, state, result=None):
+        with self.lock:
+            log = '\n'.join(self.lines)[-MAX_LOG:]
         body = {'request_id': self.request_id, 'action': self.action, 'partner': self.partner,
                 'to_stage': self.to_stage, 'state': state, 'step': self.step, 'at': utc_now(),
-                'log': '\n'.join(self.lines)[-MAX_LOG:]}
+                'log': log}
         if result is not None:
             body['result'] = self.scrub.deep(result)
         return body
+
+    def beat(self, display=None, every=HEARTBEAT):
+        """Start reporting `running` at least every ``every`` seconds until end()."""
+        if self.heart is not None:
+            return
+
+        def loop():
+            while not self.ended.wait(every / 3):
+                if time.monotonic() - self.last_sent >= every:
+                    with self.lock:
+                        if not self.ended.is_set():
+                            self.send('running', display=display)
+
+        self.heart = threading.Thread(target=loop, name='push_report-heartbeat', daemon=True)
+        self.heart.start()
+
+    def end(self, state, result, display=None):
+        """The final report; the heartbeat stops first (no `running` after it)."""
+        with self.lock:
+            self.ended.set()
+            self.send(state, result, display=display)
 
     def send(self, state, result=None, display=None):
         self.last_sent = time.monotonic()
@@ -190,6 +224,7 @@ class CallbackModule(CallbackBase):
         self.report.step = play.get_name()
         self.report.log('PLAY [%s]' % play.get_name())
         self.report.send('running', display=self._display)
+        self.report.beat(display=self._display)
 
     def v2_playbook_on_task_start(self, task, is_conditional):
         if self.report is None:
@@ -236,4 +271,4 @@ class CallbackModule(CallbackBase):
         self.report.log('PLAY RECAP ' + ', '.join(
             '%s: %s' % (host, stats.summarize(host)) for host in sorted(stats.processed)))
         state = final_state(failed, self.lock_taken)
-        self.report.send(state, self.report.result(failed), display=self._display)
+        self.report.end(state, self.report.result(failed), display=self._display)

@@ -54,6 +54,7 @@ def test_config_without_file_says_the_page_is_not_enabled(tmp_path):
     ({'engine': 'awx', 'awx': {'url': 'http://awx'}}, 'awx.token_file'),
     ({'partners': ['Acme!']}, '"partners" must be a list of partner names'),
     ({'pending_timeout': 0}, 'pending_timeout'),
+    ({'silence_timeout': 'soon'}, 'silence_timeout'),
 ])
 def test_config_errors_name_the_field(tmp_path, changes, error):
     with pytest.raises(cfg.ConfigError, match=error.replace('"', '.')):
@@ -64,6 +65,7 @@ def test_config_good(tmp_path):
     config = cfg.load_config(write_config(tmp_path, partners=['acme']))
     assert (config['stage'], cfg.next_stage(config), config['partners']) == ('dev', 'beta', ['acme'])
     assert config['pending_timeout'] == cfg.DEFAULT_PENDING_TIMEOUT
+    assert config['silence_timeout'] == cfg.DEFAULT_SILENCE_TIMEOUT
 
 
 def test_secret_file(tmp_path):
@@ -238,6 +240,30 @@ def test_reports_free_the_target_and_drop_forgets():
     assert store.get_request(app, '9' * 32) is None
     assert store.running_push(app, 'acme', 'beta', now, 3600) is None
     assert store.latest(app, 'acme', 'beta', 'push')['request_id'] == RID
+
+
+def test_a_run_that_reported_then_fell_silent_is_lost_sooner_than_one_never_reported():
+    from persistent.mapping import PersistentMapping
+    app = AttrRoot(PersistentMapping())
+    now = time.time()
+    store.add_request(app, request(RID), now)
+    queued = store.get_request(app, RID)
+    # Accepted, no report yet: it may wait behind other runs of the engine (pending_timeout).
+    assert not store.lost(queued, now + 600, 3600, 180)
+    assert store.running_push(app, 'acme', 'beta', now + 600, 3600, 180)['request_id'] == RID
+    assert store.lost(queued, now + 3601, 3600, 180)
+    store.apply_report(app, cfg.check_report(good_report(action='push', state='running',
+                                                         result=None)), now)
+    # It reported: it says it lives every 30 s, so 180 s of silence means it was stopped.
+    assert store.running_push(app, 'acme', 'beta', now + 170, 3600, 180)['state'] == 'running'
+    assert store.running_push(app, 'acme', 'beta', now + 181, 3600, 180) is None
+    assert store.lost(store.get_request(app, RID), now + 181, 3600, 180)
+    # Without a silence timeout (an older caller) only the pending timeout counts.
+    assert store.running_push(app, 'acme', 'beta', now + 181, 3600) is not None
+    # A final report is never lost.
+    store.apply_report(app, cfg.check_report(good_report(action='push', state='done',
+                                                         result={'result': 'pushed'})), now)
+    assert not store.lost(store.get_request(app, RID), now + 99999, 3600, 180)
 
 
 def test_a_report_of_an_unknown_request_is_recorded():

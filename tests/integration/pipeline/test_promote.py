@@ -154,9 +154,12 @@ def test_dev_change_and_content_reach_prod_through_beta_and_test(pipeline):
     response = requests.post('http://127.0.0.1:%d/@@zopeops-marker' % pipeline.lb_port('dev'),
                              data={'value': marker}, timeout=15)
     assert response.status_code == 200, response.text
+    # beta has the push page in this run: its product must be in the release of each side the
+    # promotion builds (the twin's and the stage's), or the page would vanish with it.
+    page_stages = {'beta': {'zopeops_push_page_stages': ['dev', 'beta']}}
     for stage in ('beta', 'test', 'prod'):
         assert info(pipeline, stage)['revision'] == pipeline.revision_of('demo-v1')
-        run = run_under_load(pipeline, 'promote.yml', stage)
+        run = run_under_load(pipeline, 'promote.yml', stage, page_stages.get(stage))
         assert run.proc.returncode == 0, run.output
         print('promote %s: %s' % (stage, run.report()))
         assert_zero_loss(pipeline, run, stage, 'upstream')
@@ -170,6 +173,16 @@ def test_dev_change_and_content_reach_prod_through_beta_and_test(pipeline):
         assert state['rollback_target']['revision'] == pipeline.revision_of('demo-v1')
         assert 'Promoted %s from' % stage in said(run.proc)
         assert not lock_dir(pipeline, stage).exists()
+        if stage in page_stages:
+            for side in (stage, stage + '_upgrade'):
+                release = json.loads((pipeline.sandbox / side / 'current' / 'release.json')
+                                     .read_text())
+                assert any(path.endswith('/Products.ZopeOpsPush')
+                           for path in release.get('extra_packages') or {}), (side, release)
+            page = requests.get('http://127.0.0.1:%d/@@zopeops-push' % pipeline.lb_port(stage),
+                                auth=pipeline.admin_auth(), timeout=15)
+            # The product answers (its page is not configured on beta: its own 404 says so).
+            assert 'The push page is not enabled on this stage' in page.text, page.text[:500]
     entries = [e for e in pipeline.ledger() if e['result'] == 'success']
     assert [e['stage'] for e in entries][-3:] == ['beta', 'test', 'prod']
     assert all(e['to_revision'] == v2 and e['phases'] for e in entries[-3:])

@@ -71,7 +71,7 @@ def test_role_configures_the_page_once(tmp_path):
         'stage': 'dev', 'downstream': ['beta', 'test', 'prod'], 'engine': 'eda',
         'engine_url': 'http://127.0.0.1:18460/push', 'secret_file': str(etc / 'zopeops-push.secret'),
         'awx': {}, 'log_url_base': None, 'partners': ['acme', 'globex'],
-        'partners_path': '/partners', 'pending_timeout': 7200}
+        'partners_path': '/partners', 'pending_timeout': 7200, 'silence_timeout': 180}
     assert (etc / 'zopeops-push.secret').read_text() == secret + '\n'
     assert stat.S_IMODE((etc / 'zopeops-push.secret').stat().st_mode) == 0o600
     assert stat.S_IMODE((etc / 'zopeops-push.json').stat().st_mode) == 0o640
@@ -108,13 +108,22 @@ def test_role_writes_the_awx_token_for_engine_awx(tmp_path):
 @pytest.mark.parametrize('variables', [
     {'zopeops_stage': 'beta'},                                  # not a page stage
     {'zopeops_push_secret': ''},                                # the inventory did not turn it on
-    {'zopeops_side': 'upgrade'},                                # a twin
 ])
 def test_role_does_nothing_where_the_page_is_off(tmp_path, variables):
     proc = run(tmp_path, **variables)
     assert proc.returncode == 0, proc.stdout[-5000:]
     assert 'extras=[]' in proc.stdout
     assert not (tmp_path / 'root' / 'push_page').exists()
+    assert not (tmp_path / 'root' / 'dev' / 'etc' / 'zopeops-push.json').exists()
+
+
+def test_a_twin_gets_the_product_in_its_release_but_no_page(tmp_path):
+    # The twin serves its stage during a promotion: its release holds the product (so that the
+    # release the stage takes back has it), but only the live side is configured and granted.
+    proc = run(tmp_path, zopeops_side='upgrade')
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    product = tmp_path / 'root' / 'push_page' / 'Products.ZopeOpsPush'
+    assert 'extras=[\\"%s\\"]' % product in proc.stdout or 'extras=["%s"]' % product in proc.stdout
     assert not (tmp_path / 'root' / 'dev' / 'etc' / 'zopeops-push.json').exists()
 
 

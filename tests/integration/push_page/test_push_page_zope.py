@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -151,6 +152,32 @@ def test_push_click_posts_the_contract_request(zope, engine):
     _unused, _unused, page = call(zope, '/@@zopeops-push', 'webdev')
     row = page[page.index('id="partner-acme"'):page.index('id="partner-globex"')]
     assert 'state-done' in row and 'disabled' not in row
+
+
+def test_a_push_whose_run_falls_silent_is_shown_lost_and_frees_the_button(zope, engine):
+    # The engine's run reported once, then was SIGKILLed: no final report ever comes.
+    zope.configure(silence_timeout=2)
+    try:
+        before = len(engine.requests)
+        status, _unused, page = call(zope, '/@@zopeops-push/push', 'webdev',
+                                     {'partner': 'globex', 'to_stage': 'prod',
+                                      '_authenticator': token(zope)})
+        assert status == 303, message(page)
+        rid = engine.wait_requests(before + 1)[before]['json']['request_id']
+        assert zope.report(report(rid, 'running', partner='globex', to_stage='prod',
+                                  step='Import globex into prod')) == 204
+        status, _unused, data = call(zope, '/@@zopeops-push/status?request_id=' + rid, 'webdev')
+        assert '"state": "running"' in data and '"final": false' in data
+        time.sleep(3)
+        status, _unused, data = call(zope, '/@@zopeops-push/status?request_id=' + rid, 'webdev')
+        assert status == 200 and '"state": "lost"' in data and '"final": true' in data, data
+        assert 'Import globex into prod' in data and 'stopped before it ended' in data
+        _unused, _unused, page = call(zope, '/@@zopeops-push?to=prod', 'webdev')
+        row = page[page.index('id="partner-globex"'):]
+        row = row[:row.index('</tr>')]
+        assert 'state-lost' in row and 'A push runs' not in row, row
+    finally:
+        zope.configure(silence_timeout=180)
 
 
 def test_bad_requests_change_nothing(zope, engine):

@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import textwrap
+import time
 
-from ansible_collections.zopeops.stages.plugins.callback.push_report import final_state, step_name
+from ansible_collections.zopeops.stages.plugins.callback.push_report import (Report, final_state,
+                                                                            step_name)
 from support.paths import ANSIBLE_PLAYBOOK, REPO
 from support.push_reports import ReportSink
 
@@ -133,3 +135,23 @@ def test_an_unreachable_page_warns_once_and_the_run_goes_on(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:]
     said = ' '.join((proc.stdout + proc.stderr).split())
     assert said.count('push_report: the push page at %s/zopeops_push_report did not take' % url) == 1
+
+
+def test_the_heartbeat_says_the_run_lives_while_a_task_runs_long_and_stops_at_the_end():
+    with ReportSink(SECRET) as sink:
+        report = Report({'push_branding_request_id': 'c' * 32, 'partner': 'acme',
+                         'to_stage': 'beta'}, sink.url, SECRET)
+        report.step = 'Copy the branding.'
+        report.send('running')
+        report.beat(every=0.3)
+        time.sleep(1.5)
+        report.end('done', {'result': 'pushed'})
+        time.sleep(0.5)
+        reports = sink.of('c' * 32)
+    states = [r['state'] for r in reports]
+    assert states[-1] == 'done' and states.count('done') == 1, states
+    # The first report, then at least three beats in 1.5 s, and nothing after the end.
+    assert states[:-1] == ['running'] * (len(states) - 1) and len(states) >= 5, states
+    assert all(r['step'] == 'Copy the branding.' for r in reports)
+    report.heart.join(2)
+    assert not report.heart.is_alive()

@@ -147,7 +147,8 @@ class PushPage(BrowserView):
             check = store.latest(self.app, partner, to_stage, 'check')
             push = store.latest(self.app, partner, to_stage, 'push')
             running = store.running_push(self.app, partner, to_stage, now,
-                                         self.config['pending_timeout'])
+                                         self.config['pending_timeout'],
+                                         self.config['silence_timeout'])
             result = (check or {}).get('result') or {}
             checked = check is not None and check['state'] == 'done'
             locked_by = result.get('target_locked_by') if checked else None
@@ -185,18 +186,28 @@ class PushPage(BrowserView):
         if record is None:
             return None
         result = record.get('result') or {}
+        state, msg = record['state'], result.get('msg') or record.get('warning') or ''
+        if store.lost(record, time.time(), self.config['pending_timeout'],
+                      self.config['silence_timeout']):
+            # Its run was stopped by force (or never started): no report will come.
+            state = 'lost'
+            msg = ('No report since %s (%s): the run was stopped before it ended. Its '
+                   'lock, if it took one, still guards %s until it expires; see the ledger '
+                   'and the log, check again, then push again.' % (
+                       utc(record.get('updated')), record.get('step') or record['state'],
+                       record['to_stage']))
         return {
             'request_id': record['request_id'],
             'action': record['action'],
             'partner': record['partner'],
             'to_stage': record['to_stage'],
             'user': record.get('user') or '',
-            'state': record['state'],
+            'state': state,
             'step': record.get('step') or '',
             'created': utc(record['created']),
             'updated': utc(record.get('updated')),
-            'final': record['state'] in cfg.FINAL_STATES,
-            'msg': result.get('msg') or record.get('warning') or '',
+            'final': state in cfg.FINAL_STATES or state == 'lost',
+            'msg': msg,
             'result': dict(result),
             'log_url': self.log_url(record),
             'has_log': bool(record.get('log')),
@@ -247,7 +258,8 @@ class PushPage(BrowserView):
         now = time.time()
         if action == 'push':
             running = store.running_push(self.app, partner, to_stage, now,
-                                         self.config['pending_timeout'])
+                                         self.config['pending_timeout'],
+                                         self.config['silence_timeout'])
             if running is not None:
                 return self.answer(409, 'A push of %s to %s runs already (by %s, since %s): '
                                         'nothing more was started; its progress is below.' % (

@@ -18,6 +18,9 @@ STAGE_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$')
 # A push the engine accepted but never reported on blocks its target this long, then the page
 # says it is lost and allows a new one (the engine's own lock still guards the target).
 DEFAULT_PENDING_TIMEOUT = 2 * 3600
+# A run that reported and then fell silent this long was stopped by force (the engine's runs
+# report at least every HEARTBEAT seconds): the page says it is lost and allows a new push.
+DEFAULT_SILENCE_TIMEOUT = 180
 
 
 class ConfigError(Exception):
@@ -80,6 +83,9 @@ def load_config(path):
     timeout = data.get('pending_timeout', DEFAULT_PENDING_TIMEOUT)
     if not isinstance(timeout, int) or timeout <= 0:
         _fail(path, '"pending_timeout" must be a positive number of seconds')
+    silence = data.get('silence_timeout', DEFAULT_SILENCE_TIMEOUT)
+    if not isinstance(silence, int) or silence <= 0:
+        _fail(path, '"silence_timeout" must be a positive number of seconds')
     return {
         'stage': stage,
         'downstream': list(downstream),
@@ -91,6 +97,7 @@ def load_config(path):
         'partners_path': str(data.get('partners_path') or '/partners'),
         'partners': list(partners),
         'pending_timeout': timeout,
+        'silence_timeout': silence,
         'path': path,
     }
 

@@ -54,17 +54,28 @@ def latest(app, partner, to_stage, action):
     return store['requests'].get(rid) if rid else None
 
 
-def running_push(app, partner, to_stage, now, timeout):
-    """The push that runs to (partner, to_stage): its record, or None. A record older than
-    ``timeout`` seconds without a final report no longer counts (the page says it was lost)."""
+def lost(record, now, timeout, silence=None):
+    """Whether a request that has no final report is lost: accepted and never reported on for
+    ``timeout`` seconds, or reported on and then silent for ``silence`` seconds (its run was
+    stopped by force: the engine's runs report at least every 30 s while they go)."""
+    if record is None or record['state'] in FINAL_STATES:
+        return False
+    quiet = now - record.get('updated', record['created'])
+    if record.get('reports') and silence is not None:
+        return quiet > silence
+    return quiet > timeout
+
+
+def running_push(app, partner, to_stage, now, timeout, silence=None):
+    """The push that runs to (partner, to_stage): its record, or None. A lost one (see
+    lost()) no longer counts: the page says so and allows a new push (the engine's lock still
+    guards the target)."""
     store = get_store(app)
     if store is None:
         return None
     rid = store['pending'].get(target_key(partner, to_stage))
     record = store['requests'].get(rid) if rid else None
-    if record is None or record['state'] in FINAL_STATES:
-        return None
-    if now - record.get('updated', record['created']) > timeout:
+    if record is None or record['state'] in FINAL_STATES or lost(record, now, timeout, silence):
         return None
     return record
 
