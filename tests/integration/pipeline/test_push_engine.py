@@ -1,9 +1,9 @@
 """The push engine on the local pipeline: the real ansible-rulebook that site.yml started on the
 conductor (role push_engine), its webhook, and the runs of push_branding.yml it makes.
 
-The reports of each run go to a stand-in for the push page (support/push_reports.py): the
-engine is given its URL through its environment (push_branding_report_url, the local
-inventory) for this module, and put back as site.yml left it at the end.
+The reports of each run go where site.yml's engine sends them: the push page on dev, the
+source stage (its report endpoint records a request it did not start too), read back through
+the page's status and log views.
 
 In file order: the refusals of the webhook (nothing queued, nothing changed), a refusal of the
 playbook (an unknown partner, reported as refused), a check (what would change, the last push,
@@ -13,7 +13,6 @@ is refused by the target's lock, beta serves the new branding and the ledger nam
 from __future__ import annotations
 
 import json
-import textwrap
 import threading
 import time
 import uuid
@@ -22,11 +21,9 @@ import pytest
 import requests
 
 from support import brandings
-from support.ansible import run_playbook
 from support.load import LoadGenerator
 from support.procs import wait_for
 from support.promotion import assert_loads_clean
-from support.push_reports import ReportSink
 from support.writeload import WriteLoad
 
 pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.xdist_group('pipeline')]
@@ -34,26 +31,45 @@ pytestmark = [pytest.mark.integration, pytest.mark.pipeline, pytest.mark.xdist_g
 ENGINE_PORT_OFFSET = 60  # inventories/local: zopeops_push_engine_port
 WRITES = '/_zopeops_writes'
 
-# The push engine alone, as site.yml's play runs it (the pipeline's facts first).
-ENGINE_PLAYBOOK = textwrap.dedent('''\
-    - name: Validate the pipeline and derive each host's instance.
-      hosts: all
-      gather_facts: false
-      roles:
-        - zopeops.stages.pipeline
+FINAL = ('done', 'failed', 'refused')
 
-    - name: Ensure the push engine runs on the conductor.
-      hosts: lb[0]
-      gather_facts: false
-      roles:
-        - zopeops.stages.push_engine
-    ''')
+
+class DevPage:
+    """The reports of the engine's runs, as dev's push page keeps them (its status and log)."""
+
+    def __init__(self, pipeline):
+        self.base = 'http://127.0.0.1:%d/@@zopeops-push' % pipeline.lb_port('dev')
+        self.auth = pipeline.admin_auth()
+
+    def status(self, request_id):
+        """What the page knows of a request (its last report), or None: no report came."""
+        answer = requests.get(self.base + '/status', params={'request_id': request_id},
+                              auth=self.auth, timeout=15)
+        if answer.status_code == 404:
+            return None
+        answer.raise_for_status()
+        return answer.json()
+
+    def log(self, request_id):
+        answer = requests.get(self.base + '/log', params={'request_id': request_id},
+                              auth=self.auth, timeout=15)
+        answer.raise_for_status()
+        return answer.text
+
+    def final(self, request_id, timeout=0):
+        """The request's final report (done/failed/refused), waiting up to timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(request_id)
+            if status and status['state'] in FINAL or time.monotonic() >= deadline:
+                return status if status and status['state'] in FINAL else None
+            time.sleep(0.5)
 
 
 class Engine:
-    def __init__(self, pipeline, sink):
+    def __init__(self, pipeline):
         self.pipeline = pipeline
-        self.sink = sink
+        self.page = DevPage(pipeline)
         self.url = 'http://127.0.0.1:%d/push' % (pipeline.port_base + ENGINE_PORT_OFFSET)
         self.secret = (pipeline.sandbox / 'secrets' / 'push_secret').read_text().strip()
 
@@ -71,8 +87,8 @@ class Engine:
         answer = self.post(body)
         assert answer.status_code == 202, answer.text
         assert answer.json() == {'accepted': True, 'request_id': body['request_id']}
-        report = self.sink.final(body['request_id'], timeout=timeout)
-        assert report is not None, (self.sink.of(body['request_id']), self.log_tail())
+        report = self.page.final(body['request_id'], timeout=timeout)
+        assert report is not None, (self.page.status(body['request_id']), self.log_tail())
         return report
 
     def log(self):
@@ -83,28 +99,10 @@ class Engine:
         return self.log()[-6000:]
 
 
-def apply_engine(pipeline, tmp_path, environment):
-    book = tmp_path / 'engine.yml'
-    book.write_text(ENGINE_PLAYBOOK)
-    proc = run_playbook(str(book), pipeline.inventory, dict(pipeline.extra_vars, **{
-        'push_engine_environment': dict({'ZOPEOPS_SANDBOX': str(pipeline.sandbox),
-                                         'ZOPEOPS_PORT_BASE': str(pipeline.port_base)},
-                                        **environment)}))
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
-    return proc
-
-
 @pytest.fixture(scope='module')
-def engine(pipeline, tmp_path_factory):
+def engine(pipeline):
     brandings.seed(pipeline, 'beta')
-    tmp_path = tmp_path_factory.mktemp('engine')
-    secret = (pipeline.sandbox / 'secrets' / 'push_secret').read_text().strip()
-    with ReportSink(secret) as sink:
-        apply_engine(pipeline, tmp_path, {'ZOPEOPS_PUSH_REPORT_URL': sink.url})
-        try:
-            yield Engine(pipeline, sink)
-        finally:
-            apply_engine(pipeline, tmp_path, {})
+    return Engine(pipeline)
 
 
 def beta_tid(pipeline):
@@ -118,7 +116,7 @@ def unchanged(pipeline, before, lines):
 
 
 def test_site_yml_runs_the_engine_as_a_supervisord_program(engine):
-    # RUNNING once supervisord's startsecs passed (the module's fixture has just restarted it).
+    # RUNNING once supervisord's startsecs passed.
     wait_for(lambda: engine.pipeline.program_states().get('zopeops-push-engine') == 'RUNNING',
              timeout=60, interval=0.5, what='the push engine RUNNING under supervisord')
     token = engine.pipeline.sandbox / 'lb' / 'push_engine' / 'token'
@@ -158,7 +156,7 @@ def test_the_webhook_refuses_and_nothing_runs(engine):
         assert message in answer.json()['error'], (what, answer.text)
         sent.append(body['request_id'])
     time.sleep(2)
-    assert [engine.sink.of(request_id) for request_id in sent] == [[]] * len(sent)  # no run
+    assert [engine.page.status(request_id) for request_id in sent] == [None] * len(sent)  # no run
     assert engine.log().count('push_webhook: queued') == queued
     unchanged(engine.pipeline, before, lines)
 
@@ -170,9 +168,9 @@ def test_an_unknown_partner_is_refused_by_the_playbook_and_reported(engine):
     assert report['state'] == 'refused', report
     assert report['result']['msg'].startswith("Partner 'hooli' is not in zopeops_partners")
     assert report['step'] == 'Ensure the partner is one the inventory knows.'
-    reports = engine.sink.of(body['request_id'])
-    assert reports[0]['state'] == 'running' and len(reports) >= 2
-    assert engine.secret not in json.dumps(reports)
+    log = engine.page.log(body['request_id'])
+    assert log.startswith('PLAY [') and 'TASK [' in log, log[:2000]
+    assert engine.secret not in json.dumps(report) + log
     unchanged(engine.pipeline, before, lines)
 
 
@@ -216,8 +214,8 @@ def test_two_pushes_at_once_one_runs_under_load_the_other_is_refused(engine, tmp
         for thread in threads:
             thread.join()
         assert sorted(answers.values()) == [202, 202], answers
-        ends = [engine.sink.final(b['request_id'], timeout=400) for b in (first, second)]
-    assert all(ends), ([engine.sink.of(b['request_id']) for b in (first, second)],
+        ends = [engine.page.final(b['request_id'], timeout=400) for b in (first, second)]
+    assert all(ends), ([engine.page.status(b['request_id']) for b in (first, second)],
                        engine.log_tail())
     assert sorted(end['state'] for end in ends) == ['done', 'refused'], ends
     done, refused = (ends if ends[0]['state'] == 'done' else ends[::-1])
@@ -240,7 +238,8 @@ def test_two_pushes_at_once_one_runs_under_load_the_other_is_refused(engine, tmp
         'push_branding', 'done', 'acme', 'beta'), entry
     assert (entry['by'], entry['via'], entry['request_id']) == (by, 'page', done['request_id'])
     assert done['result'] == entry, (done['result'], entry)
-    steps = [r['step'] for r in engine.sink.of(done['request_id'])]
-    assert len(set(steps)) >= 3 and steps[0] == "Validate the pipeline and derive each host's instance.", steps
+    log = engine.page.log(done['request_id'])
+    assert log.startswith("PLAY [Validate the pipeline and derive each host's instance.]"), log[:500]
+    assert len(set(line for line in log.splitlines() if line.startswith('TASK ['))) >= 3, log
     assert not list((pipeline.sandbox / 'lb' / 'promotions').glob('*.lock'))
-    assert engine.secret not in json.dumps(engine.sink.reports)
+    assert engine.secret not in json.dumps(ends) + log + engine.page.log(refused['request_id'])
