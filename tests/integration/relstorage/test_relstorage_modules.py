@@ -21,6 +21,7 @@ import pytest
 
 from support.modules import run_module
 from support.paths import COLLECTIONS
+from support.ports import free_port
 from support.postgresql import Cluster, pg_missing, relstorage_python
 from support.procs import ProcessGroup
 
@@ -283,3 +284,20 @@ def test_backup_while_writing_drill_by_last_tid_retention_and_a_damaged_dump(env
     failed = env.module('relstorage_backup', dict(args, password=wrong))
     assert failed.get('failed') and '127.0.0.1:%d' % env.pg.port in failed['msg'], failed
     assert 'zopeops_t' in failed['msg'] and wrong not in str(failed)
+
+
+def test_a_stopped_target_server_is_named_with_what_to_do(env):
+    """The catch-up into a RelStorage target whose PostgreSQL server is not running: the
+    message names the configuration and the server, says it is stopped and what to do."""
+    source = env.conf('zopeops_s', 'zopeops_s', SOURCE_PASSWORD)
+    target = env.conf('zopeops_gone', 'zopeops_t', PASSWORD)
+    port = free_port()  # nothing listens there
+    target.write_text(target.read_text().replace("port='%d'" % env.pg.port, "port='%d'" % port))
+    result = env.module('zodb_replay', {'source_config': str(source),
+                                        'target_config': str(target),
+                                        'after_tid': '0' * 16})
+    assert result.get('failed'), result
+    assert 'Cannot open the target storage of %s' % target in result['msg'], result['msg']
+    assert 'port %d' % port in result['msg'] and 'Connection refused' in result['msg']
+    assert 'PostgreSQL server is stopped or does not accept connections: start it' \
+        in result['msg'], result['msg']
