@@ -261,7 +261,15 @@ def _folder_size(path):
     return total
 
 
-def _write_report(repository, report):
+def repository_umask(repository):
+    """What a backup writes is as private as the repository's folder (0700: the account
+    alone; 0750: its group may read), whatever the umask of the login that runs it: a
+    backup.yml run makes the files a scheduled run (umask 0077 or 0027) makes."""
+    if os.path.isdir(repository):
+        os.umask(0o027 if os.stat(repository).st_mode & 0o050 else 0o077)
+
+
+def write_report(repository, report):
     reports = os.path.join(repository, 'reports')
     os.makedirs(reports, mode=0o700, exist_ok=True)
     text = json.dumps(report, indent=2, sort_keys=True) + '\n'
@@ -273,21 +281,28 @@ def retention(repository, keep, check=False):
     """Remove the chains (a full backup, its incrementals, their .dat, .index, blob backups and
     reports) older than the newest ``keep`` full backups. The names removed."""
     groups = chains(repository)
+    return remove_backups(repository, [
+        (stamp, [name, stamp + '.dat', stamp + '.index'])
+        for group in groups[:max(0, len(groups) - keep)] for stamp, _kind, name in group], check)
+
+
+def remove_backups(repository, backups, check=False):
+    """Remove each backup's files (``backups``: [(stamp, [file names])]) with its blob backup
+    and report, those that exist; the paths removed (would remove, with ``check``)."""
     removed = []
-    for group in groups[:max(0, len(groups) - keep)]:
-        for stamp, _kind, name in group:
-            for path in (name, stamp + '.dat', stamp + '.index',
-                         os.path.join('blobs', stamp), os.path.join('reports', stamp + '.json')):
-                full = os.path.join(repository, path)
-                if not os.path.lexists(full):
-                    continue
-                removed.append(path)
-                if check:
-                    continue
-                if os.path.isdir(full):
-                    shutil.rmtree(full)
-                else:
-                    os.unlink(full)
+    for stamp, names in backups:
+        for path in list(names) + [os.path.join('blobs', stamp),
+                                   os.path.join('reports', stamp + '.json')]:
+            full = os.path.join(repository, path)
+            if not os.path.lexists(full):
+                continue
+            removed.append(path)
+            if check:
+                continue
+            if os.path.isdir(full):
+                shutil.rmtree(full)
+            else:
+                os.unlink(full)
     return removed
 
 
@@ -401,7 +416,7 @@ def backup(path, repository, blob_dir=None, keep=7, full=False, quick=False, rep
         'duration': round(time.monotonic() - started, 3),
     }
     report['checked_at'] = report['finished_at']
-    _write_report(repository, report)
+    write_report(repository, report)
     removed = retention(repository, keep)
     return {'changed': True, 'kind': kind, 'reason': report['reason'], 'report': report,
             'removed': removed, 'repository': repository, 'duration': report['duration'],

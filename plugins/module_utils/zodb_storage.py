@@ -39,8 +39,20 @@ def open_from_config(path, what):
     except Exception as exc:  # ZConfig errors, the database unreachable, a wrong password...
         # libpq's messages name the server, the account and the passfile, never a password
         # (the dsn of the collection's configuration names the passfile, not the password).
-        raise ZODBDataError('Cannot open the %s storage of %s: %s: %s'
-                            % (what, path, type(exc).__name__, _one_line(exc))) from None
+        raise ZODBDataError('Cannot open the %s storage of %s: %s: %s%s'
+                            % (what, path, type(exc).__name__, _one_line(exc),
+                               _server_down(exc))) from None
+
+
+def _server_down(exc):
+    """What a refused or dropped PostgreSQL connection means for the run (RelStorage)."""
+    text = str(exc)
+    if type(exc).__name__ != 'OperationalError' or not any(
+            sign in text for sign in ('Connection refused', 'shutting down', 'starting up',
+                                      'terminating connection', 'server closed the connection')):
+        return ''
+    return (' (its PostgreSQL server is stopped or does not accept connections: start it, '
+            'then run again)')
 
 
 def _text_file(text, path):

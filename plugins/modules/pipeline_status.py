@@ -52,8 +52,10 @@ options:
         type: str
       backup_repository:
         description:
-          - The stage's backup folder (M(zopeops.stages.zodb_backup)); its C(latest.json) and
-            C(reports/drill-latest.json) give the last good backup and restore drill.
+          - The stage's backup folder (M(zopeops.stages.zodb_backup), or
+            M(zopeops.stages.relstorage_backup) on a RelStorage side's first client host); its
+            C(latest.json) and C(reports/drill-latest.json) give the last good backup and
+            restore drill.
         type: path
       backup_max_age_hours:
         description: How old the last good backup may be, in hours, before the status marks it red.
@@ -332,9 +334,8 @@ def instance_status(spec, timeout, proof, manager, process_manager='supervisord'
         if conf is not None and port and wanted and port != wanted:
             found['drift'].append('%s: zeo.conf listens on port %d, the inventory says %d'
                                   % (spec['instance'], port, wanted))
-        if spec.get('backup_repository'):
-            found['backup'] = backup_state(spec['backup_repository'],
-                                           spec['backup_max_age_hours'])
+    if spec.get('backup_repository'):  # the ZEO host, or a RelStorage side's data host
+        found['backup'] = backup_state(spec['backup_repository'], spec['backup_max_age_hours'])
     for client in spec.get('clients') or []:
         found['clients'][client['id']] = prove_client(client, proof, manager, timeout,
                                                       process_manager)

@@ -29,14 +29,12 @@ description:
   - With O(state=present) nothing changes; the database's last transaction id is returned.
   - B(The side's clients must be stopped) for C(copied) and C(swapped) (a database cannot be
     renamed while sessions use it); sessions of the side's own account left on it are ended.
-  - B(Passwords.) They go to libpq and the PostgreSQL tools through a temporary passfile
-    (mode 0600, removed after the run), never on a command line, in the environment, in a
-    result or in a message. The account needs C(CREATEDB) (the C(postgresql) role grants it
-    to each stage's account).
+  - The account needs C(CREATEDB) (the C(postgresql) role grants it to each stage's account).
 author:
   - zopeops.stages developers (@zopeops)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - zopeops.stages.relstorage
 attributes:
   check_mode:
     support: full
@@ -47,24 +45,9 @@ attributes:
   platform:
     support: full
     platforms: posix
-requirements:
-  - psycopg2 importable by the Python that runs the module (a RelStorage release's virtualenv
-    has it), and C(pg_dump) / C(pg_restore) of the server's major version or newer for
-    O(state=copied).
+notes:
+  - O(state=copied) needs C(pg_dump) and C(pg_restore).
 options:
-  database:
-    description: The side's database, the one that is replaced.
-    type: dict
-    required: true
-    suboptions:
-      host: {description: The server's address., type: str, required: true}
-      port: {description: The server's port., type: int, default: 5432}
-      name: {description: The database's name., type: str, required: true}
-      user: {description: The account that owns it (with CREATEDB)., type: str, required: true}
-  password:
-    description: The password of O(database.user); never written out but to the passfile.
-    type: str
-    required: true
   source:
     description: The database to copy (O(state=copied)), which may be serving.
     type: dict
@@ -93,15 +76,6 @@ options:
   stamp:
     description: The stamp of the names made now (default the current UTC time, C(YYYYmmddHHMMSS)).
     type: str
-  pg_bin_dir:
-    description:
-      - The folder of C(pg_dump) and C(pg_restore). Default, the newest
-        C(/usr/lib/postgresql/<version>/bin), else the C(PATH).
-    type: path
-  timeout:
-    description: Seconds to wait for a connection.
-    type: int
-    default: 30
 '''
 
 EXAMPLES = r'''
@@ -155,99 +129,19 @@ msg:
   returned: always
 '''
 
-import glob
-import os
-import re
 import shlex
 import sys
-import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.zopeops.stages.plugins.module_utils.relstorage_pg import (
+    CONN_SPEC, PgError, Session, check_names, database_tid, dump_command, exported_snapshot,
+    fail_message, identifier, psycopg2_missing, restore_command, tool)
 
 PREV = '_prev_'
 ROLLEDBACK = '_rolledback_'
 COPY = '_copy'
-NAME = re.compile(r'^[a-z_][a-z0-9_]{0,62}$')
-
-
-class CopyError(Exception):
-    """A clear message for the run's output (no password in it)."""
-
-
-def _identifier(name):
-    return '"%s"' % name.replace('"', '""')
-
-
-def _pgpass_line(conn, password):
-    fields = [conn['host'], str(conn['port']), conn['name'], conn['user'], password]
-    return ':'.join(field.replace('\\', '\\\\').replace(':', '\\:') for field in fields)
-
-
-class Session:
-    """Connections with the passwords in a temporary passfile (mode 0600)."""
-
-    def __init__(self, params):
-        self.params = params
-        self.dir = tempfile.mkdtemp(prefix='zopeops-pg-')
-        self.passfile = os.path.join(self.dir, 'pgpass')
-        target, source = params['database'], params.get('source')
-        lines = [_pgpass_line(dict(target, name='*'), params['password'])]
-        if source:
-            lines.insert(0, _pgpass_line(source, params['source_password'] or params['password']))
-        fd = os.open(self.passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, 'w') as handle:
-            handle.write('\n'.join(lines) + '\n')
-
-    def connect(self, conn, dbname=None):
-        import psycopg2
-        try:
-            return psycopg2.connect(host=conn['host'], port=conn['port'],
-                                    dbname=dbname or conn['name'], user=conn['user'],
-                                    passfile=self.passfile,
-                                    connect_timeout=self.params['timeout'])
-        except psycopg2.Error as exc:
-            raise CopyError('Cannot connect to database %s on %s:%s as %s: %s'
-                            % (dbname or conn['name'], conn['host'], conn['port'], conn['user'],
-                               ' '.join(str(exc).replace(self.passfile, 'the passfile')
-                                        .split()))) from None
-
-    def env_update(self):
-        """What the tools' environment gets: the passfile, never a password (PGPASSWORD
-        is emptied, so that one set outside does not take its place)."""
-        return {'PGPASSFILE': self.passfile, 'PGCONNECT_TIMEOUT': str(self.params['timeout']),
-                'PGPASSWORD': ''}
-
-    def close(self):
-        try:
-            os.unlink(self.passfile)
-        except OSError:
-            pass
-        os.rmdir(self.dir)
-
-
-def last_tid(cursor):
-    """RelStorage's last tid in this transaction's snapshot: history-preserving databases
-    log transactions in ``transaction``, history-free ones have object_state's newest tid."""
-    cursor.execute("SELECT to_regclass('transaction') IS NOT NULL, "
-                   "to_regclass('object_state') IS NOT NULL")
-    preserving, schema = cursor.fetchone()
-    if not schema:
-        return None
-    cursor.execute('SELECT MAX(tid) FROM %s' % ('transaction' if preserving else 'object_state'))
-    value = cursor.fetchone()[0] or 0
-    return '%016x' % value
-
-
-def database_tid(session, database, name=None):
-    """The last tid of ``database`` (or of the database ``name`` on its server), read in a
-    session of its own."""
-    conn = session.connect(database, name)
-    try:
-        with conn.cursor() as cursor:
-            return last_tid(cursor)
-    finally:
-        conn.close()
+CopyError = PgError
 
 
 def databases(admin, name):
@@ -276,20 +170,12 @@ def _exists(cursor, name):
     return cursor.fetchone() is not None
 
 
-def tool(params, name):
-    if params['pg_bin_dir']:
-        return os.path.join(params['pg_bin_dir'], name)
-    found = sorted(glob.glob('/usr/lib/postgresql/*/bin/' + name),
-                   key=lambda path: int(path.split('/')[4]) if path.split('/')[4].isdigit() else 0)
-    return found[-1] if found else name
-
-
 def prune(cursor, kept, keep, result):
     """Drop the kept databases beyond ``keep``, oldest first."""
     extra = kept[:max(0, len(kept) - keep)]
     for name in extra:
         _end_sessions(cursor, name)
-        cursor.execute('DROP DATABASE %s' % _identifier(name))
+        cursor.execute('DROP DATABASE %s' % identifier(name))
         result['pruned'].append(name)
     return kept[len(extra):]
 
@@ -300,17 +186,7 @@ def copy(module, session, admin, result):
     name = target['name']
     stamp = params['stamp'] or time.strftime('%Y%m%d%H%M%S', time.gmtime())
     staging = name + COPY
-    source_conn = session.connect(source)
-    try:
-        source_conn.set_session(isolation_level='REPEATABLE READ', readonly=True)
-        with source_conn.cursor() as cursor:
-            cursor.execute('SELECT pg_export_snapshot()')
-            snapshot = cursor.fetchone()[0]
-            tid = last_tid(cursor)
-        if tid is None:
-            raise CopyError('The source database %s on %s:%s has no RelStorage schema: it is '
-                            'not a RelStorage database (or it was never opened by its clients).'
-                            % (source['name'], source['host'], source['port']))
+    with exported_snapshot(session, source) as (snapshot, tid):
         result['tid'] = tid
         current, kept = databases(admin, name)
         if module.check_mode:
@@ -323,26 +199,20 @@ def copy(module, session, admin, result):
             return
         with admin.cursor() as cursor:
             if _exists(cursor, staging):  # a copy an interrupted run left
-                cursor.execute('DROP DATABASE %s' % _identifier(staging))
-            cursor.execute('CREATE DATABASE %s' % _identifier(staging))
-        dump = [tool(params, 'pg_dump'), '-Fc', '-Z0', '--no-owner', '--no-privileges',
-                '--snapshot=' + snapshot, '-h', source['host'], '-p', str(source['port']),
-                '-U', source['user'], '-d', source['name'], '-w']
-        restore = [tool(params, 'pg_restore'), '--no-owner', '--no-privileges',
-                   '--exit-on-error', '-h', target['host'], '-p', str(target['port']),
-                   '-U', target['user'], '-d', staging, '-w']
+                cursor.execute('DROP DATABASE %s' % identifier(staging))
+            cursor.execute('CREATE DATABASE %s' % identifier(staging))
+        dump = dump_command(tool(params['pg_bin_dir'], 'pg_dump'), source, snapshot, compress=0)
+        restore = restore_command(tool(params['pg_bin_dir'], 'pg_restore'), target, staging)
         # One pipe, through bash for pipefail (no secret on it: the passwords are in the
         # passfile). -Z0: no compression through the pipe (measured faster,
-        # bench/relstorage_copy_bench.py).
+        # bench/relstorage_copy_bench.py). The exported snapshot lives until the block ends.
         rc, _out, err = module.run_command(
             'set -o pipefail; %s | %s' % (' '.join(shlex.quote(a) for a in dump),
                                           ' '.join(shlex.quote(a) for a in restore)),
             use_unsafe_shell=True, executable='/bin/bash', environ_update=session.env_update())
-    finally:
-        source_conn.close()  # the exported snapshot lives until here
     if rc:
         with admin.cursor() as cursor:
-            cursor.execute('DROP DATABASE IF EXISTS %s' % _identifier(staging))
+            cursor.execute('DROP DATABASE IF EXISTS %s' % identifier(staging))
         raise CopyError('Copying %s (%s:%s) into %s (%s:%s) failed, nothing was replaced: %s'
                         % (source['name'], source['host'], source['port'], name, target['host'],
                            target['port'], ' '.join(err.split())[-1500:]))
@@ -357,12 +227,12 @@ def copy(module, session, admin, result):
             if params['keep_previous'] > 0:
                 result['previous'] = name + PREV + stamp
                 cursor.execute('ALTER DATABASE %s RENAME TO %s'
-                               % (_identifier(name), _identifier(result['previous'])))
+                               % (identifier(name), identifier(result['previous'])))
                 kept.append(result['previous'])
             else:
-                cursor.execute('DROP DATABASE %s' % _identifier(name))
-        cursor.execute('ALTER DATABASE %s RENAME TO %s' % (_identifier(staging),
-                                                           _identifier(name)))
+                cursor.execute('DROP DATABASE %s' % identifier(name))
+        cursor.execute('ALTER DATABASE %s RENAME TO %s' % (identifier(staging),
+                                                           identifier(name)))
         result['kept'] = prune(cursor, kept, params['keep_previous'], result)
     result.update(changed=True, msg='%s is a copy of %s up to its transaction %s%s.' % (
         name, source['name'], tid,
@@ -388,11 +258,11 @@ def swap(module, session, admin, result):
         if current:
             _end_sessions(cursor, name)
             result['previous'] = name + ROLLEDBACK + stamp
-            cursor.execute('ALTER DATABASE %s RENAME TO %s' % (_identifier(name),
-                                                               _identifier(result['previous'])))
+            cursor.execute('ALTER DATABASE %s RENAME TO %s' % (identifier(name),
+                                                               identifier(result['previous'])))
         _end_sessions(cursor, previous)
-        cursor.execute('ALTER DATABASE %s RENAME TO %s' % (_identifier(previous),
-                                                           _identifier(name)))
+        cursor.execute('ALTER DATABASE %s RENAME TO %s' % (identifier(previous),
+                                                           identifier(name)))
     result['kept'] = [n for n in kept if n != previous]
     result['tid'] = database_tid(session, target)
     result.update(changed=True, msg='%s holds the kept database %s again (up to %s); the one '
@@ -415,26 +285,24 @@ def archive(module, session, admin, result):
     if not module.check_mode:
         with admin.cursor() as cursor:
             _end_sessions(cursor, name)
-            cursor.execute('ALTER DATABASE %s RENAME TO %s' % (_identifier(name),
-                                                               _identifier(result['previous'])))
+            cursor.execute('ALTER DATABASE %s RENAME TO %s' % (identifier(name),
+                                                               identifier(result['previous'])))
     result['msg'] = '%s%s kept as %s (last transaction %s).' % (
         'Would have ' if module.check_mode else '', name, result['previous'], result['tid'])
 
 
 def run(module, result):
     params = module.params
-    for conn in [params['database']] + ([params['source']] if params['source'] else []):
-        if not NAME.match(conn['name']) or not NAME.match(conn['user']):
-            raise CopyError('%r / %r: database and account names are lower-case letters, '
-                            'digits and _.' % (conn['name'], conn['user']))
-    if params['state'] == 'copied' and not params['source']:
+    target, source = params['database'], params['source']
+    check_names(target, *([source] if source else []))
+    if params['state'] == 'copied' and not source:
         raise CopyError('state=copied needs the source database (source).')
     if params['state'] == 'swapped' and not params['previous']:
         raise CopyError('state=swapped needs the kept database to put back (previous).')
-    session = Session(params)
-    try:
-        admin = session.connect(params['database'], 'postgres')
-        admin.autocommit = True  # CREATE/DROP/ALTER DATABASE run outside a transaction
+    accounts = ([(source, params['source_password'] or params['password'])] if source else []) \
+        + [(dict(target, name='*'), params['password'])]
+    with Session(accounts, params['timeout']) as session:
+        admin = session.admin(target)
         try:
             if params['state'] == 'copied':
                 copy(module, session, admin, result)
@@ -443,7 +311,7 @@ def run(module, result):
             elif params['state'] == 'archived':
                 archive(module, session, admin, result)
             else:
-                current, kept = databases(admin, params['database']['name'])
+                current, kept = databases(admin, target['name'])
                 if params['state'] == 'pruned' and not module.check_mode:
                     with admin.cursor() as cursor:
                         kept = prune(cursor, kept, params['keep_previous'], result)
@@ -451,24 +319,20 @@ def run(module, result):
                     result['pruned'] = kept[:max(0, len(kept) - params['keep_previous'])]
                 result.update(kept=kept, changed=bool(result['pruned']))
                 if current:
-                    result['tid'] = database_tid(session, params['database'])
+                    result['tid'] = database_tid(session, target)
                 result['msg'] = '%s: last transaction %s; kept %s%s.' % (
-                    params['database']['name'], result['tid'], ', '.join(kept) or 'none',
+                    target['name'], result['tid'], ', '.join(kept) or 'none',
                     '; dropped %s' % ', '.join(result['pruned']) if result['pruned'] else '')
         finally:
             admin.close()
-    finally:
-        session.close()
 
 
 def main():
-    conn = dict(host=dict(type='str', required=True), port=dict(type='int', default=5432),
-                name=dict(type='str', required=True), user=dict(type='str', required=True))
     module = AnsibleModule(
         argument_spec=dict(
-            database=dict(type='dict', required=True, options=conn),
+            database=dict(type='dict', required=True, options=CONN_SPEC),
             password=dict(type='str', required=True, no_log=True),
-            source=dict(type='dict', options=conn),
+            source=dict(type='dict', options=CONN_SPEC),
             source_password=dict(type='str', no_log=True),
             state=dict(type='str', default='copied',
                        choices=['copied', 'swapped', 'archived', 'pruned', 'present']),
@@ -482,23 +346,16 @@ def main():
     )
     started = time.monotonic()
     result = {'changed': False, 'tid': None, 'previous': None, 'kept': [], 'pruned': []}
-    try:
-        import psycopg2  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
-    except ImportError:
-        module.fail_json(msg='psycopg2 is not importable by %s: run this module with a '
-                             'RelStorage release\'s Python (ansible_python_interpreter: '
-                             '<instance>/current/venv/bin/python).' % sys.executable, **result)
+    missing = psycopg2_missing(sys.executable)
+    if missing:
+        module.fail_json(msg=missing, **result)
     try:
         run(module, result)
-    except CopyError as exc:
-        module.fail_json(msg=str(exc), seconds=round(time.monotonic() - started, 3), **result)
-    except Exception as exc:  # psycopg2.Error: SQL failures (privileges, a busy database)
-        if type(exc).__module__.split('.', maxsplit=1)[0] != 'psycopg2':
+    except Exception as exc:  # PgError, psycopg2.Error: SQL failures (privileges, a busy database)
+        message = fail_message(exc, module.params['database'])
+        if message is None:
             raise
-        module.fail_json(msg='PostgreSQL refused on %s:%s (%s): %s' % (
-            module.params['database']['host'], module.params['database']['port'],
-            module.params['database']['name'], ' '.join(str(exc).split())),
-            seconds=round(time.monotonic() - started, 3), **result)
+        module.fail_json(msg=message, seconds=round(time.monotonic() - started, 3), **result)
     result['seconds'] = round(time.monotonic() - started, 3)
     module.exit_json(**result)
 

@@ -225,11 +225,7 @@ def main():
     zu.import_zodb(module)
     params = module.params
     repository = params['repository']
-    # What a backup writes is as private as the repository's folder (0700: the account alone;
-    # 0750: its group may read), whatever the umask of the login that runs the module: a
-    # backup.yml run makes the files a scheduled run (umask 0077 or 0027) makes.
-    if os.path.isdir(repository):
-        os.umask(0o027 if os.stat(repository).st_mode & 0o050 else 0o077)
+    zb.repository_umask(repository)
     try:
         if params['verify']:
             scratch_dir = params['scratch_dir'] or os.path.join(repository, '.drill')

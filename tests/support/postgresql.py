@@ -65,6 +65,16 @@ class Cluster:
         self.run([str(PG_BIN / 'initdb'), '-D', str(self.data), '-U', self.account,
                   '--auth-local=peer', '--auth-host=scram-sha-256', '-E', 'UTF8',
                   '--locale=C'])
+        return self.resume(timeout)
+
+    def halt(self):
+        """Stop the server as an operator would (pg_ctl stop -m fast: every session ended),
+        keeping its data for ``resume``."""
+        self.run([str(PG_BIN / 'pg_ctl'), '-D', str(self.data), 'stop', '-m', 'fast', '-w'])
+        self.proc.wait(timeout=60)
+
+    def resume(self, timeout=120):
+        """Start the server on its data (after ``start`` made it, or ``halt`` stopped it)."""
         self.proc = self.procs.start(
             self._as_account([str(PG_BIN / 'postgres'), '-D', str(self.data),
                               '-p', str(self.port), '-k', str(self.dir),

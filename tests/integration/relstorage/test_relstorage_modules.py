@@ -21,6 +21,7 @@ import pytest
 
 from support.modules import run_module
 from support.paths import COLLECTIONS
+from support.ports import free_port
 from support.postgresql import Cluster, pg_missing, relstorage_python
 from support.procs import ProcessGroup
 
@@ -214,3 +215,89 @@ def test_a_wrong_password_names_the_server_and_account_but_not_the_password(env)
     assert '127.0.0.1:%d' % env.pg.port in result['msg'] and 'zopeops_t' in result['msg']
     assert 'password authentication failed' in result['msg'], result['msg']
     assert wrong not in str(result) and wrong not in result['_stderr']
+
+
+def test_backup_while_writing_drill_by_last_tid_retention_and_a_damaged_dump(env, tmp_path):
+    env.pg.sql('CREATE DATABASE zopeops_b OWNER zopeops_t')
+    conf = env.conf('zopeops_b', 'zopeops_t', PASSWORD)
+    env.client(conf, 'write', 6, 'before')
+    repository = tmp_path / 'backups' / 'beta'
+    args = {'database': env.db('zopeops_b'), 'password': PASSWORD,
+            'repository': str(repository), 'keep': 2}
+    # Check mode on an empty repository: it would dump, and writes nothing.
+    would = env.module('relstorage_backup', args, check=True)
+    assert would['rc'] == 0 and would['changed'] and would['kind'] == 'full', would
+    assert not repository.exists()
+    # A backup while a writer commits every 20 ms: the dump holds exactly up to the tid it
+    # reports (the exported snapshot), which the drill finds in the restored database.
+    writer = subprocess.Popen([str(env.python), str(env.root / 'client.py'), str(conf),
+                               'loop', '4', 'during'], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        first = env.module('relstorage_backup', args)
+    finally:
+        _out, err = writer.communicate(timeout=120)
+    assert writer.returncode == 0, err
+    assert first['rc'] == 0 and first['changed'] and first['kind'] == 'full', first
+    report = first['report']
+    assert env.client(conf, 'tid') > report['last_tid'], 'the writer went on after the dump'
+    assert report['files'] == [report['stamp'] + '.dump'] and report['size'] > 0
+    dump = repository / report['files'][0]
+    assert dump.stat().st_mode & 0o777 == 0o600
+    assert repository.stat().st_mode & 0o777 == 0o700
+    assert (repository / 'latest.json').exists()
+    assert PASSWORD not in str(first) and PASSWORD not in first['_stderr']
+    drill = env.module('relstorage_backup', dict(args, verify=True))
+    assert drill['rc'] == 0 and drill['verified'], drill
+    assert drill['report']['last_tid'] == report['last_tid'], drill
+    assert 'zopeops_b_drill' not in env.databases()
+
+    # Nothing new since the last dump: no backup (idempotent); then three more, keep 2.
+    second = env.module('relstorage_backup', args)
+    assert second['rc'] == 0 and second['changed'], second  # the writer's later commits
+    third = env.module('relstorage_backup', args)
+    assert third['rc'] == 0 and not third['changed'] and third['kind'] == 'unchanged', third
+    stamps = [report['stamp'], second['report']['stamp']]
+    for number in range(2):
+        env.client(conf, 'write', 1, 'more%d' % number)
+        made = env.module('relstorage_backup', args)
+        assert made['rc'] == 0 and made['changed'], made
+        stamps.append(made['report']['stamp'])
+    assert sorted(p.name for p in repository.glob('*.dump')) == [s + '.dump' for s in stamps[-2:]]
+    assert made['removed'] == ['%s.dump' % stamps[1], 'reports/%s.json' % stamps[1]], made
+
+    # A damaged dump: the drill refuses it naming the file, and drops its scratch database.
+    latest = repository / (stamps[-1] + '.dump')
+    data = bytearray(latest.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = b'\0' * 4096
+    latest.write_bytes(bytes(data))
+    refused = env.module('relstorage_backup', dict(args, verify=True))
+    assert refused.get('failed') and str(latest) in refused['msg'], refused
+    assert 'zopeops_b_drill' not in env.databases()
+    # The one before it still restores (backup=<stamp>).
+    older = env.module('relstorage_backup', dict(args, verify=True, backup=stamps[-2]))
+    assert older['rc'] == 0 and older['verified'], older
+
+    # A wrong password names the server and the account, never the password.
+    wrong = 'Not-The-Password-43'
+    failed = env.module('relstorage_backup', dict(args, password=wrong))
+    assert failed.get('failed') and '127.0.0.1:%d' % env.pg.port in failed['msg'], failed
+    assert 'zopeops_t' in failed['msg'] and wrong not in str(failed)
+
+
+def test_a_stopped_target_server_is_named_with_what_to_do(env):
+    """The catch-up into a RelStorage target whose PostgreSQL server is not running: the
+    message names the configuration and the server, says it is stopped and what to do."""
+    source = env.conf('zopeops_s', 'zopeops_s', SOURCE_PASSWORD)
+    target = env.conf('zopeops_gone', 'zopeops_t', PASSWORD)
+    port = free_port()  # nothing listens there
+    target.write_text(target.read_text().replace("port='%d'" % env.pg.port, "port='%d'" % port))
+    result = env.module('zodb_replay', {'source_config': str(source),
+                                        'target_config': str(target),
+                                        'after_tid': '0' * 16})
+    assert result.get('failed'), result
+    assert 'Cannot open the target storage of %s' % target in result['msg'], result['msg']
+    assert 'port %d' % port in result['msg'] and 'Connection refused' in result['msg']
+    assert 'PostgreSQL server is stopped or does not accept connections: start it' \
+        in result['msg'], result['msg']

@@ -22,9 +22,10 @@ from support.ansible import assert_no_changes, playbook_command, run_playbook
 from support.load import LoadGenerator
 from support.paths import REPO, VENV_BIN
 from support.ports import free_port_block
-from support.postgresql import PG_BIN, pg_missing
-from support.promotion import Background, SandboxFiles, expected_writes, run_under_load, \
-    said, state_events
+from support.postgresql import PG_BIN, Cluster, pg_missing
+from support.procs import ProcessGroup
+from support.promotion import Background, SandboxFiles, expected_writes, frozen_in_file, \
+    map_file, run_under_load, said, state_events, wait_for_freeze
 from support.writeload import WriteLoad, admin_auth
 from support.zodbcheck import write_ids_over_http
 
@@ -52,6 +53,12 @@ class RelStoragePipeline(SandboxFiles):
     def background_playbook(self, name, extra=None):
         argv, env = playbook_command(name, INVENTORY, dict(self.extra_vars, **(extra or {})))
         return Background(argv, env, str(REPO))
+
+    def ensure_up(self):
+        """The sandbox brought up by site.yml (by the first test, or now)."""
+        if not (self.sandbox / 'supervisor' / 'supervisord.conf').exists():
+            first = self.playbook('site.yml')
+            assert first.returncode == 0, first.stdout[-15000:] + first.stderr[-3000:]
 
     def databases(self):
         run_dir = ('/tmp/zopeops-' + hashlib.sha1(str(self.sandbox).encode()).hexdigest()[:10]
@@ -82,70 +89,217 @@ def promote_without_loss(pipeline, policy):
     return run, state
 
 
-def test_relstorage_pipeline_site_twice_and_promotions_under_load(tmp_path_factory):
+@pytest.fixture(scope='module')
+def pipeline(tmp_path_factory):
+    """One sandbox for the file's tests (the first one brings it up with site.yml; another
+    run alone brings it up itself: ``ensure_up``), stopped at the end."""
     sandbox = tmp_path_factory.mktemp('relstorage') / 'sandbox'
-    base = free_port_block(51, start=25000, stop=27400)
-    pipeline = RelStoragePipeline(sandbox, base)
+    pipeline = RelStoragePipeline(sandbox, free_port_block(51, start=25000, stop=27400))
     try:
-        first = pipeline.playbook('site.yml')
-        assert first.returncode == 0, first.stdout[-15000:] + first.stderr[-3000:]
-        # The second run under a read load and an acknowledged-write load through beta's
-        # balancer: the writes land in PostgreSQL and every acknowledged one is served.
-        beta = pipeline.lb_bases('beta')[0]
-        auth = admin_auth(sandbox / 'secrets' / 'zope-admin-password')
-        with LoadGenerator(beta + '/@@zopeops-info', threads=2, max_seconds=900) as reads, \
-                WriteLoad(beta, auth=auth, threads=2, max_seconds=900, pause=0.15) as writes:
-            second = pipeline.playbook('site.yml')
-        assert_no_changes(second)
-        assert not reads.failures and reads.total > 20, reads.report()
-        assert not writes.failed and len(writes.acknowledged) >= 5, writes.report()
-        missing = set(writes.acknowledged) - write_ids_over_http(beta, auth)
-        assert not missing, (sorted(missing)[:20], writes.report())
-        # No ZEO server anywhere; the stages' clients and PostgreSQL under supervisord.
-        conf = sandbox / 'supervisor' / 'supervisord.conf'
-        programs = subprocess.run([str(VENV_BIN / 'supervisorctl'), '-c', str(conf), 'status'],
-                                  capture_output=True, text=True, check=False).stdout
-        assert 'postgresql' in programs and 'zeo' not in programs
-        # dev's demo content was made on RelStorage by the init script; each stage serves.
-        dev = requests.get('http://127.0.0.1:%d/partners/acme/' % base, timeout=30)
-        assert dev.status_code == 200 and 'acme' in dev.text
-        assert requests.get(beta + '/@@zopeops-info', timeout=30).status_code == 200
-        # Each live side has its own database with RelStorage's schema; the twin's exists.
-        assert {'zopeops_dev', 'zopeops_beta', 'zopeops_beta_upgrade'} <= pipeline.databases()
-        # status.yml shows the storage kind, and the pipeline healthy without ZEO.
-        status = pipeline.playbook('status.yml')
-        assert status.returncode == 0, status.stdout[-8000:]
-        report = json.loads((sandbox / 'lb' / 'status' / 'status.json').read_text())
-        sides = [side for stage in report['stages'] for side in stage['sides']]
-        assert {side['storage'] for side in sides} == {'relstorage'}
-        assert 'storage' in status.stdout and 'RelStorage' in status.stdout
-        assert (PG_BIN / 'postgres').exists()
-
-        # A wrong password: refused before anything is locked or changed, naming the stage
-        # and the server; the password is never printed.
-        wrong = 'Wrong-%s' % hashlib.sha1(str(sandbox).encode()).hexdigest()[:12]
-        refused = pipeline.playbook('promote.yml', {'stage': 'beta',
-                                                    'zopeops_postgresql_password': wrong})
-        text = said(refused)
-        assert refused.returncode != 0 and 'Refused before anything changed' in text, text[-3000:]
-        assert 'stage beta' in text and '127.0.0.1:%d' % (base + 50) in text, text[-3000:]
-        assert 'password authentication failed' in text, text[-3000:]
-        assert wrong not in refused.stdout + refused.stderr
-        assert not pipeline.state('beta'), 'a refused run must leave no state'
-
-        # Policy upstream: beta gets dev's database and code; its own is kept for a rollback.
-        dev_revision = requests.get('http://127.0.0.1:%d/@@zopeops-info' % base,
-                                    timeout=30).json()['revision']
-        _run, state = promote_without_loss(pipeline, 'upstream')
-        assert requests.get(beta + '/@@zopeops-info', timeout=30).json()['revision'] \
-            == dev_revision
-        assert requests.get(beta + '/partners/acme/', timeout=30).status_code == 200
-        kept = [name for name in pipeline.databases() if name.startswith('zopeops_beta_prev_')]
-        assert state['rollback_target']['data_pair'] in kept, (state['rollback_target'], kept)
-        # Policy self: the twin gets beta's own database and both switches catch up through
-        # RelStorage; every acknowledged write is kept.
-        _run, state = promote_without_loss(pipeline, 'self')
-        assert all(w['frozen_seconds'] > 0 for w in state['freeze_windows'])
+        yield pipeline
     finally:
         subprocess.run([sys.executable, str(REPO / 'scripts' / 'sandbox-stop'), str(sandbox)],
                        timeout=180, check=False)
+
+
+def test_relstorage_pipeline_site_twice_and_promotions_under_load(pipeline):
+    sandbox, base = pipeline.sandbox, pipeline.base
+    first = pipeline.playbook('site.yml')
+    assert first.returncode == 0, first.stdout[-15000:] + first.stderr[-3000:]
+    # The second run under a read load and an acknowledged-write load through beta's
+    # balancer: the writes land in PostgreSQL and every acknowledged one is served.
+    beta = pipeline.lb_bases('beta')[0]
+    auth = admin_auth(sandbox / 'secrets' / 'zope-admin-password')
+    with LoadGenerator(beta + '/@@zopeops-info', threads=2, max_seconds=900) as reads, \
+            WriteLoad(beta, auth=auth, threads=2, max_seconds=900, pause=0.15) as writes:
+        second = pipeline.playbook('site.yml')
+    assert_no_changes(second)
+    assert not reads.failures and reads.total > 20, reads.report()
+    assert not writes.failed and len(writes.acknowledged) >= 5, writes.report()
+    missing = set(writes.acknowledged) - write_ids_over_http(beta, auth)
+    assert not missing, (sorted(missing)[:20], writes.report())
+    # No ZEO server anywhere; the stages' clients and PostgreSQL under supervisord.
+    conf = sandbox / 'supervisor' / 'supervisord.conf'
+    programs = subprocess.run([str(VENV_BIN / 'supervisorctl'), '-c', str(conf), 'status'],
+                              capture_output=True, text=True, check=False).stdout
+    assert 'postgresql' in programs and 'zeo' not in programs
+    # dev's demo content was made on RelStorage by the init script; each stage serves.
+    dev = requests.get('http://127.0.0.1:%d/partners/acme/' % base, timeout=30)
+    assert dev.status_code == 200 and 'acme' in dev.text
+    assert requests.get(beta + '/@@zopeops-info', timeout=30).status_code == 200
+    # Each live side has its own database with RelStorage's schema; the twin's exists.
+    assert {'zopeops_dev', 'zopeops_beta', 'zopeops_beta_upgrade'} <= pipeline.databases()
+    # status.yml shows the storage kind, and the pipeline healthy without ZEO.
+    status = pipeline.playbook('status.yml')
+    assert status.returncode == 0, status.stdout[-8000:]
+    report = json.loads((sandbox / 'lb' / 'status' / 'status.json').read_text())
+    sides = [side for stage in report['stages'] for side in stage['sides']]
+    assert {side['storage'] for side in sides} == {'relstorage'}
+    assert 'storage' in status.stdout and 'RelStorage' in status.stdout
+    assert (PG_BIN / 'postgres').exists()
+
+    # A wrong password: refused before anything is locked or changed, naming the stage
+    # and the server; the password is never printed.
+    wrong = 'Wrong-%s' % hashlib.sha1(str(sandbox).encode()).hexdigest()[:12]
+    refused = pipeline.playbook('promote.yml', {'stage': 'beta',
+                                                'zopeops_postgresql_password': wrong})
+    text = said(refused)
+    assert refused.returncode != 0 and 'Refused before anything changed' in text, text[-3000:]
+    assert 'stage beta' in text and '127.0.0.1:%d' % (base + 50) in text, text[-3000:]
+    assert 'password authentication failed' in text, text[-3000:]
+    assert wrong not in refused.stdout + refused.stderr
+    assert not pipeline.state('beta'), 'a refused run must leave no state'
+
+    # Policy upstream: beta gets dev's database and code; its own is kept for a rollback.
+    dev_revision = requests.get('http://127.0.0.1:%d/@@zopeops-info' % base,
+                                timeout=30).json()['revision']
+    _run, state = promote_without_loss(pipeline, 'upstream')
+    assert requests.get(beta + '/@@zopeops-info', timeout=30).json()['revision'] \
+        == dev_revision
+    assert requests.get(beta + '/partners/acme/', timeout=30).status_code == 200
+    kept = [name for name in pipeline.databases() if name.startswith('zopeops_beta_prev_')]
+    assert state['rollback_target']['data_pair'] in kept, (state['rollback_target'], kept)
+    # Policy self: the twin gets beta's own database and both switches catch up through
+    # RelStorage; every acknowledged write is kept.
+    _run, state = promote_without_loss(pipeline, 'self')
+    assert all(w['frozen_seconds'] > 0 for w in state['freeze_windows'])
+
+
+def test_relstorage_backup_and_drill_under_load_and_restore_refused(pipeline):
+    """backup.yml on a RelStorage stage: a pg_dump of beta's database in its repository, with
+    the report, naming and listing of a ZEO backup; the drill restores it into a scratch
+    database and finds its last tid; status.yml gives its age; restore.yml refuses clearly."""
+    pipeline.ensure_up()
+    beta = pipeline.lb_bases('beta')[0]
+    repository = pipeline.sandbox / 'backups' / 'beta'
+    state = pipeline.state('beta')  # a promotion's, if the first test ran before
+    run = run_under_load(pipeline, 'backup.yml', 'beta', timeout=300)
+    assert run.proc.returncode == 0, run.output
+    print('backup beta (RelStorage): %s' % run.report())
+    latest = json.loads((repository / 'latest.json').read_text())
+    assert latest['kind'] == 'full' and latest['storage'] == 'relstorage', latest
+    assert latest['files'] == [latest['stamp'] + '.dump'], latest
+    assert (repository / latest['files'][0]).stat().st_size == latest['size'] > 0
+    assert 'Dumped zopeops_beta on 127.0.0.1:%d' % (pipeline.base + 50) in said(run.proc)
+    assert pipeline.state('beta') == state, 'a backup changes no promotion state'
+
+    # The drill while the loads go on: restored into a scratch database, its last tid checked.
+    drill = run_under_load(pipeline, 'backup.yml', 'beta', {'verify': True}, timeout=300)
+    assert drill.proc.returncode == 0, drill.output
+    assert 'as backed up' in said(drill.proc)
+    report = json.loads((repository / 'reports' / 'drill-latest.json').read_text())
+    assert report['last_tid'] == latest['last_tid'], (report, latest)
+    assert 'zopeops_beta_drill' not in pipeline.databases()
+    for each in (run, drill):
+        assert not each.reads.failures and each.reads.total > 20, each.report()
+        assert not each.writes.failed and len(each.writes.acknowledged) >= 5, each.report()
+    auth = pipeline.admin_auth()
+    missing = (set(run.writes.acknowledged) | set(drill.writes.acknowledged)) \
+        - write_ids_over_http(beta, auth)
+    assert not missing, (sorted(missing)[:20], drill.report())
+
+    status = pipeline.playbook('status.yml')
+    assert status.returncode == 0, status.stdout[-5000:]
+    page = json.loads((pipeline.sandbox / 'lb' / 'status' / 'status.json').read_text())
+    stage = next(s for s in page['stages'] if s['name'] == 'beta')
+    assert stage['backup']['ok'] and stage['backup']['stamp'] == latest['stamp'], stage
+
+    # A restore of a RelStorage stage is refused before anything is read or locked.
+    refused = pipeline.playbook('restore.yml', {'stage': 'beta'})
+    text = said(refused)
+    assert refused.returncode != 0 and 'restore.yml restores ZEO stages only' in text, text
+    assert 'backup.yml -e stage=beta -e verify=true' in text and 'Nothing was changed' in text
+    assert pipeline.state('beta') == state
+
+
+def run_limited(pipeline, extra):
+    """site.yml for beta's twin's host alone (its clients' configuration)."""
+    return run_playbook('site.yml', INVENTORY, dict(pipeline.extra_vars, **extra),
+                        args=('--limit', 'beta_upgrade-local'))
+
+
+def twin_on(port):
+    """Extra vars that put beta's twin's database on the server at ``port`` (every other side
+    keeps the sandbox's cluster): templated per host, as the inventory's own value is."""
+    return {'zopeops_postgresql_port': (
+        "{{ %d if zopeops_stage | default('') == 'beta' and zopeops_side | default('') == "
+        "'upgrade' else zopeops_port_base | int + 50 }}" % port)}
+
+
+def test_relstorage_twin_server_stopped_in_the_catch_up_then_rollback_to_with_its_data(pipeline):
+    """Beta's twin on a PostgreSQL server of its own. A rollback of beta to the release before
+    its last promotion (-e rollback_to), whose first switch catches the stage's writes up into
+    the twin: the twin's server is stopped while writes are frozen for that catch-up. The
+    switch is called off, nothing is lost, beta serves, the message says what happened and
+    what to run. With the server back, the same rollback returns beta to that release *and*
+    to the database kept with it (<db>_prev_<stamp>), as a ZEO stage returns to its kept pair."""
+    pipeline.ensure_up()
+    beta = pipeline.lb_bases('beta')[0]
+    state = pipeline.state('beta')
+    kept = {name for name in pipeline.databases() if name.startswith('zopeops_beta_prev_')}
+    if not any(entry.get('data_pair') in kept for entry in state.get('rollback_history') or []):
+        promote_without_loss(pipeline, 'upstream')  # run alone: a promotion that keeps one
+        state = pipeline.state('beta')
+        kept = {name for name in pipeline.databases() if name.startswith('zopeops_beta_prev_')}
+    target = [entry for entry in state['rollback_history'] if entry.get('data_pair') in kept][-1]
+    password = (pipeline.sandbox / 'secrets' / 'postgresql-beta').read_text().strip()
+    with ProcessGroup() as procs:
+        twin_pg = Cluster(procs).start()
+        twin_pg.sql("CREATE ROLE zopeops_beta LOGIN CREATEDB PASSWORD '%s'" % password)
+        twin_pg.sql('CREATE DATABASE zopeops_beta_upgrade OWNER zopeops_beta')
+        moved = twin_on(twin_pg.port)
+        try:
+            placed = run_limited(pipeline, moved)
+            assert placed.returncode == 0, placed.stdout[-8000:]
+
+            def stop_twin_server_when_frozen(background):
+                seen = wait_for_freeze(map_file(pipeline, 'frozen.map'), 'beta', background)
+                if seen:
+                    twin_pg.halt()
+                return seen
+
+            extra = dict(moved, rollback_to=target['revision'])
+            run = run_under_load(pipeline, 'rollback.yml', 'beta', extra,
+                                 during=stop_twin_server_when_frozen)
+            print('rollback_to, twin server stopped: %s' % run.report())
+            text = said(run.proc)
+            assert run.interrupted_at and run.proc.returncode != 0, run.output
+            # What happened (the twin's server, by its port, stopped in the catch-up), that
+            # nothing moved, and what to do.
+            assert 'stopped at step cutover_to_twin' in text, text[-4000:]
+            assert 'port %d failed: Connection refused' % twin_pg.port in text, text[-4000:]
+            assert 'PostgreSQL server is stopped or does not accept connections: start it, ' \
+                'then run again' in text, text[-4000:]
+            assert 'Nothing moved: beta kept serving on its live side and lost no write' in text
+            assert not frozen_in_file(map_file(pipeline, 'frozen.map'), 'beta')
+            assert pipeline.state('beta')['status'] == 'aborted', pipeline.state('beta')
+            assert requests.get(beta + '/@@zopeops-info', timeout=30).json()['instance'] \
+                == 'beta'
+            assert not run.reads.failures and run.reads.total > 20, run.report()
+            assert not run.writes.failed and len(run.writes.acknowledged) >= 5, run.report()
+            served = write_ids_over_http(beta, pipeline.admin_auth())
+            assert not set(run.writes.acknowledged) - served, run.report()
+
+            # The server back: the same rollback goes through, code and kept database.
+            twin_pg.resume()
+            again = run_under_load(pipeline, 'rollback.yml', 'beta', extra)
+            assert again.proc.returncode == 0, again.output
+            print('rollback_to, again: %s' % again.report())
+            assert 'Only the code goes back' not in said(again.proc)
+            after = requests.get(beta + '/@@zopeops-info', timeout=30).json()
+            assert after['revision'] == target['revision'] and after['instance'] == 'beta'
+            assert target['data_pair'] not in pipeline.databases()  # it is zopeops_beta again
+            assert not again.reads.failures and not again.writes.failed, again.report()
+            served = write_ids_over_http(beta, pipeline.admin_auth())
+            # The data went back: the writes of the failed run are not in the kept database;
+            # those beta acknowledged after the switch back are.
+            assert not set(run.writes.acknowledged) & served
+            back = state_events(pipeline, 'beta')[1].get(('cutover_to_live', 'start'))
+            after_back = {w for w, e in again.writes.acknowledged.items()
+                          if e['instance'] == 'beta' and back and e['at'] > back}
+            assert not after_back - served, again.report()
+            assert any(name.startswith('zopeops_beta_upgrade_rolledback_')
+                       for name in twin_pg.sql('SELECT datname FROM pg_database').split())
+        finally:
+            restored = run_limited(pipeline, {})  # the twin back on the sandbox's cluster
+            assert restored.returncode == 0, restored.stdout[-8000:]
