@@ -1,9 +1,12 @@
 """A RelStorage pipeline (inventories/relstorage: dev, beta and beta's twin, one PostgreSQL
-cluster of the sandbox's own) brought up by site.yml twice (the second run changes nothing),
-then beta promoted from dev under a read load and an acknowledged-write load, with policy
-upstream and then self: 0 failed reads, 0 lost acknowledged writes, the freeze windows
-reported, the replaced database kept for a rollback. A wrong PostgreSQL password is refused
-before anything changes, naming the stage and the server, never printing the password.
+cluster of the sandbox's own), made a mixed one: dev keeps its data on ZEO (a copy of the
+inventory with dev in groups dev_zeo and dev_clients), beta and its twin on RelStorage. Brought
+up by site.yml twice (the second run changes nothing), then beta promoted from dev under a
+read load and an acknowledged-write load, with policy upstream (between kinds: dev's packed
+Data.fs converted into the twin's database, then the usual RelStorage steps) and then self
+(both catch-ups through RelStorage): 0 failed reads, 0 lost acknowledged writes, the freeze
+windows reported, the replaced database kept for a rollback. A wrong PostgreSQL password is
+refused before anything changes, naming the stage and the server, never printing the password.
 
 In make test (docs/relstorage.md): one test, one sandbox, to keep it lean.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -35,22 +39,42 @@ pytestmark = [pytest.mark.integration, pytest.mark.pipeline,
 INVENTORY = REPO / 'inventories' / 'relstorage'
 
 
+def mixed_inventory(folder):
+    """A copy of inventories/relstorage in which dev keeps its data on ZEO (a mixed pipeline,
+    docs/relstorage.md "Between kinds"): dev-local is dev's ZEO host too, on port base + 10."""
+    shutil.copytree(INVENTORY, folder)
+    hosts = folder / 'hosts.yml'
+    text = hosts.read_text()
+    text = text.replace('      children:\n        dev:\n        beta:\n',
+                        '      children:\n        beta:\n')
+    text = text.replace('        dev_clients:\n',
+                        '        dev_zeo:\n          hosts:\n            dev-local:\n'
+                        '        dev_clients:\n')
+    assert 'dev_zeo' in text and '        dev:\n        beta:\n' not in text, text
+    hosts.write_text(text)
+    dev = folder / 'host_vars' / 'dev-local.yml'
+    dev.write_text(dev.read_text()
+                   + 'zopeops_zeo_port: "{{ zopeops_port_base | int + 10 }}"\n')
+    return folder
+
+
 class RelStoragePipeline(SandboxFiles):
     """What tests/support/promotion.py asks of a pipeline, for inventories/relstorage."""
 
-    def __init__(self, sandbox, base):
+    def __init__(self, sandbox, base, inventory=INVENTORY):
         self.sandbox, self.base = sandbox, base
-        self.inventory = INVENTORY
+        self.inventory = inventory
         self.extra_vars = {'zopeops_sandbox': str(sandbox), 'zopeops_port_base': base}
 
     def lb_bases(self, stage):
         return ['http://127.0.0.1:%d' % (self.base + ['dev', 'beta'].index(stage))]
 
     def playbook(self, name, extra=None):
-        return run_playbook(name, INVENTORY, dict(self.extra_vars, **(extra or {})))
+        return run_playbook(name, self.inventory, dict(self.extra_vars, **(extra or {})))
 
     def background_playbook(self, name, extra=None):
-        argv, env = playbook_command(name, INVENTORY, dict(self.extra_vars, **(extra or {})))
+        argv, env = playbook_command(name, self.inventory,
+                                     dict(self.extra_vars, **(extra or {})))
         return Background(argv, env, str(REPO))
 
     def databases(self):
@@ -85,7 +109,8 @@ def promote_without_loss(pipeline, policy):
 def test_relstorage_pipeline_site_twice_and_promotions_under_load(tmp_path_factory):
     sandbox = tmp_path_factory.mktemp('relstorage') / 'sandbox'
     base = free_port_block(51, start=25000, stop=27400)
-    pipeline = RelStoragePipeline(sandbox, base)
+    inventory = mixed_inventory(sandbox.parent / 'inventory')
+    pipeline = RelStoragePipeline(sandbox, base, inventory)
     try:
         first = pipeline.playbook('site.yml')
         assert first.returncode == 0, first.stdout[-15000:] + first.stderr[-3000:]
@@ -101,23 +126,28 @@ def test_relstorage_pipeline_site_twice_and_promotions_under_load(tmp_path_facto
         assert not writes.failed and len(writes.acknowledged) >= 5, writes.report()
         missing = set(writes.acknowledged) - write_ids_over_http(beta, auth)
         assert not missing, (sorted(missing)[:20], writes.report())
-        # No ZEO server anywhere; the stages' clients and PostgreSQL under supervisord.
+        # A ZEO server for dev only; beta's clients and PostgreSQL under supervisord.
         conf = sandbox / 'supervisor' / 'supervisord.conf'
         programs = subprocess.run([str(VENV_BIN / 'supervisorctl'), '-c', str(conf), 'status'],
                                   capture_output=True, text=True, check=False).stdout
-        assert 'postgresql' in programs and 'zeo' not in programs
-        # dev's demo content was made on RelStorage by the init script; each stage serves.
+        assert 'postgresql' in programs and 'dev-zeo' in programs, programs
+        assert not [line for line in programs.splitlines()
+                    if line.startswith('beta') and 'zeo' in line.split()[0]], programs
+        # dev's demo content was made on ZEO by the init script; each stage serves.
         dev = requests.get('http://127.0.0.1:%d/partners/acme/' % base, timeout=30)
         assert dev.status_code == 200 and 'acme' in dev.text
         assert requests.get(beta + '/@@zopeops-info', timeout=30).status_code == 200
-        # Each live side has its own database with RelStorage's schema; the twin's exists.
-        assert {'zopeops_dev', 'zopeops_beta', 'zopeops_beta_upgrade'} <= pipeline.databases()
-        # status.yml shows the storage kind, and the pipeline healthy without ZEO.
+        # Each RelStorage side has its own database; dev has none.
+        databases = pipeline.databases()
+        assert {'zopeops_beta', 'zopeops_beta_upgrade'} <= databases, databases
+        assert 'zopeops_dev' not in databases, databases
+        # status.yml shows the storage kind of each side, and the pipeline healthy.
         status = pipeline.playbook('status.yml')
         assert status.returncode == 0, status.stdout[-8000:]
         report = json.loads((sandbox / 'lb' / 'status' / 'status.json').read_text())
-        sides = [side for stage in report['stages'] for side in stage['sides']]
-        assert {side['storage'] for side in sides} == {'relstorage'}
+        kinds = {stage['name']: {side['storage'] for side in stage['sides']}
+                 for stage in report['stages']}
+        assert kinds == {'dev': {'zeo'}, 'beta': {'relstorage'}}, kinds
         assert 'storage' in status.stdout and 'RelStorage' in status.stdout
         assert (PG_BIN / 'postgres').exists()
 
@@ -133,13 +163,16 @@ def test_relstorage_pipeline_site_twice_and_promotions_under_load(tmp_path_facto
         assert wrong not in refused.stdout + refused.stderr
         assert not pipeline.state('beta'), 'a refused run must leave no state'
 
-        # Policy upstream: beta gets dev's database and code; its own is kept for a rollback.
+        # Policy upstream between kinds: beta gets dev's code and its ZEO data, converted into
+        # the twin's database (zodb_convert) and copied from there; beta's own database is kept
+        # for a rollback.
         dev_revision = requests.get('http://127.0.0.1:%d/@@zopeops-info' % base,
                                     timeout=30).json()['revision']
         _run, state = promote_without_loss(pipeline, 'upstream')
         assert requests.get(beta + '/@@zopeops-info', timeout=30).json()['revision'] \
             == dev_revision
         assert requests.get(beta + '/partners/acme/', timeout=30).status_code == 200
+        assert state['tids']['twin_base'] and state['tids']['source_at_snapshot'], state['tids']
         kept = [name for name in pipeline.databases() if name.startswith('zopeops_beta_prev_')]
         assert state['rollback_target']['data_pair'] in kept, (state['rollback_target'], kept)
         # Policy self: the twin gets beta's own database and both switches catch up through
