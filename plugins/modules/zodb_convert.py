@@ -30,7 +30,7 @@ description:
   - "B(History-free databases) are refused as a source: their iterator does not give a
     consistent history of a database that serves writes."
   - B(Idempotence.) A target that already holds the source's last transaction as its own is
-    left alone (RV(changed) false).
+    left alone (C(changed) false).
 author:
   - zopeops.stages developers (@zopeops)
 extends_documentation_fragment:
@@ -143,6 +143,12 @@ manifest:
   description: The written snapshot's manifest path (O(dest)), else null.
   type: str
   returned: always
+attributes_changed:
+  description: Files and folders of the written snapshot (O(dest)) that got (in check mode,
+    would get) the owner, group or mode of O(owner), O(group) and O(file_mode); 0 when they
+    had them already.
+  type: int
+  returned: with O(dest)
 msg:
   description: What happened.
   type: str
