@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r'''
 module: zodb_convert
-short_description: Copy a ZODB storage's history into a storage of the other kind (FileStorage, RelStorage)
+short_description: Copy a storage's history into one of the other kind (FileStorage, RelStorage)
 version_added: 0.3.0
 description:
   - The first copy of a twin whose data source keeps its data the other way (a mixed pipeline,

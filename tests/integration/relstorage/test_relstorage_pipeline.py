@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -23,6 +22,7 @@ import pytest
 import requests
 
 from support.ansible import assert_no_changes, playbook_command, run_playbook
+from support.inventories import mixed_relstorage_inventory
 from support.load import LoadGenerator
 from support.paths import REPO, VENV_BIN
 from support.ports import free_port_block
@@ -37,25 +37,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.pipeline,
               pytest.mark.xdist_group('relstorage-pipeline')]
 
 INVENTORY = REPO / 'inventories' / 'relstorage'
-
-
-def mixed_inventory(folder):
-    """A copy of inventories/relstorage in which dev keeps its data on ZEO (a mixed pipeline,
-    docs/relstorage.md "Between kinds"): dev-local is dev's ZEO host too, on port base + 10."""
-    shutil.copytree(INVENTORY, folder)
-    hosts = folder / 'hosts.yml'
-    text = hosts.read_text()
-    text = text.replace('      children:\n        dev:\n        beta:\n',
-                        '      children:\n        beta:\n')
-    text = text.replace('        dev_clients:\n',
-                        '        dev_zeo:\n          hosts:\n            dev-local:\n'
-                        '        dev_clients:\n')
-    assert 'dev_zeo' in text and '        dev:\n        beta:\n' not in text, text
-    hosts.write_text(text)
-    dev = folder / 'host_vars' / 'dev-local.yml'
-    dev.write_text(dev.read_text()
-                   + 'zopeops_zeo_port: "{{ zopeops_port_base | int + 10 }}"\n')
-    return folder
 
 
 class RelStoragePipeline(SandboxFiles):
@@ -109,7 +90,7 @@ def promote_without_loss(pipeline, policy):
 def test_relstorage_pipeline_site_twice_and_promotions_under_load(tmp_path_factory):
     sandbox = tmp_path_factory.mktemp('relstorage') / 'sandbox'
     base = free_port_block(51, start=25000, stop=27400)
-    inventory = mixed_inventory(sandbox.parent / 'inventory')
+    inventory = mixed_relstorage_inventory(sandbox.parent / 'inventory', zeo_sides=['dev'])
     pipeline = RelStoragePipeline(sandbox, base, inventory)
     try:
         first = pipeline.playbook('site.yml')
