@@ -40,8 +40,9 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Opens both storages read-only and reports what would be copied (RV(transactions),
-      RV(tid)); writes nothing, clears nothing.
+    details: Opens both storages and reports what would be copied (RV(transactions), RV(tid));
+      copies, clears and writes no transaction (RelStorage creates its schema in a database
+      that has none when it is opened, as any of its clients does).
   diff_mode:
     support: none
   platform:
