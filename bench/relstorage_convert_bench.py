@@ -13,21 +13,20 @@ both ways.
 A cluster of its own (tests/support/postgresql.py, stopped by its PID), each copy --rounds
 times into a new database or folder, checked (the same rows in object_state and transaction;
 the same last tid). Prints a table with rows/s and the ratio to the bare tool; writes
-bench/results/relstorage_convert.json.
+bench/results/relstorage_convert-<stamp>.json.
 
     .venv/bin/python bench/relstorage_convert_bench.py [--size 100] [--rounds 2]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
 
-from zodb_benchlib import RESULTS  # noqa: F401  (sets up sys.path for support.*)
+from zodb_benchlib import RESULTS, save  # (zodb_benchlib sets up sys.path for support.*)
 
 import ansible  # noqa: E402
 
@@ -184,11 +183,9 @@ def main():
                  / min(methods['zodb_convert ' + way]['seconds']))
         results['ratio ' + way] = round(ratio, 2)
         print('zodb_convert / zodbconvert speed, %s: %.2fx' % (way, ratio))
-    results['load_after'] = os.getloadavg()
-    print('load average before %s, after %s' % (
-        ' '.join('%.1f' % x for x in results['load_before']),
-        ' '.join('%.1f' % x for x in results['load_after'])))
-    (RESULTS / 'relstorage_convert.json').write_text(json.dumps(results, indent=2) + '\n')
+    # save() records the host and its load average after the run beside the one before.
+    print('load average before %s; results in %s' % (
+        ' '.join('%.1f' % x for x in results['load_before']), save('relstorage_convert', results)))
 
 
 if __name__ == '__main__':
