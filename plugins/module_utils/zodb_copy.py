@@ -314,3 +314,17 @@ def remove_path(path):
         os.unlink(path)
     elif os.path.isdir(path):
         shutil.rmtree(path)
+
+
+def put_folder_in_place(building, dest):
+    """Rename the complete folder ``building`` to ``dest`` (a snapshot built beside it), so
+    that ``dest`` holds either its old or its new content; the old one is removed after."""
+    dest = os.path.abspath(dest)
+    retired = None
+    if os.path.exists(dest):
+        retired = '%s.old-%d' % (dest, os.getpid())
+        os.rename(dest, retired)
+    os.rename(building, dest)
+    fsync_dir(os.path.dirname(dest), strict=True)
+    if retired:
+        shutil.rmtree(retired, ignore_errors=True)

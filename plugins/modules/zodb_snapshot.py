@@ -739,14 +739,7 @@ def build_full(params, result, plan, blobs):
                                 'verify': copied_range['verify'],
                                 'transactions': result['transactions']}]
         zman.write_manifest(building, manifest)
-        retired = None
-        if os.path.exists(dest):
-            retired = '%s.old-%d' % (os.path.abspath(dest), os.getpid())
-            os.rename(dest, retired)
-        os.rename(building, dest)
-        zcopy.fsync_dir(parent, strict=True)
-        if retired:
-            shutil.rmtree(retired, ignore_errors=True)
+        zcopy.put_folder_in_place(building, dest)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise

@@ -7,7 +7,12 @@ distribution's server, started by the test) and a Python with RelStorage:
   server and the account, never the password;
 - zodb_replay from and into a storage opened from its configuration (etc/relstorage.conf):
   the transactions after that tid, verified, idempotent, refused when the target diverged;
-- zodb_pack with RelStorage's own pack.
+- zodb_pack with RelStorage's own pack;
+- zodb_convert, the first copy of a twin whose source keeps its data the other way: a
+  FileStorage snapshot (with blobs) into an emptied database (refused when not empty without
+  clear; a re-run changes nothing), and a database a writer keeps committing to into a
+  snapshot folder that zodb_restore installs and zodb_replay catches up; a history-free source
+  is refused.
 """
 from __future__ import annotations
 
@@ -301,3 +306,115 @@ def test_a_stopped_target_server_is_named_with_what_to_do(env):
     assert 'port %d' % port in result['msg'] and 'Connection refused' in result['msg']
     assert 'PostgreSQL server is stopped or does not accept connections: start it' \
         in result['msg'], result['msg']
+
+
+# zodb_convert: between a FileStorage and RelStorage (docs/relstorage.md, "Between kinds").
+# Writes a FileStorage with N transactions (every fifth a blob): python fs.py <Data.fs> <blobs> N
+FILESTORAGE = textwrap.dedent('''\
+    import sys, ZODB, ZODB.FileStorage, transaction
+    from ZODB.blob import Blob
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(sys.argv[1], blob_dir=sys.argv[2]))
+    for n in range(int(sys.argv[3])):
+        with db.transaction() as conn:
+            if n % 5 == 0:
+                blob = Blob()
+                with blob.open('w') as handle:
+                    handle.write(b'blob %d' % n * 100)
+                conn.root()['fs-%03d' % n] = blob
+            else:
+                conn.root()['fs-%03d' % n] = n
+    print(db.storage.lastTransaction().hex())
+    db.close()
+''')
+
+# Reads a storage: python read.py <Data.fs> <blobs>|<relstorage.conf> -> sorted keys, blob bytes
+READ = textwrap.dedent('''\
+    import sys, ZODB, ZODB.FileStorage, ZODB.config
+    from ZODB.blob import Blob
+    if sys.argv[1].endswith('.conf'):
+        db = ZODB.config.databaseFromFile(open(sys.argv[1]))
+    else:
+        db = ZODB.DB(ZODB.FileStorage.FileStorage(sys.argv[1], blob_dir=sys.argv[2],
+                                                  read_only=True))
+    with db.transaction() as conn:
+        root = conn.root()
+        size = sum(len(v.open('r').read()) for v in root.values() if isinstance(v, Blob))
+        print(db.storage.lastTransaction().hex(), len(root), size)
+    db.close()
+''')
+
+
+def script(env, name, text, *args):
+    path = env.root / name
+    path.write_text(text)
+    return subprocess.run([str(env.python), str(path)] + [str(a) for a in args],
+                          capture_output=True, text=True, check=True, timeout=300).stdout.strip()
+
+
+def test_a_filestorage_snapshot_into_relstorage_and_back(env):
+    folder = env.root / 'convert'
+    folder.mkdir()
+    data, blobs = folder / 'Data.fs', folder / 'blobs'
+    fs_tid = script(env, 'fs.py', FILESTORAGE, data, blobs, 40)
+    env.pg.sql('CREATE DATABASE zopeops_conv OWNER zopeops_t')
+    target = env.conf('zopeops_conv', 'zopeops_t', PASSWORD)
+    env.client(target, 'write', 3, 'stale')  # the twin's old data, to be cleared
+    args = {'source': str(data), 'source_blob_dir': str(blobs), 'target_config': str(target)}
+
+    refused = env.module('zodb_convert', args)
+    assert refused.get('failed') and 'is not empty' in refused['msg'], refused
+    check = env.module('zodb_convert', dict(args, clear=True), check=True)
+    # 40 transactions and the one that made the root
+    assert check['changed'] and check['tid'] == fs_tid and check['transactions'] == 41, check
+    assert env.client(target, 'tid') != fs_tid  # check mode wrote nothing
+
+    copied = env.module('zodb_convert', dict(args, clear=True))
+    assert copied['rc'] == 0 and copied['changed'] and copied['cleared'], copied
+    assert copied['tid'] == fs_tid == env.client(target, 'tid'), copied
+    assert copied['blobs'] == 8 and copied['transactions_per_second'] > 0, copied
+    print('FileStorage -> RelStorage: %s'
+          % {k: copied[k] for k in ('transactions', 'blobs', 'seconds')})
+    want = script(env, 'read.py', READ, data, blobs)
+    assert script(env, 'read.py', READ, target) == want
+    again = env.module('zodb_convert', dict(args, clear=True))
+    assert again['rc'] == 0 and not again['changed'], again
+
+    # Back: the database, while a writer commits to it, into a snapshot that zodb_restore
+    # installs; the replay then brings the rest.
+    writer = subprocess.Popen([str(env.python), str(env.root / 'client.py'), str(target),
+                               'loop', '4', 'during'], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        snap = env.root / 'snap'
+        written = env.module('zodb_convert', {'source_config': str(target), 'dest': str(snap)})
+        assert written['rc'] == 0 and written['changed'], written
+        assert written['tid'] == written['snapshot_tid'] > fs_tid, written
+        assert written['blobs'] >= 8, written
+    finally:
+        _out, err = writer.communicate(timeout=120)
+    assert writer.returncode == 0, err
+    live = env.root / 'live'
+    installed = env.module('zodb_restore', {'snapshot': str(snap), 'path': str(live / 'Data.fs'),
+                                            'blob_dir': str(live / 'blobs'), 'keep_previous': 0})
+    assert installed['rc'] == 0 and installed['tid'] == written['tid'], installed
+    replay = env.module('zodb_replay', {'source_config': str(target),
+                                        'path': str(live / 'Data.fs'),
+                                        'target_blob_dir': str(live / 'blobs'),
+                                        'after_tid': written['tid']})
+    assert replay['rc'] == 0 and replay['transactions'] > 0, replay
+    assert script(env, 'read.py', READ, live / 'Data.fs', live / 'blobs') \
+        == script(env, 'read.py', READ, target)
+    same = env.module('zodb_convert', {'source_config': str(target), 'dest': str(snap)})
+    assert same['rc'] == 0 and same['changed'], 'the source moved on: a new snapshot'
+
+
+def test_a_history_free_source_is_refused(env):
+    free = env.conf('zopeops_free', 'zopeops_t', PASSWORD)
+    free.write_text(free.read_text().replace('keep-history true', 'keep-history false'))
+    env.pg.sql('CREATE DATABASE zopeops_free OWNER zopeops_t')
+    env.client(free, 'write', 2, 'free')
+    refused = env.module('zodb_convert', {'source_config': str(free),
+                                          'dest': str(env.root / 'free-snap')})
+    assert refused.get('failed') and 'history-free' in refused['msg'], refused
+    assert not (env.root / 'free-snap').exists()

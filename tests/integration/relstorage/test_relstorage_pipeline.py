@@ -1,9 +1,12 @@
 """A RelStorage pipeline (inventories/relstorage: dev, beta and beta's twin, one PostgreSQL
-cluster of the sandbox's own) brought up by site.yml twice (the second run changes nothing),
-then beta promoted from dev under a read load and an acknowledged-write load, with policy
-upstream and then self: 0 failed reads, 0 lost acknowledged writes, the freeze windows
-reported, the replaced database kept for a rollback. A wrong PostgreSQL password is refused
-before anything changes, naming the stage and the server, never printing the password.
+cluster of the sandbox's own), made a mixed one: dev keeps its data on ZEO (a copy of the
+inventory with dev in groups dev_zeo and dev_clients), beta and its twin on RelStorage. Brought
+up by site.yml twice (the second run changes nothing), then beta promoted from dev under a
+read load and an acknowledged-write load, with policy upstream (between kinds: dev's packed
+Data.fs converted into the twin's database, then the usual RelStorage steps) and then self
+(both catch-ups through RelStorage): 0 failed reads, 0 lost acknowledged writes, the freeze
+windows reported, the replaced database kept for a rollback. A wrong PostgreSQL password is
+refused before anything changes, naming the stage and the server, never printing the password.
 
 In make test (docs/relstorage.md): one test, one sandbox, to keep it lean.
 """
@@ -19,6 +22,7 @@ import pytest
 import requests
 
 from support.ansible import assert_no_changes, playbook_command, run_playbook
+from support.inventories import mixed_relstorage_inventory
 from support.load import LoadGenerator
 from support.paths import REPO, VENV_BIN
 from support.ports import free_port_block
@@ -39,19 +43,20 @@ INVENTORY = REPO / 'inventories' / 'relstorage'
 class RelStoragePipeline(SandboxFiles):
     """What tests/support/promotion.py asks of a pipeline, for inventories/relstorage."""
 
-    def __init__(self, sandbox, base):
+    def __init__(self, sandbox, base, inventory=INVENTORY):
         self.sandbox, self.base = sandbox, base
-        self.inventory = INVENTORY
+        self.inventory = inventory
         self.extra_vars = {'zopeops_sandbox': str(sandbox), 'zopeops_port_base': base}
 
     def lb_bases(self, stage):
         return ['http://127.0.0.1:%d' % (self.base + ['dev', 'beta'].index(stage))]
 
     def playbook(self, name, extra=None):
-        return run_playbook(name, INVENTORY, dict(self.extra_vars, **(extra or {})))
+        return run_playbook(name, self.inventory, dict(self.extra_vars, **(extra or {})))
 
     def background_playbook(self, name, extra=None):
-        argv, env = playbook_command(name, INVENTORY, dict(self.extra_vars, **(extra or {})))
+        argv, env = playbook_command(name, self.inventory,
+                                     dict(self.extra_vars, **(extra or {})))
         return Background(argv, env, str(REPO))
 
     def ensure_up(self):
@@ -94,7 +99,10 @@ def pipeline(tmp_path_factory):
     """One sandbox for the file's tests (the first one brings it up with site.yml; another
     run alone brings it up itself: ``ensure_up``), stopped at the end."""
     sandbox = tmp_path_factory.mktemp('relstorage') / 'sandbox'
-    pipeline = RelStoragePipeline(sandbox, free_port_block(51, start=25000, stop=27400))
+    # A mixed pipeline: dev on ZEO, beta and its twin on RelStorage.
+    inventory = mixed_relstorage_inventory(sandbox.parent / 'inventory', zeo_sides=['dev'])
+    pipeline = RelStoragePipeline(sandbox, free_port_block(51, start=25000, stop=27400),
+                                  inventory)
     try:
         yield pipeline
     finally:
@@ -118,23 +126,28 @@ def test_relstorage_pipeline_site_twice_and_promotions_under_load(pipeline):
     assert not writes.failed and len(writes.acknowledged) >= 5, writes.report()
     missing = set(writes.acknowledged) - write_ids_over_http(beta, auth)
     assert not missing, (sorted(missing)[:20], writes.report())
-    # No ZEO server anywhere; the stages' clients and PostgreSQL under supervisord.
+    # A ZEO server for dev only; beta's clients and PostgreSQL under supervisord.
     conf = sandbox / 'supervisor' / 'supervisord.conf'
     programs = subprocess.run([str(VENV_BIN / 'supervisorctl'), '-c', str(conf), 'status'],
                               capture_output=True, text=True, check=False).stdout
-    assert 'postgresql' in programs and 'zeo' not in programs
-    # dev's demo content was made on RelStorage by the init script; each stage serves.
+    assert 'postgresql' in programs and 'dev-zeo' in programs, programs
+    assert not [line for line in programs.splitlines()
+                if line.startswith('beta') and 'zeo' in line.split()[0]], programs
+    # dev's demo content was made on ZEO by the init script; each stage serves.
     dev = requests.get('http://127.0.0.1:%d/partners/acme/' % base, timeout=30)
     assert dev.status_code == 200 and 'acme' in dev.text
     assert requests.get(beta + '/@@zopeops-info', timeout=30).status_code == 200
-    # Each live side has its own database with RelStorage's schema; the twin's exists.
-    assert {'zopeops_dev', 'zopeops_beta', 'zopeops_beta_upgrade'} <= pipeline.databases()
-    # status.yml shows the storage kind, and the pipeline healthy without ZEO.
+    # Each RelStorage side has its own database; dev has none.
+    databases = pipeline.databases()
+    assert {'zopeops_beta', 'zopeops_beta_upgrade'} <= databases, databases
+    assert 'zopeops_dev' not in databases, databases
+    # status.yml shows the storage kind of each side, and the pipeline healthy.
     status = pipeline.playbook('status.yml')
     assert status.returncode == 0, status.stdout[-8000:]
     report = json.loads((sandbox / 'lb' / 'status' / 'status.json').read_text())
-    sides = [side for stage in report['stages'] for side in stage['sides']]
-    assert {side['storage'] for side in sides} == {'relstorage'}
+    kinds = {stage['name']: {side['storage'] for side in stage['sides']}
+             for stage in report['stages']}
+    assert kinds == {'dev': {'zeo'}, 'beta': {'relstorage'}}, kinds
     assert 'storage' in status.stdout and 'RelStorage' in status.stdout
     assert (PG_BIN / 'postgres').exists()
 
@@ -150,13 +163,16 @@ def test_relstorage_pipeline_site_twice_and_promotions_under_load(pipeline):
     assert wrong not in refused.stdout + refused.stderr
     assert not pipeline.state('beta'), 'a refused run must leave no state'
 
-    # Policy upstream: beta gets dev's database and code; its own is kept for a rollback.
+    # Policy upstream between kinds: beta gets dev's code and its ZEO data, converted into
+    # the twin's database (zodb_convert) and copied from there; beta's own database is kept
+    # for a rollback.
     dev_revision = requests.get('http://127.0.0.1:%d/@@zopeops-info' % base,
                                 timeout=30).json()['revision']
     _run, state = promote_without_loss(pipeline, 'upstream')
     assert requests.get(beta + '/@@zopeops-info', timeout=30).json()['revision'] \
         == dev_revision
     assert requests.get(beta + '/partners/acme/', timeout=30).status_code == 200
+    assert state['tids']['twin_base'] and state['tids']['source_at_snapshot'], state['tids']
     kept = [name for name in pipeline.databases() if name.startswith('zopeops_beta_prev_')]
     assert state['rollback_target']['data_pair'] in kept, (state['rollback_target'], kept)
     # Policy self: the twin gets beta's own database and both switches catch up through
@@ -214,7 +230,7 @@ def test_relstorage_backup_and_drill_under_load_and_restore_refused(pipeline):
 
 def run_limited(pipeline, extra):
     """site.yml for beta's twin's host alone (its clients' configuration)."""
-    return run_playbook('site.yml', INVENTORY, dict(pipeline.extra_vars, **extra),
+    return run_playbook('site.yml', pipeline.inventory, dict(pipeline.extra_vars, **extra),
                         args=('--limit', 'beta_upgrade-local'))
 
 
