@@ -57,6 +57,7 @@ def side_of(value, stage):
 def other_side(side):
     return 'live' if side == 'upgrade' else 'upgrade'
 
+
 # lb_switch's options (its DOCUMENTATION describes them); lb_cutover asks run_stage with the
 # same parameter dicts (switch_params).
 ARGUMENT_SPEC = dict(

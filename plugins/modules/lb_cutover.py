@@ -44,10 +44,18 @@ author:
   - zopeops.stages developers (@zopeops)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - zopeops.stages.lb
   - zopeops.stages.zodb
   - zopeops.stages.zodb.zeo
 options:
+  socket:
+    description:
+      - Where HAProxy's runtime API listens, the path of its C(stats socket) (also written
+        C(unix@/path)), or C(ipv4@host:port); at C(level admin). Required.
+    type: str
+  timeout:
+    description: Seconds to wait for HAProxy to accept a connection and finish one answer.
+    type: float
+    default: 5.0
   stage:
     description: The pipeline stage whose traffic moves (backends C(be_<stage>_live) and
       C(be_<stage>_upgrade)).

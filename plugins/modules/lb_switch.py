@@ -439,7 +439,6 @@ from ansible_collections.zopeops.stages.plugins.module_utils.haproxy_stage impor
 from ansible_collections.zopeops.stages.plugins.module_utils import nginx as nginx_utils
 
 
-
 def run(params, check_mode, api_factory=RuntimeAPI):
     """Do what ``params`` ask; return the module result. Raises on failure.
 

@@ -35,8 +35,9 @@ class Balancer:
         self.clock += 0.01
         kind = ('switch' if params['active'] else 'freeze' if params['frozen'] else 'read')
         self.requests.append((kind, params, check_mode))
-        if self.fail.get(len(self.requests)):
-            raise self.fail[len(self.requests)]
+        error = self.fail.get(len(self.requests))
+        if isinstance(error, Exception):
+            raise error
         before = {'active': self.active, 'frozen': self.frozen}
         values = {}
         if not check_mode:
@@ -69,7 +70,7 @@ class Replays:
         self.calls.append(params)
         step = self.tails.pop(0) if self.tails else 0
         if isinstance(step, Exception):
-            raise step
+            raise step  # pylint: disable=raising-bad-type
         result.update(transactions=step, changed=bool(step), after_tid=params['after_tid'])
         if step and not check_mode:
             self.last += step
