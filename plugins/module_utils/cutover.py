@@ -124,7 +124,9 @@ class Cutover:
                 self._cutover()
         except CutoverFailed:
             raise
-        except (SwitchError, zu.ZODBDataError, OSError, Exception) as exc:  # pylint: disable=broad-except
+        except (Exception, KeyboardInterrupt) as exc:  # pylint: disable=broad-except
+            # Ctrl-C too: the stage is left on one side, unfrozen, in a few round trips,
+            # rather than frozen until the lease ends.
             self._recover(exc)
         finally:
             self.steps['total'] = round(self.monotonic() - started, 3)
@@ -238,8 +240,12 @@ class Cutover:
         """Put the traffic back on the source, or roll forward where the target may hold an
         acknowledged write; raise CutoverFailed saying which."""
         p, result = self.params, self.result
-        cause = str(exc) if isinstance(exc, (SwitchError, zu.ZODBDataError)) else \
-            '%s: %s' % (type(exc).__name__, exc)
+        if isinstance(exc, KeyboardInterrupt):
+            cause = 'Interrupted (SIGINT).'
+        elif isinstance(exc, (SwitchError, zu.ZODBDataError)):
+            cause = str(exc)
+        else:
+            cause = '%s: %s' % (type(exc).__name__, exc)
         if self.check_mode or self.phase == BEFORE_FREEZE:
             result.update(traffic_on=self.source_side, frozen=False)
             raise CutoverFailed('%s Nothing was frozen or switched: stage %s still sends its '
@@ -260,6 +266,8 @@ class Cutover:
             raise CutoverFailed(
                 '%s Stage %s was put back on %s and its writes unfrozen; the target took no '
                 'write (it was frozen wherever it had the traffic): nothing is lost.'
+                % (cause, p['stage'], self.source_side) if back.get('changed') else
+                '%s Stage %s stays on %s, its writes not frozen; nothing is lost.'
                 % (cause, p['stage'], self.source_side), result)
         # The target may have acknowledged a write: roll forward.
         forward = self._lb('roll_forward', check_mode=False, active=self.to, frozen=False,
