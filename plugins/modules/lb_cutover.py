@@ -26,13 +26,13 @@ description:
   - "Each HAProxy request is the one M(zopeops.stages.lb_switch) makes with the same options,
     and each replay is M(zopeops.stages.zodb_replay)'s (the same checks: the target's last tid
     before, the last replayed tid after)."
-  - "B(A failure leaves a known state.) Before the freeze nothing is changed. After it, the
-    balancer is read: if it does not send the stage to the target with the writes unfrozen,
-    the target took no write, so the stage is put back on the source and unfrozen
-    (RV(traffic_on) the source; the module fails). Otherwise the target may hold acknowledged
+  - "B(A failure leaves a known state,) and the module fails saying which. Before the freeze
+    nothing is changed. After it, the balancer is read: if it does not send the stage to the
+    target with the writes unfrozen, the target took no write, so the stage is put back on the
+    source and unfrozen (RV(traffic_on) the source). Otherwise the target may hold acknowledged
     writes: the cutover rolls forward (the stage stays on the target, unfrozen, and the
     source's late transactions are replayed; RV(rolled_forward)); if they cannot be
-    (RV(diverged)), the module fails and both sides must be kept."
+    (RV(diverged)), both sides must be kept."
   - "With several balancers, use M(zopeops.stages.lb_switch) per balancer per step (each
     socket is on its own machine) and M(zopeops.stages.zodb_replay) (C(roles/promote))."
   - "B(The Python that runs it) must import ZODB and ZEO (and RelStorage for RelStorage
@@ -100,6 +100,14 @@ options:
       sessions left (a warning when it does not drain).
     type: float
     default: 30.0
+  hold_frozen:
+    description:
+      - Seconds to hold the freeze, doing nothing, after the switch under the freeze and before
+        the last replay. For fault drills only (the fault tests kill the controller, a
+        ZEO server or HAProxy inside the freeze, which otherwise lasts milliseconds); it must
+        leave the lease more than O(lease_margin). V(0) in production.
+    type: float
+    default: 0.0
   recover_timeout:
     description: After a failure, how long to keep asking an HAProxy that does not answer
       where it sends the stage, before the traffic is left where it is.
@@ -253,6 +261,12 @@ source_idle_seconds:
   description: Seconds from the switch until nothing was in flight on the source side.
   type: float
   returned: always
+source_idle:
+  description: Whether nothing was in flight on the source side within O(freeze_timeout) after
+    the switch (false is a warning, as with M(zopeops.stages.lb_switch)'s drain; the last
+    replay copies what the source committed until it ran).
+  type: bool
+  returned: always
 drain_seconds:
   description: Seconds from the unfreeze until the source side had no sessions.
   type: float
@@ -262,7 +276,8 @@ drained:
   type: bool
   returned: always
 before:
-  description: The stage on the balancer before the call (lb_switch's RV(zopeops.stages.lb_switch#module:before)).
+  description: The stage on the balancer before the call (as
+    RV(zopeops.stages.lb_switch#module:before)).
   type: dict
   returned: always
 after:
@@ -303,6 +318,7 @@ ARGUMENT_SPEC = dict(
     freeze_timeout=dict(type='float', default=10.0),
     gate_timeout=dict(type='float', default=60.0),
     drain_timeout=dict(type='float', default=30.0),
+    hold_frozen=dict(type='float', default=0.0),
     recover_timeout=dict(type='float', default=8.0),
     source=dict(type='path'),
     source_blob_dir=dict(type='path'),
@@ -323,13 +339,18 @@ def check_options(params):
     if not params['socket']:
         raise SwitchError('socket is required: the path of HAProxy\'s admin socket (the haproxy '
                           'role\'s <runtime_dir>/haproxy.sock).')
-    for name in ('lease', 'lease_margin', 'freeze_timeout', 'gate_timeout', 'drain_timeout'):
+    for name in ('lease', 'lease_margin', 'freeze_timeout', 'gate_timeout', 'drain_timeout',
+                 'hold_frozen'):
         if params[name] < 0:
             raise SwitchError('%s must be 0 or a number of seconds, not %s.' % (name, params[name]))
     if params['lease'] <= params['lease_margin']:
         raise SwitchError('lease (%s s) must be longer than lease_margin (%s s): the replays under '
                           'the freeze stop lease_margin before its deadline.'
                           % (params['lease'], params['lease_margin']))
+    if params['hold_frozen'] and params['hold_frozen'] >= params['lease'] - params['lease_margin']:
+        raise SwitchError('hold_frozen (%s s) must leave the lease (%s s) more than lease_margin '
+                          '(%s s).' % (params['hold_frozen'], params['lease'],
+                                       params['lease_margin']))
     for name in ('after_tid', 'target_tid'):
         if params[name]:
             try:
@@ -379,6 +400,10 @@ def main():
             target.close()
     finally:
         source.close()
+    if result['source_idle'] is False:
+        module.warn('Stage %s\'s source side still had requests in flight %.1fs after the switch '
+                    'under the freeze (freeze_timeout); the last replay copied what it had '
+                    'committed by then.' % (params['stage'], result['source_idle_seconds'] or 0))
     if result['drained'] is False:
         module.warn('The source side of stage %s still had sessions %.1fs after the cutover; '
                     'requests in flight there may be cut if it is stopped now.'

@@ -15,9 +15,10 @@ BASE = '00000000000000a0'
 PARAMS = dict(socket='/run/h.sock', timeout=5.0, stage='test', to='upgrade',
               map_file='/lb/active.map', frozen_map_file='/lb/frozen.map', lease=30.0,
               lease_margin=5.0, freeze_timeout=10.0, gate_timeout=60.0, drain_timeout=30.0,
-              recover_timeout=0.0, source='/s/Data.fs', source_blob_dir='/s/blobs',
-              source_config=None, after_tid=BASE, target_tid=None, passes=4, settle=5,
-              zeo_address='127.0.0.1:1', target_config=None, storage='1', zeo_timeout=30.0)
+              recover_timeout=0.0, hold_frozen=0.0, source='/s/Data.fs',
+              source_blob_dir='/s/blobs', source_config=None, after_tid=BASE, target_tid=None,
+              passes=4, settle=5, zeo_address='127.0.0.1:1', target_config=None, storage='1',
+              zeo_timeout=30.0)
 
 
 def tid(number):
@@ -56,7 +57,8 @@ class Balancer:
         after = {'active': self.active, 'frozen': self.frozen,
                  'frozen_until': 1030.0 + len(self.requests) if self.frozen else None}
         return switch_result(before=before, after=after, frozen_until=after['frozen_until'],
-                             changed=(self.active, self.frozen) != (before['active'], before['frozen']),
+                             changed=(self.active, self.frozen)
+                             != (before['active'], before['frozen']),
                              **values)
 
 
@@ -171,8 +173,8 @@ def test_ctrl_c_under_the_freeze_puts_the_traffic_back_at_once(monkeypatch):
     assert balancer.active == 'live' and balancer.frozen is False
 
 
-def test_a_source_still_busy_after_the_switch_puts_the_traffic_back(monkeypatch):
-    balancer = Balancer()
+def test_a_source_still_busy_after_the_switch_is_reported_and_the_late_replay_runs(monkeypatch):
+    balancer, replays = Balancer(), Replays([3, 0, 2])
     original = balancer.__call__
 
     def busy(params, check_mode):
@@ -180,10 +182,21 @@ def test_a_source_still_busy_after_the_switch_puts_the_traffic_back(monkeypatch)
         if params['under_freeze']:
             answer.update(drained=False, drain_seconds=10.0)
         return answer
-    with pytest.raises(co.CutoverFailed) as failed:
-        run(monkeypatch, busy, Replays([3, 0, 0]))
-    assert 'still had requests in flight' in str(failed.value)
-    assert failed.value.result['traffic_on'] == 'live' and balancer.active == 'live'
+    result = run(monkeypatch, busy, replays)
+    assert result['source_idle'] is False and result['source_idle_seconds'] == 10.0
+    assert result['traffic_on'] == 'upgrade' and result['transactions_frozen'] == 2
+
+
+def test_a_drill_hold_sleeps_after_the_switch_before_the_late_replay(monkeypatch):
+    balancer, replays, slept = Balancer(), Replays([3, 0, 0]), []
+    monkeypatch.setattr(co.core, 'replay_from', replays)
+
+    def sleep(seconds):
+        slept.append((seconds, balancer.active, balancer.frozen, len(replays.calls)))
+    cutover = co.Cutover(dict(PARAMS, hold_frozen=2.0), False, balancer, Source(), Target(),
+                         sleep=sleep)
+    cutover.run()
+    assert slept == [(2.0, 'upgrade', True, 2)]  # switched, frozen, before the late replay
 
 
 def test_a_failure_after_the_unfreeze_rolls_forward(monkeypatch):
@@ -197,9 +210,12 @@ def test_a_failure_after_the_unfreeze_rolls_forward(monkeypatch):
             raise SwitchError('HAProxy went away during the drain')
         return answer
     source = Source([tid(0xa0 + 5)])  # the source committed one more than the target holds
-    result = run(monkeypatch, lifts_then_fails, Replays([3, 1, 0, 1]), source=source)
+    with pytest.raises(co.CutoverFailed) as failed:
+        run(monkeypatch, lifts_then_fails, Replays([3, 1, 0, 1]), source=source)
+    result = failed.value.result
     assert result['rolled_forward'] is True and result['traffic_on'] == 'upgrade'
-    assert 'ROLLED FORWARD' in result['msg'] and result['last_tid'] == tid(0xa0 + 5)
+    assert 'ROLLED FORWARD' in str(failed.value) and result['last_tid'] == tid(0xa0 + 5)
+    assert result['diverged'] is False
     assert balancer.active == 'upgrade' and balancer.frozen is False
 
 
