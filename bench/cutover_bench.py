@@ -15,7 +15,8 @@ frontend, with one reader thread, from 3 s before the run until 1 s after it.
 Per cutover: the freeze window (``freeze_windows[].frozen_seconds`` of the ledger), the
 transactions caught up before and inside the freeze (``replayed``, ``replayed_frozen``), the
 catch-up time (the seconds of the ``zodb_replay`` tasks of that cutover, before the freeze and
-inside it; bench/callback_plugins/bench_timings.py) and the whole step (ledger ``phases``).
+inside it, or with one balancer the steps ``lb_cutover`` times inside its one call;
+bench/callback_plugins/bench_timings.py) and the whole step (ledger ``phases``).
 Lost writes (acknowledged ids missing from the stage's Data.fs; with ``self`` every
 acknowledged write must be there) must be 0. Results: bench/results/cutover-<time>.json and a
 table in docs/benchmarks.md ("## Promotion").
@@ -84,6 +85,19 @@ def cutover_profile(tasks):
                                      if switch in (t.get('play') or '')
                                      and t['action'].endswith('lb_switch')
                                      and 'Switch every' in t['task']), 2)}
+        # One balancer: the whole cutover is one lb_cutover call; its steps are timed inside.
+        for task in [t for t in tasks if switch in (t.get('play') or '')
+                     and t['action'].endswith('lb_cutover')]:
+            steps, res, prof = _res(task).get('steps') or {}, _res(task), profile[switch]
+            gap = res.get('gap') or {}
+            frozen = sum((res.get(step) or {}).get('seconds') or 0 for step in ('final', 'late'))
+            prof['catch_up_before'] = round(prof['catch_up_before'] + (gap.get('seconds') or 0), 2)
+            prof['catch_up_before_in_module'] = prof['catch_up_before']
+            prof['catch_up_frozen'] = round(prof['catch_up_frozen'] + frozen, 2)
+            prof['passes'] += gap.get('passes') or 0
+            prof['freeze_call'] = round(prof['freeze_call'] + (steps.get('freeze') or 0), 2)
+            prof['switch_call'] = round(prof['switch_call'] + (steps.get('switch') or 0), 2)
+            prof['cutover_call'] = task['seconds']
     return profile
 
 

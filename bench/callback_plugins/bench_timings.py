@@ -70,6 +70,12 @@ class CallbackModule(CallbackBase):
             data[key], (int, float, str, bool, type(None)))}
         if isinstance(data.get('seconds'), dict):  # preflight_reads: each read's seconds
             record['result']['seconds'] = data['seconds']
+        if isinstance(data.get('steps'), dict):  # lb_cutover: each step's seconds inside it
+            record['result']['steps'] = data['steps']
+            for step in ('gap', 'final', 'late'):
+                if isinstance(data.get(step), dict):
+                    record['result'][step] = {k: data[step].get(k)
+                                              for k in ('seconds', 'passes', 'transactions')}
         if 'results' in data:  # a loop: keep each item's module duration
             record['items'] = [{k: item.get(k) for k in KEEP if k in item}
                                for item in data['results'] if isinstance(item, dict)]

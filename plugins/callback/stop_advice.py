@@ -14,8 +14,8 @@ description:
   - "Watches C(playbooks/promote.yml) (and C(rollback.yml), C(restore.yml), C(push_branding.yml), C(site.yml)):
     the step it is in (plays and tasks named C([N/12] step: ...) and the promotion's timeline),
     the plan (the C(promote_plan) fact), whether the stage's lock was taken, and the last
-    C(zopeops.stages.lb_switch) results it saw (which side serves, whether writes are frozen
-    and until when)."
+    C(zopeops.stages.lb_switch) and C(zopeops.stages.lb_cutover) results it saw (which side
+    serves, whether writes are frozen and until when)."
   - "When the run is interrupted (SIGINT, Ctrl-C) and so ends without its recap, its last lines
     (on stderr, after Ansible's C(User interrupted execution)) name the stage, the step, the
     side that serves as far as the run knew, the write freeze (a freeze with a deadline lets
@@ -134,7 +134,7 @@ class Watch:
                 self.lock_taken = True
             if isinstance(result.get('state'), dict) and result['state'].get('plan'):
                 self.plan_recorded = True
-        if action == 'lb_switch':
+        if action in ('lb_switch', 'lb_cutover'):  # lb_cutover: the view after its last request
             for item in result.get('results') or [result]:
                 if not isinstance(item, dict) or item.get('skipped'):
                     continue

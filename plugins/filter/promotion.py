@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: zopeops.stages developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The promotion_plan, promotion_plan_lines, side_programs, freeze_window,
+"""The promotion_plan, promotion_plan_lines, side_programs, freeze_window, replay_ends,
 preflight_input_problems, preflight_reads_problem and preflight_problem filters; their
 documentation is in the .yml files of the same names beside this file."""
 from __future__ import annotations
@@ -106,6 +106,30 @@ def freeze_window(switch, freezes=None, switches=None, unfreezes=None, replayed=
             'replayed_frozen': int(replayed_frozen or 0)}
 
 
+def replay_ends(source, target, source_dir, target_dir):
+    """What a cutover's replays read and write (roles/promote/tasks/cutover.yml and
+    cutover_rescue.yml; zodb_replay's and lb_cutover's options): the one place that chooses.
+
+    ``source`` / ``target``: the sides of the plan (their ``storage``, and the target's
+    ``zeo``); ``source_dir`` / ``target_dir``: their instance folders on their data hosts. A
+    RelStorage side is read or written through its etc/relstorage.conf (the stage and its twin
+    share the stage's account), a ZEO side's source through its Data.fs and blobs, its target
+    through its running ZEO server."""
+    def relstorage(side):
+        return ((side or {}).get('storage') or 'zeo') == 'relstorage'
+    if relstorage(source):
+        read = {'config': source_dir + '/etc/relstorage.conf'}
+    else:
+        read = {'file': source_dir + '/var/filestorage/Data.fs',
+                'blob_dir': source_dir + '/var/blobstorage'}
+    if relstorage(target):
+        write = {'config': target_dir + '/etc/relstorage.conf'}
+    else:
+        zeo = (target or {}).get('zeo') or {}
+        write = {'zeo_address': '%s:%s' % (zeo.get('address'), zeo.get('port'))}
+    return {'source': read, 'target': write}
+
+
 def _loop_items(results):
     """The items of a registered loop that ran (not skipped)."""
     return [item for item in results or [] if isinstance(item, dict) and not item.get('skipped')]
@@ -137,7 +161,7 @@ class FilterModule:
     def filters(self):
         return {'promotion_plan': promotion_plan, 'promotion_plan_lines': describe,
                 'side_programs': side_programs, 'freeze_window': freeze_window,
-                'cutover_rescue': cutover_rescue,
+                'cutover_rescue': cutover_rescue, 'replay_ends': replay_ends,
                 'preflight_input_problems': preflight_input_problems,
                 'preflight_problem': preflight_problem,
                 'preflight_reads_problem': preflight_reads_problem}

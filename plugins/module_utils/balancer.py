@@ -10,6 +10,8 @@ stage's upstream file).
 """
 from __future__ import annotations
 
+from ansible_collections.zopeops.stages.plugins.module_utils.options import with_defaults
+
 SIDES = ('live', 'upgrade')
 
 # Every key lb_switch returns (its RETURN documentation), with its value when the request did
@@ -54,3 +56,47 @@ def side_of(value, stage):
 
 def other_side(side):
     return 'live' if side == 'upgrade' else 'upgrade'
+
+
+# lb_switch's options (its DOCUMENTATION describes them); lb_cutover asks run_stage with the
+# same parameter dicts (switch_params).
+ARGUMENT_SPEC = dict(
+    balancer=dict(type='str', choices=['haproxy', 'nginx'], default='haproxy'),
+    socket=dict(type='str'),
+    timeout=dict(type='float', default=5.0),
+    stage=dict(type='str'),
+    active=dict(type='str', choices=list(SIDES)),
+    frozen=dict(type='bool'),
+    map_file=dict(type='path'),
+    frozen_map_file=dict(type='path'),
+    gate=dict(type='bool', default=True),
+    gate_timeout=dict(type='float', default=15.0),
+    drain_timeout=dict(type='float', default=30.0),
+    fail_on_drain_timeout=dict(type='bool', default=False),
+    drain_other=dict(type='bool', default=False),
+    wait_writes=dict(type='float', default=0.0),
+    lease=dict(type='float', default=30.0),
+    lease_margin=dict(type='float', default=5.0),
+    under_freeze=dict(type='bool', default=False),
+    gate_side=dict(type='str', choices=list(SIDES)),
+    wait_healthy=dict(type='float', default=0.0),
+    frontend_url=dict(type='str'),
+    backend=dict(type='str'),
+    server=dict(type='str'),
+    state=dict(type='str', choices=['ready', 'drain', 'maint']),
+    min_others_up=dict(type='int', default=0),
+    wait_up=dict(type='float', default=0.0),
+    nginx_conf=dict(type='path', default='/etc/nginx/nginx.conf'),
+    nginx_include=dict(type='path'),
+    nginx_binary=dict(type='str', default='nginx'),
+    nginx_pid_file=dict(type='path'),
+    nginx_prefix=dict(type='path'),
+    servers=dict(type='list', elements='raw'),
+    server_options=dict(type='str', default=''),
+    health_path=dict(type='str', default='/'),
+)
+
+
+def switch_params(**given):
+    """A full parameter dict of an lb_switch request: its defaults, ``given`` over them."""
+    return with_defaults(ARGUMENT_SPEC, given, 'lb_switch')

@@ -298,7 +298,10 @@ class StageCall:
         other = backend_name(stage, other_side(side))
         if ((moving or params['drain_other']) and not self.check_mode
                 and params['drain_timeout'] > 0 and other in self.known):
-            drained, seconds = wait_until_idle(api, other, params['drain_timeout'])
+            # Under a freeze that stays on, this wait is inside the frozen window: poll often.
+            frozen_wait = params['under_freeze'] and params['frozen'] is not False
+            drained, seconds = wait_until_idle(api, other, params['drain_timeout'],
+                                               interval=0.02 if frozen_wait else 0.2)
             self.values.update(drained=drained, drain_seconds=seconds)
             if not drained:
                 self.warnings.append(

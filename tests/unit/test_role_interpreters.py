@@ -26,6 +26,7 @@ def tasks(items):
 
 def test_the_zodb_modules_are_known():
     assert {'zodb_snapshot', 'zodb_restore', 'zodb_pack', 'zodb_replay', 'zodb_convert',
+            'lb_cutover',
             'zope_object_export', 'zope_object_import'} <= set(zodb_modules())
 
 

@@ -29,20 +29,6 @@ TWIN = 'test_upgrade-client1'
 STAGE = 'test'
 
 
-@pytest.fixture(scope='module')
-def rendered():
-    if not shutil.which('haproxy') and not os.path.exists('/usr/sbin/haproxy'):
-        pytest.skip('HAProxy is not installed (make deps installs it)')
-    root = short_tmpdir()
-    model = make_model()
-    code, output = run_role(root, model)
-    assert code == 0, output
-    maps = {name: (root / 'root' / 'lb' / 'etc' / name).read_text()
-            for name in ('active.map', 'frozen.map')}
-    yield root, model, maps
-    shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture
 def lb(rendered, processes):
     root, model, maps = rendered

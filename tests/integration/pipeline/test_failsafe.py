@@ -26,8 +26,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.pipeline,
 # A short lease keeps the tests short; it must still outlast the steps under the freeze
 # (promote_freeze_timeout + promote_lease_margin + 5, checked before the lock).
 LEASE = 15
+# With one balancer the cutover is one lb_cutover call whose freeze lasts milliseconds: the
+# drill hold keeps it frozen 2 s after its switch, so that these faults land inside it.
 SHORT = {'zopeops_data_policy': 'self', 'promote_freeze_lease': LEASE,
-         'promote_lease_margin': 3, 'promote_freeze_timeout': 5}
+         'promote_lease_margin': 3, 'promote_freeze_timeout': 5, 'promote_cutover_hold': 2}
 
 
 def frozen_answer(pipeline, stage):

@@ -19,6 +19,10 @@ from support.promotion import (assert_zero_loss, frozen_in_file, info, lock_dir,
 pytestmark = [pytest.mark.integration, pytest.mark.pipeline,
               pytest.mark.xdist_group('pipeline-faults')]
 
+# With one balancer the cutover is one lb_cutover call whose freeze lasts milliseconds: the
+# drill hold keeps it frozen 2 s after its switch, so that the faults below land inside it.
+DRILL = {'promote_cutover_hold': 2}
+
 
 # --- faults: traffic never fails, no write is lost, and it ends where the rules say ------
 
@@ -118,7 +122,7 @@ def test_live_failure_keeps_traffic_on_the_twin_until_resumed(pipeline):
      [('active.map', 'test be_test_upgrade'), ('frozen.map', None)]),
 ])
 def test_interrupt_then_resume_loses_nothing(pipeline, moment, waits):
-    extra = {'zopeops_data_policy': 'self'}
+    extra = dict(DRILL, zopeops_data_policy='self')
 
     def interrupt(background):
         seen = None
@@ -203,7 +207,7 @@ def kill_zeo_when_frozen(pipeline, instance):
 def test_target_zeo_killed_during_the_catch_up_calls_the_switch_off(pipeline):
     """The twin's ZEO dies while writes are frozen: the freeze is lifted, traffic stays on the
     stage (which holds every write), the twin is stopped, the run is aborted."""
-    run = run_under_load(pipeline, 'promote.yml', 'test', {'zopeops_data_policy': 'self'},
+    run = run_under_load(pipeline, 'promote.yml', 'test', dict(DRILL, zopeops_data_policy='self'),
                          during=kill_zeo_when_frozen(pipeline, 'test_upgrade'))
     assert run.interrupted_at, run.output
     if run.proc.returncode == 0:
@@ -221,7 +225,7 @@ def test_target_zeo_killed_during_the_catch_up_calls_the_switch_off(pipeline):
 def test_source_zeo_killed_during_the_freeze_loses_nothing(pipeline):
     """The stage's own ZEO dies while writes are frozen: the catch-up reads its file, which
     holds every acknowledged write, so the twin still gets all of them."""
-    run = run_under_load(pipeline, 'promote.yml', 'test', {'zopeops_data_policy': 'self'},
+    run = run_under_load(pipeline, 'promote.yml', 'test', dict(DRILL, zopeops_data_policy='self'),
                          during=kill_zeo_when_frozen(pipeline, 'test'))
     assert run.interrupted_at, run.output
     assert not run.reads.failures, run.report()

@@ -12,6 +12,7 @@ import pytest
 from support.modules import run_module, run_module_in_process
 from zodbdata import fstest, read_root, write_transactions
 
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_replay_core
 from ansible_collections.zopeops.stages.plugins.modules import zodb_replay
 
 pytestmark = pytest.mark.integration
@@ -64,7 +65,7 @@ def test_windows_span_blobs_not_after_cuts_between_two_and_an_empty_range_writes
         online, monkeypatch, capsys):
     # windows of 4: the first one holds two blob transactions; the fifth one's blob file is
     # missing, so it fails before it is sent, and the four before it are taken
-    monkeypatch.setattr(zodb_replay, 'WINDOW_TRANSACTIONS', 4)
+    monkeypatch.setattr(zodb_replay_core, 'WINDOW_TRANSACTIONS', 4)
     from ZODB.blob import FilesystemHelper, is_blob_record
     from ZODB.FileStorage import FileIterator
     iterator = FileIterator(online.args['source'], start=bytes.fromhex(online.tids[4]))
@@ -81,7 +82,7 @@ def test_windows_span_blobs_not_after_cuts_between_two_and_an_empty_range_writes
 
     # the deadline passes after the fifth transaction is begun: it is finished, the sixth is
     # not begun
-    monkeypatch.setattr(zodb_replay, 'time', DeadlineAfter(1))
+    monkeypatch.setattr(zodb_replay_core, 'time', DeadlineAfter(1))
     cut = run_module_in_process(zodb_replay, dict(online.args, after_tid=online.tids[3],
                                                   not_after=time.time() + 600),
                                 monkeypatch, capsys)
@@ -89,8 +90,8 @@ def test_windows_span_blobs_not_after_cuts_between_two_and_an_empty_range_writes
     assert 'before transaction %s' % online.tids[5] in cut['msg']
     assert 'up to %s' % online.tids[4] in cut['msg']
 
-    monkeypatch.setattr(zodb_replay, 'time', time)
-    monkeypatch.setattr(zodb_replay, 'WINDOW_BYTES', 1)  # every transaction its own window
+    monkeypatch.setattr(zodb_replay_core, 'time', time)
+    monkeypatch.setattr(zodb_replay_core, 'WINDOW_BYTES', 1)  # every transaction its own window
     # going on from the wrong place is refused (its first transaction meets the target's
     # newer revision), going on from the tid the error named works
     wrong = run_module_in_process(zodb_replay, dict(online.args, target_tid=online.tids[4]),

@@ -2,11 +2,9 @@
 transactions, and also when the source got nothing new during the last pass."""
 from __future__ import annotations
 
-import types
-
 import pytest
 
-from ansible_collections.zopeops.stages.plugins.modules import zodb_replay
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_replay_core as zodb_replay
 
 
 class FakeTarget:
@@ -42,12 +40,11 @@ def run(monkeypatch, tails, passes=6, settle=5):
     monkeypatch.setattr(zodb_replay, 'plan_tail', plan_tail)
     monkeypatch.setattr(zodb_replay, 'replay_tail', replay_tail)
     monkeypatch.setattr(zodb_replay, 'Target', FakeTarget)
-    params = dict(source='/s/Data.fs', after_tid='0000000000000001', after_manifest=None,
-                  until_tid=None, target_tid=None, path=None, zeo_address='127.0.0.1:1',
-                  source_blob_dir='/s/blobs', target_blob_dir=None, passes=passes,
-                  settle=settle, source_config=None, target_config=None)
+    params = zodb_replay.replay_params(source='/s/Data.fs', after_tid='0000000000000001',
+                                       zeo_address='127.0.0.1:1', source_blob_dir='/s/blobs',
+                                       passes=passes, settle=settle)
     result = {}
-    zodb_replay.replay(types.SimpleNamespace(params=params, check_mode=False), result)
+    zodb_replay.replay(params, False, result)
     return result
 
 
