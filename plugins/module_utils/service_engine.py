@@ -251,11 +251,12 @@ class Programs:
                 and self.by_name[name].get('address')
                 and port_open(self.by_name[name]['address'])]
         if held:
+            subject = self._subject(held)
             raise ServiceFailed(
                 '%s %s stopped per %s, but something still accepts connections at %s. '
                 'Another process holds %s (a copy started by hand, or another instance '
                 'configured with the same port): %s.'
-                % (self._subject(held), 'is' if len(held) == 1 else 'are',
+                % (subject[0].upper() + subject[1:], 'is' if len(held) == 1 else 'are',
                    self.manager.describe(), '; '.join(
                        '%s (%s)' % (self.by_name[name]['address'],
                                     holders(self.by_name[name]['address'])) for name in held),
@@ -392,8 +393,10 @@ class Programs:
         self._stop_the_dead([name for name in failing if failed[name].died], final)
         for name in failing:
             exc = failed[name]
-            self.entries[name]['error'] = '%s after %.1f seconds (%s)' % (
-                exc.reason, exc.elapsed, exc.detail)
+            # A timeout's reason says its seconds already ('not ready after 120 seconds').
+            self.entries[name]['error'] = '%s%s (%s)' % (
+                exc.reason, '' if ' after ' in exc.reason else ' after %.1f seconds'
+                % exc.elapsed, exc.detail)
         lines = self._log_tails(failing)
         hint = '; '.join(HINTS[kind] for kind in sorted(
             {self.by_name[name]['kind'] for name in failing}))
