@@ -6,7 +6,8 @@ supervisord): this tree against another revision, rounds alternated on one sandb
 Per round and tree, four module runs, timed from the outside (wall time of the module's
 process, as Ansible would run it): the side started in one call (``programs``: ZEO and both
 clients), stopped in one call (clients first), then the ZEO server alone started and stopped
-(``name``). The other revision is checked out into a temporary git worktree and its module
+(``name``); each with the number of process-manager commands it ran (load-independent).
+The other revision is checked out into a temporary git worktree and its module
 file runs with this virtualenv. The load average is printed with every round. Every process
 is stopped by PID (the supervisord of tests/support/supervisor.py stops its programs).
 """
@@ -95,9 +96,10 @@ def main():
                     load = os.getloadavg()[0]
                     walls = []
                     for step, args in steps:
-                        wall, _result = run(trees[tree], args)
+                        wall, result = run(trees[tree], args)
                         times[tree].setdefault(step, []).append(wall)
-                        walls.append('%s %.2f s' % (step, wall))
+                        walls.append('%s %.2f s (%d commands)'
+                                     % (step, wall, len(result['commands'])))
                     print('round %d %-6s load %.2f: %s' % (number + 1, tree, load,
                                                            ', '.join(walls)), flush=True)
     finally:
