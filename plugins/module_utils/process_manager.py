@@ -1,7 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: zopeops.stages developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Control one program through supervisord or systemd, in one vocabulary.
+"""Control programs through supervisord or systemd, in one vocabulary.
+
+Every command takes a list of programs and is one command line for all of them
+(``supervisorctl start a b c``, ``systemctl start a b c``); one program is a list of one
+(ProcessManager.status is the one shorthand for a list of one).
 
 Both backends speak through their command line tools with argv lists (never a shell string):
 ``supervisorctl -c <config> ...`` and ``systemctl ...``. We chose ``supervisorctl`` over
@@ -166,8 +170,22 @@ def systemd_state(props):
     return 'UNKNOWN'
 
 
-class Supervisord:
-    """A program of the supervisord that ``supervisorctl -c <config>`` talks to."""
+class ProcessManager:
+    """What Supervisord and Systemd both offer, each command one command line for a list of
+    programs: ``status_many``, ``pending_changes`` (new or changed definitions; read-only),
+    ``apply_changes``, ``start_many``, ``stop_many``; ``log_tail`` of one program; ``commands``
+    (the argv lists run) and ``describe()`` for the user."""
+
+    kind = None
+    commands = None
+
+    def status(self, name):
+        """The ProcessStatus of one program (``status_many`` of a list of one)."""
+        return self.status_many([name])[name]
+
+
+class Supervisord(ProcessManager):
+    """Programs of the supervisord that ``supervisorctl -c <config>`` talks to."""
 
     kind = 'supervisord'
 
@@ -207,56 +225,6 @@ class Supervisord:
             'config (supervisord -c %s) or fix the supervisor_config option.'
             % (where, detail.strip(), where))
 
-    def status(self, name):
-        _rc, out = self._ctl('status', name)
-        try:
-            return parse_supervisorctl_status(out, name)
-        except ProcessManagerError as exc:
-            raise self._unreachable(str(exc)) from None
-
-    def pending_change(self, name):
-        """Re-read the config files; say whether ``name`` is new or changed ('' if neither).
-
-        ``reread`` only re-parses the files (``supervisorctl avail`` does the same); no
-        process is started, stopped or added, so this is also safe in check mode.
-        """
-        rc, out = self._ctl('reread')
-        if rc != 0 and 'ERROR' in out:
-            raise ProcessManagerError(
-                'supervisorctl reread failed for %s: %s. Fix the program files that the '
-                'supervisord config includes.' % (self.describe(), out.strip()))
-        changes = parse_supervisorctl_reread(out)
-        group = name.split(':', 1)[0]
-        change = changes.get(group, '')
-        return {'available': 'new', 'changed': 'changed'}.get(change, '')
-
-    def apply_change(self, name):
-        group = name.split(':', 1)[0]
-        rc, out = self._ctl('update', group)
-        if rc != 0 or 'ERROR' in out:
-            raise ProcessManagerError(
-                'supervisorctl update %s failed: %s. Check the [program:%s] section and '
-                'supervisord\'s log.' % (group, out.strip(), name))
-        return out.strip()
-
-    def start(self, name):
-        rc, out = self._ctl('start', name)
-        if 'ERROR (already started)' in out:
-            return out.strip()
-        if rc != 0 or 'ERROR' in out:
-            raise ProcessManagerError(
-                'supervisorctl start %s failed: %s' % (name, out.strip()))
-        return out.strip()
-
-    def stop(self, name):
-        rc, out = self._ctl('stop', name)
-        if 'ERROR (not running)' in out:
-            return out.strip()
-        if rc != 0 or 'ERROR' in out:
-            raise ProcessManagerError(
-                'supervisorctl stop %s failed: %s' % (name, out.strip()))
-        return out.strip()
-
     def log_tail(self, name, nbytes=6000):
         """The tail of the program's stdout and stderr logs as supervisord kept them."""
         parts = []
@@ -272,7 +240,6 @@ class Supervisord:
                 parts.append(text)
         return '\n'.join(parts)
 
-    # -- several programs in one command (a side of an instance: its ZEO, or its clients) --
     def status_many(self, names):
         """{name: ProcessStatus} from one ``supervisorctl status a b c``."""
         _rc, out = self._ctl('status', *names)
@@ -282,7 +249,11 @@ class Supervisord:
             raise self._unreachable(str(exc)) from None
 
     def pending_changes(self, names):
-        """{name: 'new' | 'changed' | ''} from one ``supervisorctl reread``."""
+        """{name: 'new' | 'changed' | ''} from one ``supervisorctl reread``.
+
+        ``reread`` only re-parses the files (``supervisorctl avail`` does the same); no
+        process is started, stopped or added, so this is also safe in check mode.
+        """
         rc, out = self._ctl('reread')
         if rc != 0 and 'ERROR' in out:
             raise ProcessManagerError(
@@ -320,8 +291,8 @@ class Supervisord:
         return self._many('stop', names, 'ERROR (not running)')
 
 
-class Systemd:
-    """A systemd unit, through ``systemctl`` (and ``journalctl`` for its log)."""
+class Systemd(ProcessManager):
+    """systemd units, through ``systemctl`` (and ``journalctl`` for its log)."""
 
     kind = 'systemd'
     PROPERTIES = 'LoadState,ActiveState,SubState,MainPID,NeedDaemonReload,Result'
@@ -346,18 +317,6 @@ class Systemd:
                                       % (' '.join(argv), (err or out).strip()))
         return rc, out, err
 
-    def _show(self, name):
-        rc, out, err = self._ctl('show', name, '--no-pager', '--property=' + self.PROPERTIES)
-        if rc != 0:
-            raise ProcessManagerError(
-                'systemctl show %s failed (rc %d): %s. Is systemd running on this host? '
-                'Use process_manager=supervisord where it is not.'
-                % (name, rc, (err or out).strip()))
-        return parse_systemctl_show(out)
-
-    def status(self, name):
-        return self._status_of(name, self._show(name))
-
     def _status_of(self, name, props):
         state = systemd_state(props)
         pid = None
@@ -371,34 +330,12 @@ class Systemd:
         return ProcessStatus(name, state, pid if state in ACTIVE_STATES else None,
                              description, ' '.join('%s=%s' % kv for kv in sorted(props.items())))
 
-    def pending_change(self, name):
-        """'new' when the unit is not loaded, 'changed' when its files changed on disk."""
-        props = self._show(name)
-        if props.get('LoadState') == 'not-found':
-            return 'new'
-        if props.get('NeedDaemonReload') == 'yes':
-            return 'changed'
-        return ''
-
-    def apply_change(self, name):
-        rc, out, err = self._ctl('daemon-reload')
-        if rc != 0:
-            raise ProcessManagerError('systemctl daemon-reload failed (rc %d): %s'
-                                      % (rc, (err or out).strip()))
-        return 'daemon-reload'
-
     def _unit_command(self, verb, *names):
         rc, out, err = self._ctl(verb, *names)
         if rc != 0:
             raise ProcessManagerError('systemctl %s %s failed (rc %d): %s'
                                       % (verb, ' '.join(names), rc, (err or out).strip()))
         return (out + err).strip()
-
-    def start(self, name):
-        return self._unit_command('start', name)
-
-    def stop(self, name):
-        return self._unit_command('stop', name)
 
     def log_tail(self, name, lines=40):
         argv = [self.journalctl, '--unit', name, '--lines', str(lines), '--no-pager',
@@ -409,7 +346,6 @@ class Systemd:
             return '[journalctl failed (rc %d): %s]' % (rc, (err or out).strip())
         return out.strip('\n')
 
-    # -- several units in one command --------------------------------------------------
     def _show_many(self, names):
         rc, out, err = self._ctl('show', *names, '--no-pager',
                                  '--property=' + self.PROPERTIES)
@@ -430,6 +366,7 @@ class Systemd:
                 for name, props in self._show_many(names).items()}
 
     def pending_changes(self, names):
+        """'new' when a unit is not loaded, 'changed' when its files changed on disk."""
         changes = {}
         for name, props in self._show_many(names).items():
             if props.get('LoadState') == 'not-found':
@@ -441,7 +378,11 @@ class Systemd:
         return changes
 
     def apply_changes(self, names):
-        return self.apply_change(names[0] if names else '')
+        rc, out, err = self._ctl('daemon-reload')
+        if rc != 0:
+            raise ProcessManagerError('systemctl daemon-reload failed (rc %d): %s'
+                                      % (rc, (err or out).strip()))
+        return 'daemon-reload'
 
     def start_many(self, names):
         return self._unit_command('start', *names)

@@ -202,38 +202,6 @@ def _describe(exc):
 DEAD_STATES = ('FATAL', 'BACKOFF', 'EXITED', 'STOPPED', 'ABSENT')
 
 
-def wait_until(probe, state_of, timeout, failed_states=DEAD_STATES, clock=time.monotonic,
-               sleep=time.sleep, first_interval=0.05, max_interval=0.5):
-    """Poll ``probe()`` until it is ok; return ``(result, elapsed_seconds)``.
-
-    Between probes ``state_of()`` asks the process manager for the program's state; a state
-    in ``failed_states`` ends the wait at once (the process died: waiting cannot help).
-    The wait polls with a growing interval (50 ms doubling to 500 ms), never a fixed sleep,
-    and never runs past ``timeout``. Raises NotReady.
-    """
-    started = clock()
-    deadline = started + timeout
-    interval = first_interval
-    last = None
-    state = None
-    while True:
-        last = probe()
-        state = state_of()
-        elapsed = clock() - started
-        if state in failed_states:
-            raise NotReady('the process is %s' % state, last.detail, state, elapsed, died=True)
-        if last.ok:
-            return last, elapsed
-        if last.final:
-            raise NotReady('not ready', last.detail, state, elapsed)
-        remaining = deadline - clock()
-        if remaining <= 0:
-            raise NotReady('not ready after %.0f seconds' % timeout, last.detail, state,
-                           elapsed)
-        sleep(min(interval, remaining))
-        interval = min(interval * 2, max_interval)
-
-
 def wait_all(probes, states_of, timeout, initial_pids=None, failed_states=DEAD_STATES,
              clock=time.monotonic, sleep=time.sleep, first_interval=0.05, max_interval=0.5,
              max_workers=16):
@@ -242,7 +210,8 @@ def wait_all(probes, states_of, timeout, initial_pids=None, failed_states=DEAD_S
     ``probes`` maps a name to its probe; ``states_of(names)`` answers ``{name: (state, pid)}``
     for all of them in one process-manager call. One round probes every pending program
     concurrently (a probe that hangs until its own timeout delays no other), then asks for
-    the states once; the rounds back off like ``wait_until``.
+    the states once; the rounds back off (50 ms doubling to 500 ms), never a fixed sleep, and
+    the wait never runs past ``timeout``.
 
     A program has failed when its state is in ``failed_states`` (it died), when its pid is not
     the one it had when the wait began (``initial_pids``, or the first pid seen): it exited and

@@ -86,12 +86,13 @@ class FakeRun:
 def test_supervisord_argv_and_pending_change():
     run = FakeRun({('reread',): (0, 'test-zeo: changed\nother: available\n', '')})
     sup = pm.Supervisord('/v/bin/supervisorctl', '/srv/s.conf', run=run)
-    assert sup.pending_change('test-zeo') == 'changed'
-    assert sup.pending_change('other') == 'new'
-    assert sup.pending_change('third') == ''
-    sup.apply_change('test-zeo')
+    changes = sup.pending_changes(['test-zeo', 'other', 'third'])
+    assert changes['test-zeo'] == 'changed'
+    assert changes['other'] == 'new'
+    assert changes['third'] == ''
+    sup.apply_changes(['test-zeo'])
     assert run.calls[-1] == ['/v/bin/supervisorctl', '-c', '/srv/s.conf', 'update', 'test-zeo']
-    sup.apply_change('grp:prog')
+    sup.apply_changes(['grp:prog'])
     assert run.calls[-1][-2:] == ['update', 'grp']          # update takes the group
 
 
@@ -99,15 +100,15 @@ def test_supervisord_start_errors_say_what():
     run = FakeRun({('start', 'x'): (7, 'x: ERROR (spawn error)\n', '')})
     sup = pm.Supervisord('supervisorctl', '/srv/s.conf', run=run)
     with pytest.raises(pm.ProcessManagerError, match='start x failed: x: ERROR'):
-        sup.start('x')
+        sup.start_many(['x'])
 
 
 def test_supervisord_already_started_and_not_running_are_fine():
     run = FakeRun({('start', 'x'): (0, 'x: ERROR (already started)\n', ''),
                    ('stop', 'x'): (0, 'x: ERROR (not running)\n', '')})
     sup = pm.Supervisord('supervisorctl', '/srv/s.conf', run=run)
-    sup.start('x')
-    sup.stop('x')
+    sup.start_many(['x'])
+    sup.stop_many(['x'])
 
 
 def test_supervisord_missing_binary_is_explained():
@@ -174,12 +175,12 @@ def test_systemd_backend_runs_systemctl_argv(fake_systemctl):
     unit = 'zopeops-test-zeo'
     sd = pm.Systemd()
     assert sd.status(unit).state == 'STOPPED'
-    assert sd.pending_change(unit) == 'changed'
-    sd.apply_change(unit)
-    sd.start(unit)
+    assert sd.pending_changes([unit]) == {unit: 'changed'}
+    sd.apply_changes([unit])
+    sd.start_many([unit])
     running = sd.status(unit)
     assert running.state == 'RUNNING' and running.pid == 999
-    sd.stop(unit)
+    sd.stop_many([unit])
     assert sd.status(unit).state == 'STOPPED'
     assert sd.log_tail(unit) == 'line one'
     lines = [line.split(' ', 1)[1] for line in fake_systemctl.read_text().splitlines()]
@@ -193,7 +194,7 @@ def test_systemd_failures_name_the_unit(fake_systemctl, monkeypatch, tmp_path):
     bad.write_text('#!/bin/sh\necho "Job for $2.service failed." >&2\nexit 1\n')
     with pytest.raises(pm.ProcessManagerError, match=r'systemctl start zopeops-x failed '
                                                      r'\(rc 1\): Job for zopeops-x'):
-        pm.Systemd().start('zopeops-x')
+        pm.Systemd().start_many(['zopeops-x'])
 
 
 def test_supervisord_batches_are_one_command_each():

@@ -11,17 +11,18 @@ import threading
 import pytest
 
 from ansible_collections.zopeops.stages.plugins.module_utils import readiness
+from ansible_collections.zopeops.stages.plugins.module_utils import service_engine as engine
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_format
 from ansible_collections.zopeops.stages.plugins.module_utils.process_manager import (
     ProcessManagerError, ProcessStatus)
-from ansible_collections.zopeops.stages.plugins.modules import zeo_service
 from support.modules import run_module
 
 TID = '03f2a1b7c0d4e5f6'
 
 
 class FakeManager:
-    """A process manager in memory: programs have a state; start/stop change it."""
+    """One program in memory with a state; start/stop change it. It answers the process
+    manager's batch calls (the engine's only ones) for its one program."""
 
     kind = 'supervisord'
 
@@ -37,19 +38,19 @@ class FakeManager:
     def describe(self):
         return 'supervisord (fake)'
 
-    def status(self, name):
-        return ProcessStatus(name, self.state, self.pid)
+    def status_many(self, names):
+        return {name: ProcessStatus(name, self.state, self.pid) for name in names}
 
-    def pending_change(self, name):
+    def pending_changes(self, names):
         self.calls.append('reread')
-        return self.pending
+        return {name: self.pending for name in names}
 
-    def apply_change(self, name):
+    def apply_changes(self, names):
         self.calls.append('update')
         if self.state == 'ABSENT':
             self.state = 'STOPPED'
 
-    def start(self, name):
+    def start_many(self, names):
         self.calls.append('start')
         if self.fail_start:
             self.state = 'FATAL'
@@ -57,7 +58,7 @@ class FakeManager:
         self.state = self.start_to
         self.pid = 200 + len(self.calls) if self.state == 'RUNNING' else None
 
-    def stop(self, name):
+    def stop_many(self, names):
         self.calls.append('stop')
         self.state, self.pid = 'STOPPED', None
 
@@ -76,26 +77,26 @@ def params(**overrides):
 @pytest.fixture
 def ready(monkeypatch):
     """Every probe succeeds at once with TID; no port is open."""
-    monkeypatch.setattr(zeo_service, 'probe_zeo', lambda *a, **k: readiness.ProbeResult(
+    monkeypatch.setattr(engine, 'probe_zeo', lambda *a, **k: readiness.ProbeResult(
         True, 'ZEO answers', TID))
-    monkeypatch.setattr(zeo_service, 'probe_http', lambda *a, **k: readiness.ProbeResult(
+    monkeypatch.setattr(engine, 'probe_http', lambda *a, **k: readiness.ProbeResult(
         True, 'answered HTTP 200', 200))
-    monkeypatch.setattr(zeo_service, 'port_open', lambda *a, **k: False)
-    monkeypatch.setattr(zeo_service, 'wait_until_gone', lambda *a, **k: (True, True))
+    monkeypatch.setattr(engine, 'port_open', lambda *a, **k: False)
+    monkeypatch.setattr(engine, 'wait_until_gone', lambda *a, **k: (True, True))
     # The fakes' pids are not real processes: the wait asks the process manager every round.
-    monkeypatch.setattr(zeo_service, 'pid_alive', lambda pid: False)
+    monkeypatch.setattr(engine, 'pid_alive', lambda pid: False)
 
 
 def test_started_when_running_changes_nothing_but_checks_readiness(ready):
     manager = FakeManager('RUNNING')
-    result = zeo_service.Service(params(), manager).ensure()
+    result = engine.Programs(params(), manager).ensure()
     assert result['changed'] is False and manager.calls == ['reread']
     assert result['last_tid'] == TID and result['state_after'] == 'RUNNING'
 
 
 def test_started_when_stopped_starts(ready):
     manager = FakeManager('STOPPED')
-    result = zeo_service.Service(params(), manager).ensure()
+    result = engine.Programs(params(), manager).ensure()
     assert result['changed'] is True and result['actions'] == ['start']
     assert manager.calls == ['reread', 'start']
     assert result['state_before'] == 'STOPPED' and result['state_after'] == 'RUNNING'
@@ -105,36 +106,36 @@ def test_started_when_stopped_starts(ready):
 @pytest.mark.parametrize('before', ['FATAL', 'EXITED'])
 def test_started_after_a_crash_starts_again(ready, before):
     manager = FakeManager(before)
-    result = zeo_service.Service(params(), manager).ensure()
+    result = engine.Programs(params(), manager).ensure()
     assert result['actions'] == ['start'] and result['state_after'] == 'RUNNING'
 
 
 def test_new_program_is_added_by_update_then_started(ready):
     manager = FakeManager('ABSENT', pending='new')
-    result = zeo_service.Service(params(), manager).ensure()
+    result = engine.Programs(params(), manager).ensure()
     assert manager.calls == ['reread', 'update', 'start']
     assert result['actions'] == ['update', 'start'] and result['state_before'] == 'ABSENT'
 
 
 def test_update_that_already_started_it_is_not_restarted_twice(ready):
     manager = FakeManager('RUNNING', pending='changed')
-    result = zeo_service.Service(params(state='restarted'), manager).ensure()
+    result = engine.Programs(params(state='restarted'), manager).ensure()
     assert manager.calls == ['reread', 'update']
     assert result['actions'] == ['update']
 
 
 def test_restarted_stops_and_starts(ready):
     manager = FakeManager('RUNNING')
-    result = zeo_service.Service(params(state='restarted'), manager).ensure()
+    result = engine.Programs(params(state='restarted'), manager).ensure()
     assert manager.calls == ['reread', 'stop', 'start']
     assert result['changed'] is True and result['pid'] != 100
 
 
 def test_unknown_program_fails_with_what_to_do(ready):
     manager = FakeManager('ABSENT')
-    with pytest.raises(zeo_service.ServiceFailed, match=r"no program 'test-zeo'.*"
-                                                        r"\[program:test-zeo\]"):
-        zeo_service.Service(params(), manager).ensure()
+    with pytest.raises(engine.ServiceFailed, match=r"no program 'test-zeo'.*"
+                       r"\[program:test-zeo\]"):
+        engine.Programs(params(), manager).ensure()
 
 
 def test_check_mode_touches_nothing(ready):
@@ -142,7 +143,7 @@ def test_check_mode_touches_nothing(ready):
                                    ('RUNNING', 'restarted', 'restart'),
                                    ('RUNNING', 'stopped', 'stop')]:
         manager = FakeManager(state)
-        result = zeo_service.Service(params(state=desired), manager, check_mode=True).ensure()
+        result = engine.Programs(params(state=desired), manager, check_mode=True).ensure()
         assert result['changed'] is True and result['actions'] == [action]
         assert manager.calls in ([], ['reread'])
         assert manager.state == state
@@ -150,36 +151,36 @@ def test_check_mode_touches_nothing(ready):
 
 def test_check_mode_of_a_new_program_predicts_update_and_start(ready):
     manager = FakeManager('ABSENT', pending='new')
-    result = zeo_service.Service(params(), manager, check_mode=True).ensure()
+    result = engine.Programs(params(), manager, check_mode=True).ensure()
     assert result['actions'] == ['update', 'start'] and manager.calls == ['reread']
 
 
 def test_stopped_stops_and_reports(ready):
     manager = FakeManager('RUNNING')
-    result = zeo_service.Service(params(state='stopped'), manager).ensure()
+    result = engine.Programs(params(state='stopped'), manager).ensure()
     assert manager.calls == ['stop'] and result['state_after'] == 'STOPPED'
     assert result['pid'] is None
-    again = zeo_service.Service(params(state='stopped'), manager).ensure()
+    again = engine.Programs(params(state='stopped'), manager).ensure()
     assert again['changed'] is False
 
 
 def test_stopped_program_whose_port_is_still_open_fails(ready, monkeypatch):
-    monkeypatch.setattr(zeo_service, 'port_open', lambda *a, **k: True)
-    with pytest.raises(zeo_service.ServiceFailed, match='still accepts connections at '
-                                                        '127.0.0.1:1'):
-        zeo_service.Service(params(state='stopped'), FakeManager('STOPPED')).ensure()
+    monkeypatch.setattr(engine, 'port_open', lambda *a, **k: True)
+    with pytest.raises(engine.ServiceFailed, match='still accepts connections at '
+                       '127.0.0.1:1'):
+        engine.Programs(params(state='stopped'), FakeManager('STOPPED')).ensure()
 
 
 def test_stopped_program_whose_port_is_held_names_the_holder(ready, monkeypatch):
     """The error names the process that really listens there (this test's own), by pid."""
-    monkeypatch.setattr(zeo_service, 'port_open', readiness.port_open)
+    monkeypatch.setattr(engine, 'port_open', readiness.port_open)
     with socket.socket() as listener:
         listener.bind(('127.0.0.1', 0))
         listener.listen(1)
         address = '127.0.0.1:%d' % listener.getsockname()[1]
-        with pytest.raises(zeo_service.ServiceFailed) as info:
-            zeo_service.Service(params(state='stopped', address=address),
-                                FakeManager('STOPPED')).ensure()
+        with pytest.raises(engine.ServiceFailed) as info:
+            engine.Programs(params(state='stopped', address=address),
+                            FakeManager('STOPPED')).ensure()
     assert 'held by pid %d (' % os.getpid() in info.value.msg, info.value.msg
 
 
@@ -194,8 +195,8 @@ def test_listeners_of_a_closed_port_is_empty():
 
 def test_spawn_error_fails_with_state_and_40_log_lines(ready):
     manager = FakeManager('STOPPED', fail_start='x: ERROR (spawn error)')
-    with pytest.raises(zeo_service.ServiceFailed) as info:
-        zeo_service.Service(params(), manager).ensure()
+    with pytest.raises(engine.ServiceFailed) as info:
+        engine.Programs(params(), manager).ensure()
     assert 'spawn error' in info.value.msg and 'FATAL' in info.value.msg
     assert info.value.log[-1] == 'line 99' and len(info.value.log) == 41
 
@@ -204,8 +205,8 @@ def test_log_path_comes_first_then_the_captured_output(ready, tmp_path):
     log = tmp_path / 'zeo.log'
     log.write_text(''.join('zeo line %d\n' % n for n in range(500)))
     manager = FakeManager('STOPPED', fail_start='spawn error')
-    with pytest.raises(zeo_service.ServiceFailed) as info:
-        zeo_service.Service(params(log_path=str(log)), manager).ensure()
+    with pytest.raises(engine.ServiceFailed) as info:
+        engine.Programs(params(log_path=str(log)), manager).ensure()
     lines = info.value.log
     assert lines[0] == '[%s]' % log and lines[40] == 'zeo line 499'
     # ... and then what supervisord captured (stderr: where start-up errors go).
@@ -214,20 +215,20 @@ def test_log_path_comes_first_then_the_captured_output(ready, tmp_path):
 
 
 def test_process_that_dies_while_waiting_fails_at_once(monkeypatch, ready):
-    monkeypatch.setattr(zeo_service, 'probe_zeo', lambda *a, **k: readiness.ProbeResult(
+    monkeypatch.setattr(engine, 'probe_zeo', lambda *a, **k: readiness.ProbeResult(
         False, 'connection refused'))
     manager = FakeManager('STOPPED', start_to='BACKOFF')
-    with pytest.raises(zeo_service.ServiceFailed, match='the process is BACKOFF'):
-        zeo_service.Service(params(timeout=60), manager).ensure()
+    with pytest.raises(engine.ServiceFailed, match='the process is BACKOFF'):
+        engine.Programs(params(timeout=60), manager).ensure()
 
 
 def test_never_ready_times_out(monkeypatch, ready):
-    monkeypatch.setattr(zeo_service, 'probe_http', lambda *a, **k: readiness.ProbeResult(
+    monkeypatch.setattr(engine, 'probe_http', lambda *a, **k: readiness.ProbeResult(
         False, 'no HTTP answer'))
     clock = FakeClock()
-    service = zeo_service.Service(params(kind='zope', timeout=3), FakeManager('RUNNING'),
-                                  clock=clock, sleep=clock.sleep)
-    with pytest.raises(zeo_service.ServiceFailed) as info:
+    service = engine.Programs(params(kind='zope', timeout=3), FakeManager('RUNNING'),
+                              clock=clock, sleep=clock.sleep)
+    with pytest.raises(engine.ServiceFailed) as info:
         service.ensure()
     assert 'not ready after 3 seconds' in info.value.msg and 'State: RUNNING' in info.value.msg
     assert 'zope.conf' in info.value.msg
@@ -440,7 +441,7 @@ def set_params(**overrides):
 
 def test_programs_start_together_in_one_command(ready):
     fleet = FakeFleet({'test-client1': 'STOPPED', 'test-client2': 'STOPPED'})
-    result = zeo_service.ProgramSet(set_params(), fleet).ensure()
+    result = engine.Programs(set_params(), fleet).ensure()
     assert fleet.batch_calls('start') == [('start', ('test-client1', 'test-client2'))]
     assert result['changed'] is True and result['actions'] == ['start']
     assert [p['name'] for p in result['programs']] == ['test-client1', 'test-client2']
@@ -452,7 +453,7 @@ def test_programs_start_together_in_one_command(ready):
 
 def test_programs_all_running_change_nothing_and_are_still_probed(ready):
     fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'RUNNING'})
-    result = zeo_service.ProgramSet(set_params(), fleet).ensure()
+    result = engine.Programs(set_params(), fleet).ensure()
     assert result['changed'] is False and result['actions'] == []
     assert not fleet.batch_calls('start') and not fleet.batch_calls('stop')
     assert all('ready_seconds' in p for p in result['programs'])
@@ -460,7 +461,7 @@ def test_programs_all_running_change_nothing_and_are_still_probed(ready):
 
 def test_programs_only_the_stopped_one_is_started(ready):
     fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'FATAL'})
-    result = zeo_service.ProgramSet(set_params(), fleet).ensure()
+    result = engine.Programs(set_params(), fleet).ensure()
     assert fleet.batch_calls('start') == [('start', ('test-client2',))]
     assert [p['actions'] for p in result['programs']] == [[], ['start']]
 
@@ -468,14 +469,14 @@ def test_programs_only_the_stopped_one_is_started(ready):
 def test_programs_new_ones_are_updated_in_one_command(ready):
     fleet = FakeFleet({'test-client1': 'ABSENT', 'test-client2': 'ABSENT'},
                       pending={'test-client1': 'new', 'test-client2': 'new'})
-    result = zeo_service.ProgramSet(set_params(), fleet).ensure()
+    result = engine.Programs(set_params(), fleet).ensure()
     assert fleet.batch_calls('update') == [('update', ('test-client1', 'test-client2'))]
     assert result['actions'] == ['update', 'start']
 
 
 def test_programs_restarted_stop_and_start_all_in_two_commands(ready):
     fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'STOPPED'})
-    result = zeo_service.ProgramSet(set_params(state='restarted'), fleet).ensure()
+    result = engine.Programs(set_params(state='restarted'), fleet).ensure()
     assert fleet.batch_calls('stop') == [('stop', ('test-client1',))]
     assert fleet.batch_calls('start') == [('start', ('test-client1', 'test-client2'))]
     assert result['actions'] == ['restart']
@@ -483,10 +484,10 @@ def test_programs_restarted_stop_and_start_all_in_two_commands(ready):
 
 def test_programs_stopped_in_one_command_and_idempotent(ready):
     fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'RUNNING'})
-    result = zeo_service.ProgramSet(set_params(state='stopped'), fleet).ensure()
+    result = engine.Programs(set_params(state='stopped'), fleet).ensure()
     assert fleet.batch_calls('stop') == [('stop', ('test-client1', 'test-client2'))]
     assert [p['state_after'] for p in result['programs']] == ['STOPPED', 'STOPPED']
-    again = zeo_service.ProgramSet(set_params(state='stopped'), fleet).ensure()
+    again = engine.Programs(set_params(state='stopped'), fleet).ensure()
     assert again['changed'] is False and len(fleet.batch_calls('stop')) == 1
 
 
@@ -495,8 +496,8 @@ def test_programs_check_mode_touches_nothing(ready):
                                     ('RUNNING', 'restarted', 'restart'),
                                     ('RUNNING', 'stopped', 'stop')]:
         fleet = FakeFleet({'test-client1': before, 'test-client2': before})
-        result = zeo_service.ProgramSet(set_params(state=desired), fleet,
-                                        check_mode=True).ensure()
+        result = engine.Programs(set_params(state=desired), fleet,
+                                 check_mode=True).ensure()
         assert result['changed'] is True and result['actions'] == [action]
         assert not [c for c in fleet.calls if c[0] in ('start', 'stop', 'update')]
         assert set(fleet.states.values()) == {before}
@@ -504,13 +505,13 @@ def test_programs_check_mode_touches_nothing(ready):
 
 def test_programs_unknown_ones_are_all_named(ready):
     fleet = FakeFleet({'test-client1': 'ABSENT', 'test-client2': 'ABSENT'})
-    with pytest.raises(zeo_service.ServiceFailed,
+    with pytest.raises(engine.ServiceFailed,
                        match="no program 'test-client1', 'test-client2'"):
-        zeo_service.ProgramSet(set_params(), fleet).ensure()
+        engine.Programs(set_params(), fleet).ensure()
 
 
 def test_programs_failure_names_every_failing_program_with_its_log(monkeypatch, ready):
-    monkeypatch.setattr(zeo_service, 'probe_http', lambda address, path: readiness.ProbeResult(
+    monkeypatch.setattr(engine, 'probe_http', lambda address, path: readiness.ProbeResult(
         address.endswith(':1'), 'probe of %s' % address))
     fleet = FakeFleet({'test-client1': 'STOPPED', 'test-client2': 'STOPPED', 'test-client3':
                        'STOPPED'}, start_to={'test-client2': 'FATAL'},
@@ -518,9 +519,9 @@ def test_programs_failure_names_every_failing_program_with_its_log(monkeypatch, 
                            'test-client3': 'client3 waits for ZEO'})
     programs = CLIENTS + [{'name': 'test-client3', 'address': '127.0.0.1:3', 'log_path': None}]
     clock = FakeClock()
-    service = zeo_service.ProgramSet(set_params(programs=programs, timeout=3), fleet,
-                                     clock=clock, sleep=clock.sleep)
-    with pytest.raises(zeo_service.ServiceFailed) as info:
+    service = engine.Programs(set_params(programs=programs, timeout=3), fleet,
+                              clock=clock, sleep=clock.sleep)
+    with pytest.raises(engine.ServiceFailed) as info:
         service.ensure()
     msg = info.value.msg
     assert msg.startswith('2 of 3 Zope clients not ready')
@@ -539,7 +540,7 @@ def test_programs_a_process_restarted_behind_our_back_has_failed_and_is_stopped(
     # startsecs = 0 plus autorestart: a process that dies is started again at once, so the
     # wait may never see a dead state; its new pid gives it away. It is stopped, or
     # supervisord would restart it for ever (startretries counts only before startsecs).
-    monkeypatch.setattr(zeo_service, 'probe_http', lambda address, path: readiness.ProbeResult(
+    monkeypatch.setattr(engine, 'probe_http', lambda address, path: readiness.ProbeResult(
         address.endswith(':1'), 'connection refused'))
 
     def respawn(fleet):
@@ -549,9 +550,9 @@ def test_programs_a_process_restarted_behind_our_back_has_failed_and_is_stopped(
     fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'RUNNING'})
     fleet.after_status = respawn
     clock = FakeClock()
-    service = zeo_service.ProgramSet(set_params(timeout=30), fleet, clock=clock,
-                                     sleep=clock.sleep)
-    with pytest.raises(zeo_service.ServiceFailed,
+    service = engine.Programs(set_params(timeout=30), fleet, clock=clock,
+                              sleep=clock.sleep)
+    with pytest.raises(engine.ServiceFailed,
                        match=r'test-client2 at 127.0.0.1:2: the process exited and was started '
                              r'again \(pid \d+, now \d+\)'):
         service.ensure()
@@ -596,13 +597,13 @@ def test_revision_probe_reads_and_checks_the_revision():
     try:
         base = dict(health_path='/@@zopeops-info', revision_json_key='revision',
                     revision_regex=None)
-        good = zeo_service.make_probe('zope', zope.address, dict(base, expected_revision=REV))()
+        good = engine.make_probe('zope', zope.address, dict(base, expected_revision=REV))()
         assert good.ok and good.value == REV and 'with revision ' + REV in good.detail
-        wrong = zeo_service.make_probe('zope', zope.address,
-                                       dict(base, expected_revision='b' * 40))()
+        wrong = engine.make_probe('zope', zope.address,
+                                  dict(base, expected_revision='b' * 40))()
         assert not wrong.ok and wrong.final and 'expected ' + 'b' * 40 in wrong.detail
-        just_read = zeo_service.make_probe('zope', zope.address,
-                                           dict(base, expected_revision=None))()
+        just_read = engine.make_probe('zope', zope.address,
+                                      dict(base, expected_revision=None))()
         assert just_read.ok and just_read.value == REV
     finally:
         zope.close()
@@ -611,7 +612,7 @@ def test_revision_probe_reads_and_checks_the_revision():
 def test_revision_probe_keeps_waiting_on_a_5xx():
     zope = FakeZope('{"error": 1}', status=503)
     try:
-        probe = zeo_service.make_probe('zope', zope.address, dict(
+        probe = engine.make_probe('zope', zope.address, dict(
             health_path='/', revision_json_key='revision', revision_regex=None,
             expected_revision=REV))()
         assert not probe.ok and not probe.final and 'HTTP 503' in probe.detail
@@ -695,8 +696,8 @@ def test_programs_zeo_and_clients_of_a_side_start_in_one_command(ready):
     side += [dict(client, kind='zope') for client in CLIENTS]
     fleet = FakeFleet({'test-zeo': 'STOPPED', 'test-client1': 'STOPPED',
                        'test-client2': 'STOPPED'})
-    result = zeo_service.ProgramSet(set_params(kind=None, programs=side, expected_tid=TID),
-                                    fleet).ensure()
+    result = engine.Programs(set_params(kind=None, programs=side, expected_tid=TID),
+                             fleet).ensure()
     assert fleet.batch_calls('start') == [
         ('start', ('test-zeo', 'test-client1', 'test-client2'))]
     entries = {p['name']: p for p in result['programs']}
@@ -706,27 +707,27 @@ def test_programs_zeo_and_clients_of_a_side_start_in_one_command(ready):
 
 
 def test_programs_of_both_kinds_fail_with_each_hint(monkeypatch, ready):
-    monkeypatch.setattr(zeo_service, 'probe_zeo', lambda *a, **k: readiness.ProbeResult(
+    monkeypatch.setattr(engine, 'probe_zeo', lambda *a, **k: readiness.ProbeResult(
         False, 'refused'))
     side = [{'name': 'test-zeo', 'kind': 'zeo', 'address': '127.0.0.1:9', 'log_path': None},
             dict(CLIENTS[0], kind='zope')]
     fleet = FakeFleet({'test-zeo': 'STOPPED', 'test-client1': 'STOPPED'})
     clock = FakeClock()
-    with pytest.raises(zeo_service.ServiceFailed) as info:
-        zeo_service.ProgramSet(set_params(kind=None, programs=side, timeout=2), fleet,
-                               clock=clock, sleep=clock.sleep).ensure()
+    with pytest.raises(engine.ServiceFailed) as info:
+        engine.Programs(set_params(kind=None, programs=side, timeout=2), fleet,
+                        clock=clock, sleep=clock.sleep).ensure()
     assert info.value.msg.startswith('1 of 2 programs not ready')
     assert 'zeo.conf' in info.value.msg and 'test-client1 at' not in info.value.msg
 
 
 def test_programs_that_time_out_are_left_running(monkeypatch, ready):
-    monkeypatch.setattr(zeo_service, 'probe_http', lambda address, path: readiness.ProbeResult(
+    monkeypatch.setattr(engine, 'probe_http', lambda address, path: readiness.ProbeResult(
         False, 'HTTP 503'))
     fleet = FakeFleet({'test-client1': 'STOPPED', 'test-client2': 'STOPPED'})
     clock = FakeClock()
-    with pytest.raises(zeo_service.ServiceFailed, match='not ready after 2 seconds'):
-        zeo_service.ProgramSet(set_params(timeout=2), fleet, clock=clock,
-                               sleep=clock.sleep).ensure()
+    with pytest.raises(engine.ServiceFailed, match='not ready after 2 seconds'):
+        engine.Programs(set_params(timeout=2), fleet, clock=clock,
+                        sleep=clock.sleep).ensure()
     assert not fleet.batch_calls('stop')
 
 
@@ -744,31 +745,31 @@ def test_module_refuses_programs_whose_kind_is_unknown(args, message):
 
 def test_programs_wait_asks_the_process_manager_only_when_a_pid_is_gone(monkeypatch, ready):
     answers = iter([False, False, False, True])
-    monkeypatch.setattr(zeo_service, 'probe_http', lambda address, path: readiness.ProbeResult(
+    monkeypatch.setattr(engine, 'probe_http', lambda address, path: readiness.ProbeResult(
         next(answers, True), 'probe'))
     alive = {'now': True}
-    monkeypatch.setattr(zeo_service, 'pid_alive', lambda pid: alive['now'])
+    monkeypatch.setattr(engine, 'pid_alive', lambda pid: alive['now'])
     fleet = FakeFleet({'test-client1': 'STOPPED'})
     clock = FakeClock()
-    zeo_service.ProgramSet(set_params(programs=CLIENTS[:1]), fleet, clock=clock,
-                           sleep=clock.sleep).ensure()
+    engine.Programs(set_params(programs=CLIENTS[:1]), fleet, clock=clock,
+                    sleep=clock.sleep).ensure()
     # status before, after the start; none during the polls while the pid lives
     assert len(fleet.batch_calls('status')) == 2
 
     alive['now'] = False
     answers = iter([False, False, True])
     fleet = FakeFleet({'test-client1': 'STOPPED'})
-    zeo_service.ProgramSet(set_params(programs=CLIENTS[:1]), fleet, clock=clock,
-                           sleep=clock.sleep).ensure()
+    engine.Programs(set_params(programs=CLIENTS[:1]), fleet, clock=clock,
+                    sleep=clock.sleep).ensure()
     assert len(fleet.batch_calls('status')) == 5
 
 
 def test_programs_stop_asks_again_only_while_a_pid_lives(monkeypatch, ready):
     fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'RUNNING'})
-    zeo_service.ProgramSet(set_params(state='stopped'), fleet).ensure()
+    engine.Programs(set_params(state='stopped'), fleet).ensure()
     assert len(fleet.batch_calls('status')) == 1   # before; the stop itself proved the rest
-    monkeypatch.setattr(zeo_service, 'pid_alive', lambda pid: True)
+    monkeypatch.setattr(engine, 'pid_alive', lambda pid: True)
     fleet = FakeFleet({'test-client1': 'RUNNING', 'test-client2': 'RUNNING'})
-    result = zeo_service.ProgramSet(set_params(state='stopped'), fleet).ensure()
+    result = engine.Programs(set_params(state='stopped'), fleet).ensure()
     assert len(fleet.batch_calls('status')) == 2
     assert [p['state_after'] for p in result['programs']] == ['STOPPED', 'STOPPED']
