@@ -8,10 +8,11 @@ import subprocess
 import textwrap
 import time
 
-from ansible_collections.zopeops.stages.plugins.callback.push_report import (Report, final_state,
-                                                                            step_name)
+from ansible_collections.zopeops.stages.plugins.callback import push_report
 from support.paths import ANSIBLE_PLAYBOOK, REPO
 from support.push_reports import ReportSink
+
+Report, final_state, step_name = push_report.Report, push_report.final_state, push_report.step_name
 
 SECRET = 'sec-' + 'k3' * 16
 INVENTORY = textwrap.dedent('''\
