@@ -29,6 +29,7 @@ from ansible_collections.zopeops.stages.plugins.module_utils.balancer import (
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb as zu
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_format as zfmt
 from ansible_collections.zopeops.stages.plugins.module_utils import zodb_replay_core as core
+from ansible_collections.zopeops.stages.plugins.module_utils import zodb_storage as zs
 
 # Where a cutover is, for the decision after a failure.
 BEFORE_FREEZE, FROZEN, AFTER_UNFREEZE = 'before_freeze', 'frozen', 'after_unfreeze'
@@ -244,7 +245,8 @@ class Cutover:
         elif isinstance(exc, (SwitchError, zu.ZODBDataError)):
             cause = str(exc)
         else:
-            cause = '%s: %s' % (type(exc).__name__, exc)
+            cause = '%s: %s%s' % (type(exc).__name__, ' '.join(str(exc).split()),
+                                  zs.server_down(exc))
         if self.check_mode or self.phase == BEFORE_FREEZE:
             result.update(traffic_on=self.source_side, frozen=False)
             raise CutoverFailed('%s Nothing was frozen or switched: stage %s still sends its '

@@ -41,11 +41,13 @@ def open_from_config(path, what):
         # (the dsn of the collection's configuration names the passfile, not the password).
         raise ZODBDataError('Cannot open the %s storage of %s: %s: %s%s'
                             % (what, path, type(exc).__name__, _one_line(exc),
-                               _server_down(exc))) from None
+                               server_down(exc))) from None
 
 
-def _server_down(exc):
-    """What a refused or dropped PostgreSQL connection means for the run (RelStorage)."""
+def server_down(exc):
+    """What a refused or dropped PostgreSQL connection means for the run (RelStorage): the
+    advice to add to the error's message, or ''. A replay's TransactionFailed is looked into."""
+    exc = getattr(exc, 'reason', exc)
     text = str(exc)
     if type(exc).__name__ != 'OperationalError' or not any(
             sign in text for sign in ('Connection refused', 'shutting down', 'starting up',

@@ -165,6 +165,27 @@ def test_a_failure_under_the_freeze_puts_the_traffic_back_unfrozen(monkeypatch, 
     assert balancer.active == 'live' and balancer.frozen is False
 
 
+class OperationalError(Exception):
+    """psycopg2's name: the replay's PostgreSQL connection refused or dropped."""
+
+
+def test_a_postgresql_server_lost_under_the_freeze_is_named_with_what_to_do(monkeypatch):
+    from ansible_collections.zopeops.stages.plugins.module_utils import zodb_replay_core as core
+    lost = core.TransactionFailed(b'\0' * 8, OperationalError(
+        'connection to server at "127.0.0.1", port 5432 failed: FATAL:  the database system '
+        'is shutting down'))
+    balancer = Balancer()
+    with pytest.raises(co.CutoverFailed) as failed:
+        run(monkeypatch, balancer, Replays([3, lost]))
+    message = str(failed.value)
+    assert 'port 5432 failed' in message and 'put back on live' in message, message
+    assert 'PostgreSQL server is stopped or does not accept connections: start it' in message
+    other = core.TransactionFailed(b'\0' * 8, ValueError('a bad record'))
+    with pytest.raises(co.CutoverFailed) as failed:
+        run(monkeypatch, Balancer(), Replays([3, other]))
+    assert 'PostgreSQL' not in str(failed.value)
+
+
 def test_ctrl_c_under_the_freeze_puts_the_traffic_back_at_once(monkeypatch):
     balancer = Balancer()
     with pytest.raises(co.CutoverFailed) as failed:
