@@ -14,11 +14,11 @@ FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars',
 
 
 def chromium():
-    """The browser's path, or skip saying how to install it."""
+    """The browser's path, or fail saying how to install it (the project installs it)."""
     path = shutil.which('chromium') or shutil.which('chromium-browser')
     if not path:
-        pytest.skip('chromium is not installed and could not be: run `make deps` (it installs '
-                    "Debian's chromium through scripts/ensure-system-packages)")
+        pytest.fail('chromium is not installed and could not be: run `make deps` (it installs '
+                    "Debian's chromium through scripts/ensure-system-packages)", pytrace=False)
     return path
 
 

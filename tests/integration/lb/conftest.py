@@ -19,7 +19,8 @@ from lbsupport import make_model, run_role, short_tmpdir  # noqa: E402
 def rendered():
     """The haproxy role's configuration and maps for make_model(), rendered once per module."""
     if not shutil.which('haproxy') and not os.path.exists('/usr/sbin/haproxy'):
-        pytest.skip('HAProxy is not installed (make deps installs it)')
+        pytest.fail('HAProxy is not installed: run `make deps` (it installs Debian\'s haproxy '
+                    'through scripts/ensure-system-packages)', pytrace=False)
     root = short_tmpdir()
     model = make_model()
     code, output = run_role(root, model)
