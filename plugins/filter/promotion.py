@@ -2,8 +2,8 @@
 # Copyright: zopeops.stages developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The promotion_plan, promotion_plan_lines, side_programs, freeze_window, replay_ends,
-preflight_input_problems, preflight_reads_problem and preflight_problem filters; their
-documentation is in the .yml files of the same names beside this file."""
+storage_kept, preflight_input_problems, preflight_reads_problem and preflight_problem filters;
+their documentation is in the .yml files of the same names beside this file."""
 from __future__ import annotations
 
 import base64
@@ -14,7 +14,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.zopeops.stages.plugins.module_utils.preflight import (
     input_problems, plan_reads_problem, reads_problem)
 from ansible_collections.zopeops.stages.plugins.module_utils.promotion_plan import (
-    PlanRefused, describe, make_plan)
+    PlanRefused, describe, kept_data, make_plan)
 
 
 def _deployed(read):
@@ -32,7 +32,7 @@ def _deployed(read):
 
 def promotion_plan(model, stage, action, previous, deployed, lb_views, revision=None,
                    rollback_data=True, force=False, rollback_to=None, kept_pairs=None,
-                   restore=None):
+                   restore=None, migrate=None):
     """``deployed``: [the predecessor's, the stage's] deployed.json (slurp results or dicts)."""
     deployed = list(deployed or []) + [{}, {}]
     try:
@@ -40,15 +40,16 @@ def promotion_plan(model, stage, action, previous, deployed, lb_views, revision=
                          _deployed(deployed[1]), list(lb_views or []), revision=revision or None,
                          rollback_data=rollback_data, force=force,
                          rollback_to=rollback_to or None, kept_pairs=kept_pairs,
-                         restore=restore or None)
+                         restore=restore or None, migrate=migrate or None)
     except PlanRefused as exc:
         # A refusal is an answer, not an error of the template: the play says it in one line.
         return {'refused': str(exc)}
 
 
-def preflight_input_problems(model, stage, action, rollback_data, revision, rollback_to):
+def preflight_input_problems(model, stage, action, rollback_data, revision, rollback_to,
+                             migrate=''):
     """The run's inputs against the model -> the refusals (empty: the run may go on)."""
-    return input_problems(model, stage, action, rollback_data, revision, rollback_to)
+    return input_problems(model, stage, action, rollback_data, revision, rollback_to, migrate)
 
 
 def preflight_reads_problem(hosts, reads, addresses):
@@ -161,6 +162,7 @@ class FilterModule:
     def filters(self):
         return {'promotion_plan': promotion_plan, 'promotion_plan_lines': describe,
                 'side_programs': side_programs, 'freeze_window': freeze_window,
+                'storage_kept': kept_data,
                 'cutover_rescue': cutover_rescue, 'replay_ends': replay_ends,
                 'preflight_input_problems': preflight_input_problems,
                 'preflight_problem': preflight_problem,

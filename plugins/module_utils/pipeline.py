@@ -19,7 +19,10 @@ Inventory conventions (see docs/architecture.md):
            and S_upgrade). A relstorage side has no S_zeo group; its clients talk to PostgreSQL:
            zopeops_postgresql_host (required), zopeops_postgresql_port (5432),
            zopeops_postgresql_user (zopeops_<stage>), zopeops_postgresql_database
-           (zopeops_<instance>), zopeops_relstorage_history (preserving or free)
+           (zopeops_<instance>), zopeops_relstorage_history (preserving or free). A side's
+           ``other`` is the same side on the other kind where the inventory gives that too (a
+           RelStorage side's S_zeo group kept, a ZEO side's zopeops_postgresql_host): what a
+           move between kinds runs from until its data is on the new kind.
 """
 from __future__ import annotations
 
@@ -107,11 +110,13 @@ def _side(groups, hostvars, stage, side, problems):
     if storage not in STORAGES:
         return None
     if storage == 'relstorage':
-        if zeo_hosts:
+        # A RelStorage side may keep the group of the ZEO server it ran before a move
+        # (promote.yml -e migrate_storage=relstorage reads it: its ``other`` below).
+        if len(zeo_hosts) > 1:
             problems.append(
-                "%s stores its data with RelStorage (zopeops_storage: relstorage), so it has no "
-                "ZEO server, but group '%s_zeo' holds %s: remove that group, or set "
-                "zopeops_storage: zeo." % (inst, inst, ', '.join(zeo_hosts)))
+                "%s stores its data with RelStorage (zopeops_storage: relstorage); group "
+                "'%s_zeo' may only name the one ZEO server it ran before a move, but holds %s."
+                % (inst, inst, ', '.join(zeo_hosts)))
             return None
     elif len(zeo_hosts) != 1:
         problems.append(
@@ -124,12 +129,7 @@ def _side(groups, hostvars, stage, side, problems):
         return None
     zeo = database = None
     if storage == 'zeo':
-        zeo_host = zeo_hosts[0]
-        zeo_vars = hostvars[zeo_host]
-        zeo = {'host': zeo_host, 'address': _address(zeo_vars, zeo_host),
-               'machine': _machine(zeo_vars, zeo_host),
-               'port': _as_port(zeo_vars.get('zopeops_zeo_port'),
-                                'zopeops_zeo_port of %s' % zeo_host, problems)}
+        zeo = _zeo(hostvars, zeo_hosts[0], problems)
     else:
         database = _database(hostvars[client_hosts[0]], stage, inst, client_hosts[0], problems)
     clients = []
@@ -150,7 +150,7 @@ def _side(groups, hostvars, stage, side, problems):
                             'address': address, 'machine': _machine(hostvars[host], host),
                             'port': port, 'id': '%s-%s' % (inst, entry['name']),
                             'url': 'http://%s:%s' % (_url_host(address), port)})
-    return {
+    entry = {
         'instance': inst,
         'side': side,
         'storage': storage,
@@ -161,6 +161,36 @@ def _side(groups, hostvars, stage, side, problems):
         'clients': clients,
         'hosts': sorted(set(zeo_hosts + client_hosts)),
     }
+    entry['other'] = _other_kind(entry, hostvars, stage, zeo_hosts, client_hosts, problems)
+    return entry
+
+
+def _zeo(hostvars, zeo_host, problems):
+    zeo_vars = hostvars[zeo_host]
+    return {'host': zeo_host, 'address': _address(zeo_vars, zeo_host),
+            'machine': _machine(zeo_vars, zeo_host),
+            'port': _as_port(zeo_vars.get('zopeops_zeo_port'),
+                             'zopeops_zeo_port of %s' % zeo_host, problems)}
+
+
+def _other_kind(entry, hostvars, stage, zeo_hosts, client_hosts, problems):
+    """The side on the other kind of storage, where the inventory describes that too: a
+    RelStorage side whose group S_zeo still names its ZEO server (with zopeops_zeo_port), a ZEO
+    side whose hosts still name their PostgreSQL server (zopeops_postgresql_host). A move
+    between kinds (promote.yml -e migrate_storage) runs the side from this description until
+    its data is on the new kind; None otherwise."""
+    if entry['storage'] == 'relstorage':
+        if not zeo_hosts or not hostvars[zeo_hosts[0]].get('zopeops_zeo_port'):
+            return None
+        zeo = _zeo(hostvars, zeo_hosts[0], problems)
+        return dict(entry, storage='zeo', zeo=zeo, database=None, data_host=zeo['host'],
+                    other=None)
+    if not str(hostvars[client_hosts[0]].get('zopeops_postgresql_host') or '').strip():
+        return None
+    database = _database(hostvars[client_hosts[0]], stage, entry['instance'], client_hosts[0],
+                         problems)
+    return dict(entry, storage='relstorage', zeo=None, database=database,
+                data_host=client_hosts[0], other=None)
 
 
 def _side_storage(hostvars, inst, hosts, problems):
@@ -276,9 +306,9 @@ def _check_twin_storage(stage, live, upgrade, problems):
     if live['storage'] != upgrade['storage']:
         problems.append(
             'Stage %s stores its data with %s but its twin %s with %s: set the same '
-            'zopeops_storage for both (moving a stage between storages is not built yet, '
-            'docs/relstorage.md).' % (stage, live['storage'], upgrade['instance'],
-                                      upgrade['storage']))
+            'zopeops_storage for both (a move between kinds changes both in the inventory, '
+            'then runs promote.yml -e migrate_storage; docs/relstorage.md).'
+            % (stage, live['storage'], upgrade['instance'], upgrade['storage']))
     elif live['database'] and upgrade['database']:
         mine, twin = live['database'], upgrade['database']
         if (mine['host'], mine['port'], mine['name']) == (twin['host'], twin['port'],
@@ -304,13 +334,17 @@ def stages_changed(model, hosts):
 def databases_on_server(model, names, port):
     """The RelStorage databases a PostgreSQL server holds: every side whose database names
     this server (one of ``names``, its addresses) on ``port``; in pipeline order, live first.
-    Each: instance, stage, side, name, user, history, data_host (whose variables hold the
-    stage's password), client_machines and clients (how many Zope clients the side runs)."""
+    A side the inventory moves to ZEO still holds its database until the move is done (its
+    ``other``). Each: instance, stage, side, name, user, history, data_host (whose variables
+    hold the stage's password), client_machines and clients (how many Zope clients the side
+    runs)."""
     names = set(str(name) for name in names if name)
     found = []
     for stage in model['pipeline']:
         for side in ('live', 'upgrade'):
             entry = model['stages'][stage][side]
+            if entry and not entry.get('database') and entry.get('other'):
+                entry = entry['other']
             database = entry and entry.get('database')
             if database and database['host'] in names and database['port'] == int(port):
                 found.append({'instance': entry['instance'], 'stage': stage, 'side': side,

@@ -19,10 +19,11 @@ def _text(value):
     return value if isinstance(value, str) else str(value)
 
 
-def input_problems(model, stage, action, rollback_data, revision, rollback_to):
-    """The run's inputs (-e stage, action, rollback_data, promote_revision, rollback_to)
-    against the pipeline model -> the list of refusals, empty when the run may go on."""
-    stage, action = _text(stage), _text(action)
+def input_problems(model, stage, action, rollback_data, revision, rollback_to, migrate=''):
+    """The run's inputs (-e stage, action, rollback_data, promote_revision, rollback_to,
+    migrate_storage) against the pipeline model -> the list of refusals, empty when the run
+    may go on."""
+    stage, action, migrate = _text(stage), _text(action), _text(migrate)
     revision, rollback_to = _text(revision), _text(rollback_to)
     pipeline = list(model['pipeline'])
     promotable = ', '.join(pipeline[1:])
@@ -33,7 +34,8 @@ def input_problems(model, stage, action, rollback_data, revision, rollback_to):
     elif entry is None:
         problems.append("Stage '%s' is not in the pipeline %s; promote one of %s."
                         % (stage, ' -> '.join(pipeline), promotable))
-    if entry and entry['predecessor'] is None and action != 'restore':  # a restore needs none
+    # A restore or a move between kinds needs no predecessor.
+    if entry and entry['predecessor'] is None and action != 'restore' and not migrate:
         problems.append("Stage '%s' is the head of the pipeline: nothing comes before it to "
                         'promote from. Deploy to it instead: set zopeops_revision for its hosts '
                         'and run playbooks/site.yml --limit %s.' % (stage, stage))
@@ -50,6 +52,13 @@ def input_problems(model, stage, action, rollback_data, revision, rollback_to):
     if not REVISION_NAME.match(rollback_to):
         problems.append("rollback_to '%s' is not a revision name (letters, digits, . _ / -)."
                         % rollback_to)
+    if migrate and migrate not in ('zeo', 'relstorage'):
+        problems.append("migrate_storage is '%s'; choose zeo or relstorage (the kind the stage "
+                        'moves to; docs/relstorage.md).' % migrate)
+    elif migrate and (action != 'run' or rollback_to):
+        problems.append('migrate_storage moves a stage with action run; leave it out of -e '
+                        'action=%s (a resume or rollback reads the move from the last run).'
+                        % action)
     if rollback_to and action != 'rollback':
         problems.append('rollback_to goes with a rollback: use playbooks/rollback.yml -e stage=%s '
                         '-e rollback_to=%s (or -e action=rollback).' % (stage, rollback_to))
@@ -136,7 +145,9 @@ def plan_reads_problem(plan, reads, stage, supervisor_conf):
     run starts the twin. What the plan does not start is not judged."""
     starts = plan.get('start') == 'twin_code'
     would_start = starts or plan.get('would_start') == 'twin_code'  # check mode
-    if plan.get('action') == 'run' and would_start:
+    # A move between kinds (plan migrate) copies the stage's own data and code: the
+    # predecessor is not read from.
+    if plan.get('action') == 'run' and would_start and not plan.get('migrate'):
         problem = predecessor_problem(plan, [read['health'] for read in reads
                                              if (read or {}).get('health')])
         if problem:

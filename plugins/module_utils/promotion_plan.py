@@ -28,6 +28,7 @@ from __future__ import annotations
 STEPS = ('preflight', 'twin_code', 'twin_data', 'twin_start', 'cutover_to_twin', 'live_stop',
          'live_code', 'live_data', 'live_start', 'cutover_to_live', 'twin_stop', 'finish')
 CATCH_UP_BACK = ('from_twin', 'own')
+STORAGES = ('zeo', 'relstorage')
 ARCHIVE_TWIN = ('previous_pair', 'keep')
 UNFINISHED = ('running', 'failed', 'interrupted')
 
@@ -137,15 +138,70 @@ def _restore(plan, previous, stage, serving, stage_revision, restore):
     return plan
 
 
+def _migrate(plan, entry, previous, serving, stage_deployed, to, revision):
+    """The plan of a move of the stage between kinds of storage (-e migrate_storage): the twin
+    is built on the new kind from the stage's own data (policy self, the code the stage runs),
+    takes the traffic, the stage is rebuilt on the new kind from the twin and takes it back.
+    ``plan['live_before']`` is the stage as it runs until its data is moved (the model's
+    ``other``); ``plan['live']`` and ``plan['twin']`` are on the new kind."""
+    stage, live = entry['name'], entry['live']
+    if to not in STORAGES:
+        raise PlanRefused('migrate_storage is %r: choose one of %s.' % (to, ', '.join(STORAGES)))
+    _refuse_unless_idle(stage, previous, serving)
+    if revision:
+        raise PlanRefused('A move between kinds keeps the code %s runs: leave out promote_revision '
+                          '(promote the code before or after the move).' % stage)
+    running = (stage_deployed or {}).get('storage') or ''
+    if not running:
+        raise PlanRefused(
+            "%s's deployed.json does not say which kind of storage it runs (it was deployed "
+            'before the collection recorded it): run site.yml --limit %s once (it records the '
+            'kind its configuration runs and changes nothing else), then move it.'
+            % (stage, stage))
+    if running == to:
+        raise PlanRefused('%s runs on %s already (its deployed.json says so): there is nothing '
+                          'to move.' % (stage, to))
+    if live['storage'] != to:
+        raise PlanRefused(
+            'The inventory names %s for %s, not %s: set zopeops_storage: %s for %s and its twin '
+            '%s_upgrade (and, for RelStorage, their PostgreSQL settings), run site.yml --limit '
+            'postgresql, then run the move again (docs/relstorage.md).'
+            % (live['storage'], stage, to, to, stage, stage))
+    before = live.get('other') or None
+    if not before or before['storage'] != running:
+        raise PlanRefused(
+            '%s runs on %s, but the inventory no longer says where: keep %s until the move is '
+            'done (docs/relstorage.md), then run again.' % (
+                stage, running,
+                "group %s_zeo (its ZEO server) with zopeops_zeo_port" % stage
+                if running == 'zeo' else
+                'its PostgreSQL settings (zopeops_postgresql_host and the others)'))
+    if running == 'relstorage' and not (before.get('database') or {}).get('keep_history', True):
+        raise PlanRefused(
+            '%s keeps its data in a history-free RelStorage database: a copy between kinds '
+            'reads the history, which a history-free database does not keep consistently while '
+            'it serves.' % stage)
+    stage_revision = (stage_deployed or {}).get('revision') or ''
+    if not stage_revision:
+        raise PlanRefused('%s has no deployed revision (no deployed.json): deploy it first.'
+                          % stage)
+    plan.update(twin_revision=stage_revision, live_revision=stage_revision, data_from=stage,
+                policy='self', catch_up_to_twin=True, live_data='from_twin', start='twin_code',
+                code_only_refresh=False, migrate={'from': running, 'to': to},
+                live_before=before, rollback_history=rollback_history(previous))
+    return plan
+
+
 def make_plan(model, stage, action, previous, predecessor_deployed, stage_deployed, lb_views,
               revision=None, rollback_data=True, force=False, rollback_to=None, kept_pairs=None,
-              restore=None):
+              restore=None, migrate=None):
     """Return the plan dict, or raise PlanRefused with one clear sentence.
 
     ``rollback_to``: {name, revision} of the kept release a rollback returns to (-e
     rollback_to); ``kept_pairs``: the stamps of the data pairs kept on the stage's ZEO host;
     ``restore``: the backup a restore installs ({from, stamp, last_tid, files, repository,
-    allow_other_stage, ...}, found by restore.yml on the backup's ZEO host)."""
+    allow_other_stage, ...}, found by restore.yml on the backup's ZEO host); ``migrate``: the
+    kind of storage a move takes the stage to (-e migrate_storage, action run)."""
     entry = model['stages'][stage]
     policy = entry['data_policy']
     predecessor = entry['predecessor']
@@ -164,6 +220,13 @@ def make_plan(model, stage, action, previous, predecessor_deployed, stage_deploy
 
     if action == 'restore':
         return _restore(plan, previous, stage, serving, stage_revision, restore or {})
+
+    if migrate:
+        if action != 'run':
+            raise PlanRefused('migrate_storage moves a stage with action run; -e action=%s takes '
+                              'no migrate_storage (a resume or rollback reads the move from the '
+                              "stage's last run)." % action)
+        return _migrate(plan, entry, previous, serving, stage_deployed, migrate, revision)
 
     if action == 'run':
         _refuse_unless_idle(stage, previous, serving)
@@ -196,7 +259,8 @@ def make_plan(model, stage, action, previous, predecessor_deployed, stage_deploy
         plan.update({key: previous_plan[key] for key in (
             'twin_revision', 'live_revision', 'data_from', 'catch_up_to_twin', 'live_data',
             'from_revision', 'rollback_pair', 'code_only_refresh', 'rollback_data',
-            'rollback_history', 'rollback_to', 'code_only_reason', 'restore')
+            'rollback_history', 'rollback_to', 'code_only_reason', 'restore', 'migrate',
+            'live_before', 'policy')
             if key in previous_plan})
         plan['action'] = previous_plan.get('action', 'run')
         plan['resumed_run'] = previous.get('run_id')
@@ -207,6 +271,16 @@ def make_plan(model, stage, action, previous, predecessor_deployed, stage_deploy
         return plan
 
     # rollback
+    if unfinished and previous_plan.get('migrate'):
+        move = previous_plan['migrate']
+        raise PlanRefused(
+            'The last run of %s (%s) moved it from %s to %s and is %s at step %s: a rollback '
+            'would start the stage on %s without its data. Finish the move with -e '
+            'action=resume (the twin holds every write); to go back to %s, move it again '
+            'afterwards (-e migrate_storage=%s, with the inventory naming %s).'
+            % (stage, previous.get('run_id', '?'), move['from'], move['to'],
+               previous.get('status'), previous.get('step', '?'), move['to'], move['from'],
+               move['from'], move['from']))
     if rollback_to:
         return _rollback_to(plan, previous, stage, stage_revision, rollback_to, rollback_data,
                             kept_pairs)
@@ -292,9 +366,25 @@ def describe(plan):
                      % (plan['policy'], plan.get('data_from'),
                         ', caught up at the first switch' if plan.get('catch_up_to_twin') else '',
                         plan.get('live_data')))
+    if plan.get('migrate'):
+        lines.append('Storage: %s moves from %s to %s; its %s data is kept as it is (%s).'
+                     % (plan['stage'], plan['migrate']['from'], plan['migrate']['to'],
+                        plan['migrate']['from'], kept_data(plan)))
     if plan.get('code_only_reason'):
         lines.append(plan['code_only_reason'])
     if plan.get('code_only_refresh'):
         lines.append('%s already runs %s: this run refreshes its data only (%s policy).'
                      % (plan['stage'], _short(plan.get('live_revision')), plan['policy']))
     return lines
+
+
+def kept_data(plan):
+    """What a move between kinds leaves untouched of the stage's old kind: its Data.fs (and
+    blobs) or its database, named for the result and the ledger."""
+    before = plan.get('live_before') or {}
+    if before.get('storage') == 'zeo':
+        return '%s/var/filestorage/Data.fs on %s' % (before.get('instance'),
+                                                    before.get('data_host'))
+    database = before.get('database') or {}
+    return 'database %s on %s:%s' % (database.get('name'), database.get('host'),
+                                     database.get('port'))

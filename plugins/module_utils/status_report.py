@@ -212,6 +212,15 @@ def _side_report(stage, side_model, instances, refs, serving, expected):
     storage = side_model.get('storage') or 'zeo'
     # A RelStorage side has no ZEO server: its clients' health is the side's.
     server_ok = zeo_running or storage != 'zeo'
+    # A stage the inventory moves to another kind runs the kind its deployed.json records
+    # until promote.yml -e migrate_storage moves it (site.yml leaves it there): shown as it runs.
+    running_kind = deployed.get('storage')
+    if side_model['side'] == 'live' and running_kind in ('zeo', 'relstorage') \
+            and running_kind != storage:
+        drift.append('%s runs on %s (deployed.json) and the inventory names %s: move it with '
+                     'promote.yml -e stage=%s -e migrate_storage=%s'
+                     % (inst, running_kind, storage, inst, storage))
+        storage = running_kind
     if side_model['side'] == 'live':
         health = 'ok' if len(healthy_clients) == len(clients) and server_ok else 'failed'
     else:

@@ -127,6 +127,23 @@ options:
     description: Who deploys, recorded in C(deployed.json) (with O(instance_dir)).
     type: str
     default: ansible
+  storage:
+    description:
+      - The kind of storage the instance's configuration runs (C(zeo) or C(relstorage), the
+        inventory's), recorded in C(deployed.json) as C(storage) (with O(instance_dir)) when the
+        record names none yet. A record written before this option existed gets the kind its
+        client configuration files name (C(etc/zope-*.conf) - C(%import relstorage) or
+        C(<zeoclient>); C(etc/zeo.conf) alone - C(zeo)), else this one.
+      - An existing record keeps its kind, whatever the inventory says, unless
+        O(storage_change) - site.yml leaves a stage on the kind it runs until a move between
+        kinds (C(promote.yml -e migrate_storage)) changes it (docs/relstorage.md).
+    type: str
+    choices: [zeo, relstorage]
+  storage_change:
+    description: Record O(storage) even when C(deployed.json) names another kind (the move's
+      step live_code).
+    type: bool
+    default: false
   provides:
     description:
       - The programs the release's virtualenv must hold in C(venv/bin), because the host runs
@@ -556,6 +573,39 @@ def write_json_atomically(module, path, record):
     module.atomic_move(tmp, path)
 
 
+def configured_storage(instance_dir):
+    """The kind of storage an instance's configuration files name, or None (no files yet)."""
+    etc = os.path.join(instance_dir, 'etc')
+    try:
+        names = sorted(os.listdir(etc))
+    except OSError:
+        return None
+    for name in names:
+        if name.startswith('zope-') and name.endswith('.conf'):
+            try:
+                with open(os.path.join(etc, name)) as handle:
+                    text = handle.read()
+            except OSError:
+                continue
+            if '%import relstorage' in text:
+                return 'relstorage'
+            if '<zeoclient>' in text:
+                return 'zeo'
+    return 'zeo' if 'zeo.conf' in names else None
+
+
+def recorded_storage(params, previous):
+    """The kind deployed.json records after this call (None: the option was not given)."""
+    wanted = params.get('storage')
+    if not wanted:
+        return previous.get('storage')
+    if previous.get('storage') and not params.get('storage_change'):
+        return previous['storage']
+    if params.get('storage_change'):
+        return wanted
+    return configured_storage(params['instance_dir']) or wanted
+
+
 def deploy(module, params, sha, release_dir, requested, previous, result):
     """Point the instance at the release and record it in deployed.json."""
     instance_dir = params['instance_dir']
@@ -564,6 +614,8 @@ def deploy(module, params, sha, release_dir, requested, previous, result):
     previous_revision = previous.get('revision') or (
         os.path.basename(before) if before else None)
     code_changed = before != os.path.normpath(release_dir)
+    storage = recorded_storage(params, previous)
+    storage_changed = storage != previous.get('storage')
     record_changed = code_changed or previous.get('revision') != sha
     # Extra packages installed into the release it runs: its services restart to load them.
     code_changed = code_changed or bool(result.get('extras_installed'))
@@ -573,7 +625,10 @@ def deploy(module, params, sha, release_dir, requested, previous, result):
                       deployed_at=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
                       deployed_by=params['deployed_by'])
     else:
-        record = previous
+        record = dict(previous)
+    if storage:
+        record['storage'] = storage
+    record_changed = record_changed or storage_changed
     result.update(code_changed=code_changed, previous_revision=previous_revision,
                   deployed=record, changed=result['changed'] or record_changed)
     if module.check_mode:
@@ -603,6 +658,8 @@ def main():
             instance_dir=dict(type='path'),
             follow_deployed=dict(type='bool', default=False),
             deployed_by=dict(type='str', default='ansible'),
+            storage=dict(type='str', choices=['zeo', 'relstorage']),
+            storage_change=dict(type='bool', default=False),
             provides=dict(type='list', elements='str', default=[],
                           choices=sorted(PROGRAM_PACKAGES)),
             extra_packages=dict(type='list', elements='path', default=[]),

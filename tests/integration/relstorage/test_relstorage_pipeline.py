@@ -12,18 +12,21 @@ In make test (docs/relstorage.md): one test, one sandbox, to keep it lean.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
+import yaml
 
 from support.ansible import assert_no_changes, playbook_command, run_playbook
-from support.inventories import mixed_relstorage_inventory
+from support.inventories import ZEO_PORTS, mixed_relstorage_inventory
 from support.load import LoadGenerator
 from support.paths import REPO, VENV_BIN
 from support.ports import free_port_block
@@ -323,3 +326,97 @@ def test_relstorage_twin_server_stopped_in_the_catch_up_then_rollback_to_with_it
         finally:
             restored = run_limited(pipeline, {})  # the twin back on the sandbox's cluster
             assert restored.returncode == 0, restored.stdout[-8000:]
+
+
+@contextlib.contextmanager
+def beta_inventory_on_zeo(inventory):
+    """The inventory moves beta and its twin to ZEO (docs/relstorage.md, the move's step 1):
+    groups beta_zeo and beta_upgrade_zeo, a ZEO port each, zopeops_storage: zeo in their host
+    vars; their PostgreSQL settings stay (group relstorage) until the move is done. Put back
+    as it was on leaving."""
+    hosts = inventory / 'hosts.yml'
+    files = [hosts] + [inventory / 'host_vars' / ('%s-local.yml' % side)
+                       for side in ('beta', 'beta_upgrade')]
+    saved = {path: path.read_text() for path in files}
+    data = yaml.safe_load(saved[hosts])
+    groups = data['all']['children']
+    for side in ('beta', 'beta_upgrade'):
+        groups[side]['children'] = dict({'%s_zeo' % side: {'hosts': {'%s-local' % side: None}}},
+                                        **groups[side]['children'])
+        host = inventory / 'host_vars' / ('%s-local.yml' % side)
+        host.write_text(saved[host] + 'zopeops_storage: zeo\nzopeops_zeo_port: '
+                        '"{{ zopeops_port_base | int + %d }}"\n' % ZEO_PORTS[side])
+    hosts.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        yield
+    finally:
+        for path, text in saved.items():
+            path.write_text(text)
+
+
+def move_without_loss(pipeline, to):
+    """promote.yml -e stage=beta -e migrate_storage=<to> under the read and acknowledged-write
+    loads: 0 failed reads, every acknowledged write served, both switches' freezes recorded,
+    beta's deployed.json on the new kind and the summary naming the kept old data."""
+    before = 'relstorage' if to == 'zeo' else 'zeo'
+    started = time.monotonic()
+    run = run_under_load(pipeline, 'promote.yml', 'beta', {'migrate_storage': to})
+    assert run.proc.returncode == 0, run.output
+    print('move beta %s -> %s in %.0f s: %s' % (before, to, time.monotonic() - started,
+                                                run.report()))
+    assert not run.reads.failures and run.reads.total > 20, run.report()
+    assert not run.writes.failed and len(run.writes.acknowledged) >= 5, run.report()
+    missing = set(run.writes.acknowledged) - write_ids_over_http(pipeline.lb_bases('beta')[0],
+                                                                 pipeline.admin_auth())
+    assert not missing, (sorted(missing)[:20], run.report())
+    state = pipeline.state('beta')
+    assert state['status'] == 'done' and state['traffic'] == 'live', state
+    assert [w['switch'] for w in state['freeze_windows']] == ['cutover_to_twin',
+                                                             'cutover_to_live'], state
+    print('freeze windows (move to %s): %s' % (to, state['freeze_windows']))
+    text = said(run.proc)
+    assert 'Storage: beta moved from %s to %s; its %s data is kept as it was: %s.' % (
+        before, to, before, 'database zopeops_beta on 127.0.0.1:%d' % (pipeline.base + 50)
+        if before == 'relstorage' else 'beta/var/filestorage/Data.fs on beta-local') in text, \
+        text[-3000:]
+    deployed = json.loads((pipeline.sandbox / 'beta' / 'deployed.json').read_text())
+    assert deployed['storage'] == to, deployed
+    conf = (pipeline.sandbox / 'beta' / 'etc' / 'zope-client1.conf').read_text()
+    assert ('%import relstorage' in conf) == (to == 'relstorage'), conf
+    programs = subprocess.run([str(VENV_BIN / 'supervisorctl'), '-c',
+                               str(pipeline.sandbox / 'supervisor' / 'supervisord.conf'),
+                               'status'], capture_output=True, text=True, check=False).stdout
+    zeo = [line for line in programs.splitlines() if line.startswith('beta-zeo ')]
+    assert (to == 'zeo') == bool(zeo and 'RUNNING' in zeo[0]), programs
+    return run
+
+
+def site_for_beta(pipeline):
+    """site.yml for beta's and its twin's hosts alone: what a move may have left to change."""
+    return run_playbook('site.yml', pipeline.inventory, pipeline.extra_vars,
+                        args=('--limit', 'beta-local:beta_upgrade-local'))
+
+
+def test_relstorage_move_beta_to_zeo_and_back_under_load(pipeline):
+    """issue 24 point 3: beta moved from RelStorage to ZEO with zero downtime, and back, by the
+    operator's order (docs/relstorage.md): the inventory names the new kind first, site.yml
+    leaves beta on the kind it runs (and says so), the move runs under the read and
+    acknowledged-write loads (0 failed reads, 0 lost writes), and site.yml then changes
+    nothing."""
+    pipeline.ensure_up()
+    with beta_inventory_on_zeo(pipeline.inventory):
+        waiting = site_for_beta(pipeline)
+        assert waiting.returncode == 0, waiting.stdout[-8000:]
+        assert_no_changes(waiting)
+        assert 'beta runs on relstorage (its deployed.json) and the inventory names zeo: ' \
+            'site.yml leaves its storage as it is' in said(waiting), said(waiting)[-3000:]
+        move_without_loss(pipeline, 'zeo')
+        # The acknowledged writes are in beta's new Data.fs too.
+        assert pipeline.datafs('beta').stat().st_size > 0
+        after = site_for_beta(pipeline)
+        assert after.returncode == 0, after.stdout[-8000:]
+        assert_no_changes(after)
+    move_without_loss(pipeline, 'relstorage')
+    after = site_for_beta(pipeline)
+    assert after.returncode == 0, after.stdout[-8000:]
+    assert_no_changes(after)

@@ -10,8 +10,9 @@ MODEL = {'pipeline': ['dev', 'beta', 'test'],
                     'test': {'predecessor': 'beta', 'upgrade': {'instance': 'test_upgrade'}}}}
 
 
-def problems(stage='test', action='run', rollback_data=True, revision='', rollback_to=''):
-    return input_problems(MODEL, stage, action, rollback_data, revision, rollback_to)
+def problems(stage='test', action='run', rollback_data=True, revision='', rollback_to='',
+             migrate=''):
+    return input_problems(MODEL, stage, action, rollback_data, revision, rollback_to, migrate)
 
 
 def test_valid_inputs_have_no_problem():
@@ -45,6 +46,20 @@ def test_action_rollback_data_and_revision_names():
         'rollback_to goes with a rollback: use playbooks/rollback.yml -e stage=test '
         '-e rollback_to=x;y (or -e action=rollback).']
     assert problems(rollback_data=False) == [] and problems(rollback_data='Yes') == []
+
+
+def test_a_move_between_kinds_names_a_kind_goes_with_run_and_needs_no_predecessor():
+    assert problems(migrate='relstorage') == [] and problems(migrate='zeo') == []
+    # the head moves too (it copies its own data); it still needs a twin
+    assert problems(stage='dev', migrate='zeo') == [
+        "Stage 'dev' has no upgrade twin: add the groups dev_upgrade_zeo (one ZEO host) and "
+        'dev_upgrade_clients to the inventory.']
+    assert problems(migrate='postgres') == [
+        "migrate_storage is 'postgres'; choose zeo or relstorage (the kind the stage moves to; "
+        'docs/relstorage.md).']
+    assert problems(action='resume', migrate='zeo') == [
+        'migrate_storage moves a stage with action run; leave it out of -e action=resume (a '
+        'resume or rollback reads the move from the last run).']
 
 
 PLAN = {'predecessor': 'beta', 'twin_revision': '0123456789abcdef'}

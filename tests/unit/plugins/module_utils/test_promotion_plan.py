@@ -193,3 +193,79 @@ def test_a_resumed_restore_keeps_its_backup_and_its_catch_up_rule():
     on_live = plan('self', 'resume', previous, LIVE)
     assert on_live['start'] == 'twin_code' and not on_live['catch_up_to_twin']
     assert on_live['restore']['last_tid'] == '03f0aa'
+
+
+def moving_model(to='relstorage', other=True, history=True):
+    """test moving to ``to``: the inventory names it for both sides; ``other`` is the stage as
+    the inventory still describes it on the old kind."""
+    database = {'host': 'db', 'port': 5432, 'name': 'zopeops_test', 'user': 'zopeops_test',
+                'keep_history': history}
+    on = {'zeo': {'storage': 'zeo', 'zeo': {'host': 't'}, 'database': None, 'data_host': 't'},
+          'relstorage': {'storage': 'relstorage', 'zeo': None, 'database': database,
+                         'data_host': 't'}}
+    old = 'zeo' if to == 'relstorage' else 'relstorage'
+    side = dict(on[to], instance='test', hosts=['t'], clients=[])
+    side['other'] = dict(side, other=None, **on[old]) if other else None
+    result = model('upstream')
+    result['stages']['test'].update(live=side, upgrade=dict(side, instance='test_upgrade',
+                                                              other=None))
+    return result
+
+
+def move(to='relstorage', running='zeo', previous=None, views=None, **kwargs):
+    deployed = {'revision': 'old', 'storage': running} if running else {'revision': 'old'}
+    return make_plan(kwargs.pop('the_model', None) or moving_model(to), 'test',
+                     kwargs.pop('action', 'run'), previous or {}, {'revision': 'new'}, deployed,
+                     views or LIVE, migrate=to, **kwargs)
+
+
+@pytest.mark.parametrize('to,running', [('relstorage', 'zeo'), ('zeo', 'relstorage')])
+def test_a_move_between_kinds_copies_the_stage_itself_and_keeps_its_code(to, running):
+    p = move(to, running)
+    assert (p['policy'], p['data_from'], p['catch_up_to_twin'], p['live_data']) == (
+        'self', 'test', True, 'from_twin')
+    assert p['twin_revision'] == p['live_revision'] == 'old' and p['start'] == 'twin_code'
+    assert p['migrate'] == {'from': running, 'to': to}
+    assert p['live_before']['storage'] == running and p['live']['storage'] == to
+    assert p['twin']['storage'] == to
+    lines = describe(p)
+    assert lines[-1].startswith('Storage: test moves from %s to %s' % (running, to))
+    assert ('Data.fs on t' if running == 'zeo' else 'database zopeops_test on db:5432') in \
+        lines[-1]
+
+
+def test_a_move_is_refused_with_what_to_do():
+    with pytest.raises(PlanRefused, match='runs on relstorage already'):
+        move('relstorage', 'relstorage')
+    with pytest.raises(PlanRefused, match="does not say which kind.*site.yml --limit test"):
+        move('relstorage', None)
+    # the inventory still names the old kind
+    with pytest.raises(PlanRefused, match='The inventory names zeo for test, not relstorage: '
+                                          'set zopeops_storage: relstorage'):
+        move('relstorage', 'zeo', the_model=moving_model('zeo'))
+    with pytest.raises(PlanRefused, match='keep group test_zeo'):
+        move('relstorage', 'zeo', the_model=moving_model('relstorage', other=False))
+    with pytest.raises(PlanRefused, match='keep its PostgreSQL settings'):
+        move('zeo', 'relstorage', the_model=moving_model('zeo', other=False))
+    with pytest.raises(PlanRefused, match='history-free'):
+        move('zeo', 'relstorage', the_model=moving_model('zeo', history=False))
+    with pytest.raises(PlanRefused, match="migrate_storage is 'postgres'"):
+        move('postgres', 'zeo', the_model=moving_model())
+    with pytest.raises(PlanRefused, match='leave out promote_revision'):
+        move(revision='hotfix')
+    with pytest.raises(PlanRefused, match='action=resume'):
+        move(previous={'status': 'failed', 'step': 'live_start', 'plan': {}})
+    with pytest.raises(PlanRefused, match='takes no migrate_storage'):
+        move(action='resume')
+
+
+def test_an_interrupted_move_resumes_as_a_move_and_is_not_rolled_back():
+    previous = {'status': 'failed', 'run_id': 'r1', 'step': 'live_data', 'plan': move()}
+    resumed = make_plan(moving_model(), 'test', 'resume', previous, {}, {'revision': 'old'},
+                        TWIN)
+    assert resumed['start'] == 'live_stop' and resumed['migrate'] == {'from': 'zeo',
+                                                                      'to': 'relstorage'}
+    assert resumed['live_before']['storage'] == 'zeo' and resumed['policy'] == 'self'
+    with pytest.raises(PlanRefused, match='moved it from zeo to relstorage.*action=resume.*'
+                                          'migrate_storage=zeo'):
+        make_plan(moving_model(), 'test', 'rollback', previous, {}, {'revision': 'old'}, TWIN)

@@ -318,3 +318,23 @@ def test_backup_age_against_the_stages_limit():
                         '2026-11-29T13:01:00Z')
     assert not rep['stages'][0]['backup']['ok'] and 'dev: its last good backup is missing' in \
         rep['backups_late']
+
+
+def test_a_stage_the_inventory_moves_shows_the_kind_it_runs_and_says_so():
+    """deployed.json says ZEO, the inventory RelStorage (before promote.yml -e migrate_storage):
+    the row shows ZEO and a drift line says how to move it; once both agree, nothing."""
+    found = hosts()
+    found[1]['instances']['test']['deployed']['storage'] = 'zeo'
+    model = copy.deepcopy(MODEL)
+    model['stages']['test']['live'].update(storage='relstorage', zeo=None, database={
+        'host': 'db', 'port': 5432, 'name': 'zopeops_test', 'user': 'zopeops_test',
+        'history': 'preserving'})
+    rep = status_report(model, found, LB, CONDUCTOR, LS_REMOTE, {'dev': 'main'})
+    test = [s for s in rep['stages'] if s['name'] == 'test'][0]
+    live = [side for side in test['sides'] if side['side'] == 'live'][0]
+    assert live['storage'] == 'zeo', live
+    assert ('test: test runs on zeo (deployed.json) and the inventory names relstorage: move it '
+            'with promote.yml -e stage=test -e migrate_storage=relstorage') in rep['drift']
+    found[1]['instances']['test']['deployed']['storage'] = 'relstorage'
+    rep = status_report(model, found, LB, CONDUCTOR, LS_REMOTE, {'dev': 'main'})
+    assert not any('migrate_storage' in d for d in rep['drift'])
