@@ -383,8 +383,8 @@ def kept_data(plan):
     blobs) or its database, named for the result and the ledger."""
     before = plan.get('live_before') or {}
     if before.get('storage') == 'zeo':
-        return '%s/var/filestorage/Data.fs on %s' % (before.get('instance'),
-                                                    before.get('data_host'))
+        return '%s/var/filestorage/Data.fs on %s' % (
+            before.get('instance'), before.get('data_host'))
     database = before.get('database') or {}
     return 'database %s on %s:%s' % (database.get('name'), database.get('host'),
                                      database.get('port'))

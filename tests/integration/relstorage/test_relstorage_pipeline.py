@@ -25,7 +25,7 @@ import pytest
 import requests
 import yaml
 
-from support.ansible import assert_no_changes, playbook_command, run_playbook
+from support.ansible import assert_no_changes, playbook_command, recap, run_playbook
 from support.inventories import ZEO_PORTS, mixed_relstorage_inventory
 from support.load import LoadGenerator
 from support.paths import REPO, VENV_BIN
@@ -329,11 +329,11 @@ def test_relstorage_twin_server_stopped_in_the_catch_up_then_rollback_to_with_it
 
 
 @contextlib.contextmanager
-def beta_inventory_on_zeo(inventory):
-    """The inventory moves beta and its twin to ZEO (docs/relstorage.md, the move's step 1):
-    groups beta_zeo and beta_upgrade_zeo, a ZEO port each, zopeops_storage: zeo in their host
-    vars; their PostgreSQL settings stay (group relstorage) until the move is done. Put back
-    as it was on leaving."""
+def beta_inventory_with_zeo(inventory, storage):
+    """The inventory describes beta and its twin on ZEO too (groups beta_zeo and
+    beta_upgrade_zeo, a ZEO port each), their PostgreSQL settings kept (group relstorage), and
+    names ``storage`` for them (zopeops_storage in their host vars): the operator's step 1 of a
+    move to ``storage`` (docs/relstorage.md). Put back as it was on leaving."""
     hosts = inventory / 'hosts.yml'
     files = [hosts] + [inventory / 'host_vars' / ('%s-local.yml' % side)
                        for side in ('beta', 'beta_upgrade')]
@@ -344,8 +344,8 @@ def beta_inventory_on_zeo(inventory):
         groups[side]['children'] = dict({'%s_zeo' % side: {'hosts': {'%s-local' % side: None}}},
                                         **groups[side]['children'])
         host = inventory / 'host_vars' / ('%s-local.yml' % side)
-        host.write_text(saved[host] + 'zopeops_storage: zeo\nzopeops_zeo_port: '
-                        '"{{ zopeops_port_base | int + %d }}"\n' % ZEO_PORTS[side])
+        host.write_text(saved[host] + 'zopeops_storage: %s\nzopeops_zeo_port: '
+                        '"{{ zopeops_port_base | int + %d }}"\n' % (storage, ZEO_PORTS[side]))
     hosts.write_text(yaml.safe_dump(data, sort_keys=False))
     try:
         yield
@@ -371,14 +371,18 @@ def move_without_loss(pipeline, to):
     assert not missing, (sorted(missing)[:20], run.report())
     state = pipeline.state('beta')
     assert state['status'] == 'done' and state['traffic'] == 'live', state
-    assert [w['switch'] for w in state['freeze_windows']] == ['cutover_to_twin',
-                                                             'cutover_to_live'], state
+    switches = [window['switch'] for window in state['freeze_windows']]
+    assert switches == ['cutover_to_twin', 'cutover_to_live'], state
     print('freeze windows (move to %s): %s' % (to, state['freeze_windows']))
     text = said(run.proc)
     assert 'Storage: beta moved from %s to %s; its %s data is kept as it was: %s.' % (
         before, to, before, 'database zopeops_beta on 127.0.0.1:%d' % (pipeline.base + 50)
         if before == 'relstorage' else 'beta/var/filestorage/Data.fs on beta-local') in text, \
         text[-3000:]
+    ledger = (pipeline.sandbox / 'lb' / 'promotions' / 'ledger.jsonl').read_text()
+    line = json.loads(ledger.splitlines()[-1])
+    assert line['storage']['from'] == before and line['storage']['to'] == to, line
+    assert line['storage']['kept'] in text and line['policy'] == 'self', line
     deployed = json.loads((pipeline.sandbox / 'beta' / 'deployed.json').read_text())
     assert deployed['storage'] == to, deployed
     conf = (pipeline.sandbox / 'beta' / 'etc' / 'zope-client1.conf').read_text()
@@ -404,10 +408,11 @@ def test_relstorage_move_beta_to_zeo_and_back_under_load(pipeline):
     acknowledged-write loads (0 failed reads, 0 lost writes), and site.yml then changes
     nothing."""
     pipeline.ensure_up()
-    with beta_inventory_on_zeo(pipeline.inventory):
+    with beta_inventory_with_zeo(pipeline.inventory, 'zeo'):
+        # beta stays as it runs; its twin is configured on ZEO (site.yml configures twins).
         waiting = site_for_beta(pipeline)
         assert waiting.returncode == 0, waiting.stdout[-8000:]
-        assert_no_changes(waiting)
+        assert recap(waiting.stdout)['beta-local']['changed'] == 0, waiting.stdout[-8000:]
         assert 'beta runs on relstorage (its deployed.json) and the inventory names zeo: ' \
             'site.yml leaves its storage as it is' in said(waiting), said(waiting)[-3000:]
         move_without_loss(pipeline, 'zeo')
@@ -416,7 +421,15 @@ def test_relstorage_move_beta_to_zeo_and_back_under_load(pipeline):
         after = site_for_beta(pipeline)
         assert after.returncode == 0, after.stdout[-8000:]
         assert_no_changes(after)
-    move_without_loss(pipeline, 'relstorage')
+    # Back: an inventory that no longer says where beta's ZEO server is, refused.
+    state = pipeline.state('beta')
+    refused = pipeline.playbook('promote.yml', {'stage': 'beta', 'migrate_storage': 'relstorage'})
+    assert refused.returncode != 0 and 'beta runs on zeo, but the inventory no longer says ' \
+        'where: keep group beta_zeo (its ZEO server) with zopeops_zeo_port until the move is ' \
+        'done' in said(refused), said(refused)[-3000:]
+    assert pipeline.state('beta') == state
+    with beta_inventory_with_zeo(pipeline.inventory, 'relstorage'):
+        move_without_loss(pipeline, 'relstorage')
     after = site_for_beta(pipeline)
     assert after.returncode == 0, after.stdout[-8000:]
     assert_no_changes(after)

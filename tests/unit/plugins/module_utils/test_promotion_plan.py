@@ -207,8 +207,8 @@ def moving_model(to='relstorage', other=True, history=True):
     side = dict(on[to], instance='test', hosts=['t'], clients=[])
     side['other'] = dict(side, other=None, **on[old]) if other else None
     result = model('upstream')
-    result['stages']['test'].update(live=side, upgrade=dict(side, instance='test_upgrade',
-                                                              other=None))
+    twin = dict(side, instance='test_upgrade', other=None)
+    result['stages']['test'].update(live=side, upgrade=twin)
     return result
 
 
