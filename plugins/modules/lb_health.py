@@ -15,7 +15,7 @@ description:
     read-only query does for one stage.
   - With O(wait_healthy) it waits, for each stage in turn, until a server of its active side
     passes (it stops waiting for a stage once every server of it was checked and is C(DOWN)),
-    and warns for each stage that has none, naming the stage and its URL in O(frontend_urls):
+    and warns for each stage that has none, naming the stage and its URL in O(frontend_urls);
     that frontend answers 503 to everyone.
   - C(site.yml) asks it once for the whole pipeline, instead of one M(zopeops.stages.lb_switch)
     call per stage.
