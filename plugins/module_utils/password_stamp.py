@@ -101,4 +101,3 @@ def ensure_password_stamp(path, account, password, iterations=600000, check_mode
             raise OSError('Writing the stamp %s failed: %s' % (path, exc)) from exc
     return dict(changed=changed, account_changed=verdict == 'changed',
                 migrated=verdict == 'upgrade')
-

@@ -227,7 +227,7 @@ def main():
             secret_contents=dict(type='dict', default={}, no_log=True),
             stamps=dict(type='list', elements='dict', default=[]),
             write_stamps=dict(type='bool', default=False),
-            password_stamp=dict(type='dict', options=dict(
+            password_stamp=dict(type='dict', no_log=False, options=dict(
                 dest=dict(type='path', required=True),
                 account=dict(type='str', required=True),
                 password=dict(type='str', required=True, no_log=True),

@@ -13,6 +13,7 @@ from ansible_collections.zopeops.stages.plugins.modules import lb_switch
 from support.haproxy_sim import SimulatedHAProxy
 from support.modules import run_module
 
+
 def params(**overrides):
     values = {name: spec.get('default') for name, spec in lb_switch.ARGUMENT_SPEC.items()}
     values.update(overrides)
