@@ -76,7 +76,7 @@ def expand(specs):
 class ActionModule(ActionBase):
 
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(('directories', 'files'))
+    _VALID_ARGS = frozenset(('directories', 'files', 'stamps', 'write_stamps', 'password_stamp'))
 
     def _read(self, src):
         """A text file of the role's ``files`` folder (or a path), as ``copy`` finds it."""
@@ -130,6 +130,8 @@ class ActionModule(ActionBase):
             files.append(entry)
         module_args = {'directories': self._task.args.get('directories') or [], 'files': files,
                        'secret_contents': secrets}
+        module_args.update((name, self._task.args[name]) for name in
+                           ('stamps', 'write_stamps', 'password_stamp') if name in self._task.args)
         result.update(self._execute_module(module_name='zopeops.stages.instance_files',
                                            module_args=module_args, task_vars=task_vars))
         return result

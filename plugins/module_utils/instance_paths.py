@@ -12,6 +12,7 @@ reads it meanwhile sees the old file or the new one.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import subprocess
@@ -175,3 +176,37 @@ def ensure_file(module, spec, who='instance_files'):
     if _attributes(module, dest, spec, attr_diff, who):
         result['changed'] = True
     return result, diff
+
+
+def stamp_text(stamp):
+    """What a stamp file holds for ``stamp``: its content, then one line per file it depends
+    on with that file's SHA-256 (``absent`` when it does not exist), read on the host."""
+    lines = [stamp['content'].rstrip('\n')]
+    for path in stamp.get('depends') or []:
+        data = _read(path)
+        lines.append('depends %s %s' % (path, 'absent' if data is None
+                                        else hashlib.sha256(data).hexdigest()))
+    return '\n'.join(lines) + '\n'
+
+
+def ensure_stamps(module, stamps, write, who='instance_files'):
+    """Each stamp read (and with ``write`` written where it differs): a list of
+    {key, dest, stale, changed}. A stamp is stale when its file is missing or holds another
+    text: the step it records has to run (again)."""
+    results = []
+    for index, stamp in enumerate(stamps or []):
+        if not stamp.get('key') or not stamp.get('dest') or not isinstance(stamp.get('content'), str):
+            module.fail_json(msg='%s: stamps[%d] needs a key, a dest and a content (a string).'
+                                 % (who, index))
+        dest = os.path.abspath(stamp['dest'])
+        wanted = stamp_text(stamp)
+        before = _read(dest)
+        stale = before != wanted.encode('utf-8')
+        changed = False
+        if stale and write:
+            changed = True
+            if not module.check_mode:
+                atomic_write(dest, wanted, mode=0o644)
+        results.append({'key': stamp['key'], 'dest': dest, 'stale': stale and not changed,
+                        'changed': changed})
+    return results

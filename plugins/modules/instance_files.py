@@ -61,6 +61,50 @@ options:
         give its C(content) here instead of in O(files).
     type: dict
     default: {}
+  stamps:
+    description:
+      - Stamps of one-off steps (a site's initialisation script, a permission granted in the
+        ZODB), each a dict. The step runs only when its stamp is stale, and the stamp is written
+        after it succeeded (O(write_stamps)), so an idle run skips it.
+      - C(key) (required) names the stamp in RV(stale_stamps); C(dest) (required) is its file;
+        C(content) (required, a string) is what makes a new run of the step necessary (the
+        release, the step's arguments, the checksum of its script).
+      - C(depends), a list of files on the host whose SHA-256 is part of the stamp (for
+        example the instance's C(deployed.json), which a deployment or promotion rewrites);
+        a missing one counts as C(absent).
+      - Without O(write_stamps) the stamps are only read.
+    type: list
+    elements: dict
+    default: []
+  write_stamps:
+    description:
+      - Write every stamp of O(stamps) whose file differs (after the steps they record
+        succeeded), mode C(0644). Reported in RV(stamps), not as a change of the task's files.
+    type: bool
+    default: false
+  password_stamp:
+    description:
+      - A stamp of an account and its password, as M(zopeops.stages.password_stamp) keeps it
+        (a salted PBKDF2 line, mode C(0600)), in the same call; RV(password_stamp) says whether
+        the account or password changed.
+    type: dict
+    suboptions:
+      dest:
+        description: The stamp file.
+        type: path
+        required: true
+      account:
+        description: The account name (no C(:), no newline).
+        type: str
+        required: true
+      password:
+        description: The password; never shown.
+        type: str
+        required: true
+      iterations:
+        description: PBKDF2 iterations for a stamp written anew.
+        type: int
+        default: 600000
 attributes:
   check_mode:
     support: full
@@ -143,11 +187,34 @@ changed_keys:
   type: list
   elements: str
   sample: [client1]
+stamps:
+  description: One entry per stamp of O(stamps) (C(key), C(dest), C(stale), C(changed)).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {key: grant, dest: /srv/zopeops/dev/var/push-grant.stamp, stale: true, changed: false}
+stale_stamps:
+  description: The keys of the stamps whose step has to run (their file missing or different).
+  returned: always
+  type: list
+  elements: str
+  sample: [grant]
+password_stamp:
+  description:
+    - With O(password_stamp), C(changed) (the stamp was written or its mode set),
+      C(account_changed) (the account or password differ from the stamp's, or there was none)
+      and C(migrated) (a matching stamp of an older format rewritten).
+  returned: with O(password_stamp)
+  type: dict
+  sample: {changed: false, account_changed: false, migrated: false}
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.zopeops.stages.plugins.module_utils.instance_paths import (
-    ensure_dirs, ensure_file, normalise_files)
+    ensure_dirs, ensure_file, ensure_stamps, normalise_files)
+from ansible_collections.zopeops.stages.plugins.module_utils.password_stamp import (
+    ensure_password_stamp)
 
 WHO = 'instance_files'
 
@@ -158,6 +225,14 @@ def main():
             directories=dict(type='list', elements='raw', default=[]),
             files=dict(type='list', elements='dict', default=[]),
             secret_contents=dict(type='dict', default={}, no_log=True),
+            stamps=dict(type='list', elements='dict', default=[]),
+            write_stamps=dict(type='bool', default=False),
+            password_stamp=dict(type='dict', no_log=False, options=dict(
+                dest=dict(type='path', required=True),
+                account=dict(type='str', required=True),
+                password=dict(type='str', required=True, no_log=True),
+                iterations=dict(type='int', default=600000),
+            )),
         ),
         supports_check_mode=True,
     )
@@ -176,9 +251,20 @@ def main():
         if result['changed'] and result['key'] and result['key'] not in changed_keys:
             changed_keys.append(result['key'])
     files_changed = any(result['changed'] for result in files)
+    stamps = ensure_stamps(module, module.params['stamps'], module.params['write_stamps'], WHO)
     output = dict(changed=files_changed or any(folder['changed'] for folder in folders),
                   directories=folders, files=files, files_changed=files_changed,
-                  changed_keys=changed_keys)
+                  changed_keys=changed_keys, stamps=stamps,
+                  stale_stamps=[stamp['key'] for stamp in stamps if stamp['stale']])
+    wanted = module.params['password_stamp']
+    if wanted:
+        try:
+            output['password_stamp'] = ensure_password_stamp(
+                wanted['dest'], wanted['account'], wanted['password'], wanted['iterations'],
+                module.check_mode)
+        except (ValueError, OSError) as exc:
+            module.fail_json(msg='%s: password_stamp %s: %s' % (WHO, wanted['dest'], exc))
+        output['changed'] = output['changed'] or output['password_stamp']['changed']
     if module._diff and diffs:
         output['diff'] = diffs
     module.exit_json(**output)

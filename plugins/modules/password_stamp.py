@@ -76,73 +76,9 @@ migrated:
   type: bool
 """
 
-import base64
-import hashlib
-import hmac
-import os
-import tempfile
-
 from ansible.module_utils.basic import AnsibleModule
-
-SCHEME = 'pbkdf2-sha256'
-
-
-def derive(password, salt, iterations):
-    return hashlib.pbkdf2_hmac('sha256', password.encode('utf-8'), salt, iterations)
-
-
-def make_stamp(account, password, iterations, salt=None):
-    """The stamp line (with its newline) for ``account`` and ``password``; a new salt unless
-    one is given."""
-    salt = os.urandom(16) if salt is None else salt
-    digest = derive(password, salt, iterations)
-    return '%s:%s$%d$%s$%s\n' % (account, SCHEME, iterations,
-                                 base64.b64encode(salt).decode(),
-                                 base64.b64encode(digest).decode())
-
-
-def compare(text, account, password, iterations):
-    """How the stamp ``text`` stands to ``account`` and ``password``: 'same' (keep it),
-    'upgrade' (same account and password, in the former format or with fewer iterations)
-    or 'changed' (another account or password, or nothing readable)."""
-    if text is None:
-        return 'changed'
-    line = text.rstrip('\n')
-    stored_account, sep, value = line.rpartition(':')
-    if not sep or stored_account != account or '\n' in line:
-        return 'changed'
-    if value.startswith('{SHA256}'):
-        wanted = hashlib.sha256(password.encode('utf-8')).hexdigest()
-        return 'upgrade' if hmac.compare_digest(value[len('{SHA256}'):].lower(), wanted) \
-            else 'changed'
-    parts = value.split('$')
-    if len(parts) != 4 or parts[0] != SCHEME or not parts[1].isdigit():
-        return 'changed'
-    try:
-        salt = base64.b64decode(parts[2], validate=True)
-        digest = base64.b64decode(parts[3], validate=True)
-    except ValueError:
-        return 'changed'
-    stored_iterations = int(parts[1])
-    if stored_iterations < 1 or not salt:
-        return 'changed'
-    if not hmac.compare_digest(derive(password, salt, stored_iterations), digest):
-        return 'changed'
-    return 'same' if stored_iterations >= iterations else 'upgrade'
-
-
-def write_stamp(path, line):
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(prefix='.%s-' % os.path.basename(path), dir=directory)
-    try:
-        os.fchmod(handle, 0o600)
-        with os.fdopen(handle, 'w') as stream:
-            stream.write(line)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from ansible_collections.zopeops.stages.plugins.module_utils.password_stamp import (
+    ensure_password_stamp)
 
 
 def main():
@@ -155,32 +91,13 @@ def main():
         ),
         supports_check_mode=True,
     )
-    path, account = module.params['path'], module.params['account']
-    password, iterations = module.params['password'], module.params['iterations']
-    if iterations < 1:
-        module.fail_json(msg='iterations must be at least 1.')
-    if ':' in account or '\n' in account:
-        module.fail_json(msg='The account name must hold no ":" and no newline.')
     try:
-        with open(path) as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        text = None
-    except (OSError, UnicodeDecodeError):
-        text = None  # unreadable: written anew
-    verdict = compare(text, account, password, iterations)
-    mode_wrong = text is not None and (os.stat(path).st_mode & 0o777) != 0o600
-    changed = verdict != 'same' or mode_wrong
-    if changed and not module.check_mode:
-        try:
-            if verdict == 'same':
-                os.chmod(path, 0o600)
-            else:
-                write_stamp(path, make_stamp(account, password, iterations))
-        except OSError as exc:
-            module.fail_json(msg='Writing the stamp %s failed: %s' % (path, exc))
-    module.exit_json(changed=changed, account_changed=verdict == 'changed',
-                     migrated=verdict == 'upgrade')
+        result = ensure_password_stamp(module.params['path'], module.params['account'],
+                                       module.params['password'], module.params['iterations'],
+                                       module.check_mode)
+    except (ValueError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
 
 
 if __name__ == '__main__':

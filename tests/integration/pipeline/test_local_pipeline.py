@@ -79,6 +79,11 @@ def test_dev_has_the_demo_partners(pipeline):
     response = requests.get('http://127.0.0.1:%d/partners' % pipeline.lb_port('dev'),
                             timeout=10)
     assert response.status_code == 200
+    # The initialisation and the push page's grant ran and left their stamps, so an idle
+    # site.yml skips both zconsole starts (instance_files stale_stamps).
+    var = pipeline.sandbox / 'dev' / 'var'
+    assert (var / 'zopeops-init.stamp').read_text().startswith('{"script": "seed_demo_content.py"')
+    assert '"role": ' in (var / 'zopeops-push-grant.stamp').read_text()
 
 
 def test_check_mode_shows_drift_without_changing_it(pipeline):
@@ -93,6 +98,8 @@ def test_check_mode_shows_drift_without_changing_it(pipeline):
         proc = pipeline.playbook('site.yml', check=True, diff=True)
         assert proc.returncode == 0, proc.stdout[-6000:]
         assert '# drift' in proc.stdout and 'changed: [test-local]' in proc.stdout
+        # Check mode asks the ZODB itself, whatever the stamps say.
+        assert 'zopeops-init: /partners exists' in proc.stdout, proc.stdout[-6000:]
         changed = {host for host, totals in recap(proc.stdout).items() if totals['changed']}
         assert changed == {'test-local'}, (changed, proc.stdout[-6000:])
         assert conf.read_text().endswith('# drift\n')

@@ -145,3 +145,51 @@ def test_a_role_renders_as_template_does_in_one_call(tmp_path):
     assert (out / 'pgpass').read_text() == 'password=s3cr3t-value\n'
     assert 's3cr3t-value' not in proc.stdout + proc.stderr, 'a secret file reached the output'
     assert 'cache = on' in proc.stdout, 'the diff of the other files is not shown'
+
+
+def test_a_stamp_is_stale_until_written_and_again_when_a_file_it_depends_on_changes(tmp_path):
+    deployed = tmp_path / 'deployed.json'
+    deployed.write_text('{"revision": "a"}\n')
+    stamp = {'key': 'grant', 'dest': str(tmp_path / 'grant.stamp'), 'content': '{"role": "R"}',
+             'depends': [str(deployed), str(tmp_path / 'missing.py')]}
+    read = run_module('instance_files', {'stamps': [stamp]})
+    assert read['rc'] == 0 and read['stale_stamps'] == ['grant'] and not read['changed'], read
+    assert not (tmp_path / 'grant.stamp').exists(), 'reading wrote the stamp'
+    check = run_module('instance_files', {'stamps': [stamp], 'write_stamps': True}, check=True)
+    assert check['stamps'][0]['changed'] and not (tmp_path / 'grant.stamp').exists()
+    written = run_module('instance_files', {'stamps': [stamp], 'write_stamps': True})
+    assert written['stamps'] == [{'key': 'grant', 'dest': stamp['dest'], 'stale': False,
+                                  'changed': True}], written
+    text = (tmp_path / 'grant.stamp').read_text()
+    assert text.startswith('{"role": "R"}\ndepends %s ' % deployed) and 'missing.py absent' in text
+    assert run_module('instance_files', {'stamps': [stamp]})['stale_stamps'] == []
+    again = run_module('instance_files', {'stamps': [stamp], 'write_stamps': True})
+    assert again['stamps'][0]['changed'] is False
+    # A new deployment (or another role) makes the step run again.
+    deployed.write_text('{"revision": "b"}\n')
+    assert run_module('instance_files', {'stamps': [stamp]})['stale_stamps'] == ['grant']
+    stamp['content'] = '{"role": "Other"}'
+    run_module('instance_files', {'stamps': [stamp], 'write_stamps': True})
+    assert run_module('instance_files', {'stamps': [stamp]})['stale_stamps'] == []
+    bad = run_module('instance_files', {'stamps': [{'key': 'x', 'dest': str(tmp_path / 'x')}]})
+    assert bad['failed'] and 'stamps[0] needs a key, a dest and a content' in bad['msg']
+
+
+def test_the_password_stamp_in_the_same_call_says_when_the_account_changed(tmp_path):
+    files = [{'dest': str(tmp_path / 'a.conf'), 'content': 'a\n', 'key': 'all'}]
+    wanted = {'dest': str(tmp_path / 'inituser.applied'), 'account': 'admin',
+              'password': 'not-shown-4711'}
+    first = run_module('instance_files', {'files': files, 'password_stamp': wanted})
+    assert first['password_stamp'] == {'changed': True, 'account_changed': True,
+                                       'migrated': False}, first
+    assert mode_of(tmp_path / 'inituser.applied') == 0o600
+    assert 'not-shown-4711' not in (tmp_path / 'inituser.applied').read_text()
+    assert 'not-shown-4711' not in repr(first)
+    again = run_module('instance_files', {'files': files, 'password_stamp': wanted})
+    assert again['changed'] is False and again['password_stamp']['account_changed'] is False
+    wanted['password'] = 'another-0815'
+    check = run_module('instance_files', {'files': files, 'password_stamp': wanted}, check=True)
+    assert check['changed'] and check['password_stamp']['account_changed']
+    assert run_module('instance_files', {'files': files, 'password_stamp': wanted})['changed']
+    bad = run_module('instance_files', {'password_stamp': dict(wanted, account='a:b')})
+    assert bad['failed'] and 'no ":"' in bad['msg'] and 'another-0815' not in repr(bad)
