@@ -35,8 +35,7 @@ def lb(rendered, processes):
     balancer = LB(root, model, processes)
     for name, text in maps.items():  # every test starts from the role's fresh maps
         (balancer.etc / name).write_text(text)
-    for client_id in LIVE + (TWIN, 'dev-client1'):
-        balancer.start_backend(client_id)
+    balancer.start_backends(LIVE + (TWIN, 'dev-client1'))
     balancer.start_haproxy()
     balancer.wait_all_up()
     return balancer
@@ -551,8 +550,7 @@ def test_zero_failed_gets_while_switching_and_stopping_the_old_side(lb):
             for client_id in LIVE:  # the old side stops after the switch
                 lb.stop_backend(client_id)
             time.sleep(0.5)
-            for client_id in LIVE:
-                lb.start_backend(client_id)
+            lb.start_backends(LIVE)
             lb.wait_all_up()
             assert switch(lb, 'live')['rc'] == 0
             time.sleep(0.3)
