@@ -18,7 +18,7 @@ from support.procs import wait_for
 from lbsupport import (LB, haproxy_workers, make_model, process_uids, recap_changed, run_role,
                        short_tmpdir)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SUPERVISORD_CONF = """\
 [unix_http_server]

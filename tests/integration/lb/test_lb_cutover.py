@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 'zodb'))
 from zodbdata import Zeo, read_root, write_transactions  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LIVE = ('test-client1', 'test-client2')
 TWIN = 'test_upgrade-client1'

@@ -599,6 +599,7 @@ def test_role_renders_a_configuration_haproxy_accepts(rendered):
                      'ports': {s: model['stages'][s]['lb_port'] for s in ('dev', 'test')}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('drop', [False, True])
 def test_role_renders_the_privilege_drop_as_told(drop):
     root = short_tmpdir()

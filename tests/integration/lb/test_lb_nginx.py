@@ -132,6 +132,7 @@ def test_nginx_gate_refuses_a_target_that_does_not_answer(nginx):
     assert nginx.include.read_text() == before
 
 
+@pytest.mark.slow
 def test_nginx_role_renders_a_valid_configuration_that_keeps_runtime_switches(processes):
 
     if not os.path.exists(NGINX):
