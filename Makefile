@@ -151,10 +151,12 @@ gates: deps
 test-unit: deps
 	$(BIN)/pytest tests/unit
 
-# The fast tier while working: unit tests and the integration tests of single components
-# (real ZEO, Zope, HAProxy, nginx), without the whole-pipeline tests.
+# The fast tier while working: unit tests and the quick integration tests of single
+# components (real ZEO, Zope, HAProxy, nginx), without the whole-pipeline tests and without
+# the tests marked slow (several services, a role run, a release built; pytest.ini).
+# make test runs them all.
 check: deps
-	$(BIN)/pytest -n 2 -m "not pipeline" tests
+	$(BIN)/pytest -n 2 -m "not pipeline and not slow" tests
 
 # Benchmarks of the promotion on a pipeline of their own (.sandbox-bench, a free port block
 # from 50000), stopped at the end. Quick by default (demo and 100 MB data, 1 and 2 clients);

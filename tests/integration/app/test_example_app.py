@@ -30,7 +30,7 @@ from support.supervisor import running_supervisor
 from support.writeload import WriteLoad, admin_auth
 from support.zodbcheck import write_entries_in_datafs, write_ids_over_http
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 APP = REPO / 'examples' / 'zopeapp'
 BUILD_REPO = APP / 'build_demo_repo.py'

@@ -107,17 +107,26 @@ class LB:
 
     # -- processes --------------------------------------------------------------------------
     def start_backend(self, client_id):
-        for stage in self.model['stages'].values():
-            for side in ('live', 'upgrade'):
-                for c in (stage[side] or {}).get('clients', []):
-                    if c['id'] == client_id:
-                        proc = self.processes.start(
-                            [sys.executable, str(BACKEND), str(c['port']), client_id])
-                        self.backends[client_id] = proc
-                        wait_for(lambda: _connects(c['port']), 10, 0.05,
-                                 'backend %s on port %d' % (client_id, c['port']))
-                        return proc
-        raise KeyError(client_id)
+        return self.start_backends([client_id])[0]
+
+    def start_backends(self, client_ids):
+        """Start the test backends of ``client_ids`` together, then wait until each listens."""
+        clients = {c['id']: c for stage in self.model['stages'].values()
+                   for side in ('live', 'upgrade') for c in (stage[side] or {}).get('clients', [])}
+        missing = [client_id for client_id in client_ids if client_id not in clients]
+        if missing:
+            raise KeyError(missing[0])
+        procs = []
+        for client_id in client_ids:
+            port = clients[client_id]['port']
+            procs.append(self.processes.start([sys.executable, str(BACKEND), str(port),
+                                               client_id]))
+            self.backends[client_id] = procs[-1]
+        for client_id in client_ids:
+            port = clients[client_id]['port']
+            wait_for(lambda port=port: _connects(port), 10, 0.05,
+                     'backend %s on port %d' % (client_id, port))
+        return procs
 
     def stop_backend(self, client_id):
         self.processes.stop(self.backends.pop(client_id))

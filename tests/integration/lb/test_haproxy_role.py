@@ -18,7 +18,7 @@ from support.procs import wait_for
 from lbsupport import (LB, haproxy_workers, make_model, process_uids, recap_changed, run_role,
                        short_tmpdir)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SUPERVISORD_CONF = """\
 [unix_http_server]
@@ -56,8 +56,7 @@ def test_role_runs_haproxy_under_supervisord_and_keeps_runtime_switches(root, pr
 
     model = make_model()
     balancer = LB(root, model, processes)
-    for client_id in ('test-client1', 'test-client2', 'test_upgrade-client1', 'dev-client1'):
-        balancer.start_backend(client_id)
+    balancer.start_backends(['test-client1', 'test-client2', 'test_upgrade-client1', 'dev-client1'])
     extra = {'zopeops_supervisorctl': str(VENV_BIN / 'supervisorctl')}
     try:
         started = time.monotonic()

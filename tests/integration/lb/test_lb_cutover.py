@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 'zodb'))
 from zodbdata import Zeo, read_root, write_transactions  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LIVE = ('test-client1', 'test-client2')
 TWIN = 'test_upgrade-client1'
@@ -40,8 +40,7 @@ def cutover(rendered, processes, tmp_path):
     balancer = LB(root, model, processes)
     for name, text in maps.items():
         (balancer.etc / name).write_text(text)
-    for client_id in LIVE + (TWIN,):
-        balancer.start_backend(client_id)
+    balancer.start_backends(LIVE + (TWIN,))
     balancer.start_haproxy()
     balancer.wait_all_up()
     source_dir, target_dir = tmp_path / 'source', tmp_path / 'target'

@@ -132,6 +132,7 @@ def test_nginx_gate_refuses_a_target_that_does_not_answer(nginx):
     assert nginx.include.read_text() == before
 
 
+@pytest.mark.slow
 def test_nginx_role_renders_a_valid_configuration_that_keeps_runtime_switches(processes):
 
     if not os.path.exists(NGINX):
@@ -146,8 +147,7 @@ def test_nginx_role_renders_a_valid_configuration_that_keeps_runtime_switches(pr
         test_include = etc / 'upstream-test.conf'
         assert ngx.active_side(test_include.read_text()) == 'live'
         lb = LB(root, model, processes)
-        for client_id in ('test-client1', 'test-client2', 'test_upgrade-client1'):
-            lb.start_backend(client_id)
+        lb.start_backends(['test-client1', 'test-client2', 'test_upgrade-client1'])
         processes.start([NGINX, '-c', str(main), '-p', str(prefix)],
                         log_path=str(root / 'nginx.out'))
         port = model['stages']['test']['lb_port']

@@ -20,7 +20,7 @@ import pytest
 from support.paths import ANSIBLE_PLAYBOOK, REPO
 from support.procs import wait_for
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PERIOD = 10  # heartbeat_period(120): a tenth of the default lease, at most 10 s
 HEARTBEAT = 'zopeops-lock-hb'  # the heartbeat process's name

@@ -18,7 +18,8 @@ from support.paths import REPO
 from support.procs import ProcessGroup, wait_for
 from support.push_page import Engine, PushZope, report
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group('push_page_browser')]
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.xdist_group('push_page_browser')]
 
 # The README's picture: written again when ZOPEOPS_UPDATE_SCREENSHOTS=1 (else to the test's
 # folder only, so that a test run leaves the checkout as it was).

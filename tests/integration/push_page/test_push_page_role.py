@@ -15,7 +15,7 @@ import pytest
 from support.ansible import recap
 from support.paths import ANSIBLE_PLAYBOOK, REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PLAYBOOK = """\
 - name: The push page's two entry points, as site.yml runs them.

@@ -20,7 +20,7 @@ from support.paths import REPO
 from support.ports import free_port_block
 from support.postgresql import pg_missing
 
-pytestmark = [pytest.mark.integration,
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(bool(pg_missing()), reason=pg_missing() or 'ok')]
 
 INVENTORY = REPO / 'inventories' / 'relstorage'

@@ -30,7 +30,7 @@ from support.ports import free_port
 from support.postgresql import Cluster, pg_missing, relstorage_python
 from support.procs import ProcessGroup
 
-pytestmark = [pytest.mark.integration,
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(bool(pg_missing()), reason=pg_missing() or 'ok')]
 
 PASSWORD = 'stage:pw\\with odd chars'

@@ -18,7 +18,7 @@ from support.modules import run_module as run_module_on_host
 from support.paths import ANSIBLE_PLAYBOOK, REPO
 from support.ports import free_port, port_is_free
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def systemd_analyze():

@@ -156,6 +156,7 @@ def test_zope_that_never_becomes_ready_times_out_with_its_log(supervisor):
 
 # -- programs: a side's programs in one call, readiness from probes (startsecs = 0) ---------
 
+@pytest.mark.slow
 def test_programs_start_two_clients_together_then_stop_them_in_one_call(supervisor, zeo):
     run_module('zeo_service', zeo_args(supervisor, zeo))
     programs = []

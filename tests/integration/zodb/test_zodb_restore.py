@@ -284,6 +284,7 @@ def test_a_missing_or_unverifiable_pair_changes_nothing(storage_factory, tmp_pat
 STEPS = ['keep-data', 'swap-blobs', 'keep-blobs', 'replace-data', 'records', 'journal']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mode', ['install', 'rollback'])
 def test_killed_at_every_step_the_data_fs_is_always_whole(storage_factory, tmp_path, mode):
     """Kill the module (os._exit, no cleanup) before each step of the swap: the instance

@@ -66,6 +66,7 @@ def test_full_unchanged_incremental_and_check_mode(storage_factory, tmp_path):
     assert len(blob_contents) == 13 and manifest['size'] == os.path.getsize(data)
 
 
+@pytest.mark.slow
 def test_snapshots_under_concurrent_writes_through_live_zeo(storage_factory, zeo_factory,
                                                             tmp_path):
     data, blobs = storage_factory(count=5, blobs_every=2)
