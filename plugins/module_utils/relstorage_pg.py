@@ -42,6 +42,40 @@ def _pgpass_line(conn, password):
     return ':'.join(field.replace('\\', '\\\\').replace(':', '\\:') for field in fields)
 
 
+def _pgpass_fields(line):
+    """The fields of a libpq passfile line (``:`` and ``\\`` escaped by a backslash)."""
+    fields, current, chars = [], [], iter(line)
+    for char in chars:
+        if char == '\\':
+            current.append(next(chars, ''))
+        elif char == ':':
+            fields.append(''.join(current))
+            current = []
+        else:
+            current.append(char)
+    fields.append(''.join(current))
+    return fields
+
+
+def pgpass_password(path, conn):
+    """The password of ``conn`` in the libpq passfile ``path`` (the clients' etc/pgpass, which
+    a scheduled backup reads so that its settings hold none); PgError naming the file, never
+    a password, when there is none."""
+    try:
+        with open(path) as handle:
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise PgError('Cannot read the passfile %s: %s.' % (path, exc.strerror)) from None
+    wanted = [conn['host'], str(conn['port']), conn['name'], conn['user']]
+    for line in lines:
+        fields = _pgpass_fields(line)
+        if len(fields) == 5 and all(f in ('*', w) for f, w in zip(fields, wanted)):
+            return fields[4]
+    raise PgError('The passfile %s has no line for %s on %s:%s as %s: run site.yml, which '
+                  'writes it for the clients.' % (path, conn['name'], conn['host'],
+                                                  conn['port'], conn['user']))
+
+
 class Session:
     """Connections with the passwords in a temporary passfile (mode 0600). ``accounts``:
     (connection, password) pairs; a connection whose name is ``*`` covers every database of

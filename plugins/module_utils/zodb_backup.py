@@ -6,8 +6,9 @@ retention by count of full backups, a JSON report per backup, and the restore dr
 
 One code path for a backup now and a scheduled one: the module ``zodb_backup`` calls
 ``backup()`` and ``drill()``; ``roles/backup`` copies this file (with ``files.py``, its only
-other import, and the entry point ``roles/backup/files/zopeops_backup.py``) onto the ZEO
-host, where the systemd timer or the supervisord loop runs
+other import, and the entry point ``roles/backup/files/zopeops_backup.py``; for a RelStorage
+stage also ``pg_backup.py`` and ``relstorage_pg.py``, which ``scheduled`` calls instead) onto
+the ZEO host (a RelStorage stage's first client host), where the systemd timer or the supervisord loop runs
 ``python zopeops_backup.py --config backup.json`` with the release's Python, which calls the
 same functions (``cli``) and writes the same reports.
 
@@ -572,23 +573,55 @@ def _check_blobs(path, blob_backup):
 
 
 # ------------------------------------------------------------------ the scheduled runs
+def _pg_run(config, verify):
+    """A RelStorage stage's backup or drill (pg_backup.py, installed beside this file), its
+    failures as BackupError."""
+    try:
+        from ansible_collections.zopeops.stages.plugins.module_utils import pg_backup
+        from ansible_collections.zopeops.stages.plugins.module_utils.relstorage_pg import (
+            fail_message)
+    except ImportError:  # the script's folder
+        import pg_backup  # type: ignore  # pylint: disable=import-outside-toplevel
+        from relstorage_pg import fail_message  # type: ignore
+    try:
+        return pg_backup.run(pg_backup.scheduled_params(config, verify))
+    except Exception as exc:  # PgError, psycopg2.Error
+        message = fail_message(exc, config['database'])
+        if message is None:
+            raise
+        raise BackupError(message) from None
+
+
+def _scheduled_backup(config):
+    if config.get('storage') == 'relstorage':
+        return _pg_run(config, verify=False)
+    return backup(config['path'], config['repository'], config.get('blob_dir'),
+                  keep=int(config.get('keep', 7)), quick=bool(config.get('quick')),
+                  repozo=config.get('repozo'))
+
+
+def _scheduled_drill(config):
+    if config.get('storage') == 'relstorage':
+        return _pg_run(config, verify=True)
+    return drill(config['repository'], config['scratch_dir'], repozo=config.get('repozo'))
+
+
 def scheduled(config, now=time.time):
     """One scheduled run from ``config`` (what roles/backup writes): refuse while the stage is
-    busy, back up, and run the drill when the last one is older than ``drill_every``."""
+    busy, back up, and run the drill when the last one is older than ``drill_every``. A
+    config of ``storage: relstorage`` backs up the stage's database with pg_dump instead
+    (pg_backup.py: its ``database`` and the clients' passfile ``pgpass``)."""
     busy = stage_busy(config.get('state_dir'), config.get('stage'))
     if busy:
         raise StageBusy('Backup of %s skipped: %s. The next scheduled run tries again.'
                         % (config.get('stage'), busy))
-    result = backup(config['path'], config['repository'], config.get('blob_dir'),
-                    keep=int(config.get('keep', 7)), quick=bool(config.get('quick')),
-                    repozo=config.get('repozo'))
+    result = _scheduled_backup(config)
     every = float(config.get('drill_every') or 0)
     if every:
         last = read_json(os.path.join(config['repository'], 'reports', 'drill-latest.json'))
         age = now() - parse_iso(last['finished_at']).timestamp() if last else None
         if age is None or age >= every:
-            result['drill'] = drill(config['repository'], config['scratch_dir'],
-                                    repozo=config.get('repozo'))
+            result['drill'] = _scheduled_drill(config)
     return result
 
 
@@ -604,7 +637,7 @@ def cli(argv, out):
     """The scheduled runs' command line (roles/backup/files/zopeops_backup.py): one JSON line
     per run on ``out``; returns the exit status (0, 1, or EXIT_BUSY when skipped)."""
     import argparse
-    parser = argparse.ArgumentParser(description='Scheduled repozo backups of one stage.')
+    parser = argparse.ArgumentParser(description='Scheduled backups of one stage.')
     parser.add_argument('--config', required=True, help='the JSON file roles/backup writes')
     parser.add_argument('--loop', action='store_true',
                         help='run forever: a backup every interval seconds (supervisord)')
@@ -620,8 +653,7 @@ def cli(argv, out):
                 continue
         try:
             if options.verify:
-                result = drill(config['repository'], config['scratch_dir'],
-                               repozo=config.get('repozo'))
+                result = _scheduled_drill(config)
             else:
                 result = scheduled(config)
             out.write(json.dumps(result, sort_keys=True) + '\n')

@@ -16,6 +16,10 @@ description:
     rename. The source's last transaction id at the copy is returned exactly (RV(tid)), read
     in the same snapshot as the dump (a C(REPEATABLE READ) transaction exports its
     snapshot and C(pg_dump --snapshot) dumps that one).
+  - With O(dump) instead of O(source) (a restore, C(playbooks/restore.yml)), the fresh database
+    is filled from a C(pg_dump -Fc) archive (a backup of M(zopeops.stages.relstorage_backup)) by
+    C(pg_restore --exit-on-error), must hold exactly O(tid) (the backup report's last
+    transaction id) as its last one, and is then put in place the same way.
   - The database replaced is dropped, or kept for a rollback under
     C(<database>_prev_<stamp>) (O(keep_previous)), and the kept ones beyond O(keep_previous)
     are dropped, oldest first.
@@ -59,6 +63,22 @@ options:
   source_password:
     description: The password of O(source.user) (defaults to O(password)).
     type: str
+  dump:
+    description:
+      - With O(state=copied), a C(pg_dump -Fc) archive on this machine to restore instead of
+        copying O(source) (the one or the other). Needs O(tid).
+    type: path
+  tid:
+    description:
+      - With O(dump), the last transaction id (16 hex digits) the restored database must hold,
+        from the backup's report; otherwise nothing is replaced.
+    type: str
+  replaced_after:
+    description:
+      - With O(state=copied), count the transactions of the replaced database after this
+        transaction id (16 hex digits) before it is replaced (RV(replaced_transactions)), what a
+        restore drops.
+    type: str
   state:
     description: What to do (see the description).
     type: str
@@ -88,6 +108,13 @@ EXAMPLES = r'''
   vars:
     ansible_python_interpreter: "{{ zopeops_app_python }}"
   register: copy
+
+- name: A restore - the twin's database becomes a backup's dump, checked by its last tid.
+  zopeops.stages.relstorage_copy:
+    database: {host: 127.0.0.1, port: 5432, name: zopeops_beta_upgrade, user: zopeops_beta}
+    password: "{{ zopeops_postgresql_password }}"
+    dump: /srv/zopeops/backups/beta/2026-12-07-05-00-01.dump
+    tid: 03f1c2d4e5f60718
 
 - name: A rollback puts the kept database back.
   zopeops.stages.relstorage_copy:
@@ -119,6 +146,13 @@ pruned:
   type: list
   elements: str
   returned: always
+replaced_transactions:
+  description:
+    - With O(replaced_after), the transactions of the replaced database after that transaction
+      id (history-preserving - its C(transaction) rows; history-free - the distinct
+      transactions of its current object states, a lower bound); null otherwise.
+  type: int
+  returned: always
 seconds:
   description: Seconds the module spent.
   type: float
@@ -129,6 +163,9 @@ msg:
   returned: always
 '''
 
+import contextlib
+import os
+import re
 import shlex
 import sys
 import time
@@ -141,6 +178,7 @@ from ansible_collections.zopeops.stages.plugins.module_utils.relstorage_pg impor
 PREV = '_prev_'
 ROLLEDBACK = '_rolledback_'
 COPY = '_copy'
+TID = re.compile(r'^[0-9a-f]{16}$')
 CopyError = PgError
 
 
@@ -180,19 +218,52 @@ def prune(cursor, kept, keep, result):
     return kept[len(extra):]
 
 
+def _quoted(args):
+    return ' '.join(shlex.quote(a) for a in args)
+
+
+def transactions_after(session, database, tid):
+    """The transactions of ``database`` after ``tid`` (history-free: the distinct ones of its
+    current object states, a lower bound)."""
+    conn = session.connect(database)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('transaction') IS NOT NULL, "
+                           "to_regclass('object_state') IS NOT NULL")
+            preserving, schema = cursor.fetchone()
+            if not schema:
+                return 0
+            cursor.execute('SELECT count(*) FROM transaction WHERE tid > %s' if preserving else
+                           'SELECT count(DISTINCT tid) FROM object_state WHERE tid > %s',
+                           (int(tid, 16),))
+            return cursor.fetchone()[0]
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def _from_dump(params):
+    """(None, tid) for a copy from a dump: the tid its report gives."""
+    if not os.path.isfile(params['dump']):
+        raise CopyError('There is no dump %s to restore on this machine.' % params['dump'])
+    yield None, params['tid']
+
+
 def copy(module, session, admin, result):
     params = module.params
-    target, source = params['database'], params['source']
+    target, source, dump_file = params['database'], params['source'], params['dump']
     name = target['name']
     stamp = params['stamp'] or time.strftime('%Y%m%d%H%M%S', time.gmtime())
     staging = name + COPY
-    with exported_snapshot(session, source) as (snapshot, tid):
+    what = dump_file if dump_file else source['name']
+    with (_from_dump(params) if dump_file else exported_snapshot(session, source)) \
+            as (snapshot, tid):
         result['tid'] = tid
         current, kept = databases(admin, name)
         if module.check_mode:
             result['kept'] = kept
-            result['msg'] = ('Would copy %s (last transaction %s) into %s%s.'
-                             % (source['name'], tid, name,
+            result['msg'] = ('Would %s %s (last transaction %s) into %s%s.'
+                             % ('restore' if dump_file else 'copy', what, tid, name,
                                 ', keeping %s under %s%s%s' % (name, name, PREV, stamp)
                                 if current and params['keep_previous'] else ''))
             result['changed'] = True
@@ -201,26 +272,39 @@ def copy(module, session, admin, result):
             if _exists(cursor, staging):  # a copy an interrupted run left
                 cursor.execute('DROP DATABASE %s' % identifier(staging))
             cursor.execute('CREATE DATABASE %s' % identifier(staging))
-        dump = dump_command(tool(params['pg_bin_dir'], 'pg_dump'), source, snapshot, compress=0)
         restore = restore_command(tool(params['pg_bin_dir'], 'pg_restore'), target, staging)
-        # One pipe, through bash for pipefail (no secret on it: the passwords are in the
-        # passfile). -Z0: no compression through the pipe (measured faster,
-        # bench/relstorage_copy_bench.py). The exported snapshot lives until the block ends.
+        if dump_file:
+            command = 'set -o pipefail; %s < %s' % (_quoted(restore), shlex.quote(dump_file))
+        else:
+            # One pipe, through bash for pipefail (no secret on it: the passwords are in the
+            # passfile). -Z0: no compression through the pipe (measured faster,
+            # bench/relstorage_copy_bench.py). The exported snapshot lives until the block ends.
+            command = 'set -o pipefail; %s | %s' % (_quoted(dump_command(
+                tool(params['pg_bin_dir'], 'pg_dump'), source, snapshot, compress=0)),
+                _quoted(restore))
         rc, _out, err = module.run_command(
-            'set -o pipefail; %s | %s' % (' '.join(shlex.quote(a) for a in dump),
-                                          ' '.join(shlex.quote(a) for a in restore)),
-            use_unsafe_shell=True, executable='/bin/bash', environ_update=session.env_update())
+            command, use_unsafe_shell=True, executable='/bin/bash',
+            environ_update=session.env_update())
     if rc:
         with admin.cursor() as cursor:
             cursor.execute('DROP DATABASE IF EXISTS %s' % identifier(staging))
-        raise CopyError('Copying %s (%s:%s) into %s (%s:%s) failed, nothing was replaced: %s'
-                        % (source['name'], source['host'], source['port'], name, target['host'],
-                           target['port'], ' '.join(err.split())[-1500:]))
-    # The copy must hold the source's last tid at the copy as its own last one.
+        raise CopyError('%s %s into %s (%s:%s) failed, nothing was replaced: %s'
+                        % ('Restoring' if dump_file else 'Copying', what if dump_file else
+                           '%s (%s:%s)' % (source['name'], source['host'], source['port']),
+                           name, target['host'], target['port'], ' '.join(err.split())[-1500:]))
+    # The copy must hold the source's last tid at the copy (the dump's, its report's) as its
+    # own last one.
     copied = database_tid(session, target, staging)
     if copied != tid:
+        if dump_file:
+            with admin.cursor() as cursor:
+                cursor.execute('DROP DATABASE IF EXISTS %s' % identifier(staging))
         raise CopyError('The copy of %s holds %s as its last transaction, not %s: not replaced; '
-                        'run again.' % (source['name'], copied, tid))
+                        '%s.' % (what, copied, tid, 'that dump is not the backup its report '
+                                 'describes' if dump_file else 'run again'))
+    if current and params['replaced_after']:
+        result['replaced_transactions'] = transactions_after(session, target,
+                                                             params['replaced_after'])
     with admin.cursor() as cursor:
         if current:
             _end_sessions(cursor, name)
@@ -235,7 +319,7 @@ def copy(module, session, admin, result):
                                                            identifier(name)))
         result['kept'] = prune(cursor, kept, params['keep_previous'], result)
     result.update(changed=True, msg='%s is a copy of %s up to its transaction %s%s.' % (
-        name, source['name'], tid,
+        name, what, tid,
         '; the replaced database is kept as %s' % result['previous'] if result['previous']
         else ''))
 
@@ -295,8 +379,14 @@ def run(module, result):
     params = module.params
     target, source = params['database'], params['source']
     check_names(target, *([source] if source else []))
-    if params['state'] == 'copied' and not source:
-        raise CopyError('state=copied needs the source database (source).')
+    if params['state'] == 'copied' and not (source or params['dump']):
+        raise CopyError('state=copied needs the source database (source) or a dump (dump).')
+    for option in ('tid', 'replaced_after'):
+        if params[option] is not None and not TID.match(params[option]):
+            raise CopyError('%s is %r: give a transaction id as 16 hex digits.'
+                            % (option, params[option]))
+    if params['dump'] and not params['tid']:
+        raise CopyError('dump needs tid: the last transaction id of its backup report.')
     if params['state'] == 'swapped' and not params['previous']:
         raise CopyError('state=swapped needs the kept database to put back (previous).')
     accounts = ([(source, params['source_password'] or params['password'])] if source else []) \
@@ -334,6 +424,9 @@ def main():
             password=dict(type='str', required=True, no_log=True),
             source=dict(type='dict', options=CONN_SPEC),
             source_password=dict(type='str', no_log=True),
+            dump=dict(type='path'),
+            tid=dict(type='str'),
+            replaced_after=dict(type='str'),
             state=dict(type='str', default='copied',
                        choices=['copied', 'swapped', 'archived', 'pruned', 'present']),
             keep_previous=dict(type='int', default=0, no_log=False),
@@ -342,10 +435,12 @@ def main():
             pg_bin_dir=dict(type='path'),
             timeout=dict(type='int', default=30),
         ),
+        mutually_exclusive=[('source', 'dump')],
         supports_check_mode=True,
     )
     started = time.monotonic()
-    result = {'changed': False, 'tid': None, 'previous': None, 'kept': [], 'pruned': []}
+    result = {'changed': False, 'tid': None, 'previous': None, 'kept': [], 'pruned': [],
+              'replaced_transactions': None}
     missing = psycopg2_missing(sys.executable)
     if missing:
         module.fail_json(msg=missing, **result)

@@ -26,7 +26,7 @@ from .zodbcheck import write_ids_in_datafs, write_ids_over_http
 
 class SandboxFiles:
     """What a promotion test reads in a local sandbox (``self.sandbox``): the admin's password,
-    an instance's Data.fs, a stage's promotion state."""
+    an instance's Data.fs, a stage's promotion state, the ledger."""
 
     def admin_auth(self):
         """(user, password) of the sandbox's Zope admin, for the write load."""
@@ -38,6 +38,13 @@ class SandboxFiles:
     def state(self, stage):
         path = self.sandbox / 'lb' / 'promotions' / ('%s.json' % stage)
         return json.loads(path.read_text()) if path.exists() else {}
+
+    def ledger(self):
+        """The ledger's lines (restores, restarts, promotions), oldest first."""
+        path = self.sandbox / 'lb' / 'promotions' / 'ledger.jsonl'
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @dataclasses.dataclass

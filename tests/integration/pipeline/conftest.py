@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import pathlib
 import subprocess
@@ -48,12 +47,6 @@ class Pipeline(SandboxFiles):
     def playbook(self, name, extra=None, **kwargs):
         return run_playbook(name, self.inventory, dict(self.extra_vars, **(extra or {})),
                             **kwargs)
-
-    def ledger(self):
-        path = self.sandbox / 'lb' / 'promotions' / 'ledger.jsonl'
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def background_playbook(self, name, extra=None):
         """ansible-playbook started in the background, in its own process group."""

@@ -16,7 +16,9 @@ distribution's server, started by the test) and a Python with RelStorage:
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import textwrap
 import time
@@ -25,7 +27,7 @@ import ansible
 import pytest
 
 from support.modules import run_module
-from support.paths import COLLECTIONS
+from support.paths import COLLECTIONS, REPO
 from support.ports import free_port
 from support.postgresql import Cluster, pg_missing, relstorage_python
 from support.procs import ProcessGroup
@@ -33,6 +35,7 @@ from support.procs import ProcessGroup
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(bool(pg_missing()), reason=pg_missing() or 'ok')]
 
+MODULE_UTILS = REPO / 'plugins' / 'module_utils'
 PASSWORD = 'stage:pw\\with odd chars'
 SOURCE_PASSWORD = 'other-Secret-1'
 
@@ -289,6 +292,94 @@ def test_backup_while_writing_drill_by_last_tid_retention_and_a_damaged_dump(env
     failed = env.module('relstorage_backup', dict(args, password=wrong))
     assert failed.get('failed') and '127.0.0.1:%d' % env.pg.port in failed['msg'], failed
     assert 'zopeops_t' in failed['msg'] and wrong not in str(failed)
+
+
+def test_a_restore_from_a_dump_by_its_last_tid_and_what_it_drops(env, tmp_path):
+    """restore.yml's data steps on RelStorage: the dump chosen by stamp or by time
+    (relstorage_backup's drill in check mode), restored into the twin's database by
+    relstorage_copy (dump, tid: exactly the report's last tid, else nothing replaced), and the
+    stage's database replaced by the twin's, counting the transactions it drops."""
+    env.pg.sql('CREATE DATABASE zopeops_r OWNER zopeops_t')
+    conf = env.conf('zopeops_r', 'zopeops_t', PASSWORD)
+    env.client(conf, 'write', 4, 'kept')
+    repository = tmp_path / 'backups' / 'r'
+    made = env.module('relstorage_backup', {'database': env.db('zopeops_r'),
+                                            'password': PASSWORD,
+                                            'repository': str(repository)})
+    assert made['rc'] == 0 and made['changed'], made
+    report = made['report']
+    env.client(conf, 'write', 3, 'dropped')  # after the backup: what the restore drops
+    find = {'database': env.db('zopeops_r'), 'password': PASSWORD,
+            'repository': str(repository), 'verify': True}
+    found = env.module('relstorage_backup', dict(find, backup_at='2999-01-01 00:00'), check=True)
+    assert found['rc'] == 0 and found['restored']['stamp'] == report['stamp'], found
+    assert found['restored']['last_tid'] == report['last_tid'], found
+    assert found['restored']['path'] == str(repository / report['files'][0])
+    early = env.module('relstorage_backup', dict(find, backup_at='2000-01-01'), check=True)
+    assert early.get('failed') and 'the first one is of %s' % report['stamp'] in early['msg']
+
+    # The twin's database becomes the dump, checked by the report's last tid.
+    twin = env.db('zopeops_r_upgrade')
+    restore = {'database': twin, 'password': PASSWORD, 'dump': found['restored']['path'],
+               'tid': report['last_tid']}
+    would = env.module('relstorage_copy', restore, check=True)
+    assert would['rc'] == 0 and would['changed'], would
+    assert 'zopeops_r_upgrade' not in env.databases()
+    # A dump that does not hold the tid its report says: refused, nothing replaced or left.
+    wrong = env.module('relstorage_copy', dict(restore, tid='0' * 15 + '1'))
+    assert wrong.get('failed') and 'not the backup its report describes' in wrong['msg'], wrong
+    assert not {'zopeops_r_upgrade', 'zopeops_r_upgrade_copy'} & env.databases()
+    restored = env.module('relstorage_copy', restore)
+    assert restored['rc'] == 0 and restored['tid'] == report['last_tid'], restored
+    twin_conf = env.conf('zopeops_r_upgrade', 'zopeops_t', PASSWORD)
+    assert env.client(twin_conf, 'tid') == report['last_tid']
+    keys = env.client(twin_conf, 'keys')
+    assert 'kept-' in keys and 'dropped-' not in keys
+    assert PASSWORD not in str(restored) + restored['_stderr']
+
+    # The stage's database becomes the twin's; the replaced one is kept, and the run says how
+    # many transactions it had after the backup.
+    live = env.module('relstorage_copy', {
+        'database': env.db('zopeops_r'), 'password': PASSWORD, 'source': twin,
+        'keep_previous': 1, 'replaced_after': report['last_tid'], 'stamp': '20260105000000'})
+    assert live['rc'] == 0 and live['replaced_transactions'] == 3, live
+    assert live['previous'] == 'zopeops_r_prev_20260105000000', live
+    assert env.client(conf, 'tid') == report['last_tid']
+
+
+def test_the_scheduled_backup_script_dumps_a_relstorage_stage(env, tmp_path):
+    """roles/backup's script, installed as the role installs it (the module_utils files beside
+    its entry point, no Ansible) and run with the release's Python: a config of storage
+    relstorage makes relstorage_backup's dump, with the password read from the clients'
+    passfile; a run with nothing new makes none; --verify runs the drill."""
+    env.pg.sql('CREATE DATABASE zopeops_sch OWNER zopeops_t')
+    conf = env.conf('zopeops_sch', 'zopeops_t', PASSWORD)
+    env.client(conf, 'write', 2, 'scheduled')
+    script = tmp_path / 'zopeops_backup'
+    script.mkdir()
+    for name in ('zodb_backup.py', 'files.py', 'pg_backup.py', 'relstorage_pg.py'):
+        shutil.copy(MODULE_UTILS / name, script / name)
+    shutil.copy(REPO / 'roles' / 'backup' / 'files' / 'zopeops_backup.py', script)
+    repository = tmp_path / 'backups' / 'sch'
+    config = tmp_path / 'backup.json'
+    config.write_text(json.dumps({
+        'stage': 'sch', 'storage': 'relstorage', 'path': None, 'blob_dir': None,
+        'database': env.db('zopeops_sch'), 'pgpass': str(conf.parent / 'pgpass'),
+        'repository': str(repository), 'scratch_dir': str(tmp_path / 'drill'), 'keep': 3,
+        'interval': 86400, 'drill_every': 0, 'state_dir': str(tmp_path / 'promotions')}))
+
+    def scheduled(*args):
+        run = subprocess.run([str(env.python), str(script / 'zopeops_backup.py'), '--config',
+                              str(config), *args], capture_output=True, text=True,
+                             timeout=300, check=False, env={'PATH': os.environ['PATH']})
+        assert run.returncode == 0 and PASSWORD not in run.stdout + run.stderr, run.stderr
+        return json.loads(run.stdout)
+
+    made = scheduled()
+    assert made['kind'] == 'full' and made['report']['last_tid'] == env.client(conf, 'tid')
+    assert (repository / made['report']['files'][0]).exists()
+    assert scheduled()['kind'] == 'unchanged'
+    assert scheduled('--verify')['verified']
 
 
 def test_a_stopped_target_server_is_named_with_what_to_do(env):

@@ -8,7 +8,9 @@ Data.fs converted into the twin's database, then the usual RelStorage steps) and
 windows reported, the replaced database kept for a rollback. A wrong PostgreSQL password is
 refused before anything changes, naming the stage and the server, never printing the password.
 
-In make test (docs/relstorage.md): one test, one sandbox, to keep it lean.
+In make test (docs/relstorage.md): one sandbox for the file's tests, to keep them lean; the
+later ones add a backup, its drill and its restore through the twin, the scheduled backup,
+a catch-up fault with a rollback, and a rolling restart of a client.
 """
 from __future__ import annotations
 
@@ -69,14 +71,17 @@ class RelStoragePipeline(SandboxFiles):
             first = self.playbook('site.yml')
             assert first.returncode == 0, first.stdout[-15000:] + first.stderr[-3000:]
 
-    def databases(self):
+    def sql(self, query, database='postgres'):
+        """``query``'s rows, one a line, on the sandbox's cluster (its superuser, by socket)."""
         run_dir = ('/tmp/zopeops-' + hashlib.sha1(str(self.sandbox).encode()).hexdigest()[:10]
                    + '-pg')
         psql = ['runuser', '-u', 'postgres', '--'] if os.geteuid() == 0 else []
-        return set(subprocess.run(psql + ['psql', '-X', '-A', '-t', '-h', run_dir, '-p',
-                                          str(self.base + 50), '-d', 'postgres', '-c',
-                                          'SELECT datname FROM pg_database'],
-                                  capture_output=True, text=True, check=True).stdout.split())
+        return subprocess.run(psql + ['psql', '-X', '-A', '-t', '-h', run_dir, '-p',
+                                      str(self.base + 50), '-d', database, '-c', query],
+                              capture_output=True, text=True, check=True).stdout
+
+    def databases(self):
+        return set(self.sql('SELECT datname FROM pg_database').split())
 
 
 def promote_without_loss(pipeline, policy):
@@ -135,6 +140,7 @@ def test_relstorage_pipeline_site_twice_and_promotions_under_load(pipeline):
     programs = subprocess.run([str(VENV_BIN / 'supervisorctl'), '-c', str(conf), 'status'],
                               capture_output=True, text=True, check=False).stdout
     assert 'postgresql' in programs and 'dev-zeo' in programs, programs
+    assert 'beta-backup' in programs, programs  # beta's scheduled pg_dump (RelStorage)
     assert not [line for line in programs.splitlines()
                 if line.startswith('beta') and 'zeo' in line.split()[0]], programs
     # dev's demo content was made on ZEO by the init script; each stage serves.
@@ -183,53 +189,6 @@ def test_relstorage_pipeline_site_twice_and_promotions_under_load(pipeline):
     # RelStorage; every acknowledged write is kept.
     _run, state = promote_without_loss(pipeline, 'self')
     assert all(w['frozen_seconds'] > 0 for w in state['freeze_windows'])
-
-
-def test_relstorage_backup_and_drill_under_load_and_restore_refused(pipeline):
-    """backup.yml on a RelStorage stage: a pg_dump of beta's database in its repository, with
-    the report, naming and listing of a ZEO backup; the drill restores it into a scratch
-    database and finds its last tid; status.yml gives its age; restore.yml refuses clearly."""
-    pipeline.ensure_up()
-    beta = pipeline.lb_bases('beta')[0]
-    repository = pipeline.sandbox / 'backups' / 'beta'
-    state = pipeline.state('beta')  # a promotion's, if the first test ran before
-    run = run_under_load(pipeline, 'backup.yml', 'beta', timeout=300)
-    assert run.proc.returncode == 0, run.output
-    print('backup beta (RelStorage): %s' % run.report())
-    latest = json.loads((repository / 'latest.json').read_text())
-    assert latest['kind'] == 'full' and latest['storage'] == 'relstorage', latest
-    assert latest['files'] == [latest['stamp'] + '.dump'], latest
-    assert (repository / latest['files'][0]).stat().st_size == latest['size'] > 0
-    assert 'Dumped zopeops_beta on 127.0.0.1:%d' % (pipeline.base + 50) in said(run.proc)
-    assert pipeline.state('beta') == state, 'a backup changes no promotion state'
-
-    # The drill while the loads go on: restored into a scratch database, its last tid checked.
-    drill = run_under_load(pipeline, 'backup.yml', 'beta', {'verify': True}, timeout=300)
-    assert drill.proc.returncode == 0, drill.output
-    assert 'as backed up' in said(drill.proc)
-    report = json.loads((repository / 'reports' / 'drill-latest.json').read_text())
-    assert report['last_tid'] == latest['last_tid'], (report, latest)
-    assert 'zopeops_beta_drill' not in pipeline.databases()
-    for each in (run, drill):
-        assert not each.reads.failures and each.reads.total > 20, each.report()
-        assert not each.writes.failed and len(each.writes.acknowledged) >= 5, each.report()
-    auth = pipeline.admin_auth()
-    missing = (set(run.writes.acknowledged) | set(drill.writes.acknowledged)) \
-        - write_ids_over_http(beta, auth)
-    assert not missing, (sorted(missing)[:20], drill.report())
-
-    status = pipeline.playbook('status.yml')
-    assert status.returncode == 0, status.stdout[-5000:]
-    page = json.loads((pipeline.sandbox / 'lb' / 'status' / 'status.json').read_text())
-    stage = next(s for s in page['stages'] if s['name'] == 'beta')
-    assert stage['backup']['ok'] and stage['backup']['stamp'] == latest['stamp'], stage
-
-    # A restore of a RelStorage stage is refused before anything is read or locked.
-    refused = pipeline.playbook('restore.yml', {'stage': 'beta'})
-    text = said(refused)
-    assert refused.returncode != 0 and 'restore.yml restores ZEO stages only' in text, text
-    assert 'backup.yml -e stage=beta -e verify=true' in text and 'Nothing was changed' in text
-    assert pipeline.state('beta') == state
 
 
 def run_limited(pipeline, extra):
@@ -433,3 +392,157 @@ def test_relstorage_move_beta_to_zeo_and_back_under_load(pipeline):
     after = site_for_beta(pipeline)
     assert after.returncode == 0, after.stdout[-8000:]
     assert_no_changes(after)
+
+
+# After the rollback test: its rollback_to returns to the database the first test's upstream
+# promotion kept, which the restore's copy would prune (promote_keep_previous_data 1).
+def test_relstorage_backup_drill_and_restore_under_load(pipeline):
+    """backup.yml on a RelStorage stage: a pg_dump of beta's database in its repository, with
+    the report, naming and listing of a ZEO backup; the drill restores it into a scratch
+    database and finds its last tid; status.yml gives its age. Then restore.yml puts beta back
+    to that dump through its twin under the loads: no failed read, every write the twin (or
+    beta after the switch back) acknowledged kept, those beta took after the dump dropped and
+    counted, beta's database the dump's history plus the twin's writes."""
+    pipeline.ensure_up()
+    beta = pipeline.lb_bases('beta')[0]
+    repository = pipeline.sandbox / 'backups' / 'beta'
+    before = pipeline.state('beta')  # a promotion's, if the first test ran before
+    run = run_under_load(pipeline, 'backup.yml', 'beta', timeout=300)
+    assert run.proc.returncode == 0, run.output
+    print('backup beta (RelStorage): %s' % run.report())
+    latest = json.loads((repository / 'latest.json').read_text())
+    assert latest['kind'] == 'full' and latest['storage'] == 'relstorage', latest
+    assert latest['files'] == [latest['stamp'] + '.dump'], latest
+    assert (repository / latest['files'][0]).stat().st_size == latest['size'] > 0
+    assert 'Dumped zopeops_beta on 127.0.0.1:%d' % (pipeline.base + 50) in said(run.proc)
+    assert pipeline.state('beta') == before, 'a backup changes no promotion state'
+
+    # The drill while the loads go on: restored into a scratch database, its last tid checked.
+    drill = run_under_load(pipeline, 'backup.yml', 'beta', {'verify': True}, timeout=300)
+    assert drill.proc.returncode == 0, drill.output
+    assert 'as backed up' in said(drill.proc)
+    report = json.loads((repository / 'reports' / 'drill-latest.json').read_text())
+    assert report['last_tid'] == latest['last_tid'], (report, latest)
+    assert 'zopeops_beta_drill' not in pipeline.databases()
+    for each in (run, drill):
+        assert not each.reads.failures and each.reads.total > 20, each.report()
+        assert not each.writes.failed and len(each.writes.acknowledged) >= 5, each.report()
+    auth = pipeline.admin_auth()
+    missing = (set(run.writes.acknowledged) | set(drill.writes.acknowledged)) \
+        - write_ids_over_http(beta, auth)
+    assert not missing, (sorted(missing)[:20], drill.report())
+
+    status = pipeline.playbook('status.yml')
+    assert status.returncode == 0, status.stdout[-5000:]
+    page = json.loads((pipeline.sandbox / 'lb' / 'status' / 'status.json').read_text())
+    stage = next(s for s in page['stages'] if s['name'] == 'beta')
+    assert stage['backup']['ok'] and stage['backup']['stamp'] == latest['stamp'], stage
+
+    # The restore of that dump through the twin, under the loads. The drill's writes came
+    # after the dump: the restore drops them, and beta's own before the first switch.
+    restore = run_under_load(pipeline, 'restore.yml', 'beta', {'backup': latest['stamp']})
+    assert restore.proc.returncode == 0, restore.output
+    print('restore beta (RelStorage): %s' % restore.report())
+    assert not restore.reads.failures and restore.reads.total > 20, restore.report()
+    assert not restore.writes.failed and len(restore.writes.acknowledged) >= 5, restore.report()
+    state, events = state_events(pipeline, 'beta')
+    assert state['status'] == 'done' and state['traffic'] == 'live', state
+    assert state['plan']['restore']['stamp'] == latest['stamp'], state['plan']['restore']
+    restored_tid = state['plan']['restore']['last_tid']
+    assert restored_tid == latest['last_tid']
+    windows = state['freeze_windows']
+    print('freeze windows (restore): %s' % windows)
+    assert [w['switch'] for w in windows] == ['cutover_to_twin', 'cutover_to_live'], windows
+    assert not windows[0].get('replayed'), windows  # no catch-up into the twin: dropped
+    back = events[('cutover_to_live', 'start')]
+    acked = restore.writes.acknowledged
+    kept = {w for w, e in acked.items()
+            if e['instance'] == 'beta_upgrade' or (e['instance'] == 'beta' and e['at'] > back)}
+    dropped = set(drill.writes.acknowledged) | {
+        w for w, e in acked.items() if e['instance'] == 'beta' and e['at'] <= back}
+    served = write_ids_over_http(beta, auth)
+    assert kept and kept <= served, (sorted(kept - served)[:20], restore.report())
+    assert not dropped & served, sorted(dropped & served)[:20]
+
+    # beta's database after: the dump's history up to its last tid, as it was, then only the
+    # twin's and later writes; the database it replaced is kept, and its transactions after
+    # the dump are the count the run gives (state, ledger, summary).
+    replaced = state['rollback_target']['data_pair']
+    assert replaced in pipeline.databases(), replaced
+
+    def tids(database, where):
+        return pipeline.sql('SELECT tid FROM transaction WHERE %s ORDER BY tid' % where,
+                            database).split()
+
+    cut = 'tid <= %d' % int(restored_tid, 16)
+    assert tids('zopeops_beta', cut) == tids(replaced, cut) and tids(replaced, cut)
+    assert '%016x' % int(tids('zopeops_beta', cut)[-1]) == restored_tid
+    gone = tids(replaced, 'tid > %d' % int(restored_tid, 16))
+    assert len(gone) >= len(dropped) and not set(gone) & set(tids('zopeops_beta', 'true'))
+    assert state['replaced_transactions'] == len(gone), state
+    entry = pipeline.ledger()[-1]
+    assert (entry['action'], entry['result']) == ('restore', 'success'), entry
+    assert entry['backup']['stamp'] == latest['stamp'] and entry['dropped_transactions'] == len(gone)
+    text = said(restore.proc)
+    assert 'Restored beta to the backup %s of beta' % latest['stamp'] in text, text[-3000:]
+    assert 'Dropped %d transactions beta had after it' % len(gone) in text, text[-3000:]
+    password = (pipeline.sandbox / 'secrets' / 'postgresql-beta').read_text().strip()
+    assert password not in restore.output
+
+    # The scheduled backup site.yml installed for beta (the supervisord program beta-backup)
+    # runs the same dump: one run of its command makes a dump of beta's database as it is
+    # now (the restore's writes since the last dump), with the same report; its settings
+    # hold no password (it reads the clients' etc/pgpass).
+    config = pipeline.sandbox / 'beta' / 'etc' / 'backup.json'
+    settings = json.loads(config.read_text())
+    assert settings['storage'] == 'relstorage' and password not in config.read_text(), settings
+    command = [str(pipeline.sandbox / 'beta' / 'current' / 'venv' / 'bin' / 'python'),
+               str(pipeline.sandbox / 'beta' / 'bin' / 'zopeops_backup' / 'zopeops_backup.py'),
+               '--config', str(config)]
+    scheduled = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                               check=False)
+    assert scheduled.returncode == 0, scheduled.stdout + scheduled.stderr
+    made = json.loads(scheduled.stdout.splitlines()[-1])
+    assert made['kind'] == 'full' and made['report']['stamp'] > latest['stamp'], made
+    now = '%016x' % int(pipeline.sql('SELECT max(tid) FROM transaction', 'zopeops_beta'))
+    assert made['report']['last_tid'] == now and made['report']['storage'] == 'relstorage'
+    assert json.loads((repository / 'latest.json').read_text())['stamp'] \
+        == made['report']['stamp']
+    assert password not in scheduled.stdout + scheduled.stderr
+    drilled = subprocess.run(command + ['--verify'], capture_output=True, text=True,
+                             timeout=300, check=False)
+    assert drilled.returncode == 0 and json.loads(drilled.stdout)['verified'], drilled.stdout
+
+
+def test_relstorage_restart_of_a_client_under_load_and_no_zeo_to_restart(pipeline):
+    """restart.yml on a RelStorage stage: a client restarted (drained, restarted, checked, put
+    back) under the loads with nothing lost, as on ZEO; -e component=zeo refused, saying the
+    stage has no ZEO server, before anything is locked."""
+    pipeline.ensure_up()
+    conf = pipeline.sandbox / 'supervisor' / 'supervisord.conf'
+
+    def pid():
+        line = subprocess.run([str(VENV_BIN / 'supervisorctl'), '-c', str(conf), 'status',
+                               'beta-client1'], capture_output=True, text=True,
+                              check=False).stdout
+        assert 'RUNNING' in line, line
+        return int(line.split('pid ')[1].split(',')[0])
+
+    before = pid()
+    run = run_under_load(pipeline, 'restart.yml', 'beta', {'clients': 'client1'}, timeout=600)
+    assert run.proc.returncode == 0, run.output
+    print('restart beta client1 (RelStorage): %s' % run.report())
+    assert 'restart of its clients succeeded' in said(run.proc), run.output
+    assert pid() != before
+    assert not run.reads.failures and run.reads.total > 20, run.report()
+    assert not run.writes.failed and len(run.writes.acknowledged) >= 5, run.report()
+    served = write_ids_over_http(pipeline.lb_bases('beta')[0], pipeline.admin_auth())
+    assert not set(run.writes.acknowledged) - served, run.report()
+    entry = [e for e in pipeline.ledger() if e.get('action') == 'restart'][-1]
+    assert entry['result'] == 'succeeded' and entry['stage'] == 'beta', entry
+
+    refused = pipeline.playbook('restart.yml', {'stage': 'beta', 'component': 'zeo'})
+    text = said(refused)
+    assert refused.returncode != 0 and 'it has no ZEO server to restart' in text, text[-3000:]
+    assert 'Nothing was restarted' in text
+    assert not (pipeline.sandbox / 'lb' / 'promotions' / 'beta.lock').exists()
