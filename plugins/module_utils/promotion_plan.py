@@ -72,6 +72,16 @@ def rollback_history(previous):
     return history[-HISTORY_LENGTH:]
 
 
+KEPT_DATAFS_PREFIX = 'Data.fs.prev-'
+
+
+def kept_pair_stamp(name):
+    """The stamp a rollback history names a kept pair by: a kept Data.fs file's name
+    (``Data.fs.prev-<stamp>``, as the ZEO host lists it) without its prefix; a kept
+    RelStorage database's name as it is."""
+    return name[len(KEPT_DATAFS_PREFIX):] if name.startswith(KEPT_DATAFS_PREFIX) else name
+
+
 def _rollback_to(plan, previous, stage, stage_revision, rollback_to, rollback_data, kept_pairs):
     """The plan of a rollback to any kept release (-e rollback_to): its data pair when one
     is kept with it, else the code only (said in code_only_reason)."""
@@ -85,7 +95,7 @@ def _rollback_to(plan, previous, stage, stage_revision, rollback_to, rollback_da
     if target == stage_revision:
         raise PlanRefused('%s runs %s (%s) already: there is nothing to roll back.'
                           % (stage, name, _short(target)))
-    pairs = set(kept_pairs or [])
+    pairs = {kept_pair_stamp(name) for name in kept_pairs or []}
     entry = next((entry for entry in reversed(rollback_history(previous))
                   if entry.get('revision') == target and entry.get('data_pair') in pairs), None)
     plan.update(twin_revision=stage_revision, live_revision=target, data_from=stage,
@@ -198,7 +208,7 @@ def make_plan(model, stage, action, previous, predecessor_deployed, stage_deploy
     """Return the plan dict, or raise PlanRefused with one clear sentence.
 
     ``rollback_to``: {name, revision} of the kept release a rollback returns to (-e
-    rollback_to); ``kept_pairs``: the stamps of the data pairs kept on the stage's ZEO host;
+    rollback_to); ``kept_pairs``: the data pairs kept on the stage's ZEO host (their Data.fs file names or stamps) or its kept databases;
     ``restore``: the backup a restore installs ({from, stamp, last_tid, files, repository,
     allow_other_stage, ...}, found by restore.yml on the backup's ZEO host); ``migrate``: the
     kind of storage a move takes the stage to (-e migrate_storage, action run)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.zopeops.stages.plugins.module_utils.promotion_plan import (
-    PlanRefused, describe, make_plan, serving_side)
+    PlanRefused, describe, kept_pair_stamp, make_plan, serving_side)
 
 
 def model(policy='upstream'):
@@ -129,6 +129,16 @@ def test_rollback_to_a_kept_release_with_its_pair():
     assert (p['live_revision'], p['twin_revision'], p['start']) == ('v1', 'old', 'twin_code')
     assert (p['live_data'], p['rollback_pair']) == ('previous_pair', 'S1')
     assert 'code_only_reason' not in p and p['rollback_to'] == 'demo-v1'
+
+
+def test_rollback_to_finds_a_kept_datafs_by_its_file_name():
+    """The ZEO host lists its kept pairs as files (Data.fs.prev-<stamp>); the history names
+    them by stamp. (The prefix was once stripped by a regex in a folded YAML scalar, where
+    Ansible 2.19 left the backslashes in and nothing matched: only the code went back.)"""
+    p = plan(action='rollback', previous=HISTORY, rollback_to={'name': 'demo-v1', 'revision': 'v1'},
+             kept_pairs=['Data.fs.prev-S1', 'Data.fs.prev-S3'])
+    assert (p['live_data'], p['rollback_pair']) == ('previous_pair', 'S1')
+    assert kept_pair_stamp('zopeops_beta_prev_S1') == 'zopeops_beta_prev_S1'
 
 
 def test_rollback_to_a_release_whose_pair_is_gone_takes_the_code_only_and_says_so():
