@@ -81,8 +81,11 @@ def test_web_developer_pushes_acme_from_devs_page_under_load_on_beta(pipeline, t
         assert len(entry) == 1, entry
         assert (entry[0]['action'], entry[0]['result'], entry[0]['by'], entry[0]['via']) == (
             'push_branding', 'done', user, 'page'), entry
+        # The progress says done from the page's poll; the row's last push is the page's
+        # after the reload that poll triggers when a push ends.
+        wait_for(lambda: user in text_of(chrome, '#partner-acme .last-push'), timeout=60,
+                 interval=0.5, what='the last push naming %s after the page reloaded' % user)
         row = chrome.find_element(By.ID, 'partner-acme')
-        assert user in row.find_element(By.CSS_SELECTOR, '.last-push').text
         log = row.find_element(By.CSS_SELECTOR, 'a.log').get_attribute('href')
         chrome.get(log)
         body = chrome.find_element(By.TAG_NAME, 'body').text
