@@ -285,12 +285,14 @@ def make_plan(model, stage, action, previous, predecessor_deployed, stage_deploy
         move = previous_plan['migrate']
         raise PlanRefused(
             'The last run of %s (%s) moved it from %s to %s and is %s at step %s: a rollback '
-            'would start the stage on %s without its data. Finish the move with -e '
-            'action=resume (the twin holds every write); to go back to %s, move it again '
-            'afterwards (-e migrate_storage=%s, with the inventory naming %s).'
+            'would start the stage on %s without its data. The traffic is on %s. Finish the '
+            'move with -e action=resume; to go back to %s, move it again afterwards (-e '
+            'migrate_storage=%s, with the inventory naming %s).'
             % (stage, previous.get('run_id', '?'), move['from'], move['to'],
-               previous.get('status'), previous.get('step', '?'), move['to'], move['from'],
-               move['from'], move['from']))
+               previous.get('status'), previous.get('step', '?'), move['to'],
+               '%s_upgrade, which holds every write' % stage if serving == 'upgrade' else
+               '%s, which still runs on %s' % (stage, move['from']),
+               move['from'], move['from'], move['from']))
     if rollback_to:
         return _rollback_to(plan, previous, stage, stage_revision, rollback_to, rollback_data,
                             kept_pairs)

@@ -279,3 +279,9 @@ def test_an_interrupted_move_resumes_as_a_move_and_is_not_rolled_back():
     with pytest.raises(PlanRefused, match='moved it from zeo to relstorage.*action=resume.*'
                                           'migrate_storage=zeo'):
         make_plan(moving_model(), 'test', 'rollback', previous, {}, {'revision': 'old'}, TWIN)
+    # The refusal says where the traffic is: on the twin here, on the stage before the switch.
+    with pytest.raises(PlanRefused, match='The traffic is on test_upgrade, which holds every'):
+        make_plan(moving_model(), 'test', 'rollback', previous, {}, {'revision': 'old'}, TWIN)
+    early = dict(previous, step='twin_data')
+    with pytest.raises(PlanRefused, match='The traffic is on test, which still runs on zeo'):
+        make_plan(moving_model(), 'test', 'rollback', early, {}, {'revision': 'old'}, LIVE)
