@@ -112,7 +112,8 @@ push-branding: deps
 
 # Two workers (--dist loadgroup): each xdist group (a whole-pipeline sandbox, the
 # multi-machine harness; long waits on real services) runs on one worker, in order, everything
-# else spreads over both.
+# else spreads over both; the long groups are handed out first, longest first, the single
+# tests fill in after them (tests/support/scheduling.py, through tests/conftest.py).
 # The multi-machine suite's short scope runs here (tests/integration/multihost, marker
 # multihost and not multihost_full: the harness, site.yml twice, both balancers, the service
 # user, a machine unreachable at preflight, backup.yml, its drill and a scheduled backup, prod's

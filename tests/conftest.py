@@ -18,3 +18,13 @@ def processes():
     group = ProcessGroup()
     yield group
     group.stop_all()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` (make test) with the long groups handed out first
+    (support/scheduling.py)."""
+    if config.getoption('dist') != 'loadgroup':
+        return None
+    from support.scheduling import LongestFirstScheduling
+    return LongestFirstScheduling(config, log)
