@@ -23,14 +23,14 @@ try:
     from ansible_collections.zopeops.stages.plugins.module_utils import zodb_backup as zb
     from ansible_collections.zopeops.stages.plugins.module_utils.files import atomic_write, read_json
     from ansible_collections.zopeops.stages.plugins.module_utils.relstorage_pg import (
-        PgError, Session, check_names, database_tid, dump_command, exported_snapshot,
-        identifier, pgpass_password, restore_command, tool)
+        PgError, Session, check_names, dump_command, exported_snapshot, identifier,
+        pgpass_password, restore_dump, tool)
 except ImportError:  # run as a script (roles/backup): the files are installed beside this one
     import zodb_backup as zb  # type: ignore
     from files import atomic_write, read_json  # type: ignore
     from relstorage_pg import (  # type: ignore
-        PgError, Session, check_names, database_tid, dump_command, exported_snapshot,
-        identifier, pgpass_password, restore_command, tool)
+        PgError, Session, check_names, dump_command, exported_snapshot, identifier,
+        pgpass_password, restore_dump, tool)
 
 DUMP = re.compile(r'^(\d{4}(?:-\d\d){5})\.dump$')
 DRILL = '_drill'
@@ -177,28 +177,10 @@ def drill(params, session, admin, check):
                 'msg': 'Would restore %s into a scratch database %s%s and check its last tid '
                        '(%s).' % (path, database['name'], DRILL, backed_up['last_tid'])}
     scratch = database['name'][:63 - len(DRILL)] + DRILL
+    tid = restore_dump(session, admin, database, scratch, path, backed_up['last_tid'],
+                       params['pg_bin_dir'], 'The restore drill refused the backup %s' % path)
     with admin.cursor() as cursor:
-        cursor.execute('DROP DATABASE IF EXISTS %s' % identifier(scratch))
-        cursor.execute('CREATE DATABASE %s' % identifier(scratch))
-    try:
-        with open(path, 'rb') as dump:
-            proc = subprocess.run(
-                restore_command(tool(params['pg_bin_dir'], 'pg_restore'), database, scratch),
-                stdin=dump, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env=dict(os.environ, **session.env_update()), check=False)
-        if proc.returncode:
-            raise PgError('The restore drill refused the backup %s: pg_restore failed (exit '
-                          '%d): %s. That dump cannot be restored; make a new backup.' % (
-                              path, proc.returncode,
-                              ' '.join(proc.stdout.decode(errors='replace').split())[-1000:]))
-        tid = database_tid(session, database, scratch)
-        if tid != backed_up['last_tid']:
-            raise PgError('The restore drill refused the backup %s: the restored database\'s '
-                          'last transaction is %s, its report says %s.'
-                          % (path, tid, backed_up['last_tid']))
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute('DROP DATABASE IF EXISTS %s' % identifier(scratch))
+        cursor.execute('DROP DATABASE %s' % identifier(scratch))
     report = {'stamp': stamp, 'ok': True, 'files': [name], 'storage': 'relstorage',
               'restored_into': scratch, 'last_tid': tid, 'last_tid_time': zb.tid_time(tid),
               'started_at': started_at, 'finished_at': zb.now_iso(),

@@ -13,6 +13,7 @@ import contextlib
 import glob
 import os
 import re
+import subprocess
 import tempfile
 
 NAME = re.compile(r'^[a-z_][a-z0-9_]{0,62}$')
@@ -186,6 +187,45 @@ def restore_command(bin_path, conn, dbname):
     """``pg_restore`` from stdin into the database ``dbname`` on ``conn``'s server."""
     return [bin_path, '--no-owner', '--no-privileges', '--exit-on-error',
             '-h', conn['host'], '-p', str(conn['port']), '-U', conn['user'], '-d', dbname, '-w']
+
+
+def restore_checked(session, admin, conn, dbname, tid, fill, refused, hint):
+    """Make the database ``dbname`` afresh on ``conn``'s server, fill it by ``fill(dbname)``
+    (a pg_restore, which returns (exit code, its output)) and check that its last transaction
+    is ``tid``. On any failure, a last transaction other than ``tid`` included, the database
+    is dropped before the PgError (``refused``: what was refused; ``hint``: what to do) goes
+    on: a refused restore leaves nothing behind. ``admin``: a session of Session.admin."""
+    with admin.cursor() as cursor:
+        cursor.execute('DROP DATABASE IF EXISTS %s' % identifier(dbname))
+        cursor.execute('CREATE DATABASE %s' % identifier(dbname))
+    try:
+        code, output = fill(dbname)
+        if code:
+            raise PgError('%s (exit %d): %s; %s.' % (refused, code,
+                                                   ' '.join(output.split())[-1500:], hint))
+        restored = database_tid(session, conn, dbname)
+        if restored != tid:
+            raise PgError('%s: the restored database holds %s as its last transaction, not %s; '
+                          '%s.' % (refused, restored, tid, hint))
+    except BaseException:
+        with admin.cursor() as cursor:
+            cursor.execute('DROP DATABASE IF EXISTS %s' % identifier(dbname))
+        raise
+    return restored
+
+
+def restore_dump(session, admin, conn, dbname, path, tid, pg_bin_dir, refused):
+    """restore_checked of the ``pg_dump -Fc`` archive ``path`` (a backup whose report names
+    ``tid``) into ``dbname``: what a restore (relstorage_copy) and the drill (pg_backup) do."""
+    def fill(name):
+        with open(path, 'rb') as dump:
+            proc = subprocess.run(restore_command(tool(pg_bin_dir, 'pg_restore'), conn, name),
+                                  stdin=dump, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  env=dict(os.environ, **session.env_update()), check=False)
+        return proc.returncode, proc.stdout.decode(errors='replace')
+    return restore_checked(session, admin, conn, dbname, tid, fill, refused,
+                           'that dump does not restore as its report describes it: restore '
+                           'another one (backup=<stamp>) or make a new backup')
 
 
 def tool(pg_bin_dir, name):

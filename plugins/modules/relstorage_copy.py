@@ -15,11 +15,13 @@ description:
     fresh database made by the side's own account, then put in place of the side's database by
     rename. The source's last transaction id at the copy is returned exactly (RV(tid)), read
     in the same snapshot as the dump (a C(REPEATABLE READ) transaction exports its
-    snapshot and C(pg_dump --snapshot) dumps that one).
+    snapshot and C(pg_dump --snapshot) dumps that one). A copy that holds another last
+    transaction id is dropped and nothing is replaced.
   - With O(dump) instead of O(source) (a restore, C(playbooks/restore.yml)), the fresh database
     is filled from a C(pg_dump -Fc) archive (a backup of M(zopeops.stages.relstorage_backup)) by
     C(pg_restore --exit-on-error), must hold exactly O(tid) (the backup report's last
-    transaction id) as its last one, and is then put in place the same way.
+    transaction id) as its last one (else it is dropped and nothing is replaced), and is then
+    put in place the same way.
   - The database replaced is dropped, or kept for a rollback under
     C(<database>_prev_<stamp>) (O(keep_previous)), and the kept ones beyond O(keep_previous)
     are dropped, oldest first.
@@ -173,7 +175,8 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.zopeops.stages.plugins.module_utils.relstorage_pg import (
     CONN_SPEC, PgError, Session, check_names, database_tid, dump_command, exported_snapshot,
-    fail_message, identifier, psycopg2_missing, restore_command, tool)
+    fail_message, identifier, psycopg2_missing, restore_checked, restore_command, restore_dump,
+    tool)
 
 PREV = '_prev_'
 ROLLEDBACK = '_rolledback_'
@@ -201,11 +204,6 @@ def _end_sessions(cursor, name):
         if not cursor.fetchone()[0]:
             return
         time.sleep(0.1)
-
-
-def _exists(cursor, name):
-    cursor.execute('SELECT 1 FROM pg_database WHERE datname = %s', (name,))
-    return cursor.fetchone() is not None
 
 
 def prune(cursor, kept, keep, result):
@@ -241,6 +239,20 @@ def transactions_after(session, database, tid):
         conn.close()
 
 
+def _pipe(module, session, source, snapshot, staging):
+    """pg_dump of ``source`` in ``snapshot`` piped into pg_restore into ``staging``: (exit
+    code, stderr). One pipe, through bash for pipefail (no secret on it: the passwords are in
+    the passfile). -Z0: no compression through the pipe (measured faster,
+    bench/relstorage_copy_bench.py)."""
+    bin_dir, target = module.params['pg_bin_dir'], module.params['database']
+    command = 'set -o pipefail; %s | %s' % (
+        _quoted(dump_command(tool(bin_dir, 'pg_dump'), source, snapshot, compress=0)),
+        _quoted(restore_command(tool(bin_dir, 'pg_restore'), target, staging)))
+    rc, _out, err = module.run_command(command, use_unsafe_shell=True, executable='/bin/bash',
+                                       environ_update=session.env_update())
+    return rc, err
+
+
 @contextlib.contextmanager
 def _from_dump(params):
     """(None, tid) for a copy from a dump: the tid its report gives."""
@@ -268,40 +280,16 @@ def copy(module, session, admin, result):
                                 if current and params['keep_previous'] else ''))
             result['changed'] = True
             return
-        with admin.cursor() as cursor:
-            if _exists(cursor, staging):  # a copy an interrupted run left
-                cursor.execute('DROP DATABASE %s' % identifier(staging))
-            cursor.execute('CREATE DATABASE %s' % identifier(staging))
-        restore = restore_command(tool(params['pg_bin_dir'], 'pg_restore'), target, staging)
         if dump_file:
-            command = 'set -o pipefail; %s < %s' % (_quoted(restore), shlex.quote(dump_file))
+            restore_dump(session, admin, target, staging, dump_file, tid, params['pg_bin_dir'],
+                         'Restoring %s into %s (%s:%s) failed, nothing was replaced'
+                         % (dump_file, name, target['host'], target['port']))
         else:
-            # One pipe, through bash for pipefail (no secret on it: the passwords are in the
-            # passfile). -Z0: no compression through the pipe (measured faster,
-            # bench/relstorage_copy_bench.py). The exported snapshot lives until the block ends.
-            command = 'set -o pipefail; %s | %s' % (_quoted(dump_command(
-                tool(params['pg_bin_dir'], 'pg_dump'), source, snapshot, compress=0)),
-                _quoted(restore))
-        rc, _out, err = module.run_command(
-            command, use_unsafe_shell=True, executable='/bin/bash',
-            environ_update=session.env_update())
-    if rc:
-        with admin.cursor() as cursor:
-            cursor.execute('DROP DATABASE IF EXISTS %s' % identifier(staging))
-        raise CopyError('%s %s into %s (%s:%s) failed, nothing was replaced: %s'
-                        % ('Restoring' if dump_file else 'Copying', what if dump_file else
-                           '%s (%s:%s)' % (source['name'], source['host'], source['port']),
-                           name, target['host'], target['port'], ' '.join(err.split())[-1500:]))
-    # The copy must hold the source's last tid at the copy (the dump's, its report's) as its
-    # own last one.
-    copied = database_tid(session, target, staging)
-    if copied != tid:
-        if dump_file:
-            with admin.cursor() as cursor:
-                cursor.execute('DROP DATABASE IF EXISTS %s' % identifier(staging))
-        raise CopyError('The copy of %s holds %s as its last transaction, not %s: not replaced; '
-                        '%s.' % (what, copied, tid, 'that dump is not the backup its report '
-                                 'describes' if dump_file else 'run again'))
+            restore_checked(session, admin, target, staging, tid,
+                            lambda into: _pipe(module, session, source, snapshot, into),
+                            'Copying %s (%s:%s) into %s (%s:%s) failed, nothing was replaced'
+                            % (source['name'], source['host'], source['port'], name,
+                               target['host'], target['port']), 'run again')
     if current and params['replaced_after']:
         result['replaced_transactions'] = transactions_after(session, target,
                                                              params['replaced_after'])

@@ -4,7 +4,8 @@ distribution's server, started by the test) and a Python with RelStorage:
 - relstorage_copy: a database copied while a writer keeps committing to it holds exactly the
   transactions up to the tid the module returns (pg_dump's own snapshot); the replaced
   database is kept, pruned by count, swapped back, archived; a wrong password names the
-  server and the account, never the password;
+  server and the account, never the password; a copy, a restore or a drill that holds
+  another last tid than the expected one leaves no database behind;
 - zodb_replay from and into a storage opened from its configuration (etc/relstorage.conf):
   the transactions after that tid, verified, idempotent, refused when the target diverged;
 - zodb_pack with RelStorage's own pack;
@@ -29,7 +30,7 @@ import pytest
 from support.modules import run_module
 from support.paths import COLLECTIONS, REPO
 from support.ports import free_port
-from support.postgresql import Cluster, pg_missing, relstorage_python
+from support.postgresql import PG_BIN, Cluster, pg_missing, relstorage_python
 from support.procs import ProcessGroup
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
@@ -327,7 +328,7 @@ def test_a_restore_from_a_dump_by_its_last_tid_and_what_it_drops(env, tmp_path):
     assert 'zopeops_r_upgrade' not in env.databases()
     # A dump that does not hold the tid its report says: refused, nothing replaced or left.
     wrong = env.module('relstorage_copy', dict(restore, tid='0' * 15 + '1'))
-    assert wrong.get('failed') and 'not the backup its report describes' in wrong['msg'], wrong
+    assert wrong.get('failed') and 'does not restore as its report describes' in wrong['msg'], wrong
     assert not {'zopeops_r_upgrade', 'zopeops_r_upgrade_copy'} & env.databases()
     restored = env.module('relstorage_copy', restore)
     assert restored['rc'] == 0 and restored['tid'] == report['last_tid'], restored
@@ -345,6 +346,52 @@ def test_a_restore_from_a_dump_by_its_last_tid_and_what_it_drops(env, tmp_path):
     assert live['rc'] == 0 and live['replaced_transactions'] == 3, live
     assert live['previous'] == 'zopeops_r_prev_20260105000000', live
     assert env.client(conf, 'tid') == report['last_tid']
+
+
+def test_a_last_tid_other_than_expected_leaves_no_database_behind(env, tmp_path):
+    """Each restore checked by its last tid (relstorage_pg.restore_checked) refuses one that
+    holds another and drops what it restored into: the drill's scratch database, and the
+    staging database of relstorage_copy from a dump and from a source database."""
+    for name, count in (('zopeops_m', 2), ('zopeops_m_other', 3)):
+        env.pg.sql('CREATE DATABASE %s OWNER zopeops_t' % name)
+        env.client(env.conf(name, 'zopeops_t', PASSWORD), 'write', count, name)
+    repository = tmp_path / 'backups' / 'm'
+    args = {'database': env.db('zopeops_m'), 'password': PASSWORD,
+            'repository': str(repository)}
+    made = env.module('relstorage_backup', args)
+    assert made['rc'] == 0 and made['changed'], made
+    wrong_tid = '0' * 15 + '1'
+
+    # The drill, of a backup whose report names another last tid.
+    report = repository / 'reports' / (made['report']['stamp'] + '.json')
+    report.write_text(report.read_text().replace(made['report']['last_tid'], wrong_tid))
+    drill = env.module('relstorage_backup', dict(args, verify=True))
+    assert drill.get('failed') and 'not %s' % wrong_tid in drill['msg'], drill
+    assert 'zopeops_m_drill' not in env.databases()
+
+    # relstorage_copy from that dump, told the wrong tid.
+    dump = str(repository / made['report']['files'][0])
+    restore = env.module('relstorage_copy', {'database': env.db('zopeops_m_twin'),
+                                             'password': PASSWORD, 'dump': dump,
+                                             'tid': wrong_tid})
+    assert restore.get('failed') and 'not %s' % wrong_tid in restore['msg'], restore
+
+    # relstorage_copy from a source database, through a pg_dump that dumps another one (the
+    # only way its copy can end at another tid than the snapshot's).
+    tools = tmp_path / 'bin'
+    tools.mkdir()
+    (tools / 'pg_restore').symlink_to(PG_BIN / 'pg_restore')
+    (tools / 'pg_dump').write_text(
+        '#!/bin/bash\nargs=()\nfor arg in "$@"; do case "$arg" in\n'
+        '  --snapshot=*) ;;\n  zopeops_m) args+=(zopeops_m_other) ;;\n'
+        '  *) args+=("$arg") ;;\nesac; done\nexec %s "${args[@]}"\n' % (PG_BIN / 'pg_dump'))
+    (tools / 'pg_dump').chmod(0o755)
+    copy = env.module('relstorage_copy', {'database': env.db('zopeops_m_twin'),
+                                          'password': PASSWORD, 'source': env.db('zopeops_m'),
+                                          'pg_bin_dir': str(tools)})
+    assert copy.get('failed') and 'not %s' % made['report']['last_tid'] in copy['msg'], copy
+    assert 'run again' in copy['msg'] and PASSWORD not in str(copy)
+    assert not {'zopeops_m_twin', 'zopeops_m_twin_copy'} & env.databases()
 
 
 def test_the_scheduled_backup_script_dumps_a_relstorage_stage(env, tmp_path):

@@ -349,6 +349,8 @@ def move_without_loss(pipeline, to):
     assert deployed['storage'] == to, deployed
     conf = (pipeline.sandbox / 'beta' / 'etc' / 'zope-client1.conf').read_text()
     assert ('%import relstorage' in conf) == (to == 'relstorage'), conf
+    for side in ('beta', 'beta_upgrade'):  # a move to ZEO leaves no RelStorage configuration
+        assert (pipeline.sandbox / side / 'etc' / 'relstorage.conf').exists() == (to != 'zeo')
     programs = subprocess.run([str(VENV_BIN / 'supervisorctl'), '-c',
                                str(pipeline.sandbox / 'supervisor' / 'supervisord.conf'),
                                'status'], capture_output=True, text=True, check=False).stdout
