@@ -29,8 +29,8 @@ except ImportError:  # ansible-core before 2.19
     from ansible.template import generate_ansible_template_vars
 
 SPEC_KEYS = ('template', 'src', 'content', 'dest', 'each', 'vars', 'mode', 'owner', 'group', 'key',
-             'validate', 'secret')
-PASSED_ON = ('mode', 'owner', 'group', 'validate', 'secret')
+             'validate', 'secret', 'keep_values')
+PASSED_ON = ('mode', 'owner', 'group', 'validate', 'secret', 'keep_values')
 
 
 def expand(specs):

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 import subprocess
 
 from ansible_collections.zopeops.stages.plugins.module_utils.files import atomic_write
 
 DIR_KEYS = ('path', 'paths', 'mode', 'owner', 'group')
-FILE_KEYS = ('dest', 'content', 'mode', 'owner', 'group', 'key', 'validate', 'secret')
+FILE_KEYS = ('dest', 'content', 'mode', 'owner', 'group', 'key', 'validate', 'secret',
+             'keep_values')
 
 
 def normalise_dirs(module, items, who='instance_dirs'):
@@ -119,6 +121,11 @@ def normalise_files(module, items, who='instance_files'):
         if validate and '%s' not in validate:
             problems.append('files[%d] (%s): validate must contain %%s, the path of the new '
                             'file to check' % (index, dest))
+        keep = spec.get('keep_values')
+        if keep is not None and not (isinstance(keep, str) or (isinstance(keep, dict) and all(
+                isinstance(values, list) for values in keep.values()))):
+            problems.append('files[%d] (%s): keep_values must be a regular expression or a dict '
+                            'of key -> list of values' % (index, dest))
     if problems:
         module.fail_json(msg='%s: %s.' % (who, '; '.join(problems)))
     return items or []
@@ -142,17 +149,55 @@ def _validate(module, command, path, dest, who):
                              % (who, dest, command, output), rc=proc.returncode)
 
 
+def map_entries(text):
+    """A map file's ``key value`` lines -> {key: value} (the first word after the key; a
+    comment, a blank line or a key alone is no entry; a later line of a key wins)."""
+    entries = {}
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and not words[0].startswith('#'):
+            entries[words[0]] = words[1]
+    return entries
+
+
+def keep_map_values(content, before, keep):
+    """The map text ``content`` with, for each of its ``key value`` lines, the value that
+    the file on the host (``before``, its text or None) holds for that key instead, where
+    ``keep`` allows it: a regular expression the whole value must match, or a dict of key ->
+    the values that may stay. A value changed at runtime (a switch, a freeze) so survives a
+    new rendering of the file; a key the file lacks, or a value not allowed, gets
+    ``content``'s."""
+    current = map_entries(before or '')
+    lines = []
+    for line in content.splitlines(True):
+        words = line.split()
+        if len(words) >= 2 and not words[0].startswith('#') and words[0] in current:
+            value = current[words[0]]
+            allowed = (re.fullmatch(keep, value) if isinstance(keep, str)
+                       else value in keep.get(words[0], []))
+            if allowed and value != words[1]:
+                line = '%s %s%s' % (words[0], value, '\n' if line.endswith('\n') else '')
+        lines.append(line)
+    return ''.join(lines)
+
+
 def ensure_file(module, spec, who='instance_files'):
     """One file: its content (written and renamed in place when it differs), then its mode,
-    owner and group (a new file without a mode gets the umask's)."""
+    owner and group (a new file without a mode gets the umask's). A map file given
+    ``keep_values`` keeps the values the host's file holds where they are allowed
+    (keep_map_values)."""
     dest = os.path.abspath(spec['dest'])
-    content = spec['content'].encode('utf-8')
-    result = {'dest': dest, 'key': spec.get('key') or '', 'changed': False,
-              'content_changed': False}
     if os.path.isdir(dest):
         module.fail_json(msg='%s: %s is a folder; a file was expected there. Move it away or fix '
                              'the path.' % (who, dest))
     before = _read(dest)
+    if spec.get('keep_values') is not None:
+        spec = dict(spec, content=keep_map_values(
+            spec['content'], None if before is None else before.decode('utf-8', 'replace'),
+            spec['keep_values']))
+    content = spec['content'].encode('utf-8')
+    result = {'dest': dest, 'key': spec.get('key') or '', 'changed': False,
+              'content_changed': False}
     diff = {'before_header': dest, 'after_header': dest}
     if before != content:
         result.update(changed=True, content_changed=True)

@@ -93,12 +93,7 @@ def _connect(address, timeout):
 
 def port_open(address, timeout=0.5):
     """True when something accepts connections on ``address``."""
-    try:
-        sock = _connect(address, timeout)
-    except OSError:
-        return False
-    sock.close()
-    return True
+    return probe_listener(address, timeout).ok
 
 
 def _recv_exact(sock, size):
@@ -162,6 +157,17 @@ def probe_zeo(address, storage='1', expected_tid=None, timeout=2.0, min_connecti
                            last_tid)
     return ProbeResult(True, 'ZEO at %s answers; storage %r last transaction %s'
                        % (address, storage, last_tid), last_tid)
+
+
+def probe_listener(address, timeout=2.0):
+    """Probe any listening program: ok once ``address`` (host:port or a unix socket's path)
+    accepts a connection."""
+    try:
+        _connect(address, timeout).close()
+    except OSError as exc:
+        return ProbeResult(False, 'nothing accepts connections at %s: %s'
+                           % (address, _describe(exc)))
+    return ProbeResult(True, '%s accepts connections' % address)
 
 
 def probe_http(address, path='/', timeout=2.0, host_header=None):

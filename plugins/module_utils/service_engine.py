@@ -23,13 +23,14 @@ from ansible_collections.zopeops.stages.plugins.module_utils.revision_proof impo
 from ansible_collections.zopeops.stages.plugins.module_utils.zodb_format import normalize_tid
 from ansible_collections.zopeops.stages.plugins.module_utils.readiness import (
     STOP_HOLDER, ProbeResult, holders, parse_address, pid_alive, port_open, probe_http,
-    probe_zeo, tail_file, tail_text, wait_all, wait_until_gone)
+    probe_listener, probe_zeo, tail_file, tail_text, wait_all, wait_until_gone)
 
 LOG_LINES = 40
-NOUNS = {'zeo': 'ZEO server', 'zope': 'Zope client'}
+NOUNS = {'zeo': 'ZEO server', 'zope': 'Zope client', 'listener': 'program'}
 HINTS = {'zeo': 'check the storage path and the address in zeo.conf',
          'zope': 'check zope.conf (its ZEO address), zope.ini (the port) and the application '
-                 'code'}
+                 'code',
+         'listener': 'check its configuration and the address it should listen on'}
 
 
 class ServiceFailed(Exception):
@@ -78,7 +79,10 @@ def revision_probe(address, params, pid_of=None, timeout=2.0):
 
 
 def make_probe(kind, address, params, pid_of=None):
-    """The readiness probe of one program: ZEO's ruok, HTTP, or HTTP + revision."""
+    """The readiness probe of one program: ZEO's ruok, HTTP, HTTP + revision, or (a
+    listener) a connection accepted."""
+    if kind == 'listener':
+        return lambda: probe_listener(address)
     if kind == 'zeo':
         expected_tid = (normalize_tid(params['expected_tid'])
                         if params.get('expected_tid') else None)

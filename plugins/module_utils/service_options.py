@@ -52,7 +52,7 @@ def _check_programs(params, what):
     untyped = [program['name'] for program in params['programs']
                if not (program.get('kind') or params['kind'])]
     if untyped:
-        _refuse(what, 'say what %s %s: kind (zeo or zope), for the call or for each program.'
+        _refuse(what, 'say what %s %s: kind (zeo, zope or listener), for the call or for each program.'
                 % (', '.join(untyped), 'is' if len(untyped) == 1 else 'are'))
     missing = [program['name'] for program in params['programs'] if not program.get('address')]
     if params['state'] != 'stopped' and missing:

@@ -52,8 +52,10 @@ options:
   stages:
     description:
       - Several stages whose locks are taken (or released) together, all or none, with one
-        owner; for C(playbooks/site.yml), which changes every stage of its hosts. Only with
-        O(lock=acquired) or O(lock=released), without state or ledger updates.
+        owner; for C(playbooks/site.yml), which changes every stage of its hosts. Without
+        state or ledger updates.
+      - With O(lock=unchanged), a read of their states in one call (RV(states)); the
+        releases they name are kept by C(release_prune).
     type: list
     elements: str
   run_id:
@@ -193,6 +195,11 @@ durations:
   returned: always
   type: list
   elements: dict
+states:
+  description: With O(stages) and O(lock=unchanged), each stage's state as its last run left
+    it ({} for a stage without one).
+  returned: with O(stages) and O(lock=unchanged)
+  type: dict
 released:
   description: Whether this call released the lock.
   returned: always
@@ -281,6 +288,8 @@ def run(module):
         result['changed'] = True
     if not result['state']:
         result['state'] = read_state(params['dir'], stages[0])
+    if params['stages'] and params['lock'] == 'unchanged':
+        result['states'] = {stage: read_state(params['dir'], stage) for stage in stages}
     result['durations'] = phase_durations(result['state'].get('events'))
     if params['ledger_entry']:
         entry = dict(params['ledger_entry'], stage=stages[0], run_id=params['run_id'],

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r'''
 module: zeo_service
-short_description: Start, stop or restart ZEO servers or Zope clients and wait until they are ready
+short_description: Start, stop or restart ZEO servers, Zope clients or other listening programs and wait until they are ready
 description:
   - Manages one program (O(name)), or all programs of one side of an instance on a host at
     once (O(programs)), through supervisord or systemd, and after starting waits, bounded by
@@ -26,6 +26,8 @@ description:
   - A Zope client is ready when it answers HTTP on O(address) with any status below 500 for
     O(health_path). A 401, 403, 404 or redirect proves the WSGI server and Zope's publisher
     answer; a 5xx (for example a client that cannot reach ZEO) or no answer means not ready.
+  - Any other program (O(kind=listener), for example HAProxy or the push engine) is ready
+    when its O(address) accepts a connection, a C(host:port) or a unix socket's path.
   - With O(revision_proof) a Zope client is ready only when O(health_path) answers C(200) and
     the code revision it runs, proven the O(revision_proof) way, is O(expected_revision), so
     one call means started and proven to serve that revision. A client that serves another
@@ -80,7 +82,7 @@ options:
       kind:
         description: What this program is; defaults to O(kind).
         type: str
-        choices: [zeo, zope]
+        choices: [zeo, zope, listener]
       address:
         description:
           - Where it listens, as for O(address). Required with O(state=started) and
@@ -94,8 +96,9 @@ options:
       - What the program is, which decides how readiness is checked.
       - Required with O(name), and with O(programs) unless every program gives its own
         O(programs[].kind).
+      - V(listener) is any other program, ready when O(address) accepts a connection.
     type: str
-    choices: [zeo, zope]
+    choices: [zeo, zope, listener]
   state:
     description:
       - V(started) starts the program if it is not running (nothing changes if it is) and
@@ -387,11 +390,11 @@ def main():
             name=dict(type='str'),
             programs=dict(type='list', elements='dict', options=dict(
                 name=dict(type='str', required=True),
-                kind=dict(type='str', choices=['zeo', 'zope']),
+                kind=dict(type='str', choices=['zeo', 'zope', 'listener']),
                 address=dict(type='str'),
                 log_path=dict(type='path'),
             )),
-            kind=dict(type='str', choices=['zeo', 'zope']),
+            kind=dict(type='str', choices=['zeo', 'zope', 'listener']),
             state=dict(type='str', default='started',
                        choices=['started', 'stopped', 'restarted']),
             process_manager=dict(type='str', default='supervisord',

@@ -195,6 +195,22 @@ def test_several_stages_are_locked_all_or_none_and_released_together(tmp_path):
     assert all(read_owner(str(tmp_path), s) is None for s in ('dev', 'beta', 'test'))
 
 
+def test_the_module_reads_every_stages_state_in_one_call_and_takes_nothing(tmp_path):
+    """promotion_state with stages and lock unchanged: the release keeping's one read of every
+    stage's state on the conductor ({} for a stage without one); no lock is taken."""
+    from support.modules import run_module
+    acquire(str(tmp_path), 'test', owner('r1'))
+    start_state(str(tmp_path), 'test', {}, {'status': 'running', 'plan': {'twin_revision': 'v2'}},
+                'r1')
+    result = run_module('promotion_state', {'dir': str(tmp_path), 'stages': ['dev', 'test'],
+                                            'run_id': 'release-keeping'})
+    assert result['rc'] == 0 and result['changed'] is False, result
+    assert result['states']['dev'] == {}
+    assert result['states']['test']['plan'] == {'twin_revision': 'v2'}
+    assert read_owner(str(tmp_path), 'dev') is None
+    assert read_owner(str(tmp_path), 'test')['run_id'] == 'r1'
+
+
 def test_a_dry_run_decides_alike_and_writes_nothing(tmp_path):
     _foreign_lock(str(tmp_path), 'prod', 'job-17', 500)
     before = sorted(os.listdir(tmp_path)), (tmp_path / 'prod.json').read_text()

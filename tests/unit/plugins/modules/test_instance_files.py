@@ -76,6 +76,34 @@ def test_a_secret_file_has_no_diff_and_bad_specs_are_named(tmp_path):
     assert not (tmp_path / 'x').exists(), 'a bad spec list changed something'
 
 
+def test_a_map_keeps_the_values_the_host_holds_where_they_are_allowed(tmp_path):
+    """keep_values: a switch or a freeze made at runtime survives a new rendering of the map;
+    a stage the file lacks, or a value not allowed, gets the rendered default."""
+    active, frozen = tmp_path / 'active.map', tmp_path / 'frozen.map'
+    keep = {'dev': ['be_dev_live'], 'test': ['be_test_live', 'be_test_upgrade']}
+    rendered = '# stage -> backend\ndev be_dev_live\ntest be_test_live\nprod be_prod_live\n'
+    args = {'files': [{'dest': str(active), 'content': rendered, 'keep_values': keep},
+                      {'dest': str(frozen), 'content': 'dev 0\ntest 0\n',
+                       'keep_values': '[0-9]{1,10}'}]}
+    first = run_module('instance_files', args)
+    assert first['changed'] and active.read_text() == rendered
+    active.write_text('# an operator\'s note\ndev be_dev_upgrade\ntest be_test_upgrade  # switched\n')
+    frozen.write_text('dev 1765000000\ntest 12x\n')
+    check = run_module('instance_files', args, check=True, diff=True)
+    assert check['changed'] and 'be_test_upgrade' in check['diff'][0]['after']
+    assert 'be_dev_upgrade' in active.read_text(), 'check mode wrote the map'
+    kept = run_module('instance_files', args)
+    assert kept['changed']
+    assert active.read_text() == ('# stage -> backend\ndev be_dev_live\ntest be_test_upgrade\n'
+                                  'prod be_prod_live\n')
+    assert frozen.read_text() == 'dev 1765000000\ntest 0\n'
+    again = run_module('instance_files', args)
+    assert again['changed'] is False
+    bad = run_module('instance_files', {'files': [
+        {'dest': str(active), 'content': rendered, 'keep_values': ['be_dev_live']}]})
+    assert bad['failed'] and 'keep_values must be a regular expression or a dict' in bad['msg']
+
+
 def test_expand_makes_one_file_per_element_and_names_mistakes():
     files = expand([{'template': 't.j2', 'each': [{'name': 'c1'}, {'name': 'c2'}],
                      'dest': '/etc/zope-{name}.ini', 'key': '{name}'},

@@ -103,6 +103,31 @@ def test_started_when_stopped_starts(ready):
     assert result['pid'] and result['ready_seconds'] >= 0
 
 
+def test_a_listener_is_ready_once_its_socket_accepts_and_its_failure_names_the_address(
+        monkeypatch, tmp_path):
+    """kind=listener (HAProxy's admin socket, the push engine's port): started, then ready
+    when the address accepts a connection; a program that never listens fails with it."""
+    monkeypatch.setattr(engine, 'pid_alive', lambda pid: False)
+    path = str(tmp_path / 'admin.sock')
+    manager = FakeManager('STOPPED')
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind(path)
+        server.listen(1)
+        result = engine.Programs(params(name='haproxy', kind='listener', address=path),
+                                 manager).ensure()
+    finally:
+        server.close()
+    assert result['changed'] is True and manager.calls == ['reread', 'start']
+    assert result['ready_detail'] == '%s accepts connections' % path
+    idle = engine.Programs(params(name='haproxy', kind='listener', address='127.0.0.1:1',
+                                  timeout=1), FakeManager('RUNNING'))
+    with pytest.raises(engine.ServiceFailed) as failed:
+        idle.ensure()
+    assert 'program not ready' in failed.value.msg and 'haproxy at 127.0.0.1:1' in failed.value.msg
+    assert 'nothing accepts connections at 127.0.0.1:1' in failed.value.msg, failed.value.msg
+
+
 @pytest.mark.parametrize('before', ['FATAL', 'EXITED'])
 def test_started_after_a_crash_starts_again(ready, before):
     manager = FakeManager(before)
@@ -733,7 +758,7 @@ def test_programs_that_time_out_are_left_running(monkeypatch, ready):
 
 @pytest.mark.parametrize('args, message', [
     (dict(programs=[{'name': 'y', 'address': '127.0.0.1:1'}]),
-     'say what y is: kind (zeo or zope)'),
+     'say what y is: kind (zeo, zope or listener)'),
     (dict(programs=[{'name': 'y', 'kind': 'zope', 'address': '127.0.0.1:1'}],
           expected_tid=TID), 'only for kind=zeo'),
     (dict(name='y', address='127.0.0.1:1'), 'kind'),
