@@ -201,8 +201,8 @@ def restore_checked(session, admin, conn, dbname, tid, fill, refused, hint):
     try:
         code, output = fill(dbname)
         if code:
-            raise PgError('%s (exit %d): %s; %s.' % (refused, code,
-                                                   ' '.join(output.split())[-1500:], hint))
+            raise PgError('%s (exit %d): %s; %s.'
+                          % (refused, code, ' '.join(output.split())[-1500:], hint))
         restored = database_tid(session, conn, dbname)
         if restored != tid:
             raise PgError('%s: the restored database holds %s as its last transaction, not %s; '

@@ -51,7 +51,7 @@ options:
         restart); C(validate) is a command checking the new file before it replaces the old one,
         with C(%s) for its path (no shell); C(secret) (bool) keeps its content out of the diff
         and out of every output (the action plugin passes it in O(secret_contents)).
-      - C(keep_values) makes the file a map (C(key value) lines, as HAProxy's maps): for a
+      - C(keep_values) makes the file a map (C(key value) lines, as HAProxy's maps). For a
         line of the content whose key the file on the host has, the host's value stays when
         it is allowed, so a value changed at runtime survives the run. Either a regular
         expression the whole value must match, or a dict of key -> list of the values that may
