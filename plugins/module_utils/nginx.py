@@ -17,7 +17,6 @@ import signal
 import subprocess
 import urllib.error
 
-from ansible.module_utils.urls import ConnectionError as UrlConnectionError, open_url
 from ansible_collections.zopeops.stages.plugins.module_utils.balancer import (
     SwitchError, switch_result)
 from ansible_collections.zopeops.stages.plugins.module_utils.files import atomic_write
@@ -75,6 +74,10 @@ def normalize_servers(servers):
 
 def probe(server, path, timeout):
     """None if http://server/path answers below 500, else the reason it is not ready."""
+    # Imported here: ansible.module_utils.urls brings in cryptography, which an HAProxy read
+    # of lb_switch (every promotion's preflight) would pay for nothing.
+    from ansible.module_utils.urls import (  # pylint: disable=import-outside-toplevel
+        ConnectionError as UrlConnectionError, open_url)
     url = 'http://%s%s' % (server, path if path.startswith('/') else '/' + path)
     try:
         # A plain GET as urllib.request.urlopen would send: no ~/.netrc credentials, no

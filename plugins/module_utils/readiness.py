@@ -18,7 +18,6 @@ WSGI server and Zope's publisher are answering; 5xx means it answered but is not
 from __future__ import annotations
 
 import errno
-import http.client
 import json
 import os
 import re
@@ -172,6 +171,9 @@ def probe_listener(address, timeout=2.0):
 
 def probe_http(address, path='/', timeout=2.0, host_header=None):
     """Probe a Zope client over HTTP; ok on any response with a status below 500."""
+    # Imported here: http.client brings in email and ssl, which zeo_service's other calls
+    # (a stop, the preflight's idle check in check mode) would pay for nothing.
+    import http.client  # pylint: disable=import-outside-toplevel
     family, target = parse_address(address)
     if family == socket.AF_UNIX:
         return ProbeResult(False, 'HTTP health checks need host:port, not %r' % address,

@@ -171,7 +171,6 @@ import sys
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.urls import open_url
 
 from ansible_collections.zopeops.stages.plugins.module_utils.http_checks import (
     HAS_REQUESTS, fetch_with_ansible, fetch_with_requests)
@@ -240,6 +239,9 @@ def port_open(address, timeout):
 
 def ask(url, timeout):
     """GET ``url``: {url, ok, status, latency, error} and, for a JSON answer, its fields."""
+    # Imported here: only probes use it, and it brings in cryptography, which the preflight's
+    # health read (no probes) would pay for nothing.
+    from ansible.module_utils.urls import open_url  # pylint: disable=import-outside-toplevel
     started = time.monotonic()
     result = {'url': url, 'ok': False, 'status': None, 'latency': None, 'error': None}
     try:

@@ -8,6 +8,7 @@ except while HAProxy itself is down.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import threading
@@ -170,18 +171,23 @@ def test_a_commit_that_bypasses_the_freeze_reaches_the_target(pipeline):
 
 class SlowRequest(threading.Thread):
     """A GET through the stage's frontend whose body trickles in, one byte every half second:
-    HAProxy routes it on its headers, and the stage's side keeps it in flight until ``stop``."""
+    HAProxy routes it on its headers, and the side it chose keeps it in flight until ``stop``
+    (at most ``max_seconds``, under HAProxy's ``timeout server`` of 300 s)."""
 
-    def __init__(self, port):
+    def __init__(self, port, max_seconds=240):
         super().__init__(daemon=True)
-        self.port = port
+        self.port, self.max_seconds = port, max_seconds
         self.stopped = threading.Event()
+        self.connected = threading.Event()
+        self.local_port = None
 
     def run(self):
         with socket.create_connection(('127.0.0.1', self.port), timeout=10) as sock:
+            self.local_port = sock.getsockname()[1]
             sock.sendall(b'GET /@@zopeops-info HTTP/1.1\r\nHost: slow\r\n'
                          b'Content-Length: 1000\r\n\r\n')
-            for _beat in range(180):
+            self.connected.set()
+            for _beat in range(int(self.max_seconds * 2)):
                 if self.stopped.wait(0.5):
                     return
                 try:
@@ -194,17 +200,42 @@ class SlowRequest(threading.Thread):
         self.join(10)
 
 
+def stream_backend(pipeline, client_port):
+    """The backend HAProxy sends the connection from 127.0.0.1:``client_port`` to ('<none>'
+    before it is routed), or None if HAProxy holds no such stream (``show sess all``)."""
+    from ansible_collections.zopeops.stages.plugins.module_utils.haproxy import RuntimeAPI
+    text = RuntimeAPI(str(pipeline.runtime_dir / 'haproxy.sock')).execute('show sess all')
+    for block in re.split(r'\n(?=0x[0-9a-fA-F]+: \[)', text):
+        if re.search(r' source=127\.0\.0\.1:%d\b' % client_port, block.split('\n', 1)[0]):
+            backend = re.search(r'^\s*backend=(\S+)', block, re.M)
+            return backend.group(1) if backend else '<none>'
+    return None
+
+
+def wait_for_stream(pipeline, client_port, backend, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stream_backend(pipeline, client_port) == backend:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_haproxy_lost_right_after_the_unfreeze_rolls_forward_and_loses_nothing(pipeline):
-    """A slow request keeps the stage busy, so the call that lifts the freeze on the twin is
-    still waiting for the stage's drain when HAProxy dies: the call fails after the twin may
-    have acknowledged writes. The cutover must not put the traffic back over them: it rolls
-    forward, and the run finishes with nothing lost."""
+    """HAProxy dies after the freeze is lifted on the twin, while the one cutover call still
+    waits for the stage's old side to drain: the call fails after the twin may have acknowledged
+    writes. The cutover must not put the traffic back over them: it rolls forward, and the run
+    finishes with nothing lost.
+
+    The window is made, not hoped for: a slow request routed to the stage's live side before
+    the run starts keeps that side busy, so the call's drain (``promote_drain_timeout``) lasts
+    until HAProxy is killed; right before the kill the test checks that this request is still
+    in flight there (so the drain has not ended) and that the drain's time is not up."""
+    drain = 60
     slow = SlowRequest(pipeline.lb_port('test'))
+    window = {}
 
     def kill_after_unfreeze(background):
-        if not wait_for_freeze(map_file(pipeline, 'frozen.map'), 'test', background):
-            return None
-        slow.start()  # a GET passes the freeze: routed to the stage, before the switch
         if not wait_for_text(map_file(pipeline, 'active.map'), 'test be_test_upgrade',
                              background):
             return None
@@ -213,15 +244,31 @@ def test_haproxy_lost_right_after_the_unfreeze_rolls_forward_and_loses_nothing(p
             if time.monotonic() > deadline or background.proc.poll() is not None:
                 return None
             time.sleep(0.005)
+        unfrozen = time.monotonic()
+        window['slow_on'] = stream_backend(pipeline, slow.local_port)
         pid = int(pipeline.supervisorctl('pid', 'haproxy').stdout.strip() or 0)
         os.kill(pid, signal.SIGKILL)
+        window['after_unfreeze'] = time.monotonic() - unfrozen
+        window['run_alive'] = background.proc.poll() is None
         return time.time()
 
+    slow.start()
     try:
-        run = run_under_load(pipeline, 'promote.yml', 'test', SHORT, during=kill_after_unfreeze)
+        assert slow.connected.wait(10), 'the slow request could not connect'
+        assert wait_for_stream(pipeline, slow.local_port, 'be_test_live'), \
+            'the slow request was not routed to be_test_live'
+        run = run_under_load(pipeline, 'promote.yml', 'test',
+                             dict(SHORT, promote_cutover_hold=0, promote_drain_timeout=drain),
+                             during=kill_after_unfreeze)
     finally:
         slow.stop()
     assert run.interrupted_at, run.output
+    # The kill landed in the window: the old side still had the slow request (its drain was
+    # still waiting), well before the drain's time was up, with the run still going.
+    assert window['slow_on'] == 'be_test_live', (window, run.output)
+    assert window['after_unfreeze'] < drain / 2 and window['run_alive'], (window, run.output)
+    print('HAProxy killed %.3f s after the unfreeze, the slow request still on %s'
+          % (window['after_unfreeze'], window['slow_on']))
     assert run.proc.returncode == 0, run.output
     assert 'The cutover rolled forward' in ' '.join(run.output.split()), run.output
     assert pipeline.state('test').get('rolled_forward') == 'cutover_to_twin'
