@@ -19,6 +19,25 @@ ROOTFS = pathlib.Path(os.environ.get('ZOPEOPS_NSPAWN_ROOTFS',
                                      '/var/cache/zopeops-stages/nspawn-bookworm'))
 # What scripts/ensure-nspawn-rootfs writes into the rootfs it built: its package list.
 PACKAGES_STAMP = 'etc/zopeops-rootfs-packages'
+# Each booted systemd takes about ten inotify instances (PID 1, journald, logind, ...) of the
+# host's per-user limit, 128 by default: the ten machines of the multi-machine harness and the
+# real-systemd test's machine at once exhausted it ("Failed to allocate manager object: Too many
+# open files" at boot, seen in a make test run).
+INOTIFY_INSTANCES = pathlib.Path('/proc/sys/fs/inotify/max_user_instances')
+INOTIFY_INSTANCES_NEEDED = 1024
+
+
+def ensure_inotify_instances(limit=INOTIFY_INSTANCES, needed=INOTIFY_INSTANCES_NEEDED):
+    """Raise the host's inotify instance limit to ``needed`` if it is lower (root only; never
+    lowered). Returns the limit in force."""
+    current = int(limit.read_text().split()[0])
+    if current < needed:
+        try:
+            limit.write_text('%d\n' % needed)
+        except OSError:
+            return current
+        return needed
+    return current
 
 
 def unavailable_reason(need=('systemd',)):
@@ -88,6 +107,7 @@ class Container:
 
     def launch(self):
         """Start booting (returns at once; :meth:`wait_booted` waits)."""
+        ensure_inotify_instances()
         with open(self.log_path, 'ab') as log:
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
