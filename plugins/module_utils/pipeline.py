@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.zopeops.stages.plugins.module_utils.readiness import join_address
+
 DATA_POLICIES = ('upstream', 'self', 'none')
 STORAGES = ('zeo', 'relstorage')
 RELSTORAGE_HISTORIES = ('preserving', 'free')
@@ -149,7 +151,7 @@ def _side(groups, hostvars, stage, side, problems):
             clients.append({'host': host, 'name': str(entry['name']),
                             'address': address, 'machine': _machine(hostvars[host], host),
                             'port': port, 'id': '%s-%s' % (inst, entry['name']),
-                            'url': 'http://%s:%s' % (_url_host(address), port)})
+                            'url': 'http://' + join_address(address, port) if port else None})
     entry = {
         'instance': inst,
         'side': side,
@@ -362,10 +364,6 @@ def leaders_by_machine(machines):
     for host in sorted(machines):
         leaders.setdefault(machines[host], host)
     return sorted(leaders.values())
-
-
-def _url_host(address):
-    return '[%s]' % address if ':' in address else address
 
 
 def _check_ports(stages, lb_machines, problems):

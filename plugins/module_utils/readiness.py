@@ -76,6 +76,12 @@ def parse_address(address):
                      % address)
 
 
+def join_address(host, port):
+    """``host:port``, with an IPv6 host in brackets (``[::1]:8080``): what parse_address
+    reads, and the authority of an ``http://`` URL."""
+    return '%s:%d' % ('[%s]' % host if ':' in host else host, int(port))
+
+
 def _connect(address, timeout):
     family, target = parse_address(address)
     if family == socket.AF_UNIX:

@@ -22,8 +22,8 @@ from ansible_collections.zopeops.stages.plugins.module_utils.http_checks import 
 from ansible_collections.zopeops.stages.plugins.module_utils.revision_proof import RevisionProof
 from ansible_collections.zopeops.stages.plugins.module_utils.zodb_format import normalize_tid
 from ansible_collections.zopeops.stages.plugins.module_utils.readiness import (
-    STOP_HOLDER, ProbeResult, holders, parse_address, pid_alive, port_open, probe_http,
-    probe_listener, probe_zeo, tail_file, tail_text, wait_all, wait_until_gone)
+    STOP_HOLDER, ProbeResult, holders, join_address, parse_address, pid_alive, port_open,
+    probe_http, probe_listener, probe_zeo, tail_file, tail_text, wait_all, wait_until_gone)
 
 LOG_LINES = 40
 NOUNS = {'zeo': 'ZEO server', 'zope': 'Zope client', 'listener': 'program'}
@@ -60,7 +60,7 @@ def revision_probe(address, params, pid_of=None, timeout=2.0):
     change the code; so is a release proof that cannot be read from a process that answers.
     """
     host, port = parse_address(address)[1]
-    base = 'http://%s:%d' % (host if ':' not in host else '[%s]' % host, port)
+    base = 'http://' + join_address(host, port)
     proof = RevisionProof.from_params(params)
     fetch = fetch_with_requests if HAS_REQUESTS else fetch_with_ansible
     headers = {'User-Agent': 'zopeops-readiness', 'Connection': 'close'}

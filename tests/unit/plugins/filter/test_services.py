@@ -1,10 +1,10 @@
-"""client_programs: zopeops_clients -> zeo_service's programs."""
+"""client_programs: zopeops_clients -> zeo_service's programs; host_port."""
 from __future__ import annotations
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.zopeops.stages.plugins.filter.services import client_programs
+from ansible_collections.zopeops.stages.plugins.filter.services import client_programs, host_port
 
 CLIENTS = [{'name': 'client1', 'port': '18431'}, {'name': 'client2', 'port': 18432}]
 
@@ -26,3 +26,13 @@ def test_systemd_units_and_ipv6():
 def test_a_client_without_port_is_refused():
     with pytest.raises(AnsibleFilterError, match='name and a numeric port'):
         client_programs([{'name': 'client1'}], 'test', '127.0.0.1', '/l')
+
+
+def test_host_port_joins_and_brackets_an_ipv6_host():
+    assert host_port('127.0.0.1', '5000') == '127.0.0.1:5000'
+    assert host_port('::1', 5000) == '[::1]:5000'
+
+
+def test_host_port_refuses_a_port_that_is_not_a_number():
+    with pytest.raises(AnsibleFilterError, match='port must be a number'):
+        host_port('127.0.0.1', 'http')

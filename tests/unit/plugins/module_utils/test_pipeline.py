@@ -240,3 +240,11 @@ def test_host_places_names_every_misplaced_host():
         'Host test-b says it belongs to stage test (blue side), but the pipeline dev -> test '
         'has no such host there: put it into the groups test_zeo or ..._clients, or fix '
         'zopeops_stage / zopeops_side.']
+
+
+def test_a_client_port_that_is_not_a_number_is_a_problem_not_a_crash():
+    groups, hostvars = inventory()
+    hostvars = copy.deepcopy(hostvars)
+    hostvars['test-a']['zopeops_clients'][0]['port'] = 'http'
+    problems = problems_of(groups, hostvars)
+    assert any("is 'http', not a port number." in p for p in problems), problems
