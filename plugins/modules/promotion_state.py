@@ -286,10 +286,11 @@ def run(module):
         result['state'] = update_state(params['dir'], params['stage'], params['run_id'],
                                        update=params['update'], event=params['event'])
         result['changed'] = True
-    if not result['state']:
-        result['state'] = read_state(params['dir'], stages[0])
     if params['stages'] and params['lock'] == 'unchanged':
         result['states'] = {stage: read_state(params['dir'], stage) for stage in stages}
+    if not result['state']:
+        result['state'] = (result['states'][stages[0]] if 'states' in result
+                           else read_state(params['dir'], stages[0]))
     result['durations'] = phase_durations(result['state'].get('events'))
     if params['ledger_entry']:
         entry = dict(params['ledger_entry'], stage=stages[0], run_id=params['run_id'],
